@@ -1,0 +1,683 @@
+"""The Experiment config blob (§2.3), its validation (§5) and the layer list (§2.4).
+
+Two views of the same experiment:
+
+*config records* (:class:`ExperimentConfig`, :class:`RunRecord`, ...)
+    What the config JSON says: LayerRefs are integer indexes into the manifest's
+    ``layers``. ``ExperimentConfig.to_bytes()`` reproduces OMMX's bytes exactly
+    (fixed field order, compact, UTF-8, no ASCII escaping).
+*content* (:class:`ExperimentContent`, :class:`RunContent`, ...)
+    The same tree holding :class:`~ommx_experiment.oci.Descriptor` objects
+    instead of LayerRefs; this is what a session holds in memory.
+
+:func:`build_experiment` turns content into ``(layers, config)`` walking in
+OMMX's exact order without de-duplication; :func:`content_from_artifact` is
+the inverse used on load, fork and restore.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ommx_experiment import media_types as mt
+from ommx_experiment.errors import InvalidArtifactError, InvalidInputError
+from ommx_experiment.oci import EMPTY_MAP, FrozenMap, load_json_bounded
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Iterator, Sequence
+
+    from ommx_experiment.oci import Descriptor, Manifest
+
+DRAFT = "draft"
+FINISHED = "finished"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+EXPERIMENT_STATUSES = (FINISHED, DRAFT, FAILED, INTERRUPTED)
+SEALED_STATUSES = (FINISHED, FAILED, INTERRUPTED)
+CHECKPOINT_STATUSES = (DRAFT, FAILED, INTERRUPTED)
+RUN_STATUSES = (FINISHED, FAILED, INTERRUPTED)
+_REASON_STATUSES = (FAILED, INTERRUPTED)
+
+MAX_CONFIG_BYTES = 256 * 1024 * 1024
+_U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
+
+
+# --- config records ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentTable:
+    """One attachment namespace: ``name -> LayerRef`` and ``name -> export basename``."""
+
+    entries: Mapping[str, int] = field(default=EMPTY_MAP)
+    filenames: Mapping[str, str] = field(default=EMPTY_MAP)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entries", FrozenMap(self.entries))
+        object.__setattr__(self, "filenames", FrozenMap(self.filenames))
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object: ``entries`` (always) and ``filenames`` (when non-empty), keys sorted."""
+        obj: dict[str, Any] = {"entries": {name: self.entries[name] for name in sorted(self.entries)}}
+        if self.filenames:
+            obj["filenames"] = {name: self.filenames[name] for name in sorted(self.filenames)}
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class SolveRecord:
+    """One ``log_solve``/``open_solve`` result as stored in the config."""
+
+    solve_id: int
+    status: str
+    input: int
+    output: int | None
+    adapter: str
+    adapter_options: str = "{}"
+    diagnostics: int | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object in OMMX's field order."""
+        return _call_obj("solve_id", self.solve_id, self)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingRecord:
+    """One ``log_sample`` result as stored in the config."""
+
+    sampling_id: int
+    status: str
+    input: int
+    output: int | None
+    adapter: str
+    adapter_options: str = "{}"
+    diagnostics: int | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object in OMMX's field order."""
+        return _call_obj("sampling_id", self.sampling_id, self)
+
+
+def _call_obj(id_key: str, call_id: int, rec: SolveRecord | SamplingRecord) -> dict[str, Any]:
+    obj: dict[str, Any] = {id_key: call_id, "status": rec.status, "input": rec.input}
+    if rec.output is not None:
+        obj["output"] = rec.output
+    obj["adapter"] = rec.adapter
+    obj["adapter_options"] = rec.adapter_options
+    if rec.diagnostics is not None:
+        obj["diagnostics"] = rec.diagnostics
+    return obj
+
+
+def _outcome(obj: dict[str, Any], status: str, reason: str | None) -> None:
+    if status in _REASON_STATUSES and reason is not None:
+        obj["outcome"] = {"reason": reason}
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One closed Run as stored in the config."""
+
+    run_id: int
+    status: str = FINISHED
+    reason: str | None = None
+    attachments: AttachmentTable = field(default_factory=AttachmentTable)
+    trace: int | None = None
+    solves: tuple[SolveRecord, ...] = ()
+    samplings: tuple[SamplingRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "solves", tuple(self.solves))
+        object.__setattr__(self, "samplings", tuple(self.samplings))
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object in OMMX's field order (solves/samplings sorted by id)."""
+        obj: dict[str, Any] = {"run_id": self.run_id, "status": self.status}
+        _outcome(obj, self.status, self.reason)
+        obj["attachments"] = self.attachments.to_obj()
+        if self.trace is not None:
+            obj["trace"] = self.trace
+        obj["solves"] = [s.to_obj() for s in sorted(self.solves, key=lambda s: s.solve_id)]
+        obj["samplings"] = [s.to_obj() for s in sorted(self.samplings, key=lambda s: s.sampling_id)]
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentConfig:
+    """The ``application/org.ommx.v1.experiment.config+json`` blob.
+
+    ``extra`` holds unknown top-level fields found by :meth:`parse` (for listings);
+    it is never serialised, exactly like OMMX drops them on re-commit.
+    """
+
+    status: str
+    reason: str | None
+    requested_image_name: str | None
+    attachments: AttachmentTable
+    runs: tuple[RunRecord, ...]
+    run_parameters: int
+    extra: Mapping[str, Any] = field(default=EMPTY_MAP, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))
+        object.__setattr__(self, "extra", FrozenMap(self.extra))
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object in OMMX's field order (runs sorted by ``run_id``)."""
+        obj: dict[str, Any] = {"status": self.status}
+        _outcome(obj, self.status, self.reason)
+        if self.requested_image_name is not None:
+            obj["requested_image_name"] = self.requested_image_name
+        obj["attachments"] = self.attachments.to_obj()
+        obj["runs"] = [r.to_obj() for r in sorted(self.runs, key=lambda r: r.run_id)]
+        obj["run_parameters"] = self.run_parameters
+        return obj
+
+    def to_bytes(self) -> bytes:
+        """OMMX's exact config bytes."""
+        return json.dumps(self.to_obj(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def parse(cls, data: bytes) -> ExperimentConfig:
+        """Parse config bytes with OMMX's reader defaults; ``InvalidArtifactError`` on defects."""
+        obj = load_json_bounded(
+            data, what="experiment config", max_bytes=MAX_CONFIG_BYTES, object_pairs_hook=_no_duplicate_keys
+        )
+        return _config_from_obj(obj)
+
+    @property
+    def solve_count(self) -> int:
+        """Total number of solves over all runs."""
+        return sum(len(r.solves) for r in self.runs)
+
+    @property
+    def sampling_count(self) -> int:
+        """Total number of samplings over all runs."""
+        return sum(len(r.samplings) for r in self.runs)
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "an object"
+
+
+def _object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidArtifactError(f"experiment config {path}: expected an object, got {_kind(value)}")
+    return value
+
+
+def _required(obj: dict[str, Any], key: str, path: str) -> Any:
+    if key not in obj:
+        raise InvalidArtifactError(f"experiment config {path}: missing required field `{key}`")
+    return obj[key]
+
+
+def _uint(value: Any, path: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidArtifactError(
+            f"experiment config {path}: expected an integer in [0, {maximum}], got {value!r}"
+        )
+    return value
+
+
+def _layer_ref(value: Any, path: str) -> int:
+    return _uint(value, path, _U32_MAX)
+
+
+def _opt_layer_ref(obj: dict[str, Any], key: str, path: str) -> int | None:
+    value = obj.get(key)
+    return None if value is None else _layer_ref(value, f"{path}.{key}")
+
+
+def _string(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidArtifactError(f"experiment config {path}: expected a string, got {_kind(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArtifactError(f"experiment config {path}: string is not valid Unicode") from exc
+    return value
+
+
+def _status(obj: dict[str, Any], path: str, allowed: Sequence[str], default: str | None) -> str:
+    if "status" not in obj and default is not None:
+        return default
+    status = _string(_required(obj, "status", path), f"{path}.status")
+    if status not in allowed:
+        raise InvalidArtifactError(
+            f"experiment config {path}.status: unknown status {status!r}, expected one of {', '.join(allowed)}"
+        )
+    return status
+
+
+def _reason(obj: dict[str, Any], status: str, path: str) -> str | None:
+    outcome = obj.get("outcome")
+    if outcome is None:
+        return None
+    if status not in _REASON_STATUSES:
+        raise InvalidArtifactError(f"experiment config {path}.outcome is not allowed for status {status}")
+    outcome = _object(outcome, f"{path}.outcome")
+    reason = outcome.get("reason")
+    return None if reason is None else _string(reason, f"{path}.outcome.reason")
+
+
+def _attachment_table(value: Any, path: str) -> AttachmentTable:
+    obj = _object(value, path)
+    entries = _object(_required(obj, "entries", path), f"{path}.entries")
+    filenames_value = obj.get("filenames")
+    filenames = {} if filenames_value is None else _object(filenames_value, f"{path}.filenames")
+    return AttachmentTable(
+        entries={_string(k, f"{path}.entries"): _layer_ref(v, f"{path}.entries[{k!r}]") for k, v in entries.items()},
+        filenames={
+            _string(k, f"{path}.filenames"): _string(v, f"{path}.filenames[{k!r}]") for k, v in filenames.items()
+        },
+    )
+
+
+def _call_fields(obj: dict[str, Any], path: str) -> dict[str, Any]:
+    options = obj.get("adapter_options", "{}")
+    return {
+        "status": _status(obj, path, RUN_STATUSES, FINISHED),
+        "input": _layer_ref(_required(obj, "input", path), f"{path}.input"),
+        "output": _opt_layer_ref(obj, "output", path),
+        "adapter": _string(_required(obj, "adapter", path), f"{path}.adapter"),
+        "adapter_options": _string(options, f"{path}.adapter_options"),
+        "diagnostics": _opt_layer_ref(obj, "diagnostics", path),
+    }
+
+
+def _solve(value: Any, path: str) -> SolveRecord:
+    obj = _object(value, path)
+    return SolveRecord(solve_id=_uint(_required(obj, "solve_id", path), f"{path}.solve_id", _U64_MAX), **_call_fields(obj, path))
+
+
+def _sampling(value: Any, path: str) -> SamplingRecord:
+    obj = _object(value, path)
+    sampling_id = _uint(_required(obj, "sampling_id", path), f"{path}.sampling_id", _U64_MAX)
+    return SamplingRecord(sampling_id=sampling_id, **_call_fields(obj, path))
+
+
+def _array(obj: dict[str, Any], key: str, path: str) -> list[Any]:
+    value = obj.get(key, [])
+    if not isinstance(value, list):
+        raise InvalidArtifactError(f"experiment config {path}.{key}: expected an array, got {_kind(value)}")
+    return value
+
+
+def _run(value: Any, path: str) -> RunRecord:
+    obj = _object(value, path)
+    status = _status(obj, path, RUN_STATUSES, FINISHED)
+    return RunRecord(
+        run_id=_uint(_required(obj, "run_id", path), f"{path}.run_id", _U64_MAX),
+        status=status,
+        reason=_reason(obj, status, path),
+        attachments=_attachment_table(_required(obj, "attachments", path), f"{path}.attachments"),
+        trace=_opt_layer_ref(obj, "trace", path),
+        solves=tuple(_solve(s, f"{path}.solves[{i}]") for i, s in enumerate(_array(obj, "solves", path))),
+        samplings=tuple(
+            _sampling(s, f"{path}.samplings[{i}]") for i, s in enumerate(_array(obj, "samplings", path))
+        ),
+    )
+
+
+_KNOWN_TOP_LEVEL = frozenset({"status", "outcome", "requested_image_name", "attachments", "runs", "run_parameters"})
+
+
+def _config_from_obj(value: Any) -> ExperimentConfig:
+    obj = _object(value, "(top level)")
+    status = _status(obj, "(top level)", EXPERIMENT_STATUSES, None)
+    runs = _required(obj, "runs", "(top level)")
+    if not isinstance(runs, list):
+        raise InvalidArtifactError(f"experiment config runs: expected an array, got {_kind(runs)}")
+    requested = obj.get("requested_image_name")
+    return ExperimentConfig(
+        status=status,
+        reason=_reason(obj, status, "(top level)"),
+        requested_image_name=None if requested is None else _string(requested, "requested_image_name"),
+        attachments=_attachment_table(_required(obj, "attachments", "(top level)"), "attachments"),
+        runs=tuple(_run(r, f"runs[{i}]") for i, r in enumerate(runs)),
+        run_parameters=_layer_ref(_required(obj, "run_parameters", "(top level)"), "run_parameters"),
+        extra={k: v for k, v in obj.items() if k not in _KNOWN_TOP_LEVEL},
+    )
+
+
+# --- validation (§5, the checks that need no blob I/O) ------------------------------------------
+
+
+def is_valid_basename(name: str) -> bool:
+    """An export filename OMMX accepts: non-empty, no ``/`` or ``\\``, not ``.`` or ``..``."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def _status_message(status: str, allowed: Sequence[str]) -> str:
+    return f"Experiment config status is {status}, expected {' or '.join(allowed)}"
+
+
+class _Validator:
+    def __init__(self, manifest: Manifest) -> None:
+        self.layers = manifest.layers
+
+    def layer(self, ref: int, what: str) -> Descriptor:
+        if ref >= len(self.layers):
+            raise InvalidArtifactError(
+                f"Experiment {what} refers to layer {ref}, but the manifest has {len(self.layers)} layers"
+            )
+        return self.layers[ref]
+
+    def typed(self, ref: int, what: str, allowed: Collection[str]) -> None:
+        media_type = self.layer(ref, what).media_type
+        if media_type not in allowed:
+            expected = " or ".join(sorted(allowed))
+            raise InvalidArtifactError(f"Experiment {what} layer has media type {media_type}, expected {expected}")
+
+    def attachments(self, table: AttachmentTable, where: str) -> None:
+        for name, ref in table.entries.items():
+            desc = self.layer(ref, f"{where} attachment {name!r}")
+            _check_compression(desc, f"{where} attachment {name!r}")
+        for name, filename in table.filenames.items():
+            if name not in table.entries:
+                raise InvalidArtifactError(f"Experiment {where} filename entry {name!r} has no attachment")
+            if not is_valid_basename(filename):
+                raise InvalidArtifactError(
+                    f"Experiment {where} attachment {name!r} has invalid export filename {filename!r}"
+                )
+
+    def calls(self, records: Sequence[SolveRecord | SamplingRecord], where: str, outputs: Collection[str]) -> None:
+        seen: set[int] = set()
+        for rec in records:
+            call_id = rec.solve_id if isinstance(rec, SolveRecord) else rec.sampling_id
+            kind = "solve" if isinstance(rec, SolveRecord) else "sampling"
+            what = f"{where} {kind} {call_id}"
+            if call_id in seen:
+                raise InvalidArtifactError(f"Experiment {where} has duplicate {kind} id {call_id}")
+            seen.add(call_id)
+            self.typed(rec.input, f"{what} input", mt.INSTANCE_TYPES)
+            if (rec.status == FINISHED) != (rec.output is not None):
+                state = "has no output" if rec.output is None else "has an output"
+                raise InvalidArtifactError(f"Experiment {what} is {rec.status} but {state}")
+            if rec.output is not None:
+                self.typed(rec.output, f"{what} output", outputs)
+            if rec.diagnostics is not None:
+                self.typed(rec.diagnostics, f"{what} diagnostics", (mt.DIAGNOSTICS,))
+
+    def run(self, run: RunRecord) -> None:
+        where = f"run {run.run_id}"
+        self.attachments(run.attachments, where)
+        if run.trace is not None:
+            self.typed(run.trace, f"{where} trace", (mt.TRACE_OTLP_PROTOBUF,))
+        self.calls(run.solves, where, mt.SOLUTION_TYPES)
+        self.calls(run.samplings, where, mt.SAMPLE_SET_TYPES)
+
+
+def _check_compression(desc: Descriptor, what: str) -> None:
+    compression = desc.annotations.get(mt.COMPRESSION_ANNOTATION)
+    if compression is None:
+        return
+    if compression != mt.COMPRESSION_ZSTD:
+        raise InvalidArtifactError(f"Experiment {what} has unsupported compression annotation {compression!r}")
+    base = desc.media_type.removesuffix(mt.ZSTD_SUFFIX)
+    if base == desc.media_type or not base:
+        raise InvalidArtifactError(
+            f"Experiment {what} is zstd-compressed but its media type {desc.media_type!r} "
+            f"does not end with a non-empty prefix plus {mt.ZSTD_SUFFIX}"
+        )
+
+
+def validate_experiment(
+    manifest: Manifest, config: ExperimentConfig, *, allowed_statuses: Sequence[str] = EXPERIMENT_STATUSES
+) -> None:
+    """Run the §5 checks 1-9 that need no blob I/O; raise ``InvalidArtifactError`` on the first failure.
+
+    Not checked here (need blobs): the run-parameter msgpack content, the
+    diagnostics blobs, and layer blob presence.
+    """
+    if manifest.artifact_type != mt.EXPERIMENT_ARTIFACT_TYPE:
+        raise InvalidArtifactError(
+            f"Experiment artifact type is {manifest.artifact_type}, expected {mt.EXPERIMENT_ARTIFACT_TYPE}"
+        )
+    if manifest.config.media_type != mt.EXPERIMENT_CONFIG:
+        raise InvalidArtifactError(
+            f"Experiment config media type is {manifest.config.media_type}, expected {mt.EXPERIMENT_CONFIG}"
+        )
+    if config.status not in allowed_statuses:
+        raise InvalidArtifactError(_status_message(config.status, allowed_statuses))
+    validator = _Validator(manifest)
+    validator.attachments(config.attachments, "experiment")
+    seen: set[int] = set()
+    for run in config.runs:
+        if run.run_id in seen:
+            raise InvalidArtifactError(f"Experiment config has duplicate run id {run.run_id}")
+        seen.add(run.run_id)
+        validator.run(run)
+    validator.typed(config.run_parameters, "run parameters", (mt.RUN_PARAMETERS,))
+
+
+# --- content (descriptors instead of LayerRefs) -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentContent:
+    """One attachment namespace holding descriptors: ``name -> Descriptor``, ``name -> filename``."""
+
+    descriptors: Mapping[str, Descriptor] = field(default=EMPTY_MAP)
+    filenames: Mapping[str, str] = field(default=EMPTY_MAP)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "descriptors", FrozenMap(self.descriptors))
+        object.__setattr__(self, "filenames", FrozenMap(self.filenames))
+
+    def sorted_names(self) -> list[str]:
+        """Attachment names in byte (code point) order."""
+        return sorted(self.descriptors)
+
+
+@dataclass(frozen=True, slots=True)
+class SolveContent:
+    """A solve (or, in :class:`RunContent.samplings`, a sampling) holding descriptors."""
+
+    call_id: int
+    status: str
+    input: Descriptor
+    output: Descriptor | None
+    adapter: str
+    adapter_options: str = "{}"
+    diagnostics: Descriptor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunContent:
+    """A closed Run holding descriptors."""
+
+    run_id: int
+    status: str = FINISHED
+    reason: str | None = None
+    attachments: AttachmentContent = field(default_factory=AttachmentContent)
+    trace: Descriptor | None = None
+    solves: tuple[SolveContent, ...] = ()
+    samplings: tuple[SolveContent, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "solves", tuple(self.solves))
+        object.__setattr__(self, "samplings", tuple(self.samplings))
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentContent:
+    """Everything a committed or checkpointed experiment references.
+
+    ``extra_layers`` are appended after the run-parameter layer (e.g. our Parquet
+    table); on :func:`content_from_artifact` they are the manifest layers that the
+    config does not reference, in manifest order.
+    """
+
+    attachments: AttachmentContent
+    runs: tuple[RunContent, ...]
+    run_parameters: Descriptor
+    extra_layers: tuple[Descriptor, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))
+        object.__setattr__(self, "extra_layers", tuple(self.extra_layers))
+
+
+class _LayerList:
+    def __init__(self) -> None:
+        self.layers: list[Descriptor] = []
+
+    def add(self, desc: Descriptor) -> int:
+        self.layers.append(desc)
+        return len(self.layers) - 1
+
+    def add_opt(self, desc: Descriptor | None) -> int | None:
+        return None if desc is None else self.add(desc)
+
+    def table(self, content: AttachmentContent, where: str) -> AttachmentTable:
+        unknown = set(content.filenames) - set(content.descriptors)
+        if unknown:
+            raise InvalidInputError(f"{where}: filenames given for unknown attachments {sorted(unknown)!r}")
+        entries = {name: self.add(content.descriptors[name]) for name in content.sorted_names()}
+        return AttachmentTable(entries, content.filenames)
+
+    def call_fields(self, call: SolveContent) -> dict[str, Any]:
+        return {
+            "status": call.status,
+            "input": self.add(call.input),
+            "output": self.add_opt(call.output),
+            "adapter": call.adapter,
+            "adapter_options": call.adapter_options,
+            "diagnostics": self.add_opt(call.diagnostics),
+        }
+
+    def run(self, run: RunContent) -> RunRecord:
+        where = f"run {run.run_id}"
+        attachments = self.table(run.attachments, where)
+        trace = self.add_opt(run.trace)
+        solves = [SolveRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.solves, where)]
+        samplings = [SamplingRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.samplings, where)]
+        return RunRecord(run.run_id, run.status, run.reason, attachments, trace, tuple(solves), tuple(samplings))
+
+
+def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveContent]:
+    ordered = sorted(calls, key=lambda c: c.call_id)
+    _reject_duplicates([c.call_id for c in ordered], f"{where}: duplicate solve/sampling id")
+    return ordered
+
+
+def _reject_duplicates(ids: Sequence[int], message: str) -> None:
+    for prev, cur in zip(ids, ids[1:]):
+        if prev == cur:
+            raise InvalidInputError(f"{message} {cur}")
+
+
+def build_experiment(
+    content: ExperimentContent,
+    *,
+    status: str,
+    reason: str | None = None,
+    requested_image_name: str | None = None,
+) -> tuple[tuple[Descriptor, ...], ExperimentConfig]:
+    """Manifest layers and config for ``content``, in OMMX's exact order (§2.4).
+
+    Order: experiment attachments by name; per run (ascending ``run_id``) its
+    attachments by name, its trace, each solve's input/output/diagnostics, each
+    sampling's input/output/diagnostics; then the run-parameter layer; then
+    ``content.extra_layers``. No de-duplication.
+    """
+    if status not in EXPERIMENT_STATUSES:
+        raise InvalidInputError(f"Unknown experiment status {status!r}")
+    layers = _LayerList()
+    attachments = layers.table(content.attachments, "experiment")
+    runs = sorted(content.runs, key=lambda r: r.run_id)
+    _reject_duplicates([r.run_id for r in runs], "duplicate run id")
+    records = tuple(layers.run(run) for run in runs)
+    run_parameters = layers.add(content.run_parameters)
+    for extra in content.extra_layers:
+        layers.add(extra)
+    config = ExperimentConfig(status, reason, requested_image_name, attachments, records, run_parameters)
+    return tuple(layers.layers), config
+
+
+class _RefResolver:
+    def __init__(self, manifest: Manifest) -> None:
+        self.layers = manifest.layers
+        self.used: set[int] = set()
+
+    def get(self, ref: int, what: str) -> Descriptor:
+        if ref >= len(self.layers):
+            raise InvalidArtifactError(
+                f"Experiment {what} refers to layer {ref}, but the manifest has {len(self.layers)} layers"
+            )
+        self.used.add(ref)
+        return self.layers[ref]
+
+    def opt(self, ref: int | None, what: str) -> Descriptor | None:
+        return None if ref is None else self.get(ref, what)
+
+    def table(self, table: AttachmentTable, where: str) -> AttachmentContent:
+        descriptors = {name: self.get(ref, f"{where} attachment {name!r}") for name, ref in table.entries.items()}
+        return AttachmentContent(descriptors, table.filenames)
+
+    def call(self, call_id: int, rec: SolveRecord | SamplingRecord, what: str) -> SolveContent:
+        return SolveContent(
+            call_id=call_id,
+            status=rec.status,
+            input=self.get(rec.input, f"{what} input"),
+            output=self.opt(rec.output, f"{what} output"),
+            adapter=rec.adapter,
+            adapter_options=rec.adapter_options,
+            diagnostics=self.opt(rec.diagnostics, f"{what} diagnostics"),
+        )
+
+    def run(self, run: RunRecord) -> RunContent:
+        where = f"run {run.run_id}"
+        return RunContent(
+            run_id=run.run_id,
+            status=run.status,
+            reason=run.reason,
+            attachments=self.table(run.attachments, where),
+            trace=self.opt(run.trace, f"{where} trace"),
+            solves=tuple(self.call(s.solve_id, s, f"{where} solve {s.solve_id}") for s in run.solves),
+            samplings=tuple(
+                self.call(s.sampling_id, s, f"{where} sampling {s.sampling_id}") for s in run.samplings
+            ),
+        )
+
+    def unused(self) -> Iterator[Descriptor]:
+        return (desc for i, desc in enumerate(self.layers) if i not in self.used)
+
+
+def content_from_artifact(manifest: Manifest, config: ExperimentConfig) -> ExperimentContent:
+    """Map the config's LayerRefs back to the manifest's descriptors.
+
+    Runs are returned in ascending ``run_id`` order. Raises ``InvalidArtifactError``
+    for a LayerRef out of range.
+    """
+    resolver = _RefResolver(manifest)
+    attachments = resolver.table(config.attachments, "experiment")
+    runs = tuple(resolver.run(run) for run in sorted(config.runs, key=lambda r: r.run_id))
+    run_parameters = resolver.get(config.run_parameters, "run parameters")
+    return ExperimentContent(attachments, runs, run_parameters, tuple(resolver.unused()))

@@ -1,0 +1,110 @@
+"""The exception tree of ommx-experiment.
+
+Every exception we raise derives from :class:`OmmxExperimentError` *and* from the
+builtin exception that OMMX 3 raises in the same situation, so code written
+against ``ommx.experiment`` (``except RuntimeError``, ``except KeyError``, ...)
+keeps working, while callers who want to catch only our errors can catch the root.
+
+Messages name the ref, digest or path involved and the step that failed.
+"""
+
+from __future__ import annotations
+
+
+class OmmxExperimentError(Exception):
+    """Root of every error raised by ommx-experiment."""
+
+
+# --- caller input -----------------------------------------------------------
+
+
+class InvalidInputError(OmmxExperimentError, ValueError):
+    """A caller passed a value that is not acceptable (OMMX raises ValueError)."""
+
+
+class InvalidImageNameError(InvalidInputError):
+    """An image reference that does not parse. Message starts ``Invalid image reference``."""
+
+
+class InvalidArgumentTypeError(OmmxExperimentError, TypeError):
+    """A caller passed an argument of the wrong kind (OMMX raises TypeError)."""
+
+
+class ParameterOverflowError(OmmxExperimentError, OverflowError):
+    """A run-parameter int that does not fit in int64."""
+
+
+class AttachmentNotFoundError(OmmxExperimentError, KeyError):
+    """No attachment of that name in this namespace (OMMX raises ``KeyError(name)``)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the plain name visible
+        return str(self.args[0]) if self.args else "attachment not found"
+
+
+# --- lifecycle ---------------------------------------------------------------
+
+
+class LifecycleError(OmmxExperimentError, RuntimeError):
+    """An operation not allowed in the object's current lifecycle state."""
+
+
+# --- storage -----------------------------------------------------------------
+
+
+class RegistryError(OmmxExperimentError, RuntimeError):
+    """A Local Registry operation failed (I/O, SQLite, layout)."""
+
+
+class RootAlreadySetError(RegistryError):
+    """``set_local_registry_root`` after the root was set or resolved."""
+
+
+class BlobNotFoundError(RegistryError):
+    """A blob named by a digest is absent from the CAS. Message contains ``Failed to read blob``."""
+
+
+class DigestMismatchError(RegistryError):
+    """Bytes do not hash to the digest that names them."""
+
+
+class RefConflictError(RegistryError):
+    """A ref already points to a different manifest; publish never overwrites."""
+
+
+class RefNotFoundError(RegistryError):
+    """No ref of that name in the Local Registry."""
+
+
+class InvalidArtifactError(OmmxExperimentError, RuntimeError):
+    """A stored or received artifact is malformed (manifest, config, layer table)."""
+
+
+class ArchiveError(InvalidArtifactError):
+    """An archive or OCI layout directory that cannot be imported safely."""
+
+
+# --- remote ------------------------------------------------------------------
+
+
+class RemoteArtifactError(OmmxExperimentError, RuntimeError):
+    """Root of remote-registry failures (same name and base as OMMX's)."""
+
+
+class RemoteArtifactNotFoundError(RemoteArtifactError):
+    """The remote registry has no such repository, tag or blob."""
+
+
+class RemoteArtifactAuthenticationError(RemoteArtifactError):
+    """The remote registry rejected our credentials (or wanted some)."""
+
+
+class RemoteArtifactAuthorizationError(RemoteArtifactError):
+    """Authenticated, but not allowed."""
+
+
+class RemoteArtifactTransportError(RemoteArtifactError):
+    """Network failure: unreachable host, reset connection, timeout, 5xx."""
+
+
+class InvalidRemoteArtifactError(RemoteArtifactError):
+    """The remote answered with something that is not a valid OMMX artifact."""

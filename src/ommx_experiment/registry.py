@@ -1,0 +1,350 @@
+"""The Local Registry: one root directory that is at the same time an OCI Image
+Layout (``oci-layout``, ``index.json``, ``blobs/sha256``) and OMMX 3's registry
+(``index.sqlite3``).
+
+Source of truth: OMMX's ``refs`` table plus the CAS. ``index.json`` is a view
+(:mod:`layout_view`) regenerated after each of our ref writes and by
+:meth:`LocalRegistry.sync`. Ref writes follow OMMX's semantics: *publish*
+inserts if absent (same digest: no-op; other digest: :class:`RefConflictError`),
+*replace* upserts (checkpoint slots only), *remove* returns the old digest,
+*restore* and *alias* re-verify the manifest closure under
+``.gc-exclusion.lock`` before inserting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import layout_view
+from .blobstore import BlobStore
+from .digest import is_valid_digest
+from .errors import (
+    BlobNotFoundError,
+    InvalidArtifactError,
+    InvalidInputError,
+    RefConflictError,
+    RegistryError,
+)
+from .index_db import Database
+from .locks import GC_EXCLUSION_LOCK, flock_exclusive
+from .names import ImageName
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT_ARTIFACT_TYPE = "application/org.ommx.v1.experiment"
+MAX_MANIFEST_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class RefRecord:
+    """One row of ``refs``."""
+
+    image_name: ImageName
+    manifest_digest: str
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestFacts:
+    """The few manifest fields the engine itself needs (closure walk, cache rows)."""
+
+    artifact_type: str
+    config_digest: str
+    config_size: int
+    layers: tuple[tuple[str, int], ...]
+    subject: str | None
+
+    @classmethod
+    def parse(cls, data: bytes, digest: str = "manifest") -> ManifestFacts:
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise InvalidArtifactError(f"Manifest {digest} is {len(data)} bytes; limit {MAX_MANIFEST_BYTES}")
+        try:
+            doc = json.loads(data)
+            config = doc["config"]
+            layers = tuple((str(d["digest"]), int(d["size"])) for d in doc.get("layers", []))
+            subject = doc.get("subject")
+            facts = cls(
+                artifact_type=str(doc.get("artifactType") or ""),
+                config_digest=str(config["digest"]),
+                config_size=int(config["size"]),
+                layers=layers,
+                subject=str(subject["digest"]) if isinstance(subject, dict) else None,
+            )
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise InvalidArtifactError(f"Manifest {digest} is not a valid OCI image manifest: {exc!r}") from exc
+        for d in (facts.config_digest, *(d for d, _ in facts.layers)):
+            if not is_valid_digest(d):
+                raise InvalidArtifactError(f"Manifest {digest} names an invalid blob digest {d!r}")
+        return facts
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+class LocalRegistry:
+    """A handle on one registry root. Safe to share between threads and processes."""
+
+    _instances: dict[Path, LocalRegistry] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.blobs = BlobStore(self.root)
+            self.blobs.ensure_dirs()
+        except OSError as exc:
+            raise RegistryError(f"Failed to create the registry at {self.root}: {exc}") from exc
+        self.db = Database(self.root)
+        try:
+            self.db.initialise()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"Failed to open the registry index at {self.root}: {exc}") from exc
+        self._registry_id: str | None = None
+        self._refresh_view(step="open", only_if_stale=True, ensure_layout=True)
+
+    # --- construction --------------------------------------------------------
+
+    @classmethod
+    def at(cls, root: str | Path) -> LocalRegistry:
+        """The (process-wide, cached) registry at ``root``, created if absent."""
+        path = Path(root).expanduser().absolute()
+        with cls._instances_lock:
+            registry = cls._instances.get(path)
+            if registry is None:
+                registry = cls(path)
+                cls._instances[path] = registry
+            return registry
+
+    @classmethod
+    def default(cls) -> LocalRegistry:
+        """The registry at :func:`ommx_experiment.root.get_local_registry_root`."""
+        from .root import get_local_registry_root
+
+        return cls.at(get_local_registry_root())
+
+    def close(self) -> None:
+        self.db.close()
+        with self._instances_lock:
+            if self._instances.get(self.root) is self:
+                del self._instances[self.root]
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry(root={str(self.root)!r})"
+
+    @property
+    def registry_id(self) -> str:
+        if self._registry_id is None:
+            self._registry_id = self.db.registry_id()
+        return self._registry_id
+
+    # --- reads ---------------------------------------------------------------
+
+    def resolve(self, name: ImageName | str) -> str | None:
+        """The manifest digest ``name`` points to, or None."""
+        image = ImageName.parse(name)
+        rows = self.db.query(
+            "SELECT manifest_digest FROM refs WHERE name = ? AND reference = ?",
+            (image.repository, image.reference),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def list_refs(self, prefix: str | None = None) -> list[RefRecord]:
+        """Every ref (sorted by repository, then reference) whose canonical string starts with ``prefix``."""
+        records = []
+        for name, reference, digest, updated in self.db.query(
+            "SELECT name, reference, manifest_digest, updated_at FROM refs ORDER BY name, reference"
+        ):
+            try:
+                image = ImageName.from_row(str(name), str(reference))
+            except InvalidInputError as exc:
+                raise RegistryError(f"Invalid Local Registry image ref {name!r} {reference!r}: {exc}") from exc
+            if prefix is None or str(image).startswith(prefix):
+                records.append(RefRecord(image, str(digest), str(updated)))
+        return records
+
+    def read_manifest(self, digest: str) -> tuple[bytes, ManifestFacts]:
+        """The verified manifest bytes and the engine's view of them."""
+        data = self.blobs.get(digest)
+        return data, ManifestFacts.parse(data, digest)
+
+    def closure(self, digest: str) -> list[tuple[str, int | None]]:
+        """``(digest, size)`` of the manifest, config, layers and the locally present subject chain."""
+        out: list[tuple[str, int | None]] = []
+        seen: set[str] = set()
+        current: str | None = digest
+        while current is not None and current not in seen:
+            seen.add(current)
+            _, facts = self.read_manifest(current)
+            out.append((current, None))
+            out.append((facts.config_digest, facts.config_size))
+            out.extend(facts.layers)
+            current = facts.subject if facts.subject and self.blobs.exists(facts.subject) else None
+        return out
+
+    def verify_closure(self, digest: str) -> None:
+        """Raise unless every blob of the closure exists with its declared size."""
+        for blob, size in self.closure(digest):
+            actual = self.blobs.size(blob)
+            if size is not None and actual != size:
+                raise BlobNotFoundError(f"Blob {blob} of manifest {digest} has {actual} bytes, expected {size}")
+
+    # --- ref writes ----------------------------------------------------------
+
+    def publish(self, name: ImageName | str, manifest_digest: str, *, config_bytes: bytes | None = None) -> bool:
+        """Insert ``name → manifest_digest`` unless present.
+
+        Returns True if inserted, False if it already pointed there; raises
+        :class:`RefConflictError` naming both digests otherwise. The manifest
+        blob must already be stored; cache rows are written in the same
+        transaction (exact bytes), as OMMX does.
+        """
+        image = ImageName.parse(name)
+        manifest_bytes, facts = self.read_manifest(manifest_digest)
+        with self.db.write(f"publish {image}") as conn:
+            inserted = conn.execute(
+                "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name, reference) DO NOTHING",
+                (image.repository, image.reference, manifest_digest, _now()),
+            ).rowcount == 1
+            if not inserted:
+                current = conn.execute(
+                    "SELECT manifest_digest FROM refs WHERE name = ? AND reference = ?",
+                    (image.repository, image.reference),
+                ).fetchone()[0]
+                if current != manifest_digest:
+                    raise RefConflictError(
+                        f"Local registry ref {image} already points to {current}; "
+                        f"manifest {manifest_digest} was not published"
+                    )
+            _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
+        self._refresh_view(step=f"publish {image}")
+        return inserted
+
+    def replace(self, name: ImageName | str, manifest_digest: str, *, config_bytes: bytes | None = None) -> str | None:
+        """Upsert ``name → manifest_digest`` (checkpoint slots); returns the previous digest."""
+        image = ImageName.parse(name)
+        manifest_bytes, facts = self.read_manifest(manifest_digest)
+        with self.db.write(f"replace {image}") as conn:
+            row = conn.execute(
+                "SELECT manifest_digest FROM refs WHERE name = ? AND reference = ?",
+                (image.repository, image.reference),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name, reference) DO UPDATE SET manifest_digest = excluded.manifest_digest, "
+                "updated_at = excluded.updated_at",
+                (image.repository, image.reference, manifest_digest, _now()),
+            )
+            _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
+            _prune_cache_rows(conn)
+        self._refresh_view(step=f"replace {image}")
+        return str(row[0]) if row else None
+
+    def remove(self, name: ImageName | str, *, expected_digest: str | None = None) -> str | None:
+        """Delete one ref; returns the digest it pointed to, or None if absent.
+
+        With ``expected_digest``, delete only if the ref still points there
+        (compare-and-delete).
+        """
+        image = ImageName.parse(name)
+        with self.db.write(f"remove {image}") as conn:
+            row = conn.execute(
+                "SELECT manifest_digest FROM refs WHERE name = ? AND reference = ?",
+                (image.repository, image.reference),
+            ).fetchone()
+            if row is None or (expected_digest is not None and row[0] != expected_digest):
+                return None
+            conn.execute("DELETE FROM refs WHERE name = ? AND reference = ?", (image.repository, image.reference))
+            _prune_cache_rows(conn)
+        self._refresh_view(step=f"remove {image}")
+        return str(row[0])
+
+    def alias(self, name: ImageName | str, manifest_digest: str) -> bool:
+        """Publish ``name`` for an already stored manifest, after re-verifying its closure.
+
+        Holds ``.gc-exclusion.lock`` while checking and inserting, as OMMX does,
+        so a deleting GC cannot remove a blob in between.
+        """
+        image = ImageName.parse(name)
+        with flock_exclusive(self.root / GC_EXCLUSION_LOCK):
+            self.verify_closure(manifest_digest)
+            self.blobs.touch(d for d, _ in self.closure(manifest_digest))
+            return self.publish(image, manifest_digest)
+
+    def restore(self, name: ImageName | str, manifest_digest: str) -> bool:
+        """Re-create a removed ref (``restore_image``). True inserted, False unchanged."""
+        if not is_valid_digest(manifest_digest):
+            raise InvalidInputError(f"Invalid manifest digest {manifest_digest!r}")
+        image = ImageName.parse(name)
+        try:
+            return self.alias(image, manifest_digest)
+        except RefConflictError:
+            current = self.resolve(image)
+            raise RefConflictError(
+                f"Cannot restore {image} to {manifest_digest}: ref currently points to {current}"
+            ) from None
+
+    def sync(self) -> int:
+        """Regenerate ``index.json`` from ``refs`` now; returns the number of entries."""
+        layout_view.ensure_oci_layout(self.root)
+        return layout_view.regenerate(self.root, self.db)
+
+    # --- internals -----------------------------------------------------------
+
+    def _refresh_view(self, *, step: str, only_if_stale: bool = False, ensure_layout: bool = False) -> None:
+        # The ref is already committed: a view that cannot be written (full disk,
+        # read-only root) is stale, not wrong, and the next write or sync() fixes it.
+        try:
+            if ensure_layout:
+                layout_view.ensure_oci_layout(self.root)
+            if not only_if_stale or layout_view.is_stale(self.db):
+                layout_view.regenerate(self.root, self.db)
+        except (OSError, sqlite3.Error, RegistryError) as exc:
+            log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
+
+
+def _write_cache_rows(
+    conn: sqlite3.Connection,
+    manifest_digest: str,
+    manifest_bytes: bytes,
+    facts: ManifestFacts,
+    config_bytes: bytes | None,
+) -> None:
+    if not facts.artifact_type.startswith("application/org.ommx.v1."):
+        return  # OMMX only caches its own artifact types
+    conn.execute(
+        "INSERT OR IGNORE INTO artifact_manifests(manifest_digest, manifest_json, artifact_type, config_digest) "
+        "VALUES (?, ?, ?, ?)",
+        (manifest_digest, manifest_bytes, facts.artifact_type, facts.config_digest),
+    )
+    if config_bytes is not None and facts.artifact_type == EXPERIMENT_ARTIFACT_TYPE:
+        conn.execute(
+            "INSERT OR IGNORE INTO experiment_configs(config_digest, config_json) VALUES (?, ?)",
+            (facts.config_digest, config_bytes),
+        )
+
+
+def _prune_cache_rows(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "DELETE FROM artifact_manifests WHERE manifest_digest NOT IN (SELECT manifest_digest FROM refs)"
+    )
+    conn.execute(
+        "DELETE FROM experiment_configs WHERE config_digest NOT IN (SELECT config_digest FROM artifact_manifests)"
+    )
+
+
+def _reset_default_registry() -> None:
+    """Close and forget every cached registry (test isolation)."""
+    with LocalRegistry._instances_lock:
+        registries = list(LocalRegistry._instances.values())
+        LocalRegistry._instances.clear()
+    for registry in registries:
+        registry.db.close()
