@@ -18,6 +18,7 @@ the inverse used on load, fork and restore.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -185,7 +186,7 @@ class ExperimentConfig:
     def parse(cls, data: bytes) -> ExperimentConfig:
         """Parse config bytes with OMMX's reader defaults; ``InvalidArtifactError`` on defects."""
         obj = load_json_bounded(
-            data, what="experiment config", max_bytes=MAX_CONFIG_BYTES, object_pairs_hook=_no_duplicate_keys
+            data, what="experiment config", max_bytes=MAX_CONFIG_BYTES, object_pairs_hook=_remember_duplicates
         )
         return _config_from_obj(obj)
 
@@ -203,12 +204,17 @@ class ExperimentConfig:
 # --- parsing ----------------------------------------------------------------------------------------
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
+class _JsonObject(dict):  # type: ignore[type-arg]
+    """A decoded JSON object that remembers which keys occurred more than once."""
+
+    duplicates: frozenset[str] = frozenset()
+
+
+def _remember_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = _JsonObject(pairs)  # last occurrence wins, like serde for map types
+    if len(obj) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        obj.duplicates = frozenset(key for key, n in counts.items() if n > 1)
     return obj
 
 
@@ -228,6 +234,23 @@ def _object(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidArtifactError(f"experiment config {path}: expected an object, got {_kind(value)}")
     return value
+
+
+def _struct(value: Any, path: str, fields: frozenset[str]) -> dict[str, Any]:
+    """A JSON object read as a struct: a known field given twice is an error (serde's
+    ``duplicate field``); unknown fields, even repeated, are ignored."""
+    obj = _object(value, path)
+    repeated = fields & getattr(obj, "duplicates", frozenset())
+    if repeated:
+        raise InvalidArtifactError(f"experiment config {path}: duplicate field `{min(repeated)}`")
+    return obj
+
+
+_TOP_FIELDS = frozenset({"status", "outcome", "requested_image_name", "attachments", "runs", "run_parameters"})
+_TABLE_FIELDS = frozenset({"entries", "filenames"})
+_OUTCOME_FIELDS = frozenset({"reason"})
+_RUN_FIELDS = frozenset({"run_id", "status", "outcome", "attachments", "trace", "solves", "samplings"})
+_CALL_FIELDS = frozenset({"status", "input", "output", "adapter", "adapter_options", "diagnostics"})
 
 
 def _required(obj: dict[str, Any], key: str, path: str) -> Any:
@@ -280,13 +303,13 @@ def _reason(obj: dict[str, Any], status: str, path: str) -> str | None:
         return None
     if status not in _REASON_STATUSES:
         raise InvalidArtifactError(f"experiment config {path}.outcome is not allowed for status {status}")
-    outcome = _object(outcome, f"{path}.outcome")
+    outcome = _struct(outcome, f"{path}.outcome", _OUTCOME_FIELDS)
     reason = outcome.get("reason")
     return None if reason is None else _string(reason, f"{path}.outcome.reason")
 
 
 def _attachment_table(value: Any, path: str) -> AttachmentTable:
-    obj = _object(value, path)
+    obj = _struct(value, path, _TABLE_FIELDS)
     entries = _object(_required(obj, "entries", path), f"{path}.entries")
     filenames_value = obj.get("filenames")
     filenames = {} if filenames_value is None else _object(filenames_value, f"{path}.filenames")
@@ -311,12 +334,13 @@ def _call_fields(obj: dict[str, Any], path: str) -> dict[str, Any]:
 
 
 def _solve(value: Any, path: str) -> SolveRecord:
-    obj = _object(value, path)
-    return SolveRecord(solve_id=_uint(_required(obj, "solve_id", path), f"{path}.solve_id", _U64_MAX), **_call_fields(obj, path))
+    obj = _struct(value, path, _CALL_FIELDS | {"solve_id"})
+    solve_id = _uint(_required(obj, "solve_id", path), f"{path}.solve_id", _U64_MAX)
+    return SolveRecord(solve_id=solve_id, **_call_fields(obj, path))
 
 
 def _sampling(value: Any, path: str) -> SamplingRecord:
-    obj = _object(value, path)
+    obj = _struct(value, path, _CALL_FIELDS | {"sampling_id"})
     sampling_id = _uint(_required(obj, "sampling_id", path), f"{path}.sampling_id", _U64_MAX)
     return SamplingRecord(sampling_id=sampling_id, **_call_fields(obj, path))
 
@@ -329,7 +353,7 @@ def _array(obj: dict[str, Any], key: str, path: str) -> list[Any]:
 
 
 def _run(value: Any, path: str) -> RunRecord:
-    obj = _object(value, path)
+    obj = _struct(value, path, _RUN_FIELDS)
     status = _status(obj, path, RUN_STATUSES, FINISHED)
     return RunRecord(
         run_id=_uint(_required(obj, "run_id", path), f"{path}.run_id", _U64_MAX),
@@ -344,11 +368,8 @@ def _run(value: Any, path: str) -> RunRecord:
     )
 
 
-_KNOWN_TOP_LEVEL = frozenset({"status", "outcome", "requested_image_name", "attachments", "runs", "run_parameters"})
-
-
 def _config_from_obj(value: Any) -> ExperimentConfig:
-    obj = _object(value, "(top level)")
+    obj = _struct(value, "(top level)", _TOP_FIELDS)
     status = _status(obj, "(top level)", EXPERIMENT_STATUSES, None)
     runs = _required(obj, "runs", "(top level)")
     if not isinstance(runs, list):
@@ -361,7 +382,7 @@ def _config_from_obj(value: Any) -> ExperimentConfig:
         attachments=_attachment_table(_required(obj, "attachments", "(top level)"), "attachments"),
         runs=tuple(_run(r, f"runs[{i}]") for i, r in enumerate(runs)),
         run_parameters=_layer_ref(_required(obj, "run_parameters", "(top level)"), "run_parameters"),
-        extra={k: v for k, v in obj.items() if k not in _KNOWN_TOP_LEVEL},
+        extra={k: v for k, v in obj.items() if k not in _TOP_FIELDS},
     )
 
 

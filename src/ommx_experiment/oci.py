@@ -63,6 +63,12 @@ class FrozenMap(Mapping[_K, _V]):
     def __len__(self) -> int:
         return len(self._data)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: _K, default: Any = None) -> Any:  # dict speed; Mapping.get goes through try/except
+        return self._data.get(key, default)
+
     def __hash__(self) -> int:
         return hash(frozenset(self._data.items()))
 
