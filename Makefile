@@ -57,8 +57,10 @@ $(OMMX3_VENV)/bin/python:
 	$(PYTHON3) -m venv $(OMMX3_VENV)
 
 $(OMMX3_STAMP): | $(OMMX3_VENV)/bin/python
-	@echo "bootstrap: pip install ommx==$(OMMX3_VERSION) ommx-openjij-adapter into $(OMMX3_VENV)"
-	@$(OMMX3_VENV)/bin/python -m pip install -q 'ommx==$(OMMX3_VERSION)' ommx-openjij-adapter \
+	@echo "bootstrap: pip install ommx==$(OMMX3_VERSION) ommx-openjij-adapter==$(OMMX3_VERSION) into $(OMMX3_VENV)"
+	@# The adapter must be pinned too: pip ignores its pre-releases otherwise and the
+	@# only stable adapters require ommx 2.x (ResolutionImpossible).
+	@$(OMMX3_VENV)/bin/python -m pip install -q 'ommx==$(OMMX3_VERSION)' 'ommx-openjij-adapter==$(OMMX3_VERSION)' \
 	  || { echo "bootstrap: FAILED to install ommx==$(OMMX3_VERSION) into $(OMMX3_VENV)" >&2; exit 1; }
 	@$(OMMX3_VENV)/bin/python -c 'import importlib.metadata as m, ommx.experiment; v = m.version("ommx"); assert v == "$(OMMX3_VERSION)", f"side venv has ommx {v}, expected $(OMMX3_VERSION)"'
 	@touch $@

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _common import MiB, OURS_PYTHON, disk_usage, fmt_mb, make_file, mb_per_s, measure, run_python, scratch_dir
+from _common import OURS_PYTHON, MiB, disk_usage, fmt_mb, make_file, mb_per_s, measure, run_python, scratch_dir
 
 SIZE = 256 * MiB
 

@@ -28,8 +28,8 @@ _TESTS_DIR = Path(__file__).resolve().parent
 if str(_TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(_TESTS_DIR))
 
-from helpers.ommx3 import Ommx3Driver  # noqa: E402
 from helpers.oci_registry import OciRegistry, RegistryUnavailableError, running_registry  # noqa: E402
+from helpers.ommx3 import Ommx3Driver  # noqa: E402
 
 REPO_ROOT = _TESTS_DIR.parent
 

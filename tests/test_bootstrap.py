@@ -16,8 +16,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from helpers.ommx3 import Ommx3Driver
 from helpers.oci_registry import OciRegistry
+from helpers.ommx3 import Ommx3Driver
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,8 @@ def test_side_venv_has_ommx_3_0_0b7(ommx3: Ommx3Driver, registry_root: Path) -> 
         """
         import importlib.metadata, json
         import ommx.experiment
-        print(json.dumps({"version": importlib.metadata.version("ommx"), "has": hasattr(ommx.experiment, "Experiment")}))
+        has = hasattr(ommx.experiment, "Experiment")
+        print(json.dumps({"version": importlib.metadata.version("ommx"), "has": has}))
         """,
         root=registry_root,
     )

@@ -86,7 +86,7 @@ def _write_config(workdir: Path, port: int, htpasswd: Path | None) -> Path:
 def _is_ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/v2/", timeout=1) as resp:
-            return resp.status == 200
+            return bool(resp.status == 200)
     except urllib.error.HTTPError as exc:
         return exc.code == 401  # up, and asking for credentials
     except OSError:
