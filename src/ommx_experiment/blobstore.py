@@ -186,13 +186,20 @@ class BlobStore:
         return True
 
     def clean_stale_temp_files(self, *, older_than: float = 3600.0) -> int:
-        """Remove our own temp files whose writer process is gone; returns the count."""
+        """Remove our own temp files whose writer process is gone; returns the count.
+
+        Looks in ``blobs/sha256/`` (blob and staging temps) and in the root (temps of
+        ``index.json`` / ``oci-layout`` rewrites). Only names made by
+        :func:`atomic.temp_name` are candidates, never OMMX's ``.blob-*`` temps.
+        """
         removed = 0
         now = time.time()
-        try:
-            entries = list(os.scandir(self.dir))
-        except FileNotFoundError:
-            return 0
+        entries = []
+        for folder in (self.dir, self.root):
+            try:
+                entries.extend(os.scandir(folder))
+            except FileNotFoundError:
+                continue
         for entry in entries:
             pid = atomic.temp_owner_pid(entry.name)
             if pid is None or _pid_alive(pid):

@@ -23,9 +23,12 @@ _SEPARATOR = r"(?:[._]|__|[-]+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"
 _PATH_RE = re.compile(rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*")
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN_RE = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
+# OMMX 3 (oci-spec's reference parser) rejects bracketed IPv6 hosts: so do we.
+_DOMAIN_RE = re.compile(rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?")
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DIGEST_RE = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}")
+# OMMX accepts only these algorithms, each with its exact hex length.
+_DIGEST_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
 _NAME_MAX = 255
 
 DEFAULT_DOMAIN = "docker.io"
@@ -103,6 +106,11 @@ def _parse(value: str) -> ImageName:
         rest, digest = rest.split("@", 1)
         if not _DIGEST_RE.fullmatch(digest):
             raise _invalid(value, "invalid digest format")
+        algorithm, hex_part = digest.split(":", 1)
+        if algorithm not in _DIGEST_HEX_LEN:
+            raise _invalid(value, "unsupported digest algorithm")
+        if len(hex_part) != _DIGEST_HEX_LEN[algorithm]:
+            raise _invalid(value, "invalid checksum digest length")
     tag = None
     slash = rest.rfind("/")
     colon = rest.rfind(":")
@@ -111,13 +119,15 @@ def _parse(value: str) -> ImageName:
         if not _TAG_RE.fullmatch(tag):
             raise _invalid(value, "invalid tag format")
     domain, path = _split_domain(rest)
-    if not _DOMAIN_RE.fullmatch(domain):
+    # The grammar's domain is optional: ``a_b.com/x`` is not a valid host but the whole
+    # string is a valid path, and the split then still takes ``a_b.com`` as the host (as OMMX).
+    if not _DOMAIN_RE.fullmatch(domain) and not _PATH_RE.fullmatch(f"{domain}/{path}"):
         raise _invalid(value, "invalid reference format")
     if path.lower() != path:
         raise _invalid(value, "repository name must be lowercase")
     if not _PATH_RE.fullmatch(path):
         raise _invalid(value, "invalid reference format")
-    if len(domain) + 1 + len(path) > _NAME_MAX:
+    if len(path) > _NAME_MAX:  # OMMX bounds the path after normalisation, not the host
         raise _invalid(value, f"repository name must not be more than {_NAME_MAX} characters")
     if tag is None and digest is None:
         tag = "latest"
