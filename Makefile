@@ -14,7 +14,7 @@ VENV_PY := $(VENV)/bin/python
 OMMX3_VENV := .venv-ommx3
 OMMX3_VERSION := 3.0.0b7
 PROJECT_STAMP := $(VENV)/.bootstrap-project.stamp
-OMMX3_STAMP := $(OMMX3_VENV)/.bootstrap-ommx3.stamp
+OMMX3_STAMP := $(OMMX3_VENV)/.bootstrap-ommx3-highs.stamp
 # /usr/bin/time (GNU time) gives the benchmarks an exact per-child peak RSS.
 APT_COMMANDS := skopeo docker-registry htpasswd strace /usr/bin/time
 APT_PACKAGES := skopeo docker-registry apache2-utils strace time
@@ -57,10 +57,10 @@ $(OMMX3_VENV)/bin/python:
 	$(PYTHON3) -m venv $(OMMX3_VENV)
 
 $(OMMX3_STAMP): | $(OMMX3_VENV)/bin/python
-	@echo "bootstrap: pip install ommx==$(OMMX3_VERSION) ommx-openjij-adapter==$(OMMX3_VERSION) into $(OMMX3_VENV)"
+	@echo "bootstrap: pip install ommx==$(OMMX3_VERSION) ommx-openjij-adapter==$(OMMX3_VERSION) ommx-highs-adapter==$(OMMX3_VERSION) into $(OMMX3_VENV)"
 	@# The adapter must be pinned too: pip ignores its pre-releases otherwise and the
 	@# only stable adapters require ommx 2.x (ResolutionImpossible).
-	@$(OMMX3_VENV)/bin/python -m pip install -q 'ommx==$(OMMX3_VERSION)' 'ommx-openjij-adapter==$(OMMX3_VERSION)' \
+	@$(OMMX3_VENV)/bin/python -m pip install -q 'ommx==$(OMMX3_VERSION)' 'ommx-openjij-adapter==$(OMMX3_VERSION)' 'ommx-highs-adapter==$(OMMX3_VERSION)' \
 	  || { echo "bootstrap: FAILED to install ommx==$(OMMX3_VERSION) into $(OMMX3_VENV)" >&2; exit 1; }
 	@$(OMMX3_VENV)/bin/python -c 'import importlib.metadata as m, ommx.experiment; v = m.version("ommx"); assert v == "$(OMMX3_VERSION)", f"side venv has ommx {v}, expected $(OMMX3_VERSION)"'
 	@touch $@
