@@ -16,18 +16,20 @@ from ommx_experiment import run_params as rp
 from ommx_experiment.codec import (
     CHECKPOINT_STATUSES,
     SEALED_STATUSES,
-    AttachmentContent,
     AttachmentTable,
     ExperimentConfig,
-    ExperimentContent,
-    RunContent,
     RunRecord,
     SamplingRecord,
-    SolveContent,
     SolveRecord,
+    validate_experiment,
+)
+from ommx_experiment.content import (
+    AttachmentContent,
+    ExperimentContent,
+    RunContent,
+    SolveContent,
     build_experiment,
     content_from_artifact,
-    validate_experiment,
 )
 from ommx_experiment.digest import sha256_digest
 from ommx_experiment.errors import InvalidArtifactError, InvalidInputError

@@ -1,18 +1,16 @@
-"""The Experiment config blob (§2.3), its validation (§5) and the layer list (§2.4).
+"""The Experiment config blob (§2.3) and its validation (§5).
 
-Two views of the same experiment:
+The *config records* (:class:`ExperimentConfig`, :class:`RunRecord`, ...) are
+what the config JSON says: LayerRefs are integer indexes into the manifest's
+``layers``. ``ExperimentConfig.to_bytes()`` reproduces OMMX's bytes exactly
+(fixed field order, compact, UTF-8, no ASCII escaping); :meth:`ExperimentConfig.parse`
+reads with OMMX's defaults. :func:`validate_experiment` runs the §5 checks that
+need no blob I/O; :func:`validate_experiment_artifact` runs all of them (the one
+validator of archive imports and remote pulls).
 
-*config records* (:class:`ExperimentConfig`, :class:`RunRecord`, ...)
-    What the config JSON says: LayerRefs are integer indexes into the manifest's
-    ``layers``. ``ExperimentConfig.to_bytes()`` reproduces OMMX's bytes exactly
-    (fixed field order, compact, UTF-8, no ASCII escaping).
-*content* (:class:`ExperimentContent`, :class:`RunContent`, ...)
-    The same tree holding :class:`~ommx_experiment.oci.Descriptor` objects
-    instead of LayerRefs; this is what a session holds in memory.
-
-:func:`build_experiment` turns content into ``(layers, config)`` walking in
-OMMX's exact order without de-duplication; :func:`content_from_artifact` is
-the inverse used on load, fork and restore.
+The same tree holding descriptors (``ExperimentContent``, ``build_experiment``,
+``content_from_artifact``) lives in :mod:`ommx_experiment.content`; those names
+are still importable from here.
 """
 
 from __future__ import annotations
@@ -23,14 +21,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ommx_experiment import media_types as mt
-from ommx_experiment.errors import InvalidArtifactError, InvalidInputError
-from ommx_experiment.oci import EMPTY_MAP, FrozenMap, load_json_bounded
+from . import media_types as mt
+from .errors import InvalidArtifactError
+from .oci import EMPTY_MAP, FrozenMap, load_json_bounded
+from .oci import _json_type as _kind  # one wording for JSON kinds in manifest and config errors
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable, Iterator, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
-    from ommx_experiment.oci import Descriptor, Manifest
+    from .content import (
+        AttachmentContent as AttachmentContent,
+        ExperimentContent as ExperimentContent,
+        RunContent as RunContent,
+        SolveContent as SolveContent,
+        build_experiment as build_experiment,
+        content_from_artifact as content_from_artifact,
+    )
+    from .oci import Descriptor, Manifest
 
 DRAFT = "draft"
 FINISHED = "finished"
@@ -218,18 +225,6 @@ def _remember_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array" if isinstance(value, list) else "an object"
-
-
 def _object(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidArtifactError(f"experiment config {path}: expected an object, got {_kind(value)}")
@@ -398,16 +393,19 @@ def _status_message(status: str, allowed: Sequence[str]) -> str:
     return f"Experiment config status is {status}, expected {' or '.join(allowed)}"
 
 
+def layer_for_ref(layers: Sequence[Descriptor], ref: int, what: str) -> Descriptor:
+    """The manifest layer a LayerRef names; ``InvalidArtifactError`` naming ``what`` if out of range."""
+    if ref >= len(layers):
+        raise InvalidArtifactError(f"Experiment {what} refers to layer {ref}, but the manifest has {len(layers)} layers")
+    return layers[ref]
+
+
 class _Validator:
     def __init__(self, manifest: Manifest) -> None:
         self.layers = manifest.layers
 
     def layer(self, ref: int, what: str) -> Descriptor:
-        if ref >= len(self.layers):
-            raise InvalidArtifactError(
-                f"Experiment {what} refers to layer {ref}, but the manifest has {len(self.layers)} layers"
-            )
-        return self.layers[ref]
+        return layer_for_ref(self.layers, ref, what)
 
     def typed(self, ref: int, what: str, allowed: Collection[str]) -> None:
         media_type = self.layer(ref, what).media_type
@@ -497,208 +495,58 @@ def validate_experiment(
     validator.typed(config.run_parameters, "run parameters", (mt.RUN_PARAMETERS,))
 
 
-# --- content (descriptors instead of LayerRefs) -----------------------------------------------------
+def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descriptor], bytes]) -> bytes:
+    """Full §5 validation of an experiment artifact whose blobs ``read_blob`` returns; the config bytes.
 
-
-@dataclass(frozen=True, slots=True)
-class AttachmentContent:
-    """One attachment namespace holding descriptors: ``name -> Descriptor``, ``name -> filename``."""
-
-    descriptors: Mapping[str, Descriptor] = field(default=EMPTY_MAP)
-    filenames: Mapping[str, str] = field(default=EMPTY_MAP)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "descriptors", FrozenMap(self.descriptors))
-        object.__setattr__(self, "filenames", FrozenMap(self.filenames))
-
-    def sorted_names(self) -> list[str]:
-        """Attachment names in byte (code point) order."""
-        return sorted(self.descriptors)
-
-
-@dataclass(frozen=True, slots=True)
-class SolveContent:
-    """A solve (or, in :class:`RunContent.samplings`, a sampling) holding descriptors."""
-
-    call_id: int
-    status: str
-    input: Descriptor
-    output: Descriptor | None
-    adapter: str
-    adapter_options: str = "{}"
-    diagnostics: Descriptor | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RunContent:
-    """A closed Run holding descriptors."""
-
-    run_id: int
-    status: str = FINISHED
-    reason: str | None = None
-    attachments: AttachmentContent = field(default_factory=AttachmentContent)
-    trace: Descriptor | None = None
-    solves: tuple[SolveContent, ...] = ()
-    samplings: tuple[SolveContent, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "solves", tuple(self.solves))
-        object.__setattr__(self, "samplings", tuple(self.samplings))
-
-
-@dataclass(frozen=True, slots=True)
-class ExperimentContent:
-    """Everything a committed or checkpointed experiment references.
-
-    ``extra_layers`` are appended after the run-parameter layer (e.g. our Parquet
-    table); on :func:`content_from_artifact` they are the manifest layers that the
-    config does not reference, in manifest order.
+    Checks the config size bound, parses the config, runs :func:`validate_experiment`
+    (any status), decodes the run-parameter MessagePack table against the run ids
+    and checks every diagnostics layer is a MessagePack array. ``read_blob`` must
+    return verified bytes (a staged or stored blob). Raises ``InvalidArtifactError``
+    naming the first defect; callers add where the artifact came from.
     """
+    from .run_params import decode_msgpack
 
-    attachments: AttachmentContent
-    runs: tuple[RunContent, ...]
-    run_parameters: Descriptor
-    extra_layers: tuple[Descriptor, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "runs", tuple(self.runs))
-        object.__setattr__(self, "extra_layers", tuple(self.extra_layers))
-
-
-class _LayerList:
-    def __init__(self) -> None:
-        self.layers: list[Descriptor] = []
-
-    def add(self, desc: Descriptor) -> int:
-        self.layers.append(desc)
-        return len(self.layers) - 1
-
-    def add_opt(self, desc: Descriptor | None) -> int | None:
-        return None if desc is None else self.add(desc)
-
-    def table(self, content: AttachmentContent, where: str) -> AttachmentTable:
-        unknown = set(content.filenames) - set(content.descriptors)
-        if unknown:
-            raise InvalidInputError(f"{where}: filenames given for unknown attachments {sorted(unknown)!r}")
-        entries = {name: self.add(content.descriptors[name]) for name in content.sorted_names()}
-        return AttachmentTable(entries, content.filenames)
-
-    def call_fields(self, call: SolveContent) -> dict[str, Any]:
-        return {
-            "status": call.status,
-            "input": self.add(call.input),
-            "output": self.add_opt(call.output),
-            "adapter": call.adapter,
-            "adapter_options": call.adapter_options,
-            "diagnostics": self.add_opt(call.diagnostics),
-        }
-
-    def run(self, run: RunContent) -> RunRecord:
-        where = f"run {run.run_id}"
-        attachments = self.table(run.attachments, where)
-        trace = self.add_opt(run.trace)
-        solves = [SolveRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.solves, where)]
-        samplings = [SamplingRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.samplings, where)]
-        return RunRecord(run.run_id, run.status, run.reason, attachments, trace, tuple(solves), tuple(samplings))
+    if manifest.config.size > MAX_CONFIG_BYTES:
+        raise InvalidArtifactError(f"experiment config is {manifest.config.size} bytes; limit {MAX_CONFIG_BYTES}")
+    config_bytes = read_blob(manifest.config)
+    config = ExperimentConfig.parse(config_bytes)
+    validate_experiment(manifest, config, allowed_statuses=EXPERIMENT_STATUSES)
+    decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
+    for run in config.runs:
+        for call in (*run.solves, *run.samplings):
+            if call.diagnostics is not None:
+                _check_diagnostics(read_blob(manifest.layers[call.diagnostics]), run.run_id)
+    return config_bytes
 
 
-def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveContent]:
-    ordered = sorted(calls, key=lambda c: c.call_id)
-    _reject_duplicates([c.call_id for c in ordered], f"{where}: duplicate solve/sampling id")
-    return ordered
+def _check_diagnostics(data: bytes, run_id: int) -> None:
+    import msgpack
+
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises a zoo of types for corrupt input
+        raise InvalidArtifactError(f"Diagnostics layer of run {run_id} is not valid MessagePack: {exc}") from exc
+    if not isinstance(value, list):
+        raise InvalidArtifactError(f"Diagnostics layer of run {run_id} must be a MessagePack array")
 
 
-def _reject_duplicates(ids: Sequence[int], message: str) -> None:
-    for prev, cur in zip(ids, ids[1:]):
-        if prev == cur:
-            raise InvalidInputError(f"{message} {cur}")
+# --- names that moved to content.py ----------------------------------------------------------------
 
+_MOVED_TO_CONTENT = frozenset({
+    "AttachmentContent",
+    "ExperimentContent",
+    "RunContent",
+    "SolveContent",
+    "build_experiment",
+    "content_from_artifact",
+})
 
-def build_experiment(
-    content: ExperimentContent,
-    *,
-    status: str,
-    reason: str | None = None,
-    requested_image_name: str | None = None,
-) -> tuple[tuple[Descriptor, ...], ExperimentConfig]:
-    """Manifest layers and config for ``content``, in OMMX's exact order (§2.4).
+if not TYPE_CHECKING:
 
-    Order: experiment attachments by name; per run (ascending ``run_id``) its
-    attachments by name, its trace, each solve's input/output/diagnostics, each
-    sampling's input/output/diagnostics; then the run-parameter layer; then
-    ``content.extra_layers``. No de-duplication.
-    """
-    if status not in EXPERIMENT_STATUSES:
-        raise InvalidInputError(f"Unknown experiment status {status!r}")
-    layers = _LayerList()
-    attachments = layers.table(content.attachments, "experiment")
-    runs = sorted(content.runs, key=lambda r: r.run_id)
-    _reject_duplicates([r.run_id for r in runs], "duplicate run id")
-    records = tuple(layers.run(run) for run in runs)
-    run_parameters = layers.add(content.run_parameters)
-    for extra in content.extra_layers:
-        layers.add(extra)
-    config = ExperimentConfig(status, reason, requested_image_name, attachments, records, run_parameters)
-    return tuple(layers.layers), config
+    def __getattr__(name: str) -> Any:
+        # Lazy (PEP 562): content.py imports this module, so an eager import here would be a cycle.
+        if name in _MOVED_TO_CONTENT:
+            from . import content
 
-
-class _RefResolver:
-    def __init__(self, manifest: Manifest) -> None:
-        self.layers = manifest.layers
-        self.used: set[int] = set()
-
-    def get(self, ref: int, what: str) -> Descriptor:
-        if ref >= len(self.layers):
-            raise InvalidArtifactError(
-                f"Experiment {what} refers to layer {ref}, but the manifest has {len(self.layers)} layers"
-            )
-        self.used.add(ref)
-        return self.layers[ref]
-
-    def opt(self, ref: int | None, what: str) -> Descriptor | None:
-        return None if ref is None else self.get(ref, what)
-
-    def table(self, table: AttachmentTable, where: str) -> AttachmentContent:
-        descriptors = {name: self.get(ref, f"{where} attachment {name!r}") for name, ref in table.entries.items()}
-        return AttachmentContent(descriptors, table.filenames)
-
-    def call(self, call_id: int, rec: SolveRecord | SamplingRecord, what: str) -> SolveContent:
-        return SolveContent(
-            call_id=call_id,
-            status=rec.status,
-            input=self.get(rec.input, f"{what} input"),
-            output=self.opt(rec.output, f"{what} output"),
-            adapter=rec.adapter,
-            adapter_options=rec.adapter_options,
-            diagnostics=self.opt(rec.diagnostics, f"{what} diagnostics"),
-        )
-
-    def run(self, run: RunRecord) -> RunContent:
-        where = f"run {run.run_id}"
-        return RunContent(
-            run_id=run.run_id,
-            status=run.status,
-            reason=run.reason,
-            attachments=self.table(run.attachments, where),
-            trace=self.opt(run.trace, f"{where} trace"),
-            solves=tuple(self.call(s.solve_id, s, f"{where} solve {s.solve_id}") for s in run.solves),
-            samplings=tuple(
-                self.call(s.sampling_id, s, f"{where} sampling {s.sampling_id}") for s in run.samplings
-            ),
-        )
-
-    def unused(self) -> Iterator[Descriptor]:
-        return (desc for i, desc in enumerate(self.layers) if i not in self.used)
-
-
-def content_from_artifact(manifest: Manifest, config: ExperimentConfig) -> ExperimentContent:
-    """Map the config's LayerRefs back to the manifest's descriptors.
-
-    Runs are returned in ascending ``run_id`` order. Raises ``InvalidArtifactError``
-    for a LayerRef out of range.
-    """
-    resolver = _RefResolver(manifest)
-    attachments = resolver.table(config.attachments, "experiment")
-    runs = tuple(resolver.run(run) for run in sorted(config.runs, key=lambda r: r.run_id))
-    run_parameters = resolver.get(config.run_parameters, "run parameters")
-    return ExperimentContent(attachments, runs, run_parameters, tuple(resolver.unused()))
+            return getattr(content, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

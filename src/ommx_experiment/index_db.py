@@ -77,6 +77,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
         f"CREATE TRIGGER IF NOT EXISTS oxe_refs_after_update AFTER UPDATE ON refs BEGIN {_BUMP} END",
         f"CREATE TRIGGER IF NOT EXISTS oxe_refs_after_delete AFTER DELETE ON refs BEGIN {_BUMP} END",
     ),
+    # checkpoint journal of unsealed Experiment sessions (checkpoints.py, spec/experiment.md)
+    (
+        "CREATE TABLE IF NOT EXISTS oxe_journal_sessions ("
+        " requested_name TEXT PRIMARY KEY, session_id TEXT NOT NULL, header TEXT NOT NULL,"
+        " pin_digest TEXT, updated_at TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS oxe_journal_runs ("
+        " session_id TEXT NOT NULL, run_id INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY(session_id, run_id))",
+        "CREATE TABLE IF NOT EXISTS oxe_journal_attachments ("
+        " session_id TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY(session_id, name))",
+    ),
 ]
 
 def _all_migrations() -> list[tuple[str, ...]]:

@@ -1,0 +1,499 @@
+"""O(1) durability for unsealed sessions: the checkpoint journal, pins, OMMX-format checkpoints.
+
+Three mechanisms (spec/experiment.md, "Checkpoints"):
+
+journal
+    SQLite rows in ``index.sqlite3`` (our ``oxe_journal_*`` tables). A Run close is
+    one short ``BEGIN IMMEDIATE`` transaction inserting that run's row (parameters
+    with types, attachment descriptors, filenames, status, reason, solves,
+    samplings, trace) and updating the session header. Cost independent of the
+    number of runs already closed.
+pins
+    OMMX's GC keeps only what ``refs`` reaches. Every journal write that stored
+    blobs also publishes a tiny generic artifact whose layers are those blobs and
+    whose ``subject`` is the previous pin, and moves the ref
+    ``<id8>.ommx.local/checkpoint:pin-<sha256(name)>`` to it (replace). OMMX's GC
+    walks subject chains iteratively, so every journaled blob stays reachable.
+OMMX-format checkpoints
+    Full draft/failed/interrupted Experiment artifacts at
+    ``<id8>.ommx.local/checkpoint:<sha256(name)>`` (§3), written by the autosave
+    policy and on failed/interrupted context exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from . import media_types as mt
+from .content import AttachmentContent, RunContent, SolveContent
+from .errors import InvalidArtifactError, InvalidInputError
+from .names import ImageName, checkpoint_name
+from .oci import Descriptor, FrozenMap, Manifest, parse_descriptor
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
+    from .registry import LocalRegistry
+    from .run_params import ParamValue
+
+# --- AutosavePolicy ------------------------------------------------------------------------------
+
+_EVERY_RUN_CLOSE = "every_run_close"
+_EVERY_N_RUNS = "every_n_runs"
+_MIN_INTERVAL = "min_interval"
+_DISABLED = "disabled"
+_U32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class AutosavePolicy:
+    """When a Run close also publishes an OMMX-format ``draft`` checkpoint (§3.4).
+
+    Construct with the static methods. The journal makes every Run close durable
+    whatever the policy; the policy only decides how often the full OMMX-format
+    checkpoint (which OMMX 3 itself can list and restore) is rewritten, an O(N)
+    operation. A new, forked or restored session of this library starts with
+    ``AutosavePolicy.min_interval(60.0)``: the first Run close publishes a draft
+    at once, later ones at most every 60 s. ``every_run_close()`` reproduces
+    OMMX 3's default exactly (a draft at every close).
+    """
+
+    kind: str
+    value: float = 0.0
+
+    @staticmethod
+    def every_run_close() -> AutosavePolicy:
+        """A draft checkpoint after every Run close (OMMX 3's default)."""
+        return AutosavePolicy(_EVERY_RUN_CLOSE)
+
+    @staticmethod
+    def every_n_runs(runs: int) -> AutosavePolicy:
+        """A draft when ``runs`` more runs closed since the last success or policy change."""
+        if isinstance(runs, bool) or not isinstance(runs, int):
+            raise InvalidInputError(f"runs must be an integer, got {type(runs).__name__}")
+        if runs <= 0:
+            raise InvalidInputError("runs must be greater than zero")
+        if runs > _U32_MAX:
+            raise InvalidInputError(f"runs must be at most {_U32_MAX}")
+        return AutosavePolicy(_EVERY_N_RUNS, runs)
+
+    @staticmethod
+    def min_interval(seconds: float) -> AutosavePolicy:
+        """The first close attempts at once; later ones only ``seconds`` after the last attempt."""
+        try:
+            value = float(seconds)
+        except (TypeError, ValueError):
+            raise InvalidInputError("seconds must be finite and non-negative") from None
+        if not math.isfinite(value) or value < 0:
+            raise InvalidInputError("seconds must be finite and non-negative")
+        return AutosavePolicy(_MIN_INTERVAL, value)
+
+    @staticmethod
+    def disabled() -> AutosavePolicy:
+        """No Run-close drafts (failed/interrupted exits still publish a checkpoint)."""
+        return AutosavePolicy(_DISABLED)
+
+    def __repr__(self) -> str:
+        if self.kind == _EVERY_N_RUNS:
+            return f"AutosavePolicy.every_n_runs({int(self.value)})"
+        if self.kind == _MIN_INTERVAL:
+            return f"AutosavePolicy.min_interval({self.value!r})"
+        return f"AutosavePolicy.{self.kind}()"
+
+
+DEFAULT_POLICY = AutosavePolicy.min_interval(60.0)
+
+
+class AutosaveSchedule:
+    """The session-side state of a policy: baseline and last attempt (never persisted)."""
+
+    def __init__(self, policy: AutosavePolicy, n_closed: int) -> None:
+        self.policy = policy
+        self.baseline = n_closed
+        self.last_attempt: float | None = None
+
+    def due(self, n_closed: int, now: float | None = None) -> bool:
+        kind = self.policy.kind
+        if kind == _EVERY_RUN_CLOSE:
+            return True
+        if kind == _EVERY_N_RUNS:
+            return n_closed - self.baseline >= self.policy.value
+        if kind == _MIN_INTERVAL:
+            now = time.monotonic() if now is None else now
+            return self.last_attempt is None or now - self.last_attempt >= self.policy.value
+        return False
+
+    def attempted(self, n_closed: int, success: bool) -> None:
+        self.last_attempt = time.monotonic()
+        if success:
+            self.baseline = n_closed
+
+
+# --- names ------------------------------------------------------------------------------------------
+
+
+def name_hash(requested: ImageName) -> str:
+    return hashlib.sha256(str(requested).encode("utf-8")).hexdigest()
+
+
+def pin_name(registry_id: str, requested: ImageName) -> ImageName:
+    """``<id8>.ommx.local/checkpoint:pin-<sha256(name)>``: hidden from OMMX listings (spec)."""
+    slot = checkpoint_name(registry_id, requested)
+    return slot.with_tag(f"pin-{name_hash(requested)}")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def parse_timestamp(text: str) -> datetime:
+    """RFC 3339 from us (µs) or OMMX (ns); fractional digits beyond 6 are dropped."""
+    import re
+
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
+    return datetime.fromisoformat(text)
+
+
+# --- JSON bodies ------------------------------------------------------------------------------------
+
+
+def _desc_obj(desc: Descriptor | None) -> dict[str, Any] | None:
+    return None if desc is None else desc.to_dict()
+
+
+def _desc(value: Any, path: str) -> Descriptor | None:
+    return None if value is None else parse_descriptor(value, path)
+
+
+def encode_param(value: ParamValue) -> list[Any]:
+    """Exact JSON form of one parameter value (floats as ``float.hex``)."""
+    if isinstance(value, bool):
+        return ["b", value]
+    if isinstance(value, int):
+        return ["i", value]
+    if isinstance(value, float):
+        return ["f", value.hex()]
+    return ["s", value]
+
+
+def decode_param(cell: list[Any]) -> ParamValue:
+    kind, value = cell
+    if kind == "f":
+        return float.fromhex(value)
+    return {"b": bool, "i": int, "s": str}[kind](value)
+
+
+def _call_obj(call: SolveContent) -> dict[str, Any]:
+    return {
+        "id": call.call_id,
+        "status": call.status,
+        "input": _desc_obj(call.input),
+        "output": _desc_obj(call.output),
+        "adapter": call.adapter,
+        "adapter_options": call.adapter_options,
+        "diagnostics": _desc_obj(call.diagnostics),
+    }
+
+
+def _call(obj: dict[str, Any]) -> SolveContent:
+    return SolveContent(
+        call_id=int(obj["id"]),
+        status=str(obj["status"]),
+        input=parse_descriptor(obj["input"], "journal input"),
+        output=_desc(obj.get("output"), "journal output"),
+        adapter=str(obj["adapter"]),
+        adapter_options=str(obj["adapter_options"]),
+        diagnostics=_desc(obj.get("diagnostics"), "journal diagnostics"),
+    )
+
+
+def run_body(run: RunContent, params: Mapping[str, ParamValue]) -> str:
+    """The journal row of one closed run."""
+    body = {
+        "run_id": run.run_id,
+        "status": run.status,
+        "reason": run.reason,
+        "attachments": {k: d.to_dict() for k, d in run.attachments.descriptors.items()},
+        "filenames": dict(run.attachments.filenames),
+        "trace": _desc_obj(run.trace),
+        "solves": [_call_obj(c) for c in run.solves],
+        "samplings": [_call_obj(c) for c in run.samplings],
+        "params": [[name, *encode_param(v)] for name, v in params.items()],
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_run_body(text: str) -> tuple[RunContent, dict[str, ParamValue]]:
+    try:
+        obj = json.loads(text)
+        run = RunContent(
+            run_id=int(obj["run_id"]),
+            status=str(obj["status"]),
+            reason=obj.get("reason"),
+            attachments=AttachmentContent(
+                {k: parse_descriptor(v, f"journal run attachment {k!r}") for k, v in obj["attachments"].items()},
+                obj.get("filenames") or {},
+            ),
+            trace=_desc(obj.get("trace"), "journal trace"),
+            solves=tuple(_call(c) for c in obj.get("solves", [])),
+            samplings=tuple(_call(c) for c in obj.get("samplings", [])),
+        )
+        params = {str(cell[0]): decode_param(cell[1:]) for cell in obj.get("params", [])}
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InvalidArtifactError(f"Invalid checkpoint journal run row: {exc!r}") from exc
+    return run, params
+
+
+def run_blobs(run: RunContent) -> list[Descriptor]:
+    """Every payload descriptor a run references."""
+    out = list(run.attachments.descriptors.values())
+    if run.trace is not None:
+        out.append(run.trace)
+    for call in (*run.solves, *run.samplings):
+        out.extend(d for d in (call.input, call.output, call.diagnostics) if d is not None)
+    return out
+
+
+# --- the journal -------------------------------------------------------------------------------------
+
+# Tables: oxe_journal_sessions / oxe_journal_runs / oxe_journal_attachments (index_db.MIGRATIONS step 2).
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHeader:
+    """Registry-independent session facts (no runs): O(1) to rewrite."""
+
+    annotations: Mapping[str, str]
+    subject: Descriptor | None
+    next_run_id: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"annotations": dict(self.annotations), "subject": _desc_obj(self.subject), "next_run_id": self.next_run_id},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> JournalHeader:
+        obj = json.loads(text)
+        return cls(FrozenMap(obj.get("annotations") or {}), _desc(obj.get("subject"), "journal subject"), int(obj["next_run_id"]))
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSnapshot:
+    """Everything a journal holds for one requested name."""
+
+    session_id: str
+    header: JournalHeader
+    attachments: AttachmentContent
+    runs: tuple[tuple[RunContent, dict[str, ParamValue]], ...]
+    updated_at: str
+
+
+class Journal:
+    """The journal of one session (one requested name at a time)."""
+
+    def __init__(self, registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> None:
+        self.registry = registry
+        self.requested = requested
+        self.session_id = session_id or uuid.uuid4().hex
+        self.started = session_id is not None  # adopting an existing journal: already durable
+        self.pin_digest: str | None = None
+        if self.started:
+            row = registry.db.query(
+                "SELECT pin_digest FROM oxe_journal_sessions WHERE requested_name = ? AND session_id = ?",
+                (str(requested), self.session_id),
+            )
+            self.pin_digest = str(row[0][0]) if row and row[0][0] else None
+
+    # --- writes ------------------------------------------------------------------
+
+    def record(
+        self,
+        header: JournalHeader,
+        *,
+        runs: Iterable[tuple[RunContent, Mapping[str, ParamValue]]] = (),
+        attachments: Iterable[tuple[str, Descriptor, str | None]] = (),
+        new_blobs: Iterable[Descriptor] = (),
+    ) -> None:
+        """One transaction: header upsert plus the given run/attachment rows; then move the pin.
+
+        The first call of a session replaces any older journal of the same name.
+        Pin first, rows second: a crash in between leaves extra pinned blobs, never
+        a journal row whose blobs are unprotected.
+        """
+        blobs = _unique(new_blobs)
+        pin = self._publish_pin(blobs) if blobs else self.pin_digest
+        name = str(self.requested)
+        run_rows = [(self.session_id, r.run_id, run_body(r, p)) for r, p in runs]
+        att_rows = [(self.session_id, n, _attachment_body(d, f)) for n, d, f in attachments]
+        with journal_write(self.registry, f"journal {name}") as conn:
+            if not self.started:
+                _drop_journal(conn, name)
+            conn.execute(
+                "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(requested_name) DO UPDATE SET session_id = excluded.session_id, "
+                "header = excluded.header, pin_digest = excluded.pin_digest, updated_at = excluded.updated_at",
+                (name, self.session_id, header.to_json(), pin, _now()),
+            )
+            conn.executemany("INSERT OR REPLACE INTO oxe_journal_runs VALUES (?, ?, ?)", run_rows)
+            conn.executemany("INSERT OR REPLACE INTO oxe_journal_attachments VALUES (?, ?, ?)", att_rows)
+        self.started = True
+        self.pin_digest = pin
+
+    def _publish_pin(self, blobs: list[Descriptor]) -> str:
+        blobs_store = self.registry.blobs
+        config = blobs_store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
+        subject = None
+        if self.pin_digest is not None and self.started:
+            subject = Descriptor(mt.OCI_MANIFEST, self.pin_digest, blobs_store.size(self.pin_digest))
+        manifest = Manifest(
+            mt.GENERIC_ARTIFACT_TYPE,
+            Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size),
+            tuple(blobs),
+            subject,
+        )
+        stored = blobs_store.put_bytes(manifest.to_bytes())
+        self.registry.replace(pin_name(self.registry.registry_id, self.requested), stored.digest)
+        return stored.digest
+
+    def move(self, new_name: ImageName) -> None:
+        """Rename: the journal rows and the pin ref follow the session to ``new_name``."""
+        old = self.requested
+        self.requested = new_name
+        if not self.started:
+            return
+        with journal_write(self.registry, f"journal rename {old} -> {new_name}") as conn:
+            _drop_journal(conn, str(new_name))
+            conn.execute(
+                "UPDATE oxe_journal_sessions SET requested_name = ?, updated_at = ? WHERE requested_name = ? "
+                "AND session_id = ?",
+                (str(new_name), _now(), str(old), self.session_id),
+            )
+        if self.pin_digest is not None:
+            self.registry.replace(pin_name(self.registry.registry_id, new_name), self.pin_digest)
+            self.registry.remove(pin_name(self.registry.registry_id, old), expected_digest=self.pin_digest)
+
+    def discard(self) -> None:
+        """After a successful commit: drop the rows and the pin ref of this name."""
+        discard_journal(self.registry, self.requested)
+
+
+_JOURNAL_CONNS = threading.local()
+
+
+@contextlib.contextmanager
+def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connection]:
+    """A ``BEGIN IMMEDIATE`` transaction on this thread's *journal* connection.
+
+    Same database and transaction discipline as ``Database.write``, but the
+    connection runs with ``PRAGMA synchronous = NORMAL``: in WAL mode a commit
+    then reaches the OS (so it survives SIGKILL of this process) without an
+    fsync per Run close; a power loss can drop the last few journal rows,
+    never corrupt the database. Ref writes keep the registry's own connection.
+    """
+    from .index_db import BUSY_TIMEOUT_MS, _begin_immediate
+
+    conns: dict[str, sqlite3.Connection] = getattr(_JOURNAL_CONNS, "by_path", None) or {}
+    _JOURNAL_CONNS.by_path = conns
+    path = registry.db.path
+    conn = conns.get(str(path))
+    if conn is None:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conns[str(path)] = conn
+    _begin_immediate(conn, path, step)
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _attachment_body(desc: Descriptor, filename: str | None) -> str:
+    return json.dumps({"descriptor": desc.to_dict(), "filename": filename}, ensure_ascii=False, separators=(",", ":"))
+
+
+def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:
+    seen: dict[str, Descriptor] = {}
+    for desc in descs:
+        seen.setdefault(desc.digest, desc)
+    return list(seen.values())
+
+
+def _drop_journal(conn: Any, name: str) -> None:
+    row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
+    if row is None:
+        return
+    conn.execute("DELETE FROM oxe_journal_runs WHERE session_id = ?", (row[0],))
+    conn.execute("DELETE FROM oxe_journal_attachments WHERE session_id = ?", (row[0],))
+    conn.execute("DELETE FROM oxe_journal_sessions WHERE requested_name = ?", (name,))
+
+
+def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:
+    with journal_write(registry, f"journal discard {requested}") as conn:
+        _drop_journal(conn, str(requested))
+    registry.remove(pin_name(registry.registry_id, requested))
+
+
+def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapshot | None:
+    """The journal of ``requested`` in one consistent snapshot, or None."""
+    with registry.db.read() as conn:
+        row = conn.execute(
+            "SELECT session_id, header, updated_at FROM oxe_journal_sessions WHERE requested_name = ?",
+            (str(requested),),
+        ).fetchone()
+        if row is None:
+            return None
+        session_id = str(row[0])
+        run_rows = conn.execute(
+            "SELECT body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (session_id,)
+        ).fetchall()
+        att_rows = conn.execute(
+            "SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (session_id,)
+        ).fetchall()
+    descriptors: dict[str, Descriptor] = {}
+    filenames: dict[str, str] = {}
+    for name, body in att_rows:
+        obj = json.loads(body)
+        descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
+        if obj.get("filename") is not None:
+            filenames[str(name)] = str(obj["filename"])
+    return JournalSnapshot(
+        session_id=session_id,
+        header=JournalHeader.parse(str(row[1])),
+        attachments=AttachmentContent(descriptors, filenames),
+        runs=tuple(parse_run_body(str(body)) for (body,) in run_rows),
+        updated_at=str(row[2]),
+    )
+
+
+# --- OMMX-format checkpoint slots ------------------------------------------------------------------------
+
+
+def checkpoint_ref(registry: LocalRegistry, requested: ImageName) -> ImageName:
+    return checkpoint_name(registry.registry_id, requested)
+
+
+def checkpoint_updated_at(registry: LocalRegistry, requested: ImageName) -> tuple[str, str] | None:
+    """``(manifest digest, updated_at)`` of the OMMX-format checkpoint slot, or None."""
+    ref = checkpoint_ref(registry, requested)
+    rows = registry.db.query(
+        "SELECT manifest_digest, updated_at FROM refs WHERE name = ? AND reference = ?",
+        (ref.repository, ref.reference),
+    )
+    return (str(rows[0][0]), str(rows[0][1])) if rows else None

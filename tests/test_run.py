@@ -1,0 +1,130 @@
+"""Run and SealedRun (§1.5, §1.7)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ommx_experiment import Experiment
+
+NAME = "example.com/team/run:v1"
+
+
+def test_run_repr_and_id_lifecycle() -> None:
+    exp = Experiment(NAME)
+    run = exp.run()
+    assert repr(run) == "Run(run_id=0)" and run.run_id == 0
+    run.finish()
+    assert repr(run) == "Run(finished=True)"
+    with pytest.raises(RuntimeError, match="Run has already been finished"):
+        run.run_id
+    with pytest.raises(RuntimeError, match="Run has already been finished"):
+        run.finish()
+    with pytest.raises(RuntimeError, match="Run has already been finished"):
+        run.log_parameter("a", 1)
+    with pytest.raises(RuntimeError, match="Run has already been finished"):
+        run.log_json("a", 1)
+    with pytest.raises(RuntimeError, match="Run has already been finished"):
+        run.__enter__()
+
+
+def test_context_errors() -> None:
+    exp = Experiment(NAME)
+    run = exp.run()
+    with pytest.raises(RuntimeError, match="Run context has not been entered"):
+        run.__exit__(None, None, None)
+    with run:
+        with pytest.raises(RuntimeError, match="Run context has already been entered"):
+            run.__enter__()
+    assert run.__exit__(None, None, None) is False  # closed: silent
+
+
+def test_finish_inside_with_records_failed() -> None:
+    exp = Experiment(NAME)
+    with pytest.raises(RuntimeError, match="Run context is active"):
+        with exp.run() as run:
+            run.log_parameter("kept", 1)
+            run.finish()
+    exp.commit()
+    loaded = Experiment.load(NAME)
+    assert loaded.runs[0].status == "failed"
+    assert loaded.runs[0].lifecycle_reason.startswith("LifecycleError: Run context is active")
+    assert loaded.run_parameters_df()["kept"].tolist() == [1]
+
+
+def test_failed_run_keeps_parameters_and_attachments() -> None:
+    exp = Experiment(NAME)
+    with pytest.raises(ValueError):
+        with exp.run() as run:
+            run.log_parameter("p", 2.5)
+            run.log_json("state", {"ok": False})
+            raise ValueError("failed")
+    with exp.run():
+        pass
+    exp.commit()
+    runs = Experiment.load(NAME).runs
+    assert [(r.status, r.lifecycle_reason) for r in runs] == [("failed", "ValueError: failed"), ("finished", None)]
+    assert runs[0].get_json("state") == {"ok": False}
+    assert repr(runs[0]) == "SealedRun(run_id=0, status='failed', attachments=1, solves=0, samplings=0)"
+    assert runs[0].solves == [] and runs[0].samplings == [] and runs[0].trace is None
+
+
+def test_writes_after_parent_sealed_use_parent_error() -> None:
+    exp = Experiment(NAME)
+    run = exp.run()
+    run.finish()
+    late = Experiment(NAME + "x")
+    other = late.run()
+    late_run_id = other.run_id
+    other.finish()
+    late.commit()
+    assert late_run_id == 0
+    exp.commit()
+    with pytest.raises(RuntimeError, match="Sealed Experiment is read-only"):
+        exp.run()
+
+
+def test_open_run_of_failed_experiment_is_not_included() -> None:
+    with pytest.raises(ValueError):
+        with Experiment(NAME) as exp:
+            with exp.run():
+                pass
+            dangling = exp.run()
+            dangling.log_parameter("x", 1)
+            raise ValueError("stop")
+    with pytest.raises(RuntimeError, match="Checkpointed Experiment is read-only"):
+        dangling.log_parameter("y", 2)
+    dangling.finish()  # closing late is harmless and records nothing
+    assert [r.run_id for r in exp.runs] == [0]
+
+
+def test_store_trace_requires_context_manager() -> None:
+    exp = Experiment(NAME, store_trace=True)
+    run = exp.run()
+    with pytest.raises(RuntimeError, match="store_trace=True requires using Run"):
+        run.log_parameter("a", 1)
+    with pytest.raises(RuntimeError, match="store_trace=True requires using Run"):
+        run.finish()
+    with run:
+        run.log_parameter("a", 1)
+    exp.commit()
+
+
+def test_parameter_subclasses_are_normalised() -> None:
+    import enum
+
+    import numpy as np
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    exp = Experiment(NAME)
+    with exp.run() as run:
+        run.log_parameter("f", np.float64(0.5))
+        run.log_parameter("i", Level.HIGH)
+        with pytest.raises(TypeError):
+            run.log_parameter("n", np.int64(1))
+        with pytest.raises(TypeError):
+            run.log_parameter(1, 1)  # type: ignore[arg-type]
+    exp.commit()
+    df = Experiment.load(NAME).run_parameters_df()
+    assert df.loc[0, "f"] == 0.5 and df.loc[0, "i"] == 3
