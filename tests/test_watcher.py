@@ -326,3 +326,21 @@ def test_start_twice_and_stop_without_start(tmp_path: Path) -> None:
         watcher.start()
     watcher.stop()
     assert watcher.stop() == []  # idempotent
+
+
+def test_experiment_and_run_watch_methods(tmp_path: Path) -> None:
+    """`Experiment.watch` / `Run.watch` are the public entry points of issue 6."""
+    from ommx_experiment import Experiment
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    experiment = Experiment("example.com/team/watch-methods:v1")
+    with experiment.run() as run, run.watch(folder):
+        (folder / "a.txt").write_text("hello")
+        (folder / "sub").mkdir()
+        (folder / "sub" / "b.bin").write_bytes(b"\x00" * 10)
+    with experiment.watch(folder, pattern="*.txt"):
+        pass
+    assert experiment.runs[0].attachment_names == ["a.txt", "sub/b.bin"]
+    assert experiment.runs[0].get_blob("sub/b.bin") == b"\x00" * 10
+    assert experiment.attachment_names == ["a.txt"]

@@ -28,9 +28,10 @@ from .errors import (
 from .oci import Descriptor, FrozenMap
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from .blobstore import BlobStore
+    from .watcher import Watcher
 
 COMPRESSIONS = ("none", "zstd")
 SNIFF_BYTES = 8192
@@ -269,6 +270,23 @@ class AttachmentWriter:
         stored = self._attachment_blobs().put_bytes(data)
         desc = Descriptor(media_type, stored.digest, stored.size, FrozenMap(annotations))
         self._add_attachment(name, desc, filename)
+
+    def watch(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        pattern: str | Iterable[str] | None = None,
+        ignore: str | Iterable[str] | None = None,
+        existing: bool = True,
+    ) -> Watcher:
+        """Attach every completed file written into ``folder`` (a context manager; also ``start()``/``stop()``).
+
+        The attachment name is the file's POSIX path relative to ``folder``; see
+        :mod:`ommx_experiment.watcher` for what "completed" means and how rewrites are versioned.
+        """
+        from .watcher import watch
+
+        return watch(self, folder, pattern=pattern, ignore=ignore, existing=existing)
 
     def log_attachment(self, name: str, media_type: str, data: bytes, *, compression: str = "none") -> None:
         """Store ``data`` under ``name`` with the given media type (any string)."""
