@@ -14,6 +14,7 @@ from __future__ import annotations
 import shlex
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 WEIGHTS = (11, 7, 5, 13, 9, 4, 6, 8)
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     tag = datetime.now().strftime("%Y%m%dT%H%M%S")
     name = f"{REPOSITORY}:{tag}"
-    console.print(f"[bold]ommx-experiment demo[/]: knapsack capacity sweep → [cyan]{name}[/] (fresh tag per run)")
+    console.print(
+        f"[bold]ommx-experiment demo[/]: knapsack capacity sweep → [cyan]{name}[/] "
+        "(a fresh timestamp tag each time, so re-running never conflicts)",
+        soft_wrap=True,
+    )
 
     rows = []
     with Experiment(name) as experiment:
@@ -75,19 +80,23 @@ def main(argv: list[str] | None = None) -> int:
     root = get_local_registry_root()
     parquet = experiment.run_parameters_parquet
     python = shlex.quote(sys.executable)
-    console.print(f"[bold]image name[/]      {artifact.image_name}")
-    console.print(f"[bold]manifest digest[/] {artifact.manifest_digest}")
-    console.print(f"[bold]registry root[/]   {root}")
-    console.print(f"[bold]parquet file[/]    {parquet}")
+    for label, value in (
+        ("image name", artifact.image_name),
+        ("manifest digest", artifact.manifest_digest),
+        ("registry root", root),
+        ("parquet file", parquet),
+    ):
+        console.print(f"[bold]{label:<16}[/]{value}", soft_wrap=True, highlight=False)
     console.print()
     console.print("[bold]Look at it with other tools:[/]")
-    console.print(f"  skopeo inspect --raw oci:{root}:{artifact.image_name}", soft_wrap=True)
+    console.print(f"  skopeo inspect --raw oci:{root}:{artifact.image_name}", soft_wrap=True, highlight=False)
     for code in (
         f'import duckdb; print(duckdb.read_parquet("{parquet}"))',
         f'import pandas as pd; print(pd.read_parquet("{parquet}"))',
     ):
         console.print(f"  {python} -c {shlex.quote(code)}", soft_wrap=True, markup=False, highlight=False)
-    console.print(f"  ommx-experiment show {artifact.image_name}", soft_wrap=True)
+    cli = Path(sys.executable).with_name("ommx-experiment")
+    console.print(f"  {shlex.quote(str(cli))} show {artifact.image_name}", soft_wrap=True, highlight=False)
     return 0
 
 
