@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from ommx_experiment import media_types as mt
-from ommx_experiment.codec import (
+from ommx_experiment.content import (
     AttachmentContent,
     ExperimentContent,
     RunContent,

@@ -1,21 +1,22 @@
-""".ommx archives (a tar of an OCI Image Layout) and OCI layout directories.
+""".ommx archives (a tar of an OCI Image Layout) and OCI layout directories: the policy.
 
 Export (:func:`write_archive`) reproduces OMMX 3's bytes exactly (§4.9): ustar
 entries ``oci-layout``, the manifest, the config and every layer in manifest
-order (a layer listed twice is written twice), then ``index.json``; headers with
-mode ``0000644``, NUL uid/gid/uname/gname, mtime 0; two zero blocks and no
-record padding. Blobs are streamed from the CAS in chunks, into a temp file in
-the destination folder that is published with create-new semantics.
+order (a layer listed twice is written twice), then ``index.json``; two zero
+blocks and no record padding (the header format is :mod:`tarstream`'s). Blobs
+are streamed from the CAS in chunks, into a temp file in the destination folder
+that is published with create-new semantics (:mod:`atomic`).
 
 Import (:func:`import_archive`, :func:`import_layout_dir`) treats its input as
-hostile. Nothing is ever extracted by name: tar entries are parsed by our own
-streaming reader, and only regular files named ``oci-layout``, ``index.json`` or
-``blobs/sha256/<64 lowercase hex>`` (optionally ``./``-prefixed) are accepted;
-every other entry kind or name is an :class:`ArchiveError` naming the entry.
-Blobs are hashed while being staged inside the registry
-(:meth:`BlobStore.staging`); nothing is published until the whole input has
-been read and validated, and a failing import leaves no blob, no ref and no
-temp file behind.
+hostile. Nothing is ever extracted by name: tar entries are parsed by
+:class:`~ommx_experiment.tarstream.TarReader`, and only regular files named
+``oci-layout``, ``index.json`` or ``blobs/sha256/<64 lowercase hex>`` (optionally
+``./``-prefixed) are accepted; every other entry kind or name is an
+:class:`ArchiveError` naming the entry. Blobs are hashed while being staged
+inside the registry (:meth:`BlobStore.staging`); experiments get the full §5
+validation (:func:`~ommx_experiment.codec.validate_experiment_artifact`); nothing
+is published until the whole input has been read and validated, and a failing
+import leaves no blob, no ref and no temp file behind.
 """
 
 from __future__ import annotations
@@ -31,32 +32,50 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import atomic
 from . import media_types as mt
-from .digest import is_valid_hex
+from .codec import validate_experiment_artifact
+from .codec import validate_parquet_layer  # noqa: F401 -- re-exported: it lived here
+from .digest import is_valid_hex, sha256_digest
 from .errors import (
     ArchiveError,
+    ArchiveExistsError,
     DigestMismatchError,
     InvalidArtifactError,
     InvalidInputError,
     RefConflictError,
     RegistryError,
 )
-from .locks import GC_EXCLUSION_LOCK, flock_exclusive
 from .names import ImageName, anonymous_artifact_name
-from .oci import Descriptor, Manifest, image_index_bytes, load_json_bounded, parse_image_index
+from .oci import (
+    MAX_MANIFEST_BYTES,
+    Descriptor,
+    Manifest,
+    image_index_bytes,
+    load_json_bounded,
+    parse_image_index,
+)
+from .tarstream import CHUNK, END_OF_ARCHIVE, TarEntry, TarReader, padding, ustar_header, write_entry
+from .tarstream import _size_field  # noqa: F401 -- re-exported: it lived here, tests still reach it here
 
 if TYPE_CHECKING:
     from .blobstore import StagedBlob, Staging
     from .registry import LocalRegistry
 
+__all__ = [
+    "ArchiveManifest",
+    "TarEntry",
+    "TarReader",
+    "import_archive",
+    "import_layout_dir",
+    "import_path",
+    "inspect_archive",
+    "ustar_header",
+    "write_archive",
+]
+
 log = logging.getLogger(__name__)
 
-BLOCK = 512
-CHUNK = 1 << 20
 MAX_JSON_BYTES = 1 << 20
 """Limit for ``index.json`` and ``oci-layout``."""
-MAX_EXTENDED_HEADER = 1 << 20
-"""Limit for a pax extended header or a GNU long-name entry."""
-MAX_MANIFEST_BYTES = 4 << 20
 OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
 _BLOB_DIR = "blobs/sha256/"
 _ALLOWED_DIRS = frozenset({"", ".", "blobs", "blobs/sha256"})
@@ -102,50 +121,8 @@ class ArchiveManifest:
 # =============================================================================================
 
 
-def _octal_field(value: int, width: int) -> bytes:
-    """``width - 1`` zero-padded octal digits and a NUL (tar-rs ``octal_into``)."""
-    return b"%0*o\0" % (width - 1, value)
-
-
-def _size_field(size: int) -> bytes:
-    # tar-rs switches to GNU base-256 at 8 GiB: 0x80 marker, 8 big-endian bytes at the end.
-    if size < 8**11:
-        return _octal_field(size, 12)
-    field = bytearray(4) + size.to_bytes(8, "big")
-    field[0] |= 0x80
-    return bytes(field)
-
-
-def ustar_header(name: str, size: int) -> bytes:
-    """The 512-byte header OMMX 3 writes for a regular file ``name`` of ``size`` bytes."""
-    encoded = name.encode("utf-8")
-    if len(encoded) > 100:
-        raise InvalidInputError(f"Archive entry name {name!r} is longer than 100 bytes")
-    header = bytearray(BLOCK)
-    header[0 : len(encoded)] = encoded
-    header[100:108] = b"0000644\0"
-    header[124:136] = _size_field(size)
-    header[136:148] = _octal_field(0, 12)
-    header[148:156] = b" " * 8
-    header[156:157] = b"0"
-    header[257:263] = b"ustar\0"
-    header[263:265] = b"00"
-    header[148:156] = _octal_field(sum(header), 8)
-    return bytes(header)
-
-
-def _padding(size: int) -> bytes:
-    return b"\0" * (-size % BLOCK)
-
-
 def _blob_entry_name(digest: str) -> str:
     return _BLOB_DIR + digest.removeprefix("sha256:")
-
-
-def _write_bytes_entry(out: BinaryIO, name: str, data: bytes) -> None:
-    out.write(ustar_header(name, len(data)))
-    out.write(data)
-    out.write(_padding(len(data)))
 
 
 def _write_blob_entry(out: BinaryIO, registry: LocalRegistry, digest: str, size: int) -> None:
@@ -161,203 +138,43 @@ def _write_blob_entry(out: BinaryIO, registry: LocalRegistry, digest: str, size:
         out.write(chunk)
     if written != size:
         raise InvalidArtifactError(f"Blob {digest} changed size while it was being exported")
-    out.write(_padding(size))
+    out.write(padding(size))
+
+
+def _exists_error(dest: Path) -> ArchiveExistsError:
+    return ArchiveExistsError(f"Failed to create archive at {dest}: file already exists")
 
 
 def write_archive(registry: LocalRegistry, manifest_digest: str, ref_name: str, path: str | os.PathLike[str]) -> None:
     """Export one manifest and its config/layer blobs to a new ``.ommx`` file at ``path``.
 
     The bytes equal OMMX 3's ``Artifact.save`` for the same artifact and ref name.
-    Create-new: fails (``RegistryError`` naming the path) if ``path`` exists; the
-    file appears complete or not at all. The ``subject`` chain is not exported.
+    Create-new: :class:`ArchiveExistsError` (a ``RegistryError``, ``RuntimeError``
+    and ``FileExistsError``, naming the path) if ``path`` exists, whether before
+    the export or by the time it is published; the file appears complete or not
+    at all. The ``subject`` chain is not exported.
     """
     dest = Path(path).absolute()
     manifest_bytes = registry.blobs.get(manifest_digest)
     manifest = Manifest.parse(manifest_bytes)
     if os.path.lexists(dest):
-        raise RegistryError(f"Failed to create archive at {dest}: file already exists")
+        raise _exists_error(dest)
     index = image_index_bytes([(Descriptor(mt.OCI_MANIFEST, manifest_digest, len(manifest_bytes)), ref_name)])
     blobs = [(manifest.config.digest, manifest.config.size), *((d.digest, d.size) for d in manifest.layers)]
     try:
         with atomic.temp_file(dest.parent, stem="archive-") as (tmp, out):
-            _write_bytes_entry(out, "oci-layout", OCI_LAYOUT_BYTES)
-            _write_bytes_entry(out, _blob_entry_name(manifest_digest), manifest_bytes)
+            write_entry(out, "oci-layout", OCI_LAYOUT_BYTES)
+            write_entry(out, _blob_entry_name(manifest_digest), manifest_bytes)
             for digest, size in blobs:
                 _write_blob_entry(out, registry, digest, size)
-            _write_bytes_entry(out, "index.json", index)
-            out.write(b"\0" * (2 * BLOCK))
+            write_entry(out, "index.json", index)
+            out.write(END_OF_ARCHIVE)
             atomic.sync_file(out)
-            if not atomic.publish_noclobber(tmp, dest):
-                raise RegistryError(f"Failed to create archive at {dest}: file already exists")
+            published = atomic.publish_noclobber(tmp, dest)
     except OSError as exc:
         raise RegistryError(f"Failed to create archive at {dest}: {exc}") from exc
-
-
-# =============================================================================================
-# streaming tar reader
-# =============================================================================================
-
-_KINDS = {
-    b"0": "file", b"\0": "file", b"7": "file", b"5": "directory", b"1": "hard link", b"2": "symlink",
-    b"3": "character device", b"4": "block device", b"6": "fifo", b"K": "GNU long link name",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class TarEntry:
-    """One member header: ``kind`` is ``file``, ``directory``, ``symlink``, ... (see ``_KINDS``)."""
-
-    name: str
-    kind: str
-    size: int
-    offset: int
-
-
-class TarReader:
-    """Parse a ustar/pax/GNU tar stream header by header, never trusting a declared size.
-
-    Iterate :meth:`entries`; for each entry either read its data with
-    :meth:`chunks` or leave it (the reader skips it). Every defect, including a
-    stream that ends before the two terminating zero blocks, is an
-    :class:`ArchiveError` naming ``source`` and the byte offset.
-    """
-
-    def __init__(self, fh: BinaryIO, source: str, total_size: int | None = None) -> None:
-        self._fh = fh
-        self._source = source
-        self._total = total_size
-        self._pos = 0
-        self._unread = 0  # data + padding bytes of the current entry not consumed yet
-
-    def _fail(self, message: str) -> ArchiveError:
-        return ArchiveError(f"Invalid archive {self._source}: {message}")
-
-    def _read(self, n: int) -> bytes:
-        try:
-            data = self._fh.read(n)
-        except OSError as exc:
-            raise self._fail(f"read failed at byte {self._pos}: {exc}") from exc
-        self._pos += len(data)
-        if len(data) != n:
-            raise self._fail(f"truncated at byte {self._pos} (expected {n - len(data)} more bytes)")
-        return data
-
-    def _skip(self, n: int) -> None:
-        while n > 0:
-            step = min(n, CHUNK)
-            self._read(step)
-            n -= step
-
-    def chunks(self, entry: TarEntry) -> Iterator[bytes]:
-        """The data of ``entry`` (the entry just yielded), in chunks of at most 1 MiB."""
-        remaining = entry.size
-        while remaining > 0:
-            chunk = self._read(min(remaining, CHUNK))
-            remaining -= len(chunk)
-            self._unread -= len(chunk)
-            yield chunk
-
-    def read_all(self, entry: TarEntry, limit: int) -> bytes:
-        """The whole data of ``entry``; refused before reading if it is larger than ``limit``."""
-        if entry.size > limit:
-            raise self._fail(f"entry {entry.name!r} is {entry.size} bytes, larger than the limit of {limit} bytes")
-        return b"".join(self.chunks(entry))
-
-    def entries(self) -> Iterator[TarEntry]:
-        """Yield member headers until the end-of-archive marker."""
-        overrides: dict[str, Any] = {}
-        while True:
-            self._skip(self._unread)
-            self._unread = 0
-            offset = self._pos
-            block = self._read(BLOCK)
-            if block == bytes(BLOCK):
-                if self._read(BLOCK) != bytes(BLOCK):
-                    raise self._fail(f"a lone zero block at byte {offset} is followed by data")
-                return
-            entry, flag = self._parse_header(block, offset, overrides)
-            self._check_size(entry)
-            self._unread = entry.size + len(_padding(entry.size))
-            if flag in (b"x", b"g", b"L"):
-                data = self.read_all(entry, MAX_EXTENDED_HEADER)
-                if flag == b"x":
-                    overrides = _parse_pax(data, self._fail)
-                elif flag == b"L":
-                    overrides = {"path": _decode_name(data.split(b"\0", 1)[0], self._fail)}
-                continue
-            overrides = {}
-            yield entry
-
-    def _check_size(self, entry: TarEntry) -> None:
-        if self._total is not None and entry.size > self._total - self._pos:
-            raise self._fail(
-                f"entry {entry.name!r} declares {entry.size} bytes but only {self._total - self._pos} remain: truncated"
-            )
-
-    def _parse_header(self, block: bytes, offset: int, overrides: dict[str, Any]) -> tuple[TarEntry, bytes]:
-        stored = _parse_number(block[148:156], "checksum", offset, self._fail)
-        unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-        signed = sum(b - 256 if b > 127 else b for b in block[:148] + b" " * 8 + block[156:])
-        if stored not in (unsigned, signed):
-            raise self._fail(f"bad header checksum at byte {offset}")
-        if block[257:263] not in (b"ustar\0", b"ustar "):
-            raise self._fail(f"header at byte {offset} is not a ustar/GNU header")
-        name = _decode_name(block[0:100].split(b"\0", 1)[0], self._fail)
-        prefix = block[345:500].split(b"\0", 1)[0]
-        if block[257:265] == b"ustar\x0000" and prefix:
-            name = _decode_name(prefix, self._fail) + "/" + name
-        name = overrides.get("path", name)
-        size = overrides.get("size", _parse_number(block[124:136], f"size of {name!r}", offset, self._fail))
-        flag = block[156:157]
-        kind = _KINDS.get(flag, f"unsupported type {flag!r}")
-        return TarEntry(name, kind, size, offset), flag
-
-
-def _decode_name(raw: bytes, fail: Callable[[str], ArchiveError]) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise fail(f"entry name {raw!r} is not valid UTF-8") from exc
-
-
-def _parse_number(field: bytes, what: str, offset: int, fail: Callable[[str], ArchiveError]) -> int:
-    if field and field[0] & 0x80:
-        if field[0] != 0x80:
-            raise fail(f"negative or oversized {what} in the header at byte {offset}")
-        return int.from_bytes(field[1:], "big")
-    text = field.split(b"\0", 1)[0].strip(b" ")
-    if not text:
-        return 0
-    try:
-        if not all(48 <= c <= 55 for c in text):
-            raise ValueError
-        return int(text, 8)
-    except ValueError:
-        raise fail(f"invalid {what} {field!r} in the header at byte {offset}") from None
-
-
-def _parse_pax(data: bytes, fail: Callable[[str], ArchiveError]) -> dict[str, Any]:
-    """``path`` and ``size`` from pax records ``"<len> key=value\\n"``; other keys are ignored."""
-    out: dict[str, Any] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        try:
-            length = int(data[pos:space]) if space > pos else -1
-        except ValueError:
-            length = -1
-        record = data[pos : pos + length]
-        if length <= 0 or len(record) != length or not record.endswith(b"\n") or b"=" not in record:
-            raise fail("malformed pax extended header")
-        key, _, value = record[space - pos + 1 : -1].partition(b"=")
-        if key == b"path":
-            out["path"] = _decode_name(value, fail)
-        elif key == b"size":
-            if not value.isdigit():
-                raise fail(f"invalid pax size {value!r}")
-            out["size"] = int(value)
-        pos += length
-    return out
+    if not published:
+        raise _exists_error(dest)
 
 
 # =============================================================================================
@@ -415,35 +232,6 @@ def _ref_name(entry: Descriptor, registry: LocalRegistry, source: str) -> ImageN
         raise _fail(source, f"invalid ref name annotation: {exc}") from exc
 
 
-def _validate_experiment(manifest: Manifest, read: Callable[[Descriptor], bytes]) -> bytes:
-    """Full §5 validation of an experiment artifact; returns the config bytes."""
-    from .codec import EXPERIMENT_STATUSES, ExperimentConfig, MAX_CONFIG_BYTES, validate_experiment
-    from .run_params import decode_msgpack
-
-    if manifest.config.size > MAX_CONFIG_BYTES:
-        raise InvalidArtifactError(f"experiment config is {manifest.config.size} bytes; limit {MAX_CONFIG_BYTES}")
-    config_bytes = read(manifest.config)
-    config = ExperimentConfig.parse(config_bytes)
-    validate_experiment(manifest, config, allowed_statuses=EXPERIMENT_STATUSES)
-    decode_msgpack(read(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
-    for run in config.runs:
-        for call in (*run.solves, *run.samplings):
-            if call.diagnostics is not None:
-                _check_diagnostics(read(manifest.layers[call.diagnostics]), run.run_id)
-    return config_bytes
-
-
-def _check_diagnostics(data: bytes, run_id: int) -> None:
-    import msgpack
-
-    try:
-        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises a zoo of types for corrupt input
-        raise InvalidArtifactError(f"Diagnostics layer of run {run_id} is not valid MessagePack: {exc}") from exc
-    if not isinstance(value, list):
-        raise InvalidArtifactError(f"Diagnostics layer of run {run_id} must be a MessagePack array")
-
-
 def _finish_import(
     registry: LocalRegistry, staging: Staging, src: _Input, *, layout_required: bool
 ) -> tuple[ImageName, str]:
@@ -462,7 +250,7 @@ def _finish_import(
                 raise _fail(src.source, f"the {role} blob {desc.digest} is declared with two different sizes")
         config_bytes = None
         if manifest.artifact_type == mt.EXPERIMENT_ARTIFACT_TYPE:
-            config_bytes = _validate_experiment(manifest, lambda d: staged[d.digest].path.read_bytes())
+            config_bytes = validate_experiment_artifact(manifest, lambda d: staged[d.digest].path.read_bytes())
         image = _ref_name(entry, registry, src.source)
     except ArchiveError:
         raise
@@ -489,16 +277,10 @@ def _publish(
     current = registry.resolve(image)
     if current is not None and current != digest:
         raise _conflict(image, current, digest)
-    # Under the GC exclusion lock a deleting GC cannot collect the new blobs before the ref exists.
-    with flock_exclusive(registry.root / GC_EXCLUSION_LOCK):
-        for blob_digest, blob in staged.items():
-            if blob_digest != digest:
-                staging.publish(blob)
-        staging.publish(staged[digest])
-        try:
-            registry.publish(image, digest, config_bytes=config_bytes)
-        except RefConflictError:
-            raise _conflict(image, registry.resolve(image) or "?", digest) from None
+    try:
+        registry.publish_staged(image, digest, staging, staged, config_bytes=config_bytes)
+    except RefConflictError:
+        raise _conflict(image, registry.resolve(image) or "?", digest) from None
 
 
 # =============================================================================================
@@ -631,18 +413,24 @@ def _fd_chunks(fd: int) -> Iterator[bytes]:
         yield chunk
 
 
-def _read_small(root_fd: int, name: str, source: str) -> bytes:
-    fd = _open_inside(root_fd, (name,), source)
+def _read_bounded(root_fd: int, parts: tuple[str, ...], source: str, limit: int) -> bytes:
+    """The whole of ``root/parts...`` (no symlinks), refused if it is or grows beyond ``limit`` bytes."""
+    name = "/".join(parts)
+    fd = _open_inside(root_fd, parts, source)
     try:
         size = os.fstat(fd).st_size
-        if size > MAX_JSON_BYTES:
-            raise _fail(source, f"{name} is {size} bytes, larger than the limit of {MAX_JSON_BYTES} bytes")
+        if size > limit:
+            raise _fail(source, f"{name} is {size} bytes, larger than the limit of {limit} bytes")
         data = b"".join(_fd_chunks(fd))
     finally:
         os.close(fd)
-    if len(data) > MAX_JSON_BYTES:
-        raise _fail(source, f"{name} grew beyond {MAX_JSON_BYTES} bytes while being read")
+    if len(data) > limit:
+        raise _fail(source, f"{name} grew beyond {limit} bytes while being read")
     return data
+
+
+def _read_small(root_fd: int, name: str, source: str) -> bytes:
+    return _read_bounded(root_fd, (name,), source, MAX_JSON_BYTES)
 
 
 def _dir_blob(root_fd: int, staging: Staging, source: str) -> Callable[[Descriptor, str], StagedBlob]:
@@ -715,13 +503,8 @@ def _inspect_dir(path: Path) -> tuple[bytes | None, dict[str, bytes]]:
     try:
         index = _read_small(root_fd, "index.json", source)
         digest = _index_entry(index, source).digest
-        fd = _open_inside(root_fd, ("blobs", "sha256", digest.removeprefix("sha256:")), source)
-        try:
-            if os.fstat(fd).st_size > MAX_MANIFEST_BYTES:
-                raise _fail(source, f"manifest {digest} is larger than {MAX_MANIFEST_BYTES} bytes")
-            return index, {digest: b"".join(_fd_chunks(fd))}
-        finally:
-            os.close(fd)
+        parts = ("blobs", "sha256", digest.removeprefix("sha256:"))
+        return index, {digest: _read_bounded(root_fd, parts, source, MAX_MANIFEST_BYTES)}
     finally:
         os.close(root_fd)
 
@@ -736,8 +519,6 @@ def inspect_archive(path: str | os.PathLike[str]) -> ArchiveManifest:
         data = blobs.get(entry.digest)
         if data is None:
             raise _fail(source, f"the manifest blob {entry.digest} is missing")
-        from .digest import sha256_digest
-
         if sha256_digest(data) != entry.digest:
             raise _fail(source, f"the manifest blob does not match its digest {entry.digest}")
         manifest = Manifest.parse(data)

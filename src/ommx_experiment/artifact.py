@@ -24,6 +24,7 @@ from .errors import (
     InvalidArtifactError,
     InvalidInputError,
     LifecycleError,
+    RemoteArtifactError,
     RemoteArtifactNotFoundError,
 )
 from .names import ImageName, anonymous_artifact_name
@@ -201,13 +202,20 @@ class Artifact:
         image = ImageName.parse(image_name)
         registry = LocalRegistry.default()
         digest = registry.resolve(image)
+        incomplete: BlobNotFoundError | None = None
         if digest is not None:
             try:
                 registry.verify_closure(digest)
-            except BlobNotFoundError:
-                digest = None
+            except BlobNotFoundError as exc:
+                digest, incomplete = None, exc
         if digest is None:
-            digest = _pull(registry, image)
+            try:
+                digest = _pull(registry, image)
+            except RemoteArtifactError as exc:
+                if incomplete is None:
+                    raise
+                # The local damage is the news; the failed repair attempt is context.
+                raise BlobNotFoundError(f"{incomplete} (local copy of {image} is incomplete; pulling it failed: {exc})") from exc
         return Artifact._open(registry, image, digest)
 
     @staticmethod

@@ -19,7 +19,6 @@ addressed, so never stale): a warm listing decodes no JSON.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -30,8 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import media_types as mt
+from .digest import sha256_digest
 from .errors import InvalidArtifactError, InvalidInputError, OmmxExperimentError, RegistryError
-from .names import ImageName, checkpoint_repository
+from .names import ImageName, checkpoint_name, checkpoint_repository
 from .oci import EMPTY_MAP, FrozenMap
 
 if TYPE_CHECKING:
@@ -179,10 +179,6 @@ def _warn(message: str) -> None:
     while frame is not None and frame.f_globals.get("__name__") == __name__:
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
     warnings.warn(message, RuntimeWarning, stacklevel=level)
-
-
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class _Problem(Exception):
@@ -334,7 +330,7 @@ class _Scan:
     def _valid_cached_manifest(
         digest: str, cached: bytes, cached_type: str | None, cached_config: str | None
     ) -> _ManifestInfo | None:
-        if _sha256(cached) != digest:
+        if sha256_digest(cached) != digest:
             return None
         try:
             info = _parse_manifest(cached, digest)
@@ -363,7 +359,7 @@ class _Scan:
         if cached is not None:
             if hit is not None and hit.raw == cached:
                 return hit
-            if _sha256(bytes(cached)) == config_digest:
+            if sha256_digest(cached) == config_digest:
                 info = _parse_config(bytes(cached), config_digest)
                 _remember(_CONFIGS, config_digest, info)
                 return info
@@ -548,8 +544,7 @@ def _checkpoint_ref(scan: _Scan, row: _Row) -> ExperimentCheckpointRef | None:
             raise _Problem("checkpoint projection", f"invalid `requested_image_name` {requested!r}: {exc}") from exc
         if config.status not in CHECKPOINT_STATUSES:
             raise _Problem("checkpoint projection", f"checkpoint has status `{config.status}`")
-        expected_tag = hashlib.sha256(str(requested_image).encode("utf-8")).hexdigest()
-        if row.image.reference != expected_tag:
+        if row.image.reference != checkpoint_name(scan.registry.registry_id, requested_image).reference:
             raise _Problem(
                 "checkpoint projection", f"ref does not match the checkpoint ref derived from {requested_image}"
             )

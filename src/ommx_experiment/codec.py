@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         content_from_artifact as content_from_artifact,
     )
     from .oci import Descriptor, Manifest
+    from .run_params import ParameterTable
 
 DRAFT = "draft"
 FINISHED = "finished"
@@ -499,10 +500,12 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     """Full §5 validation of an experiment artifact whose blobs ``read_blob`` returns; the config bytes.
 
     Checks the config size bound, parses the config, runs :func:`validate_experiment`
-    (any status), decodes the run-parameter MessagePack table against the run ids
-    and checks every diagnostics layer is a MessagePack array. ``read_blob`` must
-    return verified bytes (a staged or stored blob). Raises ``InvalidArtifactError``
-    naming the first defect; callers add where the artifact came from.
+    (any status), decodes the run-parameter MessagePack table against the run ids,
+    checks that every diagnostics layer is a MessagePack array, and that our Parquet
+    run-parameter layer, if present, equals the MessagePack table. ``read_blob``
+    must return verified bytes (a staged or stored blob). Raises
+    ``InvalidArtifactError`` naming the first defect; callers add where the
+    artifact came from. The one validator of archive imports and remote pulls.
     """
     from .run_params import decode_msgpack
 
@@ -511,12 +514,51 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     config_bytes = read_blob(manifest.config)
     config = ExperimentConfig.parse(config_bytes)
     validate_experiment(manifest, config, allowed_statuses=EXPERIMENT_STATUSES)
-    decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
+    table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
     for run in config.runs:
         for call in (*run.solves, *run.samplings):
             if call.diagnostics is not None:
                 _check_diagnostics(read_blob(manifest.layers[call.diagnostics]), run.run_id)
+    _check_parquet_layers(manifest, config, table, read_blob)
     return config_bytes
+
+
+def validate_parquet_layer(manifest: Manifest, config_bytes: bytes, read_blob: Callable[[Descriptor], bytes]) -> None:
+    """Our Parquet run-parameter layer, if the manifest has one, must decode and equal the
+    MessagePack table: ``run_parameters_df()`` reads it instead of the MessagePack layer, so
+    a received artifact must not carry a table that disagrees with what OMMX 3 reads.
+    Raises ``InvalidArtifactError``. (Part of :func:`validate_experiment_artifact`.)"""
+    from .run_params import decode_msgpack
+
+    config = ExperimentConfig.parse(config_bytes)
+    table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
+    _check_parquet_layers(manifest, config, table, read_blob)
+
+
+def _check_parquet_layers(
+    manifest: Manifest, config: ExperimentConfig, table: ParameterTable, read_blob: Callable[[Descriptor], bytes]
+) -> None:
+    layers = [
+        d for d in manifest.layers
+        if d.media_type == mt.PARQUET and d.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE
+    ]
+    if not layers:
+        return
+    from . import run_params as rp
+
+    expected = rp.table_to_dataframe(table, [run.run_id for run in config.runs])
+    for layer in layers:
+        got = rp.decode_parquet(read_blob(layer))
+        same = (
+            list(got.columns) == list(expected.columns)
+            and list(got.index) == list(expected.index)
+            and [str(t) for t in got.dtypes] == [str(t) for t in expected.dtypes]
+            and got.equals(expected)
+        )
+        if not same:
+            raise InvalidArtifactError(
+                f"Parquet run-parameter layer {layer.digest} disagrees with the MessagePack run-parameter layer"
+            )
 
 
 def _check_diagnostics(data: bytes, run_id: int) -> None:

@@ -75,12 +75,23 @@ class RefNotFoundError(RegistryError):
     """No ref of that name in the Local Registry."""
 
 
+class ArchiveExistsError(RegistryError, FileExistsError):
+    """``save`` refuses to overwrite: the archive destination exists (OMMX raises RuntimeError)."""
+
+
 class InvalidArtifactError(OmmxExperimentError, RuntimeError):
     """A stored or received artifact is malformed (manifest, config, layer table)."""
 
 
 class ArchiveError(InvalidArtifactError):
     """An archive or OCI layout directory that cannot be imported safely."""
+
+
+# --- folder watcher ----------------------------------------------------------
+
+
+class WatcherError(OmmxExperimentError, RuntimeError):
+    """The folder watcher's background thread failed (chained to the first error)."""
 
 
 # --- remote ------------------------------------------------------------------
