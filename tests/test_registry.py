@@ -447,3 +447,48 @@ TestRegistryStateMachine = RegistryMachine.TestCase
 TestRegistryStateMachine.settings = settings(
     max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+# --- compare-and-delete on updated_at (prune_anonymous, §4.6) ------------------------------------------
+
+
+def test_remove_compares_updated_at_too(registry: LocalRegistry) -> None:
+    a = _artifact(registry, b"a")
+    registry.publish("example.com/x:v1", a)
+    (seen,) = registry.list_refs()
+    # OMMX 3 re-tags the ref to the same manifest through its own connection: only updated_at changes.
+    _raw(registry).execute("UPDATE refs SET updated_at = '2030-01-01T00:00:00+00:00'")
+    assert registry.remove("example.com/x:v1", expected_digest=a, expected_updated_at=seen.updated_at) is None
+    assert registry.resolve("example.com/x:v1") == a
+    (current,) = registry.list_refs()
+    assert current.updated_at == "2030-01-01T00:00:00+00:00"
+    assert registry.remove("example.com/x:v1", expected_digest=a, expected_updated_at=current.updated_at) == a
+    assert registry.list_refs() == []
+    assert_view_matches(registry)
+
+
+def test_remove_updated_at_alone_and_with_wrong_digest(registry: LocalRegistry) -> None:
+    a = _artifact(registry, b"a")
+    registry.publish("example.com/x:v1", a)
+    (seen,) = registry.list_refs()
+    other = digest_of(b"other")
+    assert registry.remove("example.com/x:v1", expected_digest=other, expected_updated_at=seen.updated_at) is None
+    assert registry.remove("example.com/x:v1", expected_updated_at=seen.updated_at) == a
+    assert registry.remove("example.com/x:v1", expected_updated_at=seen.updated_at) is None
+
+
+# --- Artifact.save refuses an existing destination ------------------------------------------------------
+
+
+def test_save_onto_existing_path_raises_archive_exists(registry: LocalRegistry, tmp_path: Path) -> None:
+    from ommx_experiment.archive import write_archive
+    from ommx_experiment.errors import ArchiveExistsError
+
+    a = _artifact(registry, b"a")
+    dest = tmp_path / "a.ommx"
+    dest.write_bytes(b"keep me")
+    with pytest.raises(ArchiveExistsError, match=str(dest)) as info:
+        write_archive(registry, a, "example.com/x:v1", dest)
+    assert isinstance(info.value, RegistryError) and isinstance(info.value, FileExistsError)
+    assert dest.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ommx", "reg"]  # no temp file left

@@ -8,13 +8,23 @@ Publication follows OMMX 3's protocol so both libraries can share a root
 hashing it, fsync, then under ``flock(blobs/.lock)`` link it into place without
 clobbering and touch its mtime; if the blob already exists, re-verify it and
 touch it instead (the mtime is what protects it from a concurrent GC).
+
+*Leases* protect in-flight blobs from our own deleting GC even with a zero
+grace period: before a blob is linked or touched, its digest is appended to
+this process's lease file ``.oxe-leases/<pid>-<token>.lease`` (held with a
+shared ``flock`` for the life of the process); once a ref reaches it,
+:meth:`BlobStore.release` drops it. Our GC never deletes a digest leased by a
+live process other than its own calling thread (spec/registry.md §3).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,6 +37,139 @@ from .errors import BlobNotFoundError, DigestMismatchError, RegistryError
 from .locks import BLOB_LOCK, flock_exclusive
 
 CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the blob size
+LEASE_DIR = ".oxe-leases"
+LEASE_SUFFIX = ".lease"
+
+
+class _Leases:
+    """This process's lease file for one root.
+
+    Lines: ``+<thread id> <digest>`` (appended *before* the blob is linked or
+    touched) and ``-<monotonic ns> <digest>`` (appended *after* a ref that reaches
+    it was committed). A GC ignores releases stamped after it began reading
+    ``refs``, so a blob released too late for its ref snapshot stays protected.
+    The file is created under a temp name, locked ``LOCK_SH`` and only then
+    renamed into place: a GC that can take ``LOCK_EX`` on a lease file knows its
+    owner is gone.
+    """
+
+    COMPACT_AFTER_NS = 3600 * 10**9  # nothing held for an hour: the history can go
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / LEASE_DIR
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._fd = -1
+        self._held: set[str] = set()
+        self._last_release = 0
+
+    def _ensure_open(self) -> None:
+        if self._pid == os.getpid():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / atomic.temp_name("lease-")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.rename(tmp, self.dir / f"{os.getpid()}-{secrets.token_hex(6)}{LEASE_SUFFIX}")
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._pid, self._fd, self._held = os.getpid(), fd, set()
+
+    def acquire(self, digest: str) -> None:
+        with self._lock:
+            if self._pid == os.getpid() and digest in self._held:
+                return
+            try:
+                self._ensure_open()
+                if not self._held and time.monotonic_ns() - self._last_release > self.COMPACT_AFTER_NS:
+                    os.ftruncate(self._fd, 0)
+                os.write(self._fd, f"+{threading.get_ident()} {digest}\n".encode())
+            except OSError as exc:
+                raise RegistryError(f"Failed to lease blob {digest} in {self.dir}: {exc}") from exc
+            self._held.add(digest)
+
+    def release(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            gone = [d for d in dict.fromkeys(digests) if d in self._held]
+            if not gone:
+                return
+            stamp = time.monotonic_ns()
+            try:
+                os.write(self._fd, "".join(f"-{stamp} {d}\n" for d in gone).encode())
+            except OSError:
+                return  # still leased: over-protects until this process exits, never under-protects
+            self._held.difference_update(gone)
+            self._last_release = stamp
+
+
+_LEASES: dict[Path, _Leases] = {}
+_LEASES_GUARD = threading.Lock()
+
+
+def _leases_for(root: Path) -> _Leases:
+    with _LEASES_GUARD:
+        leases = _LEASES.get(root)
+        if leases is None:
+            leases = _LEASES[root] = _Leases(root)
+        return leases
+
+
+def read_live_leases(root: Path, refs_read_at_ns: int, *, remove_dead: bool = False) -> set[str]:
+    """Digests that live writers still lease, as seen by a GC that began reading ``refs`` at
+    ``refs_read_at_ns`` (``time.monotonic_ns()``); the calling thread's own leases excluded.
+
+    A lease file whose ``LOCK_EX`` can be taken belongs to a dead process: it
+    protects nothing and, with ``remove_dead``, is deleted.
+    """
+    folder = root / LEASE_DIR
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(LEASE_SUFFIX)]
+    except FileNotFoundError:
+        return set()
+    me = (os.getpid(), threading.get_ident())
+    leased: set[str] = set()
+    for entry in entries:
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                data = b"".join(_fd_chunks(fd))
+                leased |= _parse_lease(data, _lease_pid(entry.name), me, refs_read_at_ns)
+                continue
+            if remove_dead:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        finally:
+            os.close(fd)
+    return leased
+
+
+def _lease_pid(name: str) -> int | None:
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _parse_lease(data: bytes, pid: int | None, me: tuple[int, int], refs_read_at_ns: int) -> set[str]:
+    net: dict[str, int] = {}
+    for line in data.decode("ascii", "replace").split("\n")[:-1]:  # a torn last line has no newline
+        head, _, digest = line[1:].partition(" ")
+        if not head.isdigit() or not is_valid_digest(digest):
+            continue
+        if line.startswith("+"):
+            net[digest] = int(head)
+        elif line.startswith("-") and int(head) < refs_read_at_ns:
+            net.pop(digest, None)  # released before the GC read refs: that ref snapshot covers it
+    return {d for d, tid in net.items() if (pid, tid) != me}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +187,7 @@ class BlobStore:
         self.root = root
         self.dir = root / "blobs" / "sha256"
         self._lock_path = root / BLOB_LOCK
+        self._leases = _leases_for(Path(root).absolute())
 
     # --- paths ---------------------------------------------------------------
 
@@ -123,40 +267,90 @@ class BlobStore:
     # --- writes --------------------------------------------------------------
 
     def put_bytes(self, data: bytes, *, expected_digest: str | None = None) -> StoredBlob:
-        """Store ``data``; idempotent. ``DigestMismatchError`` if ``expected_digest`` differs."""
+        """Store ``data``; idempotent. ``DigestMismatchError`` if ``expected_digest`` differs.
+
+        An existing blob is compared byte for byte with ``data`` and touched under
+        ``blobs/.lock`` (no temp file); ``data`` is hashed once.
+        """
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         _check_expected(digest, expected_digest, "bytes")
-        if self._touch_if_valid(digest, len(data)):
+        if self._touch_if_equal(digest, data):
             return StoredBlob(digest, len(data))
-        return self.put_chunks([data], expected_digest=digest)
+        return self._write_new([data], digest, len(data), "bytes")
 
     def put_file(self, path: Path, *, expected_digest: str | None = None) -> StoredBlob:
-        """Stream the file at ``path`` into the store (memory bounded by one chunk)."""
+        """Stream the file at ``path`` into the store (memory bounded by one chunk).
+
+        Hashes the file first: a blob that already exists is verified and touched,
+        not copied again.
+        """
         with open(path, "rb") as fh:
             return self.put_stream(fh, expected_digest=expected_digest, source=str(path))
 
     def put_stream(
         self, fh: BinaryIO, *, expected_digest: str | None = None, source: str = "stream"
     ) -> StoredBlob:
-        """Store everything readable from ``fh``."""
+        """Store everything readable from ``fh``.
+
+        A seekable ``fh`` is hashed in a first pass; when that digest is already
+        stored (and verifies) it is only touched, else the data is copied in a
+        second pass. A non-seekable ``fh`` is copied while hashing, in one pass.
+        """
+        start = _tell_if_seekable(fh)
+        if start is not None:
+            hasher, size = hashlib.sha256(), 0
+            for chunk in _read_chunks(fh):
+                hasher.update(chunk)
+                size += len(chunk)
+            digest = "sha256:" + hasher.hexdigest()
+            _check_expected(digest, expected_digest, source)
+            if self._touch_if_valid(digest, size):
+                return StoredBlob(digest, size)
+            fh.seek(start)
+            # The copy is hashed again: if the file changed in between, the digest
+            # returned is that of the bytes actually stored.
         return self.put_chunks(_read_chunks(fh), expected_digest=expected_digest, source=source)
 
     def put_chunks(
         self, chunks: Iterable[bytes], *, expected_digest: str | None = None, source: str = "stream"
     ) -> StoredBlob:
-        """Store the concatenation of ``chunks``, hashing while writing."""
-        self.ensure_dirs()
-        with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
-            hasher, size = hashlib.sha256(), 0
-            for chunk in chunks:
-                hasher.update(chunk)
-                handle.write(chunk)
-                size += len(chunk)
-            atomic.sync_file(handle)
-            handle.close()
-            digest = "sha256:" + hasher.hexdigest()
-            _check_expected(digest, expected_digest, source)
-            self._publish(tmp, digest, size)
+        """Store the concatenation of ``chunks``, hashing while writing.
+
+        An I/O failure (full disk, file size limit, read-only root) is a
+        :class:`RegistryError` naming the temp path; the temp file is removed and
+        nothing appears under a digest name.
+        """
+        tmp: Path | str = self.dir
+        try:
+            self.ensure_dirs()
+            with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
+                hasher, size = hashlib.sha256(), 0
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
+                atomic.sync_file(handle)
+                handle.close()
+                digest = "sha256:" + hasher.hexdigest()
+                _check_expected(digest, expected_digest, source)
+                self._publish(tmp, digest, size)
+        except OSError as exc:
+            raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
+        return StoredBlob(digest, size)
+
+    def _write_new(self, chunks: Iterable[bytes], digest: str, size: int, source: str) -> StoredBlob:
+        """Write already-hashed in-memory ``chunks`` to a temp file and publish them as ``digest``."""
+        tmp: Path | str = self.dir
+        try:
+            self.ensure_dirs()
+            with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
+                for chunk in chunks:
+                    handle.write(chunk)
+                atomic.sync_file(handle)
+                handle.close()
+                self._publish(tmp, digest, size)
+        except OSError as exc:
+            raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
         return StoredBlob(digest, size)
 
     def staging(self) -> Staging:
@@ -172,6 +366,36 @@ class BlobStore:
                     os.utime(path)
                 except FileNotFoundError:
                     raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
+
+    def release(self, digests: Iterable[str]) -> None:
+        """Drop this process's leases on ``digests`` (a ref now reaches them)."""
+        self._leases.release(digests)
+
+    def delete_unleased_if_older(self, digests: Iterable[str], cutoff: float, refs_read_at_ns: int) -> list[str]:
+        """GC sweep: under one ``blobs/.lock``, unlink each blob that no live writer leases
+        and whose mtime is still older than ``cutoff``; returns the deleted digests.
+
+        ``refs_read_at_ns`` is ``time.monotonic_ns()`` taken just before the GC read
+        ``refs`` (see :func:`read_live_leases`).
+
+        Leases are read *under* the blob lock: a writer leases before it takes that
+        lock to link or touch, so every blob a writer is about to reuse is seen here.
+        """
+        deleted = []
+        with flock_exclusive(self._lock_path):
+            leased = read_live_leases(self.root, refs_read_at_ns, remove_dead=True)
+            for digest in digests:
+                if digest in leased:
+                    continue
+                path = self.path(digest)
+                try:
+                    if path.stat().st_mtime >= cutoff:
+                        continue
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                deleted.append(digest)
+        return deleted
 
     def delete_if_older(self, digest: str, cutoff: float) -> bool:
         """Unlink the blob if its mtime is still older than ``cutoff`` (checked under the lock)."""
@@ -195,7 +419,7 @@ class BlobStore:
         removed = 0
         now = time.time()
         entries = []
-        for folder in (self.dir, self.root):
+        for folder in (self.dir, self.root, self.root / LEASE_DIR):
             try:
                 entries.extend(os.scandir(folder))
             except FileNotFoundError:
@@ -214,11 +438,30 @@ class BlobStore:
 
     # --- internals -----------------------------------------------------------
 
+    def _touch_if_equal(self, digest: str, data: bytes) -> bool:
+        """If the stored blob equals ``data`` (size, then bytes), touch it under the lock: True.
+
+        Comparing with the bytes in hand verifies the stored copy without hashing it.
+        """
+        path = os.path.join(self.dir, digest[7:])  # digest computed by us: always well formed
+        try:
+            if os.stat(path).st_size != len(data):
+                return False  # missing or a corrupt squatter: the publish path handles it
+        except FileNotFoundError:
+            return False
+        self._leases.acquire(digest)
+        with flock_exclusive(self._lock_path):
+            if _file_equals(path, data):
+                os.utime(path)
+                return True
+        return False
+
     def _touch_if_valid(self, digest: str, size: int) -> bool:
         """If a valid copy exists, touch it under the lock and return True."""
         path = self.path(digest)
         if not path.exists():
             return False
+        self._leases.acquire(digest)
         with flock_exclusive(self._lock_path):
             if _valid_file(path, digest, size):
                 os.utime(path)
@@ -227,6 +470,7 @@ class BlobStore:
 
     def _publish(self, tmp: Path, digest: str, size: int) -> None:
         final = self.path(digest)
+        self._leases.acquire(digest)
         try:
             with flock_exclusive(self._lock_path):
                 if atomic.publish_noclobber(tmp, final):
@@ -283,17 +527,20 @@ class Staging:
     ) -> StagedBlob:
         """Write ``chunks`` to a temp file, hashing; verify ``expected_digest`` and ``max_size``."""
         path = self.store.dir / atomic.temp_name("stage-")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self._paths.append(path)
         hasher, size = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as handle:
-            for chunk in chunks:
-                size += len(chunk)
-                if max_size is not None and size > max_size:
-                    raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
-                hasher.update(chunk)
-                handle.write(chunk)
-            atomic.sync_file(handle)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._paths.append(path)
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if max_size is not None and size > max_size:
+                        raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
+                    hasher.update(chunk)
+                    handle.write(chunk)
+                atomic.sync_file(handle)
+        except OSError as exc:
+            raise RegistryError(f"Failed to stage blob from {source} at {path}: {exc}") from exc
         digest = "sha256:" + hasher.hexdigest()
         _check_expected(digest, expected_digest, source)
         return StagedBlob(path, digest, size)
@@ -305,6 +552,11 @@ class Staging:
         """Make a staged blob visible under its digest (idempotent)."""
         self.store._publish(staged.path, staged.digest, staged.size)
         return StoredBlob(staged.digest, staged.size)
+
+
+def _fd_chunks(fd: int) -> Iterator[bytes]:
+    while chunk := os.read(fd, CHUNK):
+        yield chunk
 
 
 def _read_chunks(fh: BinaryIO) -> Iterator[bytes]:
@@ -323,6 +575,32 @@ def _hash_file(path: Path) -> str:
         while chunk := fh.read(CHUNK):
             hasher.update(chunk)
     return "sha256:" + hasher.hexdigest()
+
+
+def _tell_if_seekable(fh: BinaryIO) -> int | None:
+    try:
+        return fh.tell() if fh.seekable() else None
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _file_equals(path: str, data: bytes) -> bool:
+    """True if the file at ``path`` holds exactly ``data`` (compared chunk by chunk)."""
+    view = memoryview(data)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        pos = 0
+        while chunk := os.read(fd, CHUNK):
+            end = pos + len(chunk)
+            if end > len(view) or view[pos:end] != chunk:
+                return False
+            pos = end
+        return pos == len(view)
+    finally:
+        os.close(fd)
 
 
 def _valid_file(path: Path, digest: str, size: int) -> bool:

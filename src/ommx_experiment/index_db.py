@@ -20,6 +20,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,14 +117,48 @@ class Database:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
-            )
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn = self._open(self.path, uri=False)
+            try:
+                conn.execute("PRAGMA user_version").fetchone()
+            except sqlite3.OperationalError as exc:
+                if not _is_read_only_error(exc) or not self.path.exists():
+                    raise
+                conn.close()
+                conn = self._open_read_only()
             with contextlib.suppress(sqlite3.OperationalError):
                 conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.Error as exc:
             raise RegistryError(f"Failed to open the registry index {self.path}: {exc}") from exc
+        return conn
+
+    @staticmethod
+    def _open(target: Path | str, *, uri: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            target, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, uri=uri
+        )
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return conn
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A root we may not write (permissions, read-only mount): reads still work.
+
+        ``mode=ro`` first (needs a readable ``-shm`` when a WAL is present). With
+        no ``-wal`` file the database file alone is complete, so ``immutable=1``
+        (no locks, no ``-shm``) reads it; with a WAL we cannot read it is an error.
+        Writes on such a connection fail with "attempt to write a readonly
+        database", wrapped by :meth:`write` in a RegistryError naming the file.
+        """
+        base = "file:" + urllib.parse.quote(str(self.path.absolute()))
+        try:
+            conn = self._open(base + "?mode=ro", uri=True)
+            conn.execute("PRAGMA user_version").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > 0:
+                raise
+        conn = self._open(base + "?mode=ro&immutable=1", uri=True)
+        conn.execute("PRAGMA user_version").fetchone()
         return conn
 
     def close(self) -> None:
@@ -260,6 +295,11 @@ class Database:
     def refs_version(self) -> int:
         row = self.conn().execute("SELECT value FROM oxe_meta WHERE key = 'refs_version'").fetchone()
         return int(row[0]) if row else 0
+
+
+def _is_read_only_error(exc: sqlite3.Error) -> bool:
+    text = str(exc)
+    return "readonly" in text or "unable to open" in text
 
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:

@@ -15,7 +15,9 @@ own roots:
   files); unmarked blobs at least ``grace_period`` old are ``orphan_candidates``,
   younger ones ``deferred_blobs``;
 - ``delete=True`` holds ``.gc-exclusion.lock`` for the whole pass and unlinks
-  each candidate only if its mtime is still old under ``blobs/.lock``.
+  each candidate only if its mtime is still old under ``blobs/.lock`` and no
+  live writer (another process, or another thread of this one) holds a lease on
+  it (blobs written but not yet reachable from a ref; :mod:`blobstore`).
 
 Every argument is validated before the registry is opened.
 """
@@ -207,8 +209,10 @@ class _Traversal:
         self.queue: deque[_Visit] = deque()
         self.missing: list[GcMissingBlob] = []
         self.invalid: list[GcInvalidManifest] = []
+        self.refs_read_at_ns = time.monotonic_ns()
 
     def add_refs(self) -> None:
+        self.refs_read_at_ns = time.monotonic_ns()  # lease releases stamped later stay leased
         rows = self.registry.db.query("SELECT name, reference, manifest_digest FROM refs ORDER BY name, reference")
         for name, reference, digest in rows:
             self.roots.append(GcRoot("ref", str(digest), str(name), str(reference), _ref_string(name, reference)))
@@ -228,7 +232,7 @@ class _Traversal:
         if item.digest in self.parsed:
             return
         self.parsed.add(item.digest)
-        if item.digest not in self.blobs:
+        if not self._present(item.digest):
             return
         try:
             config, layers, subject = _manifest_links(self.registry.blobs.get(item.digest), item.digest)
@@ -246,8 +250,13 @@ class _Traversal:
         if digest in self.reachable:
             return
         self.reachable.add(digest)
-        if digest not in self.blobs:
+        if not self._present(digest):
             self.missing.append(GcMissingBlob(digest, kind, referenced_by))
+
+    def _present(self, digest: str) -> bool:
+        # A blob written after the listing (a manifest committed meanwhile) is present
+        # too: its config and layers, listed earlier, must be marked through it.
+        return digest in self.blobs or (is_valid_digest(digest) and self.registry.blobs.exists(digest))
 
     def report(self, root: Path, grace_seconds: int, now: float) -> GcReport:
         reachable = tuple(self.blobs[d] for d in sorted(self.reachable) if d in self.blobs)
@@ -329,21 +338,27 @@ def _journal_roots(registry: LocalRegistry) -> list[str]:
 
 
 def _mark_and_sweep(registry: LocalRegistry, grace_seconds: int) -> GcReport:
+    return _mark_and_sweep_timed(registry, grace_seconds)[0]
+
+
+def _mark_and_sweep_timed(registry: LocalRegistry, grace_seconds: int) -> tuple[GcReport, int]:
+    """The report and the ``time.monotonic_ns()`` at which ``refs`` were read."""
     traversal = _Traversal(registry)
     traversal.add_refs()
     traversal.add_protected(_journal_roots(registry))
     traversal.run()
-    return traversal.report(registry.root, grace_seconds, time.time())
+    return traversal.report(registry.root, grace_seconds, time.time()), traversal.refs_read_at_ns
 
 
-def _delete(registry: LocalRegistry, report: GcReport, grace_seconds: int) -> GcReport:
+def _delete(registry: LocalRegistry, report: GcReport, grace_seconds: int, refs_read_at_ns: int = 0) -> GcReport:
+    """Sweep ``report``'s candidates. ``refs_read_at_ns`` 0 (unknown) counts every lease release as too late."""
     cutoff = time.time() - grace_seconds
-    deleted, skipped = [], []
-    for blob in report.orphan_candidates:
-        if registry.blobs.delete_if_older(blob.digest, cutoff):
-            deleted.append(blob)
-        elif registry.blobs.exists(blob.digest):
-            skipped.append(blob)
+    # Leases of live writers are read under blobs/.lock inside the sweep: an in-flight
+    # blob (written, no ref yet) survives even grace_period="0s" (spec/registry.md §3).
+    candidates = [b.digest for b in report.orphan_candidates]
+    gone = set(registry.blobs.delete_unleased_if_older(candidates, cutoff, refs_read_at_ns))
+    deleted = [b for b in report.orphan_candidates if b.digest in gone]
+    skipped = [b for b in report.orphan_candidates if b.digest not in gone and registry.blobs.exists(b.digest)]
     return GcReport(
         report.root, True, report.roots, report.reachable_blobs, report.orphan_candidates,
         report.deferred_blobs, report.missing_blobs, report.invalid_manifests, tuple(deleted), tuple(skipped),
@@ -363,7 +378,8 @@ def gc(*, root: str | Path | None = None, delete: bool = False, grace_period: st
     if not delete:
         return _mark_and_sweep(registry, grace_seconds)
     with flock_exclusive(registry.root / GC_EXCLUSION_LOCK):
-        report = _delete(registry, _mark_and_sweep(registry, grace_seconds), grace_seconds)
+        report, refs_read_at_ns = _mark_and_sweep_timed(registry, grace_seconds)
+        report = _delete(registry, report, grace_seconds, refs_read_at_ns)
         registry.blobs.clean_stale_temp_files()
     return report
 
@@ -471,8 +487,9 @@ def prune_anonymous(
     Candidates are ``<8 hex>.ommx.local/anonymous`` refs (plus
     ``.../experiment`` with ``experiments=True``) tagged
     ``YYYYMMDDTHHMMSS-<12 hex>``, of any registry prefix; ``older_than`` keeps
-    only refs with ``updated_at <= now - age``. Deletion is compare-and-delete:
-    a ref re-pointed meanwhile is left alone and not reported.
+    only refs with ``updated_at <= now - age``. Deletion is compare-and-delete
+    on name, reference, digest and ``updated_at``: a ref re-pointed or re-tagged
+    meanwhile (even to the same digest) is left alone and not reported.
     """
     age = None if older_than is None else parse_duration_seconds(older_than)
     cutoff_ns = _retention_cutoff_ns(age)
@@ -480,7 +497,13 @@ def prune_anonymous(
     candidates = _anonymous_refs(registry, experiments, cutoff_ns)
     if not delete:
         return PruneAnonymousReport(registry.root, False, tuple(candidates))
-    removed = tuple(ref for ref in candidates if registry.remove(ref.image_name, expected_digest=ref.digest))
+    removed = tuple(
+        ref
+        for ref in candidates
+        if registry.remove(
+            ImageName.from_row(ref.name, ref.reference), expected_digest=ref.digest, expected_updated_at=ref.updated_at
+        )
+    )
     return PruneAnonymousReport(registry.root, True, removed)
 
 

@@ -20,8 +20,10 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import layout_view
+from . import media_types as mt
 from .blobstore import BlobStore
 from .digest import is_valid_digest
 from .errors import (
@@ -34,11 +36,14 @@ from .errors import (
 from .index_db import Database
 from .locks import GC_EXCLUSION_LOCK, flock_exclusive
 from .names import ImageName
+from .oci import MAX_MANIFEST_BYTES
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .blobstore import StagedBlob, Staging
 
 log = logging.getLogger(__name__)
-
-EXPERIMENT_ARTIFACT_TYPE = "application/org.ommx.v1.experiment"
-MAX_MANIFEST_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,16 +220,14 @@ class LocalRegistry:
                 (image.repository, image.reference, manifest_digest, _now()),
             ).rowcount == 1
             if not inserted:
-                current = conn.execute(
-                    "SELECT manifest_digest FROM refs WHERE name = ? AND reference = ?",
-                    (image.repository, image.reference),
-                ).fetchone()[0]
+                current = _select_ref(conn, image)[0]
                 if current != manifest_digest:
                     raise RefConflictError(
                         f"Local registry ref {image} already points to {current}; "
                         f"manifest {manifest_digest} was not published"
                     )
             _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
+        self._release(manifest_digest, facts)
         self._refresh_view(step=f"publish {image}")
         return inserted
 
@@ -233,10 +236,7 @@ class LocalRegistry:
         image = ImageName.parse(name)
         manifest_bytes, facts = self.read_manifest(manifest_digest)
         with self.db.write(f"replace {image}") as conn:
-            row = conn.execute(
-                "SELECT manifest_digest FROM refs WHERE name = ? AND reference = ?",
-                (image.repository, image.reference),
-            ).fetchone()
+            row = _select_ref(conn, image)
             conn.execute(
                 "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name, reference) DO UPDATE SET manifest_digest = excluded.manifest_digest, "
@@ -245,27 +245,63 @@ class LocalRegistry:
             )
             _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
             _prune_cache_rows(conn)
+        self._release(manifest_digest, facts)
         self._refresh_view(step=f"replace {image}")
         return str(row[0]) if row else None
 
-    def remove(self, name: ImageName | str, *, expected_digest: str | None = None) -> str | None:
-        """Delete one ref; returns the digest it pointed to, or None if absent.
+    def remove(
+        self,
+        name: ImageName | str,
+        *,
+        expected_digest: str | None = None,
+        expected_updated_at: str | None = None,
+    ) -> str | None:
+        """Delete one ref; returns the digest it pointed to, or None if nothing was deleted.
 
-        With ``expected_digest``, delete only if the ref still points there
-        (compare-and-delete).
+        Compare-and-delete: with ``expected_digest`` and/or ``expected_updated_at``
+        (the exact ``updated_at`` string read from :meth:`list_refs`), the row is
+        deleted only if it still has those values, checked and deleted in one
+        ``BEGIN IMMEDIATE`` transaction. A ref re-pointed or re-tagged meanwhile
+        (even to the same digest) is left alone and None is returned.
         """
         image = ImageName.parse(name)
         with self.db.write(f"remove {image}") as conn:
-            row = conn.execute(
-                "SELECT manifest_digest FROM refs WHERE name = ? AND reference = ?",
-                (image.repository, image.reference),
-            ).fetchone()
-            if row is None or (expected_digest is not None and row[0] != expected_digest):
+            row = _select_ref(conn, image)
+            if row is None or not _row_matches(row, expected_digest, expected_updated_at):
                 return None
             conn.execute("DELETE FROM refs WHERE name = ? AND reference = ?", (image.repository, image.reference))
             _prune_cache_rows(conn)
         self._refresh_view(step=f"remove {image}")
         return str(row[0])
+
+    def publish_staged(
+        self,
+        name: ImageName | str,
+        manifest_digest: str,
+        staging: Staging,
+        staged: Mapping[str, StagedBlob | None],
+        *,
+        config_bytes: bytes | None = None,
+    ) -> bool:
+        """Publish a received closure (import, pull): every blob first, the manifest last, then the ref.
+
+        ``staged`` maps each blob digest of the closure, the manifest included, to
+        its verified staged blob, or to None for a blob already stored (touched
+        under ``blobs/.lock`` so GC grace covers it). The whole step holds
+        ``.gc-exclusion.lock``, so a deleting GC cannot collect a blob between its
+        publication and the ref insert. Then :meth:`publish` semantics: True
+        inserted, False unchanged, :class:`RefConflictError` if ``name`` points
+        elsewhere (the blobs stay, unreferenced, for GC).
+        """
+        with flock_exclusive(self.root / GC_EXCLUSION_LOCK):
+            self.blobs.touch(digest for digest, blob in staged.items() if blob is None)
+            for digest, blob in staged.items():
+                if blob is not None and digest != manifest_digest:
+                    staging.publish(blob)
+            manifest_blob = staged.get(manifest_digest)
+            if manifest_blob is not None:
+                staging.publish(manifest_blob)
+            return self.publish(name, manifest_digest, config_bytes=config_bytes)
 
     def alias(self, name: ImageName | str, manifest_digest: str) -> bool:
         """Publish ``name`` for an already stored manifest, after re-verifying its closure.
@@ -299,6 +335,11 @@ class LocalRegistry:
 
     # --- internals -----------------------------------------------------------
 
+    def _release(self, manifest_digest: str, facts: ManifestFacts) -> None:
+        # A ref now reaches these blobs: our GC no longer needs this process's leases on them.
+        subject = () if facts.subject is None else (facts.subject,)
+        self.blobs.release((manifest_digest, facts.config_digest, *(d for d, _ in facts.layers), *subject))
+
     def _refresh_view(self, *, step: str, only_if_stale: bool = False, ensure_layout: bool = False) -> None:
         # The ref is already committed: a view that cannot be written (full disk,
         # read-only root) is stale, not wrong, and the next write or sync() fixes it.
@@ -309,6 +350,19 @@ class LocalRegistry:
                 layout_view.regenerate(self.root, self.db)
         except (OSError, sqlite3.Error, RegistryError) as exc:
             log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
+
+
+def _select_ref(conn: sqlite3.Connection, image: ImageName) -> tuple[str, str] | None:
+    """``(manifest_digest, updated_at)`` of one ``refs`` row inside the caller's transaction."""
+    row = conn.execute(
+        "SELECT manifest_digest, updated_at FROM refs WHERE name = ? AND reference = ?",
+        (image.repository, image.reference),
+    ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def _row_matches(row: tuple[str, str], digest: str | None, updated_at: str | None) -> bool:
+    return (digest is None or row[0] == digest) and (updated_at is None or row[1] == updated_at)
 
 
 def _write_cache_rows(
@@ -325,7 +379,7 @@ def _write_cache_rows(
         "VALUES (?, ?, ?, ?)",
         (manifest_digest, manifest_bytes, facts.artifact_type, facts.config_digest),
     )
-    if config_bytes is not None and facts.artifact_type == EXPERIMENT_ARTIFACT_TYPE:
+    if config_bytes is not None and facts.artifact_type == mt.EXPERIMENT_ARTIFACT_TYPE:
         conn.execute(
             "INSERT OR IGNORE INTO experiment_configs(config_digest, config_json) VALUES (?, ?)",
             (facts.config_digest, config_bytes),

@@ -1,0 +1,193 @@
+"""Power-loss order, shown with strace: temp file → write → fsync → link/rename → fsync(dir),
+and every blob of a commit durable BEFORE the SQLite WAL write that publishes its ref.
+
+Issue 8, "Power-loss order". A subprocess commits one experiment (and, separately, saves it
+as a ``.ommx`` archive) under ``strace -f``; we rebuild the fd → path map from ``openat``/
+``close`` results and check the order of events. SQLite writes its WAL with ``pwrite64``,
+so that is traced too; the ref-publishing WAL frame is the first one whose page bytes
+contain the committed manifest's digest.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from . import _support as sup
+
+SYSCALLS = "openat,close,write,pwrite64,fsync,fdatasync,rename,renameat,renameat2,link,linkat,unlink"
+_LINE = re.compile(r"^(\d+)\s+(\w+)\((.*)\)\s+=\s+(-?\d+|\?)")
+_STR = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Event:
+    index: int
+    call: str
+    path: str | None = None  # fd calls: the file; link/rename: the source
+    target: str | None = None  # link/rename destination
+    data: str = ""  # write payload as strace printed it
+
+
+@dataclass
+class Trace:
+    events: list[Event] = field(default_factory=list)
+
+    def of(self, call: str | tuple[str, ...], path: str | None = None) -> list[Event]:
+        calls = (call,) if isinstance(call, str) else call
+        return [e for e in self.events if e.call in calls and (path is None or e.path == path)]
+
+    def syncs(self, path: str) -> list[int]:
+        return [e.index for e in self.of(("fsync", "fdatasync"), path)]
+
+
+def _merge_unfinished(lines: list[str]) -> list[str]:
+    """Join ``<unfinished ...>`` / ``<... call resumed>`` pairs (strace -f, several threads)."""
+    pending: dict[str, str] = {}
+    out = []
+    for line in lines:
+        pid = line.split(None, 1)[0] if line.strip() else ""
+        if line.endswith("<unfinished ...>"):
+            pending[pid] = line[: -len("<unfinished ...>")].rstrip()
+            continue
+        resumed = re.match(r"^(\d+)\s+<\.\.\. \w+ resumed>(.*)$", line)
+        if resumed and resumed.group(1) in pending:
+            out.append(pending.pop(resumed.group(1)) + resumed.group(2))
+            continue
+        out.append(line)
+    return out
+
+
+def parse(text: str) -> Trace:
+    trace = Trace()
+    fds: dict[int, str] = {}
+    for line in _merge_unfinished(text.splitlines()):
+        match = _LINE.match(line)
+        if match is None or match.group(4) in ("?",) or int(match.group(4)) < 0:
+            continue
+        call, args, result = match.group(2), match.group(3), int(match.group(4))
+        strings = _STR.findall(args)
+        index = len(trace.events)
+        if call == "openat" and strings:
+            fds[result] = strings[0]
+            trace.events.append(Event(index, call, strings[0]))
+        elif call == "close":
+            fds.pop(int(args.split(",")[0]), None)
+        elif call in ("write", "pwrite64", "fsync", "fdatasync"):
+            fd = int(args.split(",", 1)[0])
+            trace.events.append(Event(index, call, fds.get(fd), data=strings[0] if strings else ""))
+        elif call in ("link", "linkat", "rename", "renameat", "renameat2") and len(strings) >= 2:
+            kind = "link" if call.startswith("link") else "rename"
+            trace.events.append(Event(index, kind, strings[0], strings[1]))
+        elif call == "unlink" and strings:
+            trace.events.append(Event(index, call, strings[0]))
+    return trace
+
+
+def _strace(tmp_path: Path, root: Path, *args: str) -> Trace:
+    out = tmp_path / f"trace-{args[0]}.txt"
+    proc = sup.run(root, *args, prefix=["strace", "-f", "-qq", "-s", "16384", "-e", f"trace={SYSCALLS}", "-o", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    return parse(out.read_text(errors="replace"))
+
+
+def assert_durable_publication(trace: Trace, final: str, *, kind: str) -> tuple[int, int]:
+    """temp opened → written → fsync(temp) → link/rename to ``final`` → fsync(folder).
+
+    Returns the indices of the link/rename and of the folder fsync."""
+    moves = [e for e in trace.of(kind) if e.target == final]
+    assert moves, f"no {kind} onto {final}"
+    move = moves[-1]
+    tmp = move.path
+    assert tmp is not None and Path(tmp).parent == Path(final).parent, (tmp, final)
+    opened = [e.index for e in trace.of("openat", tmp) if e.index < move.index]
+    assert opened, f"{tmp} was not created before the {kind}"
+    writes = [e.index for e in trace.of(("write", "pwrite64"), tmp) if e.index < move.index]
+    syncs = [i for i in trace.syncs(tmp) if i < move.index]
+    assert syncs, f"{tmp} was never fsynced before it became {final}"
+    assert all(w < syncs[-1] for w in writes), f"{tmp}: a write after its last fsync"
+    assert opened[-1] < syncs[-1] < move.index
+    folder = str(Path(final).parent)
+    dir_syncs = [i for i in trace.syncs(folder) if i > move.index]
+    assert dir_syncs, f"folder {folder} not fsynced after the {kind} onto {final}"
+    return move.index, dir_syncs[0]
+
+
+@pytest.fixture(scope="module")
+def strace_bin() -> str:
+    found = shutil.which("strace")
+    if found is None:
+        from conftest import unavailable
+
+        unavailable("`strace` not found on PATH (installed by `make bootstrap`)")
+    return found
+
+
+def test_commit_publishes_every_blob_durably_before_the_ref(strace_bin: str, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    name = "example.com/rel/strace:v1"
+    trace = _strace(tmp_path, root, "commit", name)
+    from ommx_experiment.registry import LocalRegistry
+
+    registry = LocalRegistry.at(root)
+    manifest = registry.resolve(name)
+    assert manifest is not None
+    blob_dir = str(root / "blobs" / "sha256")
+    linked = {Path(e.target).name: e for e in trace.of("link") if e.target and Path(e.target).parent == Path(blob_dir)}
+    assert linked and all(_HEX.match(n) for n in linked)
+    wal = str(root / "index.sqlite3-wal")
+    hexd = manifest.removeprefix("sha256:")
+    ref_writes = [e.index for e in trace.of("pwrite64", wal) if hexd in e.data]
+    assert ref_writes, "no WAL frame carries the ref of the committed manifest"
+    ref_write = ref_writes[0]
+    assert any(i > ref_write for i in trace.syncs(wal)), "the ref transaction was not synced"
+    closure = {d.removeprefix("sha256:") for d, _ in registry.closure(manifest)}
+    assert closure <= set(linked), "every closure blob was created by this commit (fresh root)"
+    for hex_name in closure:
+        _, dir_sync = assert_durable_publication(trace, f"{blob_dir}/{hex_name}", kind="link")
+        assert dir_sync < ref_write, f"blob {hex_name} became durable only after the ref was written"
+    for hex_name in set(linked) - closure:  # pins, drafts: the same protocol
+        assert_durable_publication(trace, f"{blob_dir}/{hex_name}", kind="link")
+    # index.json: every rewrite is temp → fsync → rename → fsync(root)
+    index = str(root / "index.json")
+    renames = [e for e in trace.of("rename") if e.target == index]
+    assert renames
+    assert_durable_publication(trace, index, kind="rename")
+    # oci-layout: created once, no clobber
+    assert_durable_publication(trace, str(root / "oci-layout"), kind="link")
+
+
+def test_archive_save_is_temp_fsync_link_dirsync(strace_bin: str, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    name = "example.com/rel/strace:save"
+    assert sup.run(root, "commit", name).returncode == 0
+    out = tmp_path / "out" / "saved.ommx"
+    out.parent.mkdir()
+    trace = _strace(tmp_path, root, "save", name, str(out))
+    assert out.exists()
+    assert_durable_publication(trace, str(out), kind="link")
+
+
+def test_the_parser_sees_a_missing_fsync() -> None:
+    """The checker itself can fail: a trace that renames before fsync is rejected."""
+    text = "\n".join(
+        [
+            '1 openat(AT_FDCWD, "/r/.t.tmp", O_WRONLY|O_CREAT|O_EXCL, 0600) = 3',
+            '1 write(3, "abc", 3) = 3',
+            '1 rename("/r/.t.tmp", "/r/index.json") = 0',
+            '1 fsync(3 <unfinished ...>',
+            "1 <... fsync resumed>) = 0",
+            '1 openat(AT_FDCWD, "/r", O_RDONLY|O_DIRECTORY) = 4',
+            "1 fsync(4) = 0",
+        ]
+    )
+    trace = parse(text)
+    assert [e.call for e in trace.events] == ["openat", "write", "rename", "fsync", "openat", "fsync"]
+    with pytest.raises(AssertionError, match="never fsynced"):
+        assert_durable_publication(trace, "/r/index.json", kind="rename")
