@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +54,32 @@ def _tracer() -> Any:
     return _TRACER[0]
 
 
+_PROVIDER_ENV: list[bool] = []
+
+
+def _tracing_active() -> bool:
+    """True when a ``Run`` span could be recorded: an OpenTelemetry tracer provider is set.
+
+    Without one, OpenTelemetry's ProxyTracer hands out non-recording spans, so
+    starting one only costs time (about 20 µs a Run). Not imported yet means no
+    provider was set, unless ``OTEL_PYTHON_TRACER_PROVIDER`` names one to load.
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        if not _PROVIDER_ENV:
+            _PROVIDER_ENV.append("OTEL_PYTHON_TRACER_PROVIDER" in os.environ)  # read once, like OpenTelemetry
+        return _PROVIDER_ENV[0]
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 def _start_span(run_id: int) -> Any:
-    """An OpenTelemetry ``Run`` span (or None without opentelemetry); attribute ``ommx.run.id``."""
+    """An OpenTelemetry ``Run`` span with attribute ``ommx.run.id``, or None.
+
+    None without opentelemetry and while no tracer provider is set (the span
+    would not be recorded; see :func:`_tracing_active`).
+    """
+    if not _tracing_active():
+        return None
     tracer = _tracer()
     if tracer is None:
         return None
@@ -68,6 +94,7 @@ def _start_span(run_id: int) -> Any:
 
 
 _EXACT = (bool, int, float, str)
+_NO_ATTACHMENTS = AttachmentContent()  # shared by every run without attachments (immutable)
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _NORMALISE: dict[str, Any] = {"bool": bool, "int64": int, "float64": float, "string": str.__str__}
 
@@ -126,7 +153,10 @@ class Run(AttachmentWriter):
             from .errors import InvalidArgumentTypeError
 
             raise InvalidArgumentTypeError(f"argument 'name': expected str, got {type(name).__name__}")
-        self._check_writable()
+        # Hot path (a sweep logs ~10 per run): the full check only when it may fail.
+        # session.writable is cleared whenever the Experiment leaves the unsealed state.
+        if self._state is not _ENTERED or not self._session.writable:
+            self._check_writable()
         self._params[name] = value
 
     # --- attachments (AttachmentWriter hooks) ----------------------------------------------------
@@ -204,11 +234,14 @@ class Run(AttachmentWriter):
                 return
             self._state = _CLOSED
             self._finalizer.detach()
+            attachments = (
+                AttachmentContent(self._attachments, self._filenames) if self._attachments else _NO_ATTACHMENTS
+            )
             content = RunContent(
                 run_id=self._run_id,
                 status=status,
                 reason=reason,
-                attachments=AttachmentContent(self._attachments, self._filenames),
+                attachments=attachments,
                 trace=self._trace,
                 solves=tuple(self._solves),
                 samplings=tuple(self._samplings),

@@ -237,8 +237,15 @@ class Session:
                 return
             self.runs[run.run_id] = run
             if params:
-                self.params[run.run_id] = dict(params)
-            self._journal(runs=[(run, params)], new_blobs=run_blobs(run))
+                self.params[run.run_id] = params  # the closed Run never mutates it again
+            blobs = run_blobs(run)
+            if blobs or not self.journal.started:
+                self._journal(runs=[(run, params)], new_blobs=blobs)
+            else:  # O(1) fast path: one INSERT (the header is written when it changes)
+                try:
+                    self.journal.append_run(run, params)
+                except Exception as exc:
+                    log.warning("Checkpoint journal of %s not updated: %s", self.requested, exc)
             if self.schedule.due(len(self.runs)):
                 self._autosave()
 
