@@ -220,3 +220,94 @@ def test_put_file_memory_is_bounded(tmp_path: Path) -> None:
     assert int(hwm_kib) * 1024 < 100 << 20
     src.unlink()
     assert BlobStore(root).verify(digest, size)
+
+
+# --- the hash-first put_file and same-size repairs ----------------------------------------------------------
+
+
+def _count_temp_creations(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every ``atomic.temp_name`` file opened in ``blobs/sha256`` from now on."""
+    created: list[str] = []
+    real_open = os.open
+
+    def counting(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        p = Path(os.fsdecode(path))  # type: ignore[arg-type]
+        if p.parent == store.dir and atomic.is_temp_name(p.name):
+            created.append(p.name)
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", counting)
+    return created
+
+
+def test_put_file_of_a_stored_blob_writes_no_temp_copy_and_touches(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(2 * (1 << 20) + 5)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    created = _count_temp_creations(store, monkeypatch)
+    first = store.put_file(src)
+    assert len(created) == 1  # the counter sees the copy of a new blob
+    path = store.path(first.digest)
+    os.utime(path, (1_000_000, 1_000_000))
+    before = _files(store)
+    assert store.put_file(src) == first
+    assert len(created) == 1 and _files(store) == before
+    assert path.stat().st_mtime > 1_000_000
+
+
+def test_same_size_corrupt_blob_is_replaced_by_put_bytes_and_put_file(store: BlobStore, tmp_path: Path) -> None:
+    data = b"the right content, 33 bytes long!"
+    digest = _digest(data)
+    src = tmp_path / "right"
+    src.write_bytes(data)
+    for put in (store.put_bytes, lambda _: store.put_file(src)):
+        store.path(digest).write_bytes(bytes(reversed(data)))  # same size, wrong bytes
+        with pytest.raises(DigestMismatchError, match=digest):
+            store.get(digest)
+        assert put(data) == StoredBlob(digest, len(data))
+        assert store.get(digest) == data
+        assert _files(store) == [digest[len("sha256:") :]]
+
+
+class _RewrittenOnRewind:
+    """A real unbuffered file that another writer rewrites between put_file's two passes."""
+
+    def __init__(self, path: Path, replacement: bytes) -> None:
+        self.path = path
+        self.replacement = replacement
+        self.fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by __exit__
+
+    def __enter__(self) -> _RewrittenOnRewind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with open(self.path, "r+b") as writer:  # same inode: the open handle sees the new bytes
+            writer.write(self.replacement)
+            writer.truncate()
+        return self.fh.seek(offset, whence)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.fh, name)
+
+
+@pytest.mark.parametrize("replacement", [b"changed!", b"a longer replacement than the original bytes"])
+def test_put_file_stores_the_bytes_it_copied_when_the_file_changes(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replacement: bytes
+) -> None:
+    from ommx_experiment import blobstore
+
+    src = tmp_path / "moving.bin"
+    original = b"original"
+    src.write_bytes(original)
+    rewriting = lambda path, mode="rb": _RewrittenOnRewind(Path(path), replacement)  # noqa: E731
+    monkeypatch.setattr(blobstore, "open", rewriting, raising=False)
+    stored = store.put_file(src)
+    assert stored == StoredBlob(_digest(replacement), len(replacement))
+    assert store.get(stored.digest) == replacement
+    assert not store.exists(_digest(original))
+    assert _files(store) == [stored.digest[len("sha256:") :]]

@@ -332,3 +332,108 @@ def test_listing_sessions_of_our_experiment_api(registry_root: Path) -> None:
     report = maintenance.gc(delete=True, grace_period="0s")
     assert report.missing_blobs == () and report.invalid_manifests == ()
     assert live.run_parameters_df()["a"].tolist() == [2]
+
+
+# --- journal drafts (issue 7) ---------------------------------------------------------------------------------
+
+JOURNALED = "example.com/journal/sweep:v1"
+
+
+def _journaled_session(n_runs: int, name: str = JOURNALED):  # type: ignore[no-untyped-def]
+    from ommx_experiment import AutosavePolicy
+    from ommx_experiment.experiment import Experiment
+
+    exp = Experiment(name)
+    exp.set_autosave_policy(AutosavePolicy.disabled())  # the journal only: no OMMX-format checkpoint
+    exp.set_annotation("com.example.owner", "ann")
+    _close(exp, n_runs)
+    return exp
+
+
+def _close(exp, n: int) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(n):
+        with exp.run() as run:
+            run.log_parameter("i", run.run_id)
+            run.log_attachment("out", "application/octet-stream", f"out-{run.run_id}".encode())
+
+
+def test_journal_only_session_is_listed_as_a_draft(registry: LocalRegistry) -> None:
+    from ommx_experiment.checkpoints import checkpoint_ref, read_journal
+    from ommx_experiment.names import ImageName
+
+    exp = _journaled_session(3)
+    assert registry.resolve(checkpoint_ref(registry, ImageName.parse(JOURNALED))) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [ref] = catalog.list_experiment_checkpoints(strict=True)
+    assert (ref.requested_image_name, ref.status, ref.run_count, ref.solve_count, ref.sampling_count) == (
+        JOURNALED, "draft", 3, 0, 0,
+    )
+    assert ref.from_journal and ref.manifest_digest is None and ref.config_digest is None
+    assert ref.checkpoint_image_name == str(checkpoint_ref(registry, ImageName.parse(JOURNALED)))
+    assert ref.annotations == {"com.example.owner": "ann"}
+    assert ref.updated_at == read_journal(registry, ImageName.parse(JOURNALED)).updated_at
+    config = ref.config
+    assert config["status"] == "draft" and config["requested_image_name"] == JOURNALED
+    assert [r["run_id"] for r in config["runs"]] == [0, 1, 2]
+    assert [r.requested_image_name for r in catalog.list_experiment_checkpoints(statuses=["draft"])] == [JOURNALED]
+    assert catalog.list_experiment_checkpoints(statuses=["failed"]) == []
+    assert catalog.list_experiment_checkpoints("example.com/journal/") == [ref]
+    assert catalog.list_experiment_checkpoints("example.com/other/") == []
+    assert catalog.list_experiments() == []  # a draft is never an experiment
+    exp.commit()
+    assert catalog.list_experiment_checkpoints() == []
+    assert [r.image_name for r in catalog.list_experiments()] == [JOURNALED]
+
+
+def test_journal_draft_config_equals_a_published_draft(registry: LocalRegistry) -> None:
+    from ommx_experiment.checkpoints import journal_draft
+    from ommx_experiment.names import ImageName
+
+    exp = _journaled_session(2)
+    exp.log_attachment("top", "application/json", b"{}")
+    draft = journal_draft(registry, ImageName.parse(JOURNALED))
+    exp._session.publish_checkpoint("draft")  # now the OMMX slot is the newer one
+    [slot] = catalog.list_experiment_checkpoints()
+    assert not slot.from_journal and slot.manifest_digest is not None
+    assert draft is not None and draft.config_json == slot.config_json
+    assert draft.run_count == slot.run_count == 2
+
+
+def test_one_entry_per_name_the_newer_of_slot_and_journal(registry: LocalRegistry) -> None:
+    import time
+
+    exp = _journaled_session(2)
+    time.sleep(0.01)
+    slot_digest = exp._session.publish_checkpoint("draft")
+    [ref] = catalog.list_experiment_checkpoints()
+    assert (ref.from_journal, ref.manifest_digest, ref.run_count) == (False, slot_digest, 2)
+    time.sleep(0.01)
+    _close(exp, 1)  # the journal moves past the slot
+    [ref] = catalog.list_experiment_checkpoints()
+    assert (ref.from_journal, ref.manifest_digest, ref.run_count) == (True, None, 3)
+
+
+def test_failed_checkpoint_newer_than_the_journal_wins(registry: LocalRegistry) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        with _journaled_session(2):
+            raise RuntimeError("boom")
+    [ref] = catalog.list_experiment_checkpoints()
+    assert (ref.status, ref.from_journal, ref.run_count) == ("failed", False, 2)
+    assert catalog.list_experiment_checkpoints(statuses=["draft"]) == []
+
+
+def test_unreadable_journal_is_skipped_with_a_warning(registry: LocalRegistry) -> None:
+    _journaled_session(1)
+    _journaled_session(1, "example.com/journal/ok:v1")
+    sql(
+        registry.root,
+        "UPDATE oxe_journal_runs SET body = 'not json' WHERE session_id = "
+        "(SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?)",
+        (JOURNALED,),
+    )
+    with pytest.warns(RuntimeWarning, match=f"journal of {JOURNALED} during journal draft"):
+        refs = catalog.list_experiment_checkpoints()
+    assert [r.requested_image_name for r in refs] == ["example.com/journal/ok:v1"]
+    with pytest.raises(RuntimeError, match="Invalid checkpoint journal run row"):
+        catalog.list_experiment_checkpoints(strict=True)

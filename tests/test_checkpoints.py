@@ -306,3 +306,61 @@ def test_failed_worker_checkpoint_restored_in_fresh_process(registry_root: Path)
     state = _fresh(registry_root, "restore", NAME)
     assert [r["run_id"] for r in state["runs"]] == [0, 1]
     assert state["status"] is None
+
+
+# --- journal rows of the old (v1) format ------------------------------------------------------------------
+
+
+def _v1_row(run_id: int, status: str, reason: str | None, params: list[list[object]], attachments: dict) -> str:
+    """A run row exactly as the first journal writer produced it (dict, floats as ``float.hex``)."""
+    body = {
+        "run_id": run_id, "status": status, "reason": reason, "attachments": attachments,
+        "filenames": {name: f"{name}.bin" for name in attachments}, "trace": None, "solves": [], "samplings": [],
+        "params": params,
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_restore_reads_journal_rows_in_the_old_format() -> None:
+    import math
+
+    from ommx_experiment import catalog
+
+    registry = LocalRegistry.default()
+    blob = registry.blobs.put_bytes(b"old-format payload")
+    desc = {"mediaType": "application/octet-stream", "digest": blob.digest, "size": blob.size, "annotations": {}}
+    rows = [
+        _v1_row(0, "finished", None, [
+            ["x", "f", (0.1).hex()], ["n", "f", float("nan").hex()], ["b", "b", True],
+            ["i", "i", -(2**63)], ["s", "s", "é"],
+        ], {"f": desc}),
+        _v1_row(1, "failed", "RuntimeError: boom", [["x", "f", (-0.0).hex()], ["i", "i", 2**63 - 1]], {}),
+    ]
+    header = json.dumps({"annotations": {"com.example.k": "v"}, "subject": None, "next_run_id": 2})
+    with registry.db.write("test: journal in the old format") as conn:
+        conn.execute(
+            "INSERT INTO oxe_journal_sessions VALUES (?, ?, ?, ?, ?)",
+            (NAME, "old-session", header, None, "2026-01-01T00:00:00+00:00"),
+        )
+        conn.executemany(
+            "INSERT INTO oxe_journal_runs VALUES (?, ?, ?)", [("old-session", i, r) for i, r in enumerate(rows)]
+        )
+
+    [listed] = catalog.list_experiment_checkpoints()
+    assert (listed.requested_image_name, listed.status, listed.run_count) == (NAME, "draft", 2)
+    assert listed.updated_at == "2026-01-01T00:00:00+00:00"  # v1 rows carry no close time
+
+    restored = Experiment.restore_from_checkpoint(NAME)
+    assert [(r.run_id, r.status, r.lifecycle_reason) for r in restored.runs] == [
+        (0, "finished", None), (1, "failed", "RuntimeError: boom"),
+    ]
+    assert restored.annotations == {"com.example.k": "v"}
+    assert restored.runs[0].get_blob("f") == b"old-format payload"
+    df = restored.run_parameters_df()
+    assert df.loc[0, "x"] == 0.1 and math.copysign(1.0, df.loc[1, "x"]) == -1.0
+    assert math.isnan(df.loc[0, "n"]) and df.loc[0, "b"] == True  # noqa: E712
+    assert df["i"].tolist() == [-(2**63), 2**63 - 1] and df.loc[0, "s"] == "é"
+    _close_runs(restored, 1)  # appends a v2 row to the adopted session
+    again = Experiment.restore_from_checkpoint(NAME)
+    assert [r.run_id for r in again.runs] == [0, 1, 2]
+    assert again.run_parameters_df().loc[2, "i"] == 2

@@ -225,3 +225,35 @@ def test_invalid_grace_period_is_rejected_before_opening(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="duration must not be empty"):
         maintenance.gc(root=blocker / "registry", grace_period="")
     assert blocker.read_text() == "x"
+
+
+def test_journaled_blobs_survive_gc_without_their_pin_ref(registry: LocalRegistry) -> None:
+    from ommx_experiment import AutosavePolicy
+    from ommx_experiment.digest import sha256_digest
+    from ommx_experiment.experiment import Experiment
+    from ommx_experiment.names import ImageName
+
+    name = "example.com/t/journaled:v1"
+    exp = Experiment(name)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    exp.log_attachment("top", mt.OCTET_STREAM, b"experiment-level payload")
+    for i in range(3):
+        with exp.run() as run:
+            run.log_parameter("i", i)
+            run.log_attachment("blob", mt.OCTET_STREAM, f"payload-{i}".encode())
+    payloads = [b"experiment-level payload", *(f"payload-{i}".encode() for i in range(3))]
+    assert registry.remove(checkpoints.pin_name(registry.registry_id, ImageName.parse(name))) is not None
+    assert registry.list_refs() == []  # nothing but the journal names these blobs now
+    assert {sha256_digest(p) for p in payloads} <= checkpoints.journal_blob_digests(registry)
+    _age_all(registry)
+    report = maintenance.gc(delete=True, grace_period="0s")
+    assert {r.kind for r in report.roots} == {"protected_digest"}
+    assert {sha256_digest(p) for p in payloads} <= _digests(report.reachable_blobs)
+    assert report.missing_blobs == () and report.invalid_manifests == ()
+    assert all(registry.blobs.exists(sha256_digest(p)) for p in payloads)
+    del exp
+    restored = Experiment.restore_from_checkpoint(name)
+    assert restored.get_blob("top") == payloads[0]
+    assert [r.get_blob("blob") for r in restored.runs] == payloads[1:]
+    restored.commit()
+    assert [r.get_blob("blob") for r in Experiment.load(name).runs] == payloads[1:]

@@ -39,7 +39,7 @@ FALLBACK_FILENAME = "attachment"
 
 # --- typed OMMX payloads -----------------------------------------------------------------------
 
-# kind -> (class name in ommx.v1, v1 media type, v2 media type, error noun)
+# kind -> (OMMX class name, v1 media type, v2 media type, error noun)
 _TYPED: dict[str, tuple[str, str, str, str]] = {
     "instance": ("Instance", mt.V1_INSTANCE, mt.V2_INSTANCE, "an OMMX Instance"),
     "parametric_instance": (
@@ -54,10 +54,23 @@ _TYPED: dict[str, tuple[str, str, str, str]] = {
 _KIND_BY_MEDIA_TYPE = {m: kind for kind, (_, v1, v2, _) in _TYPED.items() for m in (v1, v2)}
 
 
-def _ommx_class(kind: str) -> type:
+def ommx_type(name: str) -> type:
+    """The OMMX domain class ``name``: ``ommx.<name>`` (ommx 3; ommx 2.9.3 re-exports ``ommx.v1``'s), else ``ommx.v1.<name>``.
+
+    ommx 3's ``import ommx.v1`` raises ImportError, so the top level is tried first.
+    """
+    import ommx
+
+    found = getattr(ommx, name, None)
+    if isinstance(found, type):
+        return found
     import ommx.v1
 
-    return getattr(ommx.v1, _TYPED[kind][0])
+    return getattr(ommx.v1, name)  # type: ignore[no-any-return]
+
+
+def _ommx_class(kind: str) -> type:
+    return ommx_type(_TYPED[kind][0])
 
 
 def encode_typed(kind: str, obj: Any) -> tuple[str, bytes, dict[str, str]]:
@@ -69,7 +82,7 @@ def encode_typed(kind: str, obj: Any) -> tuple[str, bytes, dict[str, str]]:
     """
     cls = _ommx_class(kind)
     if not isinstance(obj, cls):
-        raise InvalidArgumentTypeError(f"Expected ommx.v1.{cls.__name__}, got {type(obj).__name__}")
+        raise InvalidArgumentTypeError(f"Expected {cls.__module__}.{cls.__name__}, got {type(obj).__name__}")
     _, v1, v2, _ = _TYPED[kind]
     if hasattr(obj, "to_v2_bytes"):
         media_type, data = v2, obj.to_v2_bytes()
@@ -90,16 +103,31 @@ def decode_typed(kind: str, media_type: str, data: bytes, annotations: Mapping[s
                 f"Cannot decode {media_type}: the installed ommx has no {cls.__name__}.from_v2_bytes "
                 "(install ommx>=3 to read OMMX v2 payloads)"
             )
-        obj = decoder(data)
     else:
-        obj = cls.from_bytes(data)
+        # ommx 3 renamed the v1 decoder to from_v1_bytes; ommx 2.x only has from_bytes.
+        decoder = getattr(cls, "from_v1_bytes", None) or cls.from_bytes
+    obj = decoder(data)
     if annotations:
-        try:
-            current = dict(obj.annotations)
-            obj.annotations = {**dict(annotations), **current}
-        except AttributeError:  # an ommx type without settable annotations
-            pass
+        _merge_annotations(obj, annotations)
     return obj
+
+
+def _merge_annotations(obj: Any, annotations: Mapping[str, str]) -> None:
+    """Fill annotations missing from the decoded message; the message's own values win."""
+    current = dict(obj.annotations)
+    merged = {**dict(annotations), **current}
+    if merged == current:
+        return
+    # ommx 3's ``annotations`` is a read-only mapping, changed via replace_annotations;
+    # ommx 2.x has a settable property.
+    replace = getattr(obj, "replace_annotations", None)
+    if replace is not None:
+        replace(merged)
+        return
+    try:
+        obj.annotations = merged
+    except AttributeError:  # an ommx type without settable annotations
+        pass
 
 
 # --- encoding helpers ------------------------------------------------------------------------------
@@ -474,7 +502,9 @@ class AttachmentReader:
 def safe_basename(stored: str) -> str:
     """A file name that stays inside its folder: text after the last ``/`` or ``\\``.
 
-    Empty, ``.``, ``..`` or anything containing NUL becomes ``attachment``.
+    An empty result, ``.`` or ``..`` becomes ``attachment``. A name containing NUL
+    raises ``InvalidInputError`` (a ValueError): no file system accepts it, and
+    silently renaming it would hide a corrupt or hostile artifact.
     """
     if "\x00" in stored:
         raise InvalidInputError(f"Stored attachment filename {stored!r} contains a NUL byte")

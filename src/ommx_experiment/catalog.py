@@ -92,12 +92,23 @@ class ExperimentRef:
 
 @dataclass(frozen=True, slots=True)
 class ExperimentCheckpointRef:
-    """One experiment checkpoint (§1.13): an OMMX-format checkpoint ref or a journal draft."""
+    """One experiment checkpoint (§1.13): an OMMX-format checkpoint ref or a journal draft.
+
+    A *journal draft* (``from_journal=True``) is a session held only in our SQLite
+    checkpoint journal, newer than any OMMX-format checkpoint of its name (or
+    without one): ``status`` is ``draft``; ``checkpoint_image_name`` is the
+    OMMX-format checkpoint ref that a published draft (and OMMX's restore) would
+    use; ``manifest_digest`` and ``config_digest`` are None, since no manifest or
+    config blob exists (the journal's pin manifest is GC bookkeeping, not an
+    Experiment artifact); ``updated_at`` is the journal's (newest write or Run
+    close); ``config`` is the exact config a draft published now would carry;
+    ``annotations`` are the session's manifest annotations.
+    """
 
     checkpoint_image_name: str
     requested_image_name: str
-    manifest_digest: str
-    config_digest: str
+    manifest_digest: str | None
+    config_digest: str | None
     updated_at: str
     status: str
     run_count: int
@@ -105,6 +116,7 @@ class ExperimentCheckpointRef:
     sampling_count: int
     annotations: Mapping[str, str]
     config_json: bytes = field(repr=False)
+    from_journal: bool = False
 
     @property
     def config(self) -> dict[str, Any]:
@@ -507,10 +519,13 @@ def list_experiment_checkpoints(
 
     ``statuses`` (``draft``/``failed``/``interrupted``; empty = all) is checked
     before the registry is opened. ``prefix`` matches the *requested* image
-    name. Sorted by requested name, then checkpoint ref. Refs in the checkpoint
-    repository that are not checkpoints (a non-64-hex tag, or a generic
-    artifact such as our journal pins) are skipped silently; inconsistent
-    checkpoints are skipped with a warning (``strict``: RuntimeError).
+    name. One entry per requested name: when both an OMMX-format checkpoint
+    and a journal draft exist, the one ``restore_from_checkpoint`` would use
+    (the checkpoint only if strictly newer). Sorted by requested name, then
+    checkpoint ref. Refs in the checkpoint repository that are not checkpoints
+    (a non-64-hex tag, or a generic artifact such as our journal pins) are
+    skipped silently; inconsistent checkpoints and unreadable journals are
+    skipped with a warning (``strict``: RuntimeError).
     """
     prefix = _check_prefix(prefix)
     wanted = _check_statuses(statuses)
@@ -522,8 +537,7 @@ def list_experiment_checkpoints(
 
     scan = _Scan(registry, strict=strict, experiments=True)
     refs = [ref for row in scan.rows(keep) if (ref := _checkpoint_ref(scan, row)) is not None]
-    refs.extend(_journal_drafts(registry))
-    refs = _dedupe(refs)
+    refs = _newest_per_name([*refs, *_journal_drafts(scan, prefix)])
     selected = [
         r for r in refs if _prefix_ok(prefix, r.requested_image_name) and (not wanted or r.status in wanted)
     ]
@@ -558,30 +572,34 @@ def _checkpoint_ref(scan: _Scan, row: _Row) -> ExperimentCheckpointRef | None:
     )
 
 
-def _journal_drafts(registry: LocalRegistry) -> list[ExperimentCheckpointRef]:
-    """INTEGRATION POINT: drafts held only in our SQLite checkpoint journal.
+def _journal_drafts(scan: _Scan, prefix: str | None) -> list[ExperimentCheckpointRef]:
+    """Drafts held in our SQLite checkpoint journal; an unreadable journal is reported like a bad ref."""
+    from .checkpoints import list_journal_drafts
 
-    Contract expected from :mod:`ommx_experiment.checkpoints`:
-    ``list_journal_drafts(registry) -> Iterable[ExperimentCheckpointRef]``.
-    Until that module provides it, there are no journal drafts to list.
+    def report(name: str, exc: Exception) -> None:
+        scan._report(f"journal of {name}", _Problem("journal draft", f"{type(exc).__name__}: {exc}"))
+
+    return list(list_journal_drafts(scan.registry, prefix=prefix, on_error=report))
+
+
+def _newest_per_name(refs: list[ExperimentCheckpointRef]) -> list[ExperimentCheckpointRef]:
+    """One entry per requested name: the one ``restore_from_checkpoint`` would use.
+
+    Restore's rule: the OMMX-format checkpoint only when its ref is strictly newer
+    than the journal (a tie goes to the journal).
     """
-    try:
-        from . import checkpoints  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    provider = getattr(checkpoints, "list_journal_drafts", None)
-    return list(provider(registry)) if provider is not None else []
+    from .checkpoints import parse_timestamp
 
-
-def _dedupe(refs: list[ExperimentCheckpointRef]) -> list[ExperimentCheckpointRef]:
-    seen: set[tuple[str, str]] = set()
-    out = []
+    best: dict[str, ExperimentCheckpointRef] = {}
     for ref in refs:
-        key = (ref.checkpoint_image_name, ref.manifest_digest)
-        if key not in seen:
-            seen.add(key)
-            out.append(ref)
-    return out
+        other = best.get(ref.requested_image_name)
+        if other is None:
+            best[ref.requested_image_name] = ref
+        elif ref.from_journal != other.from_journal:
+            journal, slot = (ref, other) if ref.from_journal else (other, ref)
+            newer_slot = parse_timestamp(slot.updated_at) > parse_timestamp(journal.updated_at)
+            best[ref.requested_image_name] = slot if newer_slot else journal
+    return list(best.values())
 
 
 def list_artifacts(

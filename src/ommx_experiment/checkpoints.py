@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import math
+import re
 import sqlite3
 import threading
 import time
@@ -36,14 +37,16 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import media_types as mt
-from .content import AttachmentContent, RunContent, SolveContent
-from .errors import InvalidArtifactError, InvalidInputError, LifecycleError
+from .content import AttachmentContent, ExperimentContent, RunContent, SolveContent, build_experiment
+from .errors import InvalidArtifactError, InvalidInputError, LifecycleError, OmmxExperimentError
 from .names import ImageName, checkpoint_name
 from .oci import Descriptor, FrozenMap, Manifest, parse_descriptor
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
+    from .catalog import ExperimentCheckpointRef
+    from .codec import ExperimentConfig
     from .registry import LocalRegistry
     from .run_params import ParamValue
 
@@ -603,3 +606,84 @@ def checkpoint_updated_at(registry: LocalRegistry, requested: ImageName) -> tupl
         (ref.repository, ref.reference),
     )
     return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+# --- the journal seen by listings and GC ---------------------------------------------------------------
+
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+# The config names layers by index, never by digest: any well-formed descriptor stands in
+# for the run-parameter layer when only the config is wanted.
+_PARAMS_PLACEHOLDER = Descriptor(mt.RUN_PARAMETERS, "sha256:" + "0" * 64, 0)
+
+
+def draft_config(snapshot: JournalSnapshot, requested: ImageName) -> ExperimentConfig:
+    """The config a ``draft`` checkpoint of this journal would carry (byte-identical), built without I/O."""
+    content = ExperimentContent(snapshot.attachments, tuple(run for run, _ in snapshot.runs), _PARAMS_PLACEHOLDER)
+    return build_experiment(content, status="draft", requested_image_name=str(requested))[1]
+
+
+def journal_draft(registry: LocalRegistry, requested: ImageName) -> ExperimentCheckpointRef | None:
+    """The journal of ``requested`` as a ``draft`` listing entry, or None when there is none.
+
+    See :class:`~ommx_experiment.catalog.ExperimentCheckpointRef` for the fields of
+    a journal draft (no manifest: ``manifest_digest``/``config_digest`` are None).
+    """
+    from .catalog import ExperimentCheckpointRef
+
+    snapshot = read_journal(registry, requested)
+    if snapshot is None:
+        return None
+    config = draft_config(snapshot, requested)
+    return ExperimentCheckpointRef(
+        str(checkpoint_ref(registry, requested)), str(requested), None, None, snapshot.updated_at, "draft",
+        len(config.runs), config.solve_count, config.sampling_count, snapshot.header.annotations,
+        config.to_bytes(), from_journal=True,
+    )
+
+
+def list_journal_drafts(
+    registry: LocalRegistry,
+    *,
+    prefix: str | None = None,
+    on_error: Callable[[str, Exception], None] | None = None,
+) -> Iterator[ExperimentCheckpointRef]:
+    """Every journaled session whose requested name starts with ``prefix``, as a ``draft`` entry.
+
+    Sorted by requested name. A journal that cannot be read is passed to
+    ``on_error(requested name, exception)`` and skipped; without ``on_error`` the
+    exception propagates. Whether an OMMX-format checkpoint of the same name is
+    newer is the caller's concern (:func:`ommx_experiment.catalog.list_experiment_checkpoints`).
+    """
+    rows = registry.db.query("SELECT requested_name FROM oxe_journal_sessions ORDER BY requested_name")
+    for (name,) in rows:
+        if prefix is not None and not str(name).startswith(prefix):
+            continue
+        try:
+            draft = journal_draft(registry, ImageName.parse(str(name)))
+        except (OmmxExperimentError, ValueError, KeyError, TypeError) as exc:
+            if on_error is None:
+                raise
+            on_error(str(name), exc)
+            continue
+        if draft is not None:
+            yield draft
+
+
+def journal_blob_digests(registry: LocalRegistry) -> set[str]:
+    """Every digest the journal tables name: GC roots besides the pin refs (belt and braces).
+
+    Found textually (``sha256:<64 hex>``) in session headers (subject), pin digests,
+    run rows and attachment rows, whatever their format, orphan rows included: an
+    unreadable row over-protects its blobs instead of losing them. A pin digest
+    is a manifest, so GC walks its subject chain.
+    """
+    found: set[str] = set()
+    with registry.db.read() as conn:
+        for sql in (
+            "SELECT header || ' ' || COALESCE(pin_digest, '') FROM oxe_journal_sessions",
+            "SELECT body FROM oxe_journal_runs",
+            "SELECT body FROM oxe_journal_attachments",
+        ):
+            for (text,) in conn.execute(sql):
+                found.update(_DIGEST_RE.findall(str(text)))
+    return found

@@ -320,21 +320,14 @@ def _ref_string(name: object, reference: object) -> str:
 
 
 def _journal_roots(registry: LocalRegistry) -> list[str]:
-    """INTEGRATION POINT: blobs our SQLite checkpoint journal still needs.
+    """Blobs our SQLite checkpoint journal names (``checkpoints.journal_blob_digests``).
 
-    Contract expected from :mod:`ommx_experiment.checkpoints`:
-    ``journal_blob_digests(registry) -> Iterable[str]`` (``sha256:<hex>``
-    digests; a manifest among them is walked like a ref). Until that module
-    provides it, the journal adds no roots.
+    The journal's pin refs already protect them; these roots keep them even if a
+    pin ref was removed. A manifest among them is walked like a ref.
     """
-    try:
-        from . import checkpoints  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    provider = getattr(checkpoints, "journal_blob_digests", None)
-    if provider is None:
-        return []
-    return sorted({d for d in provider(registry) if is_valid_digest(d)})
+    from . import checkpoints
+
+    return sorted({d for d in checkpoints.journal_blob_digests(registry) if is_valid_digest(d)})
 
 
 def _mark_and_sweep(registry: LocalRegistry, grace_seconds: int) -> GcReport:
