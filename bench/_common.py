@@ -203,6 +203,21 @@ def mb_per_s(nbytes: float, seconds: float) -> float:
     return round(nbytes / MiB / seconds, 1) if seconds > 0 else float("inf")
 
 
+def throughput_row(
+    benchmark: str, case: str, impl: str, seconds: float, rss: int, nbytes: float, **extra: object
+) -> dict[str, object]:
+    """One result row of a throughput benchmark: seconds, MB/s over ``nbytes``, peak RSS, then ``extra`` columns."""
+    return {
+        "benchmark": benchmark,
+        "case": case,
+        "impl": impl,
+        "seconds": round(seconds, 3),
+        "MB/s": mb_per_s(nbytes, seconds),
+        "peak_rss_MB": fmt_mb(rss),
+        **extra,
+    }
+
+
 def disk_usage(path: Path) -> int:
     """Bytes allocated on disk under ``path`` (a file or a folder tree)."""
     if path.is_file():
@@ -238,5 +253,6 @@ __all__ = [
     "python_or_none",
     "run_measured",
     "run_python",
+    "throughput_row",
     "scratch_dir",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _common import OURS_PYTHON, MiB, disk_usage, fmt_mb, make_file, mb_per_s, measure, run_python, scratch_dir
+from _common import OURS_PYTHON, MiB, disk_usage, fmt_mb, make_file, measure, run_python, scratch_dir, throughput_row
 
 SIZE = 256 * MiB
 
@@ -24,15 +24,7 @@ print(json.dumps({{"digest": "sha256:" + h.hexdigest()}}))
 
 
 def _row(case: str, impl: str, seconds: float, rss: int, **extra: object) -> dict[str, object]:
-    return {
-        "benchmark": "baseline",
-        "case": case,
-        "impl": impl,
-        "seconds": round(seconds, 3),
-        "MB/s": mb_per_s(SIZE, seconds),
-        "peak_rss_MB": fmt_mb(rss),
-        **extra,
-    }
+    return throughput_row("baseline", case, impl, seconds, rss, SIZE, **extra)
 
 
 def run() -> list[dict[str, object]]:

@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from _common import MiB, OURS_PYTHON, REPO_ROOT, fmt_mb, make_file, mb_per_s, measure, run_python
+from _common import MiB, OURS_PYTHON, REPO_ROOT, make_file, mb_per_s, measure, run_python, throughput_row
 
 SIZE = 1024 * MiB
 WORK = REPO_ROOT / "bench" / ".work"
@@ -38,15 +38,7 @@ print(json.dumps({{"digest": blob.digest, "size": blob.size, "put_s": time.perf_
 
 
 def _row(case: str, impl: str, seconds: float, rss: int, **extra: object) -> dict[str, object]:
-    return {
-        "benchmark": "blob_put",
-        "case": case,
-        "impl": impl,
-        "seconds": round(seconds, 3),
-        "MB/s": mb_per_s(SIZE, seconds),
-        "peak_rss_MB": fmt_mb(rss),
-        **extra,
-    }
+    return throughput_row("blob_put", case, impl, seconds, rss, SIZE, **extra)
 
 
 def run() -> list[dict[str, object]]:

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import MiB, OURS_PYTHON, REPO_ROOT, fmt_mb, make_file, mb_per_s, run_measured, run_python
+from _common import MiB, OURS_PYTHON, REPO_ROOT, make_file, run_measured, run_python, throughput_row
 
 SIZE = int(os.environ.get("BENCH_REMOTE_MIB", "1024")) * MiB
 WORK = REPO_ROOT / "bench" / ".work" / "remote"
@@ -79,17 +79,7 @@ def _registry(workdir: Path) -> Iterator[str]:
 
 
 def _row(case: str, impl: str, seconds: float, rss: int, note: str = "") -> dict[str, object]:
-    row: dict[str, object] = {
-        "benchmark": "remote",
-        "case": case,
-        "impl": impl,
-        "seconds": round(seconds, 3),
-        "MB/s": mb_per_s(SIZE, seconds),
-        "peak_rss_MB": fmt_mb(rss),
-    }
-    if note:
-        row["note"] = note
-    return row
+    return throughput_row("remote", case, impl, seconds, rss, SIZE, **({"note": note} if note else {}))
 
 
 def _skopeo(*args: str) -> tuple[float, int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.credentials import clear_ambient_credentials
 from ommx_experiment.auth import Credentials, docker_config_path, resolve_credentials
 
 SECRET = "pa55-w0rd-never-shown"
@@ -19,12 +20,7 @@ SECRET = "pa55-w0rd-never-shown"
 @pytest.fixture(autouse=True)
 def _clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No ambient credentials: empty HOME, no DOCKER_CONFIG, no OMMX_BASIC_AUTH_*."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("DOCKER_CONFIG", "OMMX_BASIC_AUTH_DOMAIN", "OMMX_BASIC_AUTH_USERNAME", "OMMX_BASIC_AUTH_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
-    return home
+    return clear_ambient_credentials(tmp_path, monkeypatch)
 
 
 def _write_config(folder: Path, config: dict[str, object]) -> Path:

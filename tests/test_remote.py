@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from helpers.credentials import clear_ambient_credentials
 from helpers.oci_registry import OciRegistry, running_registry
 from ommx_experiment import media_types as mt
 from ommx_experiment import remote
@@ -41,11 +42,7 @@ TITLE = "org.opencontainers.image.title"
 
 @pytest.fixture(autouse=True)
 def _no_ambient_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("DOCKER_CONFIG", "OMMX_BASIC_AUTH_DOMAIN", "OMMX_BASIC_AUTH_USERNAME", "OMMX_BASIC_AUTH_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+    clear_ambient_credentials(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.credentials import clear_ambient_credentials
 from helpers.oci_registry import OciRegistry
 from ommx_experiment import remote
 from ommx_experiment.errors import RemoteArtifactAuthenticationError, RemoteArtifactNotFoundError
@@ -30,11 +31,7 @@ WRONG = "Wr0ng-pa55word-xyz"
 
 @pytest.fixture(autouse=True)
 def _no_ambient_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("DOCKER_CONFIG", "OMMX_BASIC_AUTH_DOMAIN", "OMMX_BASIC_AUTH_USERNAME", "OMMX_BASIC_AUTH_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+    clear_ambient_credentials(tmp_path, monkeypatch)
 
 
 def _env_creds(monkeypatch: pytest.MonkeyPatch, reg: OciRegistry, password: str) -> None:

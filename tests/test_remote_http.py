@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.credentials import clear_ambient_credentials
 from ommx_experiment import media_types as mt
 from ommx_experiment.digest import sha256_digest
 from ommx_experiment.errors import (
@@ -42,9 +43,7 @@ Route = Callable[[BaseHTTPRequestHandler], tuple[int, dict[str, str], bytes]]
 
 @pytest.fixture(autouse=True)
 def _no_ambient_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for var in ("DOCKER_CONFIG", "OMMX_BASIC_AUTH_DOMAIN", "OMMX_BASIC_AUTH_USERNAME", "OMMX_BASIC_AUTH_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+    clear_ambient_credentials(tmp_path, monkeypatch)
 
 
 class _Server:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from helpers.credentials import clear_ambient_credentials
 from helpers.oci_registry import OciRegistry
 from ommx_experiment import archive, root
 from ommx_experiment.artifact import Artifact, ArtifactDraft
@@ -27,11 +28,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture(autouse=True)
 def _no_ambient_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("DOCKER_CONFIG", "OMMX_BASIC_AUTH_DOMAIN", "OMMX_BASIC_AUTH_USERNAME", "OMMX_BASIC_AUTH_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+    clear_ambient_credentials(tmp_path, monkeypatch)
 
 
 def _skopeo(skopeo: Path, *args: str) -> None:

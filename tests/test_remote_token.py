@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from conftest import unavailable
+from helpers.credentials import clear_ambient_credentials
 from helpers.oci_registry import _free_port, _is_ready, _stop
 from ommx_experiment.errors import RemoteArtifactAuthenticationError
 from ommx_experiment.registry import LocalRegistry
@@ -128,9 +129,7 @@ def token_registry(tmp_path: Path) -> Iterator[tuple[str, _TokenIssuer]]:
 
 @pytest.fixture(autouse=True)
 def _no_ambient_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    for var in ("DOCKER_CONFIG", "OMMX_BASIC_AUTH_DOMAIN", "OMMX_BASIC_AUTH_USERNAME", "OMMX_BASIC_AUTH_PASSWORD"):
-        monkeypatch.delenv(var, raising=False)
+    clear_ambient_credentials(tmp_path, monkeypatch)
 
 
 def _docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, host: str, password: str) -> None:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from . import atomic
 from . import media_types as mt
+from .blobstore import fd_chunks
 from .codec import validate_experiment_artifact
 from .codec import validate_parquet_layer  # noqa: F401 -- re-exported: it lived here
 from .digest import is_valid_hex, sha256_digest
@@ -53,7 +54,7 @@ from .oci import (
     load_json_bounded,
     parse_image_index,
 )
-from .tarstream import CHUNK, END_OF_ARCHIVE, TarEntry, TarReader, padding, ustar_header, write_entry
+from .tarstream import END_OF_ARCHIVE, TarEntry, TarReader, padding, ustar_header, write_entry
 from .tarstream import _size_field  # noqa: F401 -- re-exported: it lived here, tests still reach it here
 
 if TYPE_CHECKING:
@@ -408,11 +409,6 @@ def _open_inside(root_fd: int, parts: tuple[str, ...], source: str) -> int:
     return fd
 
 
-def _fd_chunks(fd: int) -> Iterator[bytes]:
-    while chunk := os.read(fd, CHUNK):
-        yield chunk
-
-
 def _read_bounded(root_fd: int, parts: tuple[str, ...], source: str, limit: int) -> bytes:
     """The whole of ``root/parts...`` (no symlinks), refused if it is or grows beyond ``limit`` bytes."""
     name = "/".join(parts)
@@ -421,7 +417,7 @@ def _read_bounded(root_fd: int, parts: tuple[str, ...], source: str, limit: int)
         size = os.fstat(fd).st_size
         if size > limit:
             raise _fail(source, f"{name} is {size} bytes, larger than the limit of {limit} bytes")
-        data = b"".join(_fd_chunks(fd))
+        data = b"".join(fd_chunks(fd))
     finally:
         os.close(fd)
     if len(data) > limit:
@@ -440,7 +436,7 @@ def _dir_blob(root_fd: int, staging: Staging, source: str) -> Callable[[Descript
             size = os.fstat(fd).st_size
             if size != desc.size:
                 raise _fail(source, f"the {role} blob {desc.digest} has {size} bytes, declared {desc.size}")
-            return staging.add_chunks(_fd_chunks(fd), expected_digest=desc.digest, max_size=desc.size, source=source)
+            return staging.add_chunks(fd_chunks(fd), expected_digest=desc.digest, max_size=desc.size, source=source)
         except DigestMismatchError as exc:
             raise _fail(source, f"the {role} blob {desc.digest} does not match its digest: {exc}") from exc
         finally:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import os
 import secrets
 import threading
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import atomic
-from .digest import is_valid_digest, is_valid_hex
+from .digest import SHA256_PREFIX, StreamingDigest, is_valid_digest, is_valid_hex, sha256_digest, sha256_digest_chunks
 from .errors import BlobNotFoundError, DigestMismatchError, RegistryError
 from .locks import BLOB_LOCK, flock_exclusive
 
@@ -143,7 +142,7 @@ def read_live_leases(root: Path, refs_read_at_ns: int, *, remove_dead: bool = Fa
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                data = b"".join(_fd_chunks(fd))
+                data = b"".join(fd_chunks(fd))
                 leased |= _parse_lease(data, _lease_pid(entry.name), me, refs_read_at_ns)
                 continue
             if remove_dead:
@@ -199,7 +198,7 @@ class BlobStore:
         """Where the blob named ``digest`` lives (it may not exist)."""
         if not is_valid_digest(digest):
             raise DigestMismatchError(f"Invalid blob digest {digest!r}: expected sha256:<64 lowercase hex>")
-        return self.dir / digest[len("sha256:") :]
+        return self.dir / digest[len(SHA256_PREFIX) :]
 
     # --- reads ---------------------------------------------------------------
 
@@ -221,7 +220,7 @@ class BlobStore:
             raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
         except OSError as exc:
             raise BlobNotFoundError(f"Failed to read blob {digest} at {path}: {exc}") from exc
-        actual = "sha256:" + hashlib.sha256(data).hexdigest()
+        actual = sha256_digest(data)
         if actual != digest:
             raise DigestMismatchError(f"Failed to read blob {digest}: content at {path} hashes to {actual}")
         return data
@@ -236,12 +235,12 @@ class BlobStore:
 
     def iter_chunks(self, digest: str) -> Iterator[bytes]:
         """Stream the blob in chunks; raises DigestMismatchError at the end if it is corrupt."""
-        hasher = hashlib.sha256()
+        hasher = StreamingDigest()
         with self.open(digest) as fh:
-            while chunk := fh.read(CHUNK):
+            for chunk in _read_chunks(fh):
                 hasher.update(chunk)
                 yield chunk
-        if "sha256:" + hasher.hexdigest() != digest:
+        if hasher.digest() != digest:
             raise DigestMismatchError(f"Blob {digest} at {self.path(digest)} does not match its digest")
 
     def verify(self, digest: str, size: int | None = None) -> bool:
@@ -262,7 +261,7 @@ class BlobStore:
             return
         for entry in entries:
             if is_valid_hex(entry.name) and entry.is_file(follow_symlinks=False):
-                yield "sha256:" + entry.name
+                yield SHA256_PREFIX + entry.name
 
     # --- writes --------------------------------------------------------------
 
@@ -272,7 +271,7 @@ class BlobStore:
         An existing blob is compared byte for byte with ``data`` and touched under
         ``blobs/.lock`` (no temp file); ``data`` is hashed once.
         """
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = sha256_digest(data)
         _check_expected(digest, expected_digest, "bytes")
         if self._touch_if_equal(digest, data):
             return StoredBlob(digest, len(data))
@@ -298,11 +297,7 @@ class BlobStore:
         """
         start = _tell_if_seekable(fh)
         if start is not None:
-            hasher, size = hashlib.sha256(), 0
-            for chunk in _read_chunks(fh):
-                hasher.update(chunk)
-                size += len(chunk)
-            digest = "sha256:" + hasher.hexdigest()
+            digest, size = sha256_digest_chunks(_read_chunks(fh))
             _check_expected(digest, expected_digest, source)
             if self._touch_if_valid(digest, size):
                 return StoredBlob(digest, size)
@@ -324,14 +319,13 @@ class BlobStore:
         try:
             self.ensure_dirs()
             with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
-                hasher, size = hashlib.sha256(), 0
+                hasher = StreamingDigest()
                 for chunk in chunks:
                     hasher.update(chunk)
                     handle.write(chunk)
-                    size += len(chunk)
                 atomic.sync_file(handle)
                 handle.close()
-                digest = "sha256:" + hasher.hexdigest()
+                digest, size = hasher.digest(), hasher.size
                 _check_expected(digest, expected_digest, source)
                 self._publish(tmp, digest, size)
         except OSError as exc:
@@ -527,23 +521,22 @@ class Staging:
     ) -> StagedBlob:
         """Write ``chunks`` to a temp file, hashing; verify ``expected_digest`` and ``max_size``."""
         path = self.store.dir / atomic.temp_name("stage-")
-        hasher, size = hashlib.sha256(), 0
+        hasher = StreamingDigest()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             self._paths.append(path)
             with os.fdopen(fd, "wb") as handle:
                 for chunk in chunks:
-                    size += len(chunk)
-                    if max_size is not None and size > max_size:
-                        raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
                     hasher.update(chunk)
+                    if max_size is not None and hasher.size > max_size:
+                        raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
                     handle.write(chunk)
                 atomic.sync_file(handle)
         except OSError as exc:
             raise RegistryError(f"Failed to stage blob from {source} at {path}: {exc}") from exc
-        digest = "sha256:" + hasher.hexdigest()
+        digest = hasher.digest()
         _check_expected(digest, expected_digest, source)
-        return StagedBlob(path, digest, size)
+        return StagedBlob(path, digest, hasher.size)
 
     def add_bytes(self, data: bytes, *, expected_digest: str | None = None, source: str = "bytes") -> StagedBlob:
         return self.add_chunks([data], expected_digest=expected_digest, source=source)
@@ -554,7 +547,8 @@ class Staging:
         return StoredBlob(staged.digest, staged.size)
 
 
-def _fd_chunks(fd: int) -> Iterator[bytes]:
+def fd_chunks(fd: int) -> Iterator[bytes]:
+    """Read the open file descriptor ``fd`` to its end, one chunk (at most 1 MiB) at a time."""
     while chunk := os.read(fd, CHUNK):
         yield chunk
 
@@ -570,11 +564,8 @@ def _check_expected(actual: str, expected: str | None, source: str) -> None:
 
 
 def _hash_file(path: Path) -> str:
-    hasher = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            hasher.update(chunk)
-    return "sha256:" + hasher.hexdigest()
+        return sha256_digest_chunks(_read_chunks(fh))[0]
 
 
 def _tell_if_seekable(fh: BinaryIO) -> int | None:
@@ -593,7 +584,7 @@ def _file_equals(path: str, data: bytes) -> bool:
         return False
     try:
         pos = 0
-        while chunk := os.read(fd, CHUNK):
+        for chunk in fd_chunks(fd):
             end = pos + len(chunk)
             if end > len(view) or view[pos:end] != chunk:
                 return False

@@ -482,17 +482,10 @@ def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connec
     fsync per Run close; a power loss can drop the last few journal rows,
     never corrupt the database. Ref writes keep the registry's own connection.
     """
-    from .index_db import _begin_immediate
+    from .index_db import write_transaction
 
-    conn = _journal_conn(registry)
-    _begin_immediate(conn, registry.db.path, step)
-    try:
+    with write_transaction(_journal_conn(registry), registry.db.path, step) as conn:
         yield conn
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 _INSERT_RUN = "INSERT OR REPLACE INTO oxe_journal_runs VALUES (?, ?, ?)"
@@ -507,10 +500,9 @@ def _journal_conn(registry: LocalRegistry) -> sqlite3.Connection:
     key = str(registry.db.path)
     conn = conns.get(key)
     if conn is None:
-        from .index_db import BUSY_TIMEOUT_MS
+        from .index_db import connect
 
-        conn = sqlite3.connect(key, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn = connect(key)
         conn.execute("PRAGMA synchronous = NORMAL")
         # Each Run close appends a page or two to the WAL; checkpointing (two fsyncs)
         # every 1,000 pages, SQLite's default, cost ~25 µs per close on this disk.

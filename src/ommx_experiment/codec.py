@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import media_types as mt
 from .errors import InvalidArtifactError
-from .oci import EMPTY_MAP, FrozenMap, load_json_bounded
-from .oci import _json_type as _kind  # one wording for JSON kinds in manifest and config errors
+from .oci import EMPTY_MAP, FrozenMap, json_type, load_json_bounded
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
@@ -228,7 +227,7 @@ def _remember_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _object(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise InvalidArtifactError(f"experiment config {path}: expected an object, got {_kind(value)}")
+        raise InvalidArtifactError(f"experiment config {path}: expected an object, got {json_type(value)}")
     return value
 
 
@@ -274,7 +273,7 @@ def _opt_layer_ref(obj: dict[str, Any], key: str, path: str) -> int | None:
 
 def _string(value: Any, path: str) -> str:
     if not isinstance(value, str):
-        raise InvalidArtifactError(f"experiment config {path}: expected a string, got {_kind(value)}")
+        raise InvalidArtifactError(f"experiment config {path}: expected a string, got {json_type(value)}")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -344,7 +343,7 @@ def _sampling(value: Any, path: str) -> SamplingRecord:
 def _array(obj: dict[str, Any], key: str, path: str) -> list[Any]:
     value = obj.get(key, [])
     if not isinstance(value, list):
-        raise InvalidArtifactError(f"experiment config {path}.{key}: expected an array, got {_kind(value)}")
+        raise InvalidArtifactError(f"experiment config {path}.{key}: expected an array, got {json_type(value)}")
     return value
 
 
@@ -369,7 +368,7 @@ def _config_from_obj(value: Any) -> ExperimentConfig:
     status = _status(obj, "(top level)", EXPERIMENT_STATUSES, None)
     runs = _required(obj, "runs", "(top level)")
     if not isinstance(runs, list):
-        raise InvalidArtifactError(f"experiment config runs: expected an array, got {_kind(runs)}")
+        raise InvalidArtifactError(f"experiment config runs: expected an array, got {json_type(runs)}")
     requested = obj.get("requested_image_name")
     return ExperimentConfig(
         status=status,

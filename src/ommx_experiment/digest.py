@@ -45,12 +45,29 @@ def sha256_digest(data: bytes | bytearray | memoryview) -> str:
 
 def sha256_digest_chunks(chunks: Iterable[bytes]) -> tuple[str, int]:
     """Digest string and total size of the concatenation of ``chunks`` (streaming)."""
-    hasher = hashlib.sha256()
-    size = 0
+    hasher = StreamingDigest()
     for chunk in chunks:
         hasher.update(chunk)
-        size += len(chunk)
-    return SHA256_PREFIX + hasher.hexdigest(), size
+    return hasher.digest(), hasher.size
+
+
+class StreamingDigest:
+    """Incremental sha256 for callers that hash while they copy: ``update`` each chunk, then ``digest()``."""
+
+    __slots__ = ("_hasher", "size")
+
+    def __init__(self) -> None:
+        self._hasher = hashlib.sha256()
+        self.size = 0
+
+    def update(self, chunk: bytes | bytearray | memoryview) -> None:
+        """Add ``chunk``; ``size`` counts the bytes added so far."""
+        self._hasher.update(chunk)
+        self.size += len(chunk)
+
+    def digest(self) -> str:
+        """Digest string of everything added so far."""
+        return SHA256_PREFIX + self._hasher.hexdigest()
 
 
 _HEX_RE = re.compile(r"[0-9a-f]{64}")

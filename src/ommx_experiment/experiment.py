@@ -27,10 +27,9 @@ from .errors import (
 )
 from .names import ImageName, anonymous_experiment_name
 from .oci import Descriptor
-from .reason import lifecycle_reason
 from .registry import LocalRegistry
 from .run import Run, SealedRun
-from .session import SealedState, Session, failure_status
+from .session import SealedState, Session, failure_outcome
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -416,8 +415,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
     def _publish_failure(self, exc_type: type[BaseException], exc_value: BaseException | None) -> None:
         session = self._session
         assert session is not None
-        status = failure_status(exc_type)
-        reason = lifecycle_reason(exc_value if exc_value is not None else exc_type())
+        status, reason = failure_outcome(exc_type, exc_value)
         with session.lock:
             if session.open_runs:
                 log.warning(

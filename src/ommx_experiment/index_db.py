@@ -133,11 +133,7 @@ class Database:
 
     @staticmethod
     def _open(target: Path | str, *, uri: bool) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            target, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, uri=uri
-        )
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        return conn
+        return connect(target, uri=uri)
 
     def _open_read_only(self) -> sqlite3.Connection:
         """A root we may not write (permissions, read-only mount): reads still work.
@@ -178,20 +174,8 @@ class Database:
         ``step`` names the operation in error messages. Keep the body short and
         free of file I/O: OMMX waits at most 30 s for our write lock.
         """
-        conn = self.conn()
-        _begin_immediate(conn, self.path, step)
-        try:
+        with write_transaction(self.conn(), self.path, step) as conn:
             yield conn
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise RegistryError(f"Failed to commit {step} in {self.path}: {exc}") from exc
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -304,6 +288,39 @@ def _is_read_only_error(exc: sqlite3.Error) -> bool:
 
 def _table_names(conn: sqlite3.Connection) -> set[str]:
     return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def connect(target: Path | str, *, uri: bool = False) -> sqlite3.Connection:
+    """A new autocommit connection (we issue BEGIN ourselves) with OMMX's busy timeout."""
+    conn = sqlite3.connect(
+        target, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, uri=uri
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterator[sqlite3.Connection]:
+    """A ``BEGIN IMMEDIATE`` transaction on ``conn`` (a connection to ``path``).
+
+    Committed on success, rolled back on any exception; a failed BEGIN or COMMIT
+    raises RegistryError naming ``step`` and ``path``. :meth:`Database.write` runs
+    on the registry's connection; callers that need other connection settings
+    (the checkpoint journal's ``synchronous = NORMAL``) pass their own.
+    """
+    _begin_immediate(conn, path, step)
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise RegistryError(f"Failed to commit {step} in {path}: {exc}") from exc
 
 
 def _begin_immediate(conn: sqlite3.Connection, path: Path, step: str) -> None:

@@ -267,7 +267,7 @@ def _get_str(obj: Mapping[str, Any], key: str, path: str, *, required: bool = Tr
         return None
     value = obj[key]
     if not isinstance(value, str):
-        raise InvalidArtifactError(f"{path}.{key}: expected a string, got {_json_type(value)}")
+        raise InvalidArtifactError(f"{path}.{key}: expected a string, got {json_type(value)}")
     _check_encodable(value, f"{path}.{key}")
     return value
 
@@ -279,7 +279,8 @@ def _check_encodable(value: str, path: str) -> None:
         raise InvalidArtifactError(f"{path}: string is not valid Unicode ({exc.reason})") from exc
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How an error message names the JSON kind of ``value`` ("null", "a number", "an array", ...)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -295,7 +296,7 @@ def _json_type(value: Any) -> str:
 
 def _expect_object(value: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise InvalidArtifactError(f"{path}: expected an object, got {_json_type(value)}")
+        raise InvalidArtifactError(f"{path}: expected an object, got {json_type(value)}")
     return value
 
 
@@ -304,7 +305,7 @@ def _parse_str_map(value: Any, path: str) -> FrozenMap[str, str]:
     for key, val in obj.items():
         _check_encodable(key, path)
         if not isinstance(val, str):
-            raise InvalidArtifactError(f"{path}[{key!r}]: expected a string, got {_json_type(val)}")
+            raise InvalidArtifactError(f"{path}[{key!r}]: expected a string, got {json_type(val)}")
         _check_encodable(val, f"{path}[{key!r}]")
     return FrozenMap(obj)
 
@@ -337,7 +338,7 @@ def _manifest_from_obj(value: Any) -> Manifest:
         raise InvalidArtifactError("manifest: missing required field `config`")
     layers_value = obj.get("layers")
     if not isinstance(layers_value, list):
-        raise InvalidArtifactError(f"manifest.layers: expected an array, got {_json_type(layers_value)}")
+        raise InvalidArtifactError(f"manifest.layers: expected an array, got {json_type(layers_value)}")
     subject_value = obj.get("subject")
     annotations_value = obj.get("annotations")
     return Manifest(
@@ -392,5 +393,5 @@ def parse_image_index(data: bytes, *, max_bytes: int = MAX_MANIFEST_BYTES) -> tu
         raise InvalidArtifactError(f"index.json.mediaType: expected {mt.OCI_INDEX}, got {media_type}")
     manifests = obj.get("manifests")
     if not isinstance(manifests, list):
-        raise InvalidArtifactError(f"index.json.manifests: expected an array, got {_json_type(manifests)}")
+        raise InvalidArtifactError(f"index.json.manifests: expected an array, got {json_type(manifests)}")
     return tuple(parse_descriptor(entry, f"index.json.manifests[{i}]") for i, entry in enumerate(manifests))

@@ -21,9 +21,8 @@ from .attachments import AttachmentReader, AttachmentWriter
 from .codec import FINISHED
 from .content import AttachmentContent, RunContent, SolveContent
 from .errors import LifecycleError
-from .reason import lifecycle_reason
 from .run_params import value_type
-from .session import failure_status
+from .session import failure_outcome
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -288,11 +287,11 @@ class Run(AttachmentWriter):
                 span.__exit__(exc_type, exc_value, traceback)
         if capture is not None:
             self._store_trace_best_effort(capture, exc_value)
-        reason = lifecycle_reason(exc_value if exc_value is not None else exc_type())
+        status, reason = failure_outcome(exc_type, exc_value)
         try:
-            self._close(failure_status(exc_type), reason)
+            self._close(status, reason)
         except Exception as exc:  # the body's exception wins
-            log.warning("Run %s could not be recorded as %s: %s", self._run_id, failure_status(exc_type), exc)
+            log.warning("Run %s could not be recorded as %s: %s", self._run_id, status, exc)
         return False
 
 

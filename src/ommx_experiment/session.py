@@ -33,6 +33,7 @@ from .codec import FAILED, INTERRUPTED, SEALED_STATUSES, ExperimentConfig, valid
 from .content import AttachmentContent, ExperimentContent, RunContent, build_experiment, content_from_artifact
 from .errors import BlobNotFoundError, InvalidArtifactError, LifecycleError
 from .oci import Descriptor, FrozenMap, Manifest
+from .reason import lifecycle_reason
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -358,3 +359,12 @@ class Session:
 def failure_status(exc_type: type[BaseException] | None) -> str:
     """``interrupted`` for KeyboardInterrupt subclasses, else ``failed``."""
     return INTERRUPTED if exc_type is not None and issubclass(exc_type, KeyboardInterrupt) else FAILED
+
+
+def failure_outcome(exc_type: type[BaseException], exc_value: BaseException | None) -> tuple[str, str]:
+    """``(status, reason)`` recorded when a context body exits with ``exc_type``/``exc_value``.
+
+    The reason is :func:`~ommx_experiment.reason.lifecycle_reason` of the exception
+    (of a fresh ``exc_type()`` when ``__exit__`` got no instance).
+    """
+    return failure_status(exc_type), lifecycle_reason(exc_value if exc_value is not None else exc_type())
