@@ -1,8 +1,9 @@
 # Two-command workflow: `make demo`, `make test`. Everything else is bootstrapped.
 #
-# bootstrap is idempotent and cheap once done: the project venv is (re)installed
-# only when pyproject.toml is newer than its stamp, the OMMX 3 side venv only when
-# its stamp is missing, and apt only runs when a required command is missing.
+# bootstrap is idempotent and cheap once done: each venv (.venv, and .venv-ommx3 with
+# OMMX 3.0.0b7 plus this package for the runtime interop tests) is (re)installed only
+# when pyproject.toml is newer than its stamp, and apt only runs when a required
+# command is missing.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -14,7 +15,7 @@ VENV_PY := $(VENV)/bin/python
 OMMX3_VENV := .venv-ommx3
 OMMX3_VERSION := 3.0.0b7
 PROJECT_STAMP := $(VENV)/.bootstrap-project.stamp
-OMMX3_STAMP := $(OMMX3_VENV)/.bootstrap-ommx3-highs.stamp
+OMMX3_STAMP := $(OMMX3_VENV)/.bootstrap-ommx3-ours.stamp
 # /usr/bin/time (GNU time) gives the benchmarks an exact per-child peak RSS.
 APT_COMMANDS := skopeo docker-registry htpasswd strace /usr/bin/time
 APT_PACKAGES := skopeo docker-registry apache2-utils strace time
@@ -56,13 +57,21 @@ $(PROJECT_STAMP): pyproject.toml | $(VENV_PY)
 $(OMMX3_VENV)/bin/python:
 	$(PYTHON3) -m venv $(OMMX3_VENV)
 
-$(OMMX3_STAMP): | $(OMMX3_VENV)/bin/python
-	@echo "bootstrap: pip install ommx==$(OMMX3_VERSION) ommx-openjij-adapter==$(OMMX3_VERSION) ommx-highs-adapter==$(OMMX3_VERSION) into $(OMMX3_VENV)"
+$(OMMX3_STAMP): pyproject.toml | $(OMMX3_VENV)/bin/python
+	@echo "bootstrap: pip install ommx==$(OMMX3_VERSION) ommx-openjij-adapter==$(OMMX3_VERSION) ommx-highs-adapter==$(OMMX3_VERSION) + our runtime deps into $(OMMX3_VENV)"
 	@# The adapter must be pinned too: pip ignores its pre-releases otherwise and the
-	@# only stable adapters require ommx 2.x (ResolutionImpossible).
-	@$(OMMX3_VENV)/bin/python -m pip install -q 'ommx==$(OMMX3_VERSION)' 'ommx-openjij-adapter==$(OMMX3_VERSION)' 'ommx-highs-adapter==$(OMMX3_VERSION)' \
+	@# only stable adapters require ommx 2.x (ResolutionImpossible). Our own runtime
+	@# deps (pyproject minus ommx, plus the trace extra) resolve in the same pip call,
+	@# so they can never move OMMX 3's pins.
+	@ours="$$($(OMMX3_VENV)/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["trace"] if not d.startswith("ommx")))')"; \
+	mapfile -t deps <<< "$$ours"; \
+	$(OMMX3_VENV)/bin/python -m pip install -q 'ommx==$(OMMX3_VERSION)' 'ommx-openjij-adapter==$(OMMX3_VERSION)' 'ommx-highs-adapter==$(OMMX3_VERSION)' "$${deps[@]}" \
 	  || { echo "bootstrap: FAILED to install ommx==$(OMMX3_VERSION) into $(OMMX3_VENV)" >&2; exit 1; }
-	@$(OMMX3_VENV)/bin/python -c 'import importlib.metadata as m, ommx.experiment; v = m.version("ommx"); assert v == "$(OMMX3_VERSION)", f"side venv has ommx {v}, expected $(OMMX3_VERSION)"'
+	@# Our package itself, without its deps: its `ommx>=2.9,<4` pin is already met by 3.0.0b7.
+	@$(OMMX3_VENV)/bin/python -m pip install -q --no-deps -e . \
+	  || { echo "bootstrap: FAILED to install ommx-experiment (editable) into $(OMMX3_VENV)" >&2; exit 1; }
+	@$(OMMX3_VENV)/bin/python -c 'import importlib.metadata as m, ommx.experiment, ommx_experiment; v = m.version("ommx"); assert v == "$(OMMX3_VERSION)", f"side venv has ommx {v}, expected $(OMMX3_VERSION)"'
+	@rm -f $(OMMX3_VENV)/.bootstrap-ommx3*.stamp
 	@touch $@
 
 demo: bootstrap

@@ -28,6 +28,11 @@ from ommx_experiment.registry import LocalRegistry
 
 root = Path({root!r})
 report = {{}}
+def _temp_dirs(root):
+    # where our temp files can be left: the root, blobs/sha256 and the lease folder
+    dirs = (root, root / "blobs" / "sha256", root / ".oxe-leases")
+    return [d for d in dirs if d.is_dir()]
+
 reg = LocalRegistry.at(root)
 report["integrity"] = reg.db.query("PRAGMA integrity_check")[0][0]
 bad_refs = []
@@ -49,13 +54,19 @@ for digest in reg.blobs.iter_digests():
         bad_blobs.append(digest)
 report["blobs"] = len(list(reg.blobs.iter_digests()))
 report["bad_blobs"] = bad_blobs
-temps = [p for d in (root, root / "blobs" / "sha256") for p in d.iterdir() if atomic.is_temp_name(p.name)]
+temps = [p for d in _temp_dirs(root) for p in d.iterdir() if atomic.is_temp_name(p.name)]
 report["temps"] = [p.name for p in temps]
 report["cleaned"] = reg.blobs.clean_stale_temp_files(older_than=0)
-report["temps_after"] = [p.name for d in (root, root / "blobs" / "sha256") for p in d.iterdir() if atomic.is_temp_name(p.name)]
+report["temps_after"] = [p.name for d in _temp_dirs(root) for p in d.iterdir() if atomic.is_temp_name(p.name)]
 report["index_equals_refs"] = layout_view.read_index(root) == {{str(r.image_name): r.manifest_digest for r in refs}}
 print(json.dumps(report))
 """
+
+
+def _temp_dirs(root: Path) -> list[Path]:
+    """Where our temp files can be left: the root, blobs/sha256 and the lease folder."""
+    dirs = (root, root / "blobs" / "sha256", root / ".oxe-leases")
+    return [d for d in dirs if d.is_dir()]
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -94,7 +105,7 @@ def test_random_sigkill_leaves_a_consistent_root(tmp_path: Path) -> None:
     # index.json parses even before anyone repairs anything.
     json.loads((root / "index.json").read_bytes())
 
-    temps_before = [p.name for d in (root, root / "blobs" / "sha256") for p in d.iterdir() if atomic.is_temp_name(p.name)]
+    temps_before = [p.name for d in _temp_dirs(root) for p in d.iterdir() if atomic.is_temp_name(p.name)]
     assert all(not _pid_alive(atomic.temp_owner_pid(n)) for n in temps_before)
     assert all(atomic.temp_owner_pid(n) in pids for n in temps_before)
 

@@ -55,9 +55,10 @@ _KIND_BY_MEDIA_TYPE = {m: kind for kind, (_, v1, v2, _) in _TYPED.items() for m 
 
 
 def ommx_type(name: str) -> type:
-    """The OMMX domain class ``name``: ``ommx.<name>`` (ommx 3; ommx 2.9.3 re-exports ``ommx.v1``'s), else ``ommx.v1.<name>``.
+    """The OMMX domain class ``name``: ``ommx.<name>`` when present, else ``ommx.v1.<name>``.
 
-    ommx 3's ``import ommx.v1`` raises ImportError, so the top level is tried first.
+    ommx 3 keeps the classes at the top level and its ``import ommx.v1`` raises
+    ImportError, so the top level is tried first (ommx 2.9.3 re-exports ``ommx.v1``'s there).
     """
     import ommx
 
@@ -82,7 +83,8 @@ def encode_typed(kind: str, obj: Any) -> tuple[str, bytes, dict[str, str]]:
     """
     cls = _ommx_class(kind)
     if not isinstance(obj, cls):
-        raise InvalidArgumentTypeError(f"Expected {cls.__module__}.{cls.__name__}, got {type(obj).__name__}")
+        where = "ommx.v1" if cls.__module__ == "ommx.v1" else "ommx"  # ommx 3's native classes say "builtins"
+        raise InvalidArgumentTypeError(f"Expected {where}.{cls.__name__}, got {type(obj).__name__}")
     _, v1, v2, _ = _TYPED[kind]
     if hasattr(obj, "to_v2_bytes"):
         media_type, data = v2, obj.to_v2_bytes()

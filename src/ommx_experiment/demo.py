@@ -25,8 +25,9 @@ REPOSITORY = "example.com/ommx-experiment/knapsack-sweep"
 
 def knapsack(capacity: int) -> Any:
     """An ``ommx.v1.Instance``: maximise value subject to total weight ≤ capacity."""
-    from ommx.v1 import DecisionVariable, Instance
+    from .attachments import ommx_type  # ommx 2.x: ommx.v1.*, ommx 3: ommx.*
 
+    DecisionVariable, Instance = ommx_type("DecisionVariable"), ommx_type("Instance")
     x = [DecisionVariable.binary(i, name="x", subscripts=[i]) for i in range(len(WEIGHTS))]
     objective = sum(v * xi for v, xi in zip(VALUES, x))
     weight = sum(w * xi for w, xi in zip(WEIGHTS, x))

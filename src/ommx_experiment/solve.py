@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import diagnostics as dg
-from .attachments import decode_typed, decompress, encode_typed, logical_media_type
+from .attachments import decode_typed, decompress, encode_typed, logical_media_type, ommx_type
 from .codec import FINISHED
 from .content import SolveContent
 from .errors import InvalidArgumentTypeError, InvalidArtifactError, InvalidInputError, LifecycleError
@@ -62,14 +62,6 @@ OPEN = _Kind("Run.open_solve", "SolverAdapter", "decode", "Solution", "solution"
 
 
 # --- validation and small helpers --------------------------------------------------------------
-
-
-def _ommx_type(name: str) -> type:
-    try:
-        import ommx.v1 as module
-    except ImportError:  # OMMX 3 moved the domain classes to the top level
-        import ommx as module  # type: ignore[no-redef]
-    return getattr(module, name)  # type: ignore[no-any-return]
 
 
 def check_adapter(adapter: object, kind: _Kind) -> None:
@@ -189,7 +181,7 @@ def _log_call(run: Run, kind: _Kind, adapter: type, instance: Any, store_diags: 
     where = f"run {run._run_id} {kind.who}"
     try:
         result = getattr(adapter, kind.method)(stored.copy, **call_kwargs)
-        if not isinstance(result, _ommx_type(kind.output_type)):
+        if not isinstance(result, ommx_type(kind.output_type)):
             raise InvalidArgumentTypeError(f"adapter.{kind.method}(...) must return ommx.{kind.output_type}")
         output, _ = _store_typed(run._attachment_blobs(), kind.output_kind, result)
     except BaseException as exc:
@@ -319,7 +311,7 @@ class OpenSolve:
         self._check_active()
         self._candidate = None
         result = self._adapter.decode(data)
-        if not isinstance(result, _ommx_type("Solution")):
+        if not isinstance(result, ommx_type("Solution")):
             raise InvalidArgumentTypeError("adapter.decode(...) must return ommx.Solution")
         self._candidate = result
         return result
