@@ -91,21 +91,34 @@ def fmt(value: Any) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    """Print all rows as one rich table."""
+    """Print all rows as one rich table; notes become numbered footnotes so the table stays narrow."""
     from rich.console import Console
     from rich.table import Table
 
-    cols = columns(rows)
+    cols = [c for c in columns(rows) if c != "note"]
+    notes = [str(row["note"]) for row in rows if row.get("note")]
     table = Table(title="ommx-experiment benchmarks")
     for col in cols:
-        numeric = col not in KEY_COLUMNS and col != "note"
-        table.add_column(col, justify="right" if numeric else "left", no_wrap=col in KEY_COLUMNS)
+        numeric = col not in KEY_COLUMNS
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
+    if notes:
+        table.add_column("note", justify="right", no_wrap=True)
+    footnotes: list[str] = []
     for row in rows:
-        table.add_row(*(fmt(row.get(col)) for col in cols))
+        cells = [fmt(row.get(col)) for col in cols]
+        if notes:
+            if row.get("note"):
+                footnotes.append(str(row["note"]))
+                cells.append(f"[{len(footnotes)}]")
+            else:
+                cells.append("")
+        table.add_row(*cells)
     console = Console()
     if not console.is_terminal:  # piped or under make: do not squeeze into 80 columns
-        console = Console(width=200)
+        console = Console(width=320)
     console.print(table)
+    for number, note in enumerate(footnotes, 1):
+        console.print(f"[{number}] {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
