@@ -185,3 +185,19 @@ def test_not_committed_without_commit_flag(tmp_path: Path, registry_root: Path) 
         Experiment.load("open:v1")  # nothing was committed
     restored = Experiment.restore_from_checkpoint("open:v1")
     assert [r.status for r in restored.runs] == ["finished"]
+
+
+def test_watch_dir_reused_across_runs_attaches_only_what_each_command_writes(tmp_path: Path, registry_root: Path) -> None:
+    out = tmp_path / "shared-out"
+    out.mkdir()
+    (out / "before.txt").write_text("was here before any run")
+    script = tmp_path / "write.sh"
+    script.write_text('#!/bin/sh\nprintf "%s" "$2" > "$1/$2.txt"\n')
+    script.chmod(0o755)
+    for label in ("first", "second"):
+        done = cli(registry_root, "run", "reuse:v1", "--watch", str(out), "--", str(script), str(out), label, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert cli(registry_root, "commit", "reuse:v1", cwd=tmp_path).returncode == 0
+    runs = Experiment.load("reuse:v1").runs
+    watched = [sorted(set(r.attachment_names) - {"command", "result", "stdout.txt", "stderr.txt"}) for r in runs]
+    assert watched == [["first.txt"], ["second.txt"]]

@@ -381,7 +381,7 @@ def _record_run(run: Any, options: RunOptions, tee: bool, outcome: dict[str, Any
             from .watcher import watch
 
             watch_dir.mkdir(parents=True, exist_ok=True)
-            watcher = watch(run, watch_dir, reserved_names=RESERVED_NAMES)
+            watcher = watch(run, watch_dir, existing=False, reserved_names=RESERVED_NAMES)
             watcher.start()
         try:
             result, start_error = _spawn_and_wait(options.command, out_path, err_path, tee, outcome)
@@ -449,7 +449,7 @@ def _spawn_and_wait(
 
 
 def _error(message: str) -> None:
-    sys.stderr.write(f"ommx-experiment: {message}\n")
+    sys.stderr.write(f"error: {message}\n")
 
 
 def main_run(argv: Sequence[str]) -> int:
