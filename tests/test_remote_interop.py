@@ -150,6 +150,33 @@ def test_experiment_commit_push_load_in_fresh_root(
     assert [r.image_name for r in LocalRegistry.default().list_refs()] == [ImageName.parse(name)]
 
 
+def test_experiment_fork_pushed_and_pulled_keeps_subject(
+    tmp_path: Path, oci_registry: OciRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parent_name, child_name = unique_name(oci_registry, "parent"), unique_name(oci_registry, "child")
+    with Experiment(parent_name) as parent:
+        with parent.run() as run:
+            run.log_parameter("x", 1)
+            run.log_json("out", {"run": 0})
+    parent.push()
+    child = parent.fork(child_name)
+    with child.run() as run:
+        run.log_parameter("x", 2)
+    child.commit()
+    child.push()
+    parent_digest, child_digest = parent.artifact.manifest_digest, child.artifact.manifest_digest
+    before = child.run_parameters_df()
+
+    _switch_root(monkeypatch, tmp_path / "fresh-root")
+    loaded = Experiment.load(child_name)  # pulls the child only: the subject is not transferred
+    assert loaded.artifact.manifest_digest == child_digest
+    assert loaded.artifact.subject is not None and loaded.artifact.subject.digest == parent_digest
+    assert [r.run_id for r in loaded.runs] == [0, 1]
+    assert loaded.runs[0].get_json("out") == {"run": 0}  # carried by descriptor from the parent
+    assert loaded.run_parameters_df().equals(before)
+    assert Experiment.load(parent_name).artifact.manifest_digest == parent_digest  # the parent pulls too
+
+
 def test_uncommitted_experiment_push_is_refused(oci_registry: OciRegistry) -> None:
     exp = Experiment(unique_name(oci_registry, "uncommitted"))
     with pytest.raises(RuntimeError, match="committed"):
