@@ -23,7 +23,7 @@ ARGS ?=
 
 export OMMX3_PYTHON := $(CURDIR)/$(OMMX3_VENV)/bin/python
 
-.PHONY: bootstrap _bootstrap system-packages demo test stress bench clean
+.PHONY: bootstrap _bootstrap system-packages demo test stress bench lint clean
 
 # flock on the Makefile serialises concurrent `make` runs in one checkout, so two
 # shells never pip-install into the same venv at once.
@@ -92,6 +92,11 @@ stress: bootstrap
 
 bench: bootstrap
 	$(VENV_PY) bench/run_all.py $(ARGS)
+
+# Static checks (config in pyproject.toml); not part of `test`.
+lint: bootstrap
+	$(VENV_PY) -m mypy src/ommx_experiment
+	$(VENV_PY) -m ruff check src
 
 clean:
 	rm -rf $(VENV) $(OMMX3_VENV) .pytest_cache .hypothesis src/*.egg-info

@@ -73,6 +73,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .errors import OmmxExperimentError
-    from .registry import LocalRegistry
-    from .root import get_local_registry_root, set_local_registry_root
+    from .errors import OmmxExperimentError as OmmxExperimentError
+    from .registry import LocalRegistry as LocalRegistry
+    from .root import get_local_registry_root as get_local_registry_root
+    from .root import set_local_registry_root as set_local_registry_root

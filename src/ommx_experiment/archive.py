@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from . import atomic
 from . import media_types as mt
 from .blobstore import fd_chunks
-from .codec import validate_experiment_artifact
-from .codec import validate_parquet_layer  # noqa: F401 -- re-exported: it lived here
+from .codec import (
+    validate_experiment_artifact,
+    validate_parquet_layer,  # noqa: F401 -- re-exported: it lived here
+)
 from .digest import is_valid_hex, sha256_digest
 from .errors import (
     ArchiveError,
@@ -54,8 +56,15 @@ from .oci import (
     load_json_bounded,
     parse_image_index,
 )
-from .tarstream import END_OF_ARCHIVE, TarEntry, TarReader, padding, ustar_header, write_entry
-from .tarstream import _size_field  # noqa: F401 -- re-exported: it lived here, tests still reach it here
+from .tarstream import (
+    END_OF_ARCHIVE,
+    TarEntry,
+    TarReader,
+    _size_field,  # noqa: F401 -- re-exported: it lived here, tests still reach it here
+    padding,
+    ustar_header,
+    write_entry,
+)
 
 if TYPE_CHECKING:
     from .blobstore import StagedBlob, Staging

@@ -59,6 +59,12 @@ class Artifact:
     """
 
     __slots__ = ("_registry", "_image", "_digest", "_manifest_bytes", "_manifest", "_keep_alive")
+    _registry: LocalRegistry
+    _image: ImageName
+    _digest: str
+    _manifest_bytes: bytes
+    _manifest: Manifest
+    _keep_alive: object
 
     def __init__(self) -> None:
         raise TypeError("Artifact handles come from Artifact.load, Artifact.import_archive or ArtifactDraft.commit")

@@ -54,7 +54,7 @@ _TYPED: dict[str, tuple[str, str, str, str]] = {
 _KIND_BY_MEDIA_TYPE = {m: kind for kind, (_, v1, v2, _) in _TYPED.items() for m in (v1, v2)}
 
 
-def ommx_type(name: str) -> type:
+def ommx_type(name: str) -> Any:
     """The OMMX domain class ``name``: ``ommx.<name>`` when present, else ``ommx.v1.<name>``.
 
     ommx 3 keeps the classes at the top level and its ``import ommx.v1`` raises
@@ -67,10 +67,10 @@ def ommx_type(name: str) -> type:
         return found
     import ommx.v1
 
-    return getattr(ommx.v1, name)  # type: ignore[no-any-return]
+    return getattr(ommx.v1, name)
 
 
-def _ommx_class(kind: str) -> type:
+def _ommx_class(kind: str) -> Any:
     return ommx_type(_TYPED[kind][0])
 
 

@@ -125,9 +125,9 @@ def _from_auth_entry(entry: dict[str, Any], source: str) -> Credentials | None:
             log.warning("Ignoring a malformed `auth` entry in %s", source)
             return None
         return Credentials(username, password, source=source) if sep else None
-    username, password = entry.get("username"), entry.get("password")
-    if isinstance(username, str) and isinstance(password, str) and username:
-        return Credentials(username, password, source=source)
+    plain_user, plain_password = entry.get("username"), entry.get("password")
+    if isinstance(plain_user, str) and isinstance(plain_password, str) and plain_user:
+        return Credentials(plain_user, plain_password, source=source)
     token = entry.get("identitytoken")
     if isinstance(token, str) and token:
         return Credentials(_IDENTITY_TOKEN_USER, token, source=source, identity_token=True)

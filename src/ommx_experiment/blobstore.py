@@ -412,7 +412,7 @@ class BlobStore:
         """
         removed = 0
         now = time.time()
-        entries = []
+        entries: list[os.DirEntry[str]] = []
         for folder in (self.dir, self.root, self.root / LEASE_DIR):
             try:
                 entries.extend(os.scandir(folder))

@@ -57,7 +57,7 @@ _LISTING_SQL = (
 
 
 def _decode(data: bytes) -> dict[str, Any]:
-    return json.loads(data)  # type: ignore[no-any-return]
+    return json.loads(data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import media_types as mt
@@ -157,7 +157,7 @@ def pin_name(registry_id: str, requested: ImageName) -> ImageName:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -571,7 +571,7 @@ def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapsh
     updated_at = str(row[2])
     newest_ns = max((ns for _, _, ns in parsed if ns is not None), default=None)
     if newest_ns is not None:  # fast-path run rows carry their own time (Journal.append_run)
-        closed = datetime.fromtimestamp(newest_ns / 1e9, timezone.utc)
+        closed = datetime.fromtimestamp(newest_ns / 1e9, UTC)
         if closed > parse_timestamp(updated_at):
             updated_at = closed.isoformat()
     return JournalSnapshot(

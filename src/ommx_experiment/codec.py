@@ -28,14 +28,12 @@ from .oci import EMPTY_MAP, FrozenMap, json_type, load_json_bounded
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
 
-    from .content import (
-        AttachmentContent as AttachmentContent,
-        ExperimentContent as ExperimentContent,
-        RunContent as RunContent,
-        SolveContent as SolveContent,
-        build_experiment as build_experiment,
-        content_from_artifact as content_from_artifact,
-    )
+    from .content import AttachmentContent as AttachmentContent
+    from .content import ExperimentContent as ExperimentContent
+    from .content import RunContent as RunContent
+    from .content import SolveContent as SolveContent
+    from .content import build_experiment as build_experiment
+    from .content import content_from_artifact as content_from_artifact
     from .oci import Descriptor, Manifest
     from .run_params import ParameterTable
 
@@ -211,7 +209,7 @@ class ExperimentConfig:
 # --- parsing ----------------------------------------------------------------------------------------
 
 
-class _JsonObject(dict):  # type: ignore[type-arg]
+class _JsonObject(dict[str, Any]):
     """A decoded JSON object that remembers which keys occurred more than once."""
 
     duplicates: frozenset[str] = frozenset()
@@ -515,7 +513,8 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     validate_experiment(manifest, config, allowed_statuses=EXPERIMENT_STATUSES)
     table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
     for run in config.runs:
-        for call in (*run.solves, *run.samplings):
+        calls: tuple[SolveRecord | SamplingRecord, ...] = (*run.solves, *run.samplings)
+        for call in calls:
             if call.diagnostics is not None:
                 _check_diagnostics(read_blob(manifest.layers[call.diagnostics]), run.run_id)
     _check_parquet_layers(manifest, config, table, read_blob)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from .codec import (
@@ -152,7 +153,7 @@ def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveConten
 
 
 def _reject_duplicates(ids: Sequence[int], message: str) -> None:
-    for prev, cur in zip(ids, ids[1:]):
+    for prev, cur in pairwise(ids):
         if prev == cur:
             raise InvalidInputError(f"{message} {cur}")
 

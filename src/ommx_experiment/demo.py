@@ -29,8 +29,8 @@ def knapsack(capacity: int) -> Any:
 
     DecisionVariable, Instance = ommx_type("DecisionVariable"), ommx_type("Instance")
     x = [DecisionVariable.binary(i, name="x", subscripts=[i]) for i in range(len(WEIGHTS))]
-    objective = sum(v * xi for v, xi in zip(VALUES, x))
-    weight = sum(w * xi for w, xi in zip(WEIGHTS, x))
+    objective = sum(v * xi for v, xi in zip(VALUES, x, strict=True))
+    weight = sum(w * xi for w, xi in zip(WEIGHTS, x, strict=True))
     return Instance.from_components(
         decision_variables=x,
         objective=objective,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import media_types as mt
 from . import run_params as rp
@@ -403,7 +403,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         exc_type: type[BaseException] | None = None,
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
-    ) -> bool:
+    ) -> Literal[False]:
         if self._state != _UNSEALED:
             return False
         if exc_type is None:

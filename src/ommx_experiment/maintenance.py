@@ -260,7 +260,8 @@ class _Traversal:
 
     def report(self, root: Path, grace_seconds: int, now: float) -> GcReport:
         reachable = tuple(self.blobs[d] for d in sorted(self.reachable) if d in self.blobs)
-        orphans, deferred = [], []
+        orphans: list[GcBlob] = []
+        deferred: list[GcBlob] = []
         for digest, blob in self.blobs.items():
             if digest in self.reachable:
                 continue

@@ -32,7 +32,7 @@ from ommx_experiment.digest import is_valid_digest, sha256_digest
 from ommx_experiment.errors import InvalidArtifactError, InvalidInputError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 64
@@ -213,6 +213,7 @@ def _json_depth(obj: Any) -> int:
     stack: list[tuple[Any, int]] = [(obj, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[Any]
         if isinstance(node, dict):
             children = node.values()
         elif isinstance(node, list):

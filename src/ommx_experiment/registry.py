@@ -18,9 +18,9 @@ import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from . import layout_view
 from . import media_types as mt
@@ -90,13 +90,13 @@ class ManifestFacts:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 class LocalRegistry:
     """A handle on one registry root. Safe to share between threads and processes."""
 
-    _instances: dict[Path, LocalRegistry] = {}
+    _instances: ClassVar[dict[Path, LocalRegistry]] = {}
     _instances_lock = threading.Lock()
 
     def __init__(self, root: Path) -> None:
@@ -220,7 +220,9 @@ class LocalRegistry:
                 (image.repository, image.reference, manifest_digest, _now()),
             ).rowcount == 1
             if not inserted:
-                current = _select_ref(conn, image)[0]
+                row = _select_ref(conn, image)
+                assert row is not None  # the INSERT conflicted, so the row exists in this transaction
+                current = row[0]
                 if current != manifest_digest:
                     raise RefConflictError(
                         f"Local registry ref {image} already points to {current}; "

@@ -120,8 +120,8 @@ def _refuse_local(image: ImageName, verb: str) -> None:
     if not image.is_local:
         return
     why = (
-        f"`.local` names (anonymous and checkpoint artifacts) never leave this machine; rename it to a "
-        f"registry name (e.g. ghcr.io/<org>/<name>:<tag>) first"
+        "`.local` names (anonymous and checkpoint artifacts) never leave this machine; rename it to a "
+        "registry name (e.g. ghcr.io/<org>/<name>:<tag>) first"
     )
     error = RemoteArtifactError if verb == "push" else RemoteArtifactNotFoundError
     raise error(f"Cannot {verb} {image}: {why}")

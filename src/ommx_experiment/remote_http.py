@@ -325,7 +325,7 @@ class RegistryClient:
     def _creds(self) -> Credentials | None:
         if self._credentials is _UNSET:
             self._credentials = resolve_credentials(self.host)
-        return self._credentials  # type: ignore[no-any-return]
+        return self._credentials
 
     def _auth_error(self, step: str, creds: Credentials | None, where: str | None = None) -> RemoteArtifactError:
         where = where or f"registry {self.host}"

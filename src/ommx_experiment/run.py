@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .attachments import AttachmentReader, AttachmentWriter
 from .codec import FINISHED
@@ -267,7 +267,7 @@ class Run(AttachmentWriter):
         exc_type: type[BaseException] | None = None,
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
-    ) -> bool:
+    ) -> Literal[False]:
         if self._state == _CLOSED:
             return False
         if self._state != _ENTERED:

@@ -24,19 +24,18 @@ import struct
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from ommx_experiment.errors import InvalidArtifactError, InvalidInputError, OmmxExperimentError
 from ommx_experiment.oci import EMPTY_MAP, FrozenMap
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Collection, Iterable, Sequence
+    from collections.abc import Callable, Collection, Iterable, Sequence
 
     import pandas as pd
-    import pyarrow as pa
 
-ParamValue = Union[bool, int, float, str]
+ParamValue = bool | int | float | str
 
 BOOL = "bool"
 INT64 = "int64"
@@ -124,7 +123,8 @@ _EXACT_KIND: dict[type, str] = {bool: BOOL, int: INT64, float: FLOAT64, str: STR
 
 def _normalise(value: ParamValue, kind: str) -> ParamValue:
     # Subclasses (numpy.float64, IntEnum, str subclasses) are stored as their builtin value.
-    return {BOOL: bool, INT64: int, FLOAT64: float, STRING: str.__str__}[kind](value)
+    convert: dict[str, Callable[[Any], ParamValue]] = {BOOL: bool, INT64: int, FLOAT64: float, STRING: str.__str__}
+    return convert[kind](value)
 
 
 def build_table(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterable[int]) -> ParameterTable:
@@ -390,7 +390,7 @@ def _extension_array(column: ParameterColumn, index: Sequence[int]) -> Any:
         INT64: (np.int64, pd.arrays.IntegerArray),
         FLOAT64: (np.float64, pd.arrays.FloatingArray),
     }[column.type]
-    data = np.array([present.get(r, 0) for r in index], dtype=numpy_type)
+    data: np.ndarray[Any, Any] = np.array([present.get(r, 0) for r in index], dtype=numpy_type)
     return array_cls(data, mask)
 
 

@@ -22,7 +22,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import diagnostics as dg
 from .attachments import decode_typed, decompress, encode_typed, logical_media_type, ommx_type
@@ -353,7 +353,7 @@ class OpenSolve:
         exc_type: type[BaseException] | None = None,
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
-    ) -> bool:
+    ) -> Literal[False]:
         if self._state == "open":
             raise LifecycleError(_NOT_ENTERED)
         if self._state == "closed":

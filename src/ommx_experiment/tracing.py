@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import media_types as mt
 from .errors import OmmxExperimentError
-from .reason import lifecycle_reason
 from .oci import Descriptor
+from .reason import lifecycle_reason
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -73,7 +73,7 @@ class TraceUnavailableError(OmmxExperimentError, ImportError):
 def require_trace_support() -> None:
     """Raise :class:`TraceUnavailableError` unless the OpenTelemetry SDK and OTLP encoder import."""
     try:
-        import opentelemetry.exporter.otlp.proto.common.trace_encoder  # noqa: F401
+        import opentelemetry.exporter.otlp.proto.common.trace_encoder
         import opentelemetry.sdk.trace  # noqa: F401
     except ImportError as exc:
         raise TraceUnavailableError(

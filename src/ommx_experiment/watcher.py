@@ -68,7 +68,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import LifecycleError, WatcherError  # WatcherError re-exported (defined in errors)
 
@@ -196,7 +196,7 @@ def _make_handler(push: Callable[[str, str], None]) -> Any:
         FileSystemEventHandler,
     )
 
-    class _Handler(FileSystemEventHandler):  # type: ignore[misc]
+    class _Handler(FileSystemEventHandler):
         def on_any_event(self, event: Any) -> None:
             if isinstance(event, FileClosedEvent):
                 push(_COMPLETE, os.fsdecode(event.src_path))
@@ -272,6 +272,7 @@ class Watcher:
         self._root = os.path.realpath(self._folder)
         if not os.path.isdir(self._root):
             raise InvalidInputError(f"Watch folder `{self._folder}` is not a directory")
+        self._root_fd: int | None = None  # held while running: a removed/replaced folder is reported on stop
         self._filter = PathFilter(_globs(pattern, "pattern"), _globs(ignore, "ignore"))
         self._existing = bool(existing)
         self._force_polling = bool(force_polling)
@@ -319,6 +320,7 @@ class Watcher:
         if self._state != "new":
             raise LifecycleError(f"Watcher of `{self._folder}` was already started")
         self._state = "running"
+        self._root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         if not self._existing:  # synchronously, before any event: later changes differ from it
             for file in self._walk(self._root):
                 self._record_baseline(file)
@@ -354,7 +356,7 @@ class Watcher:
         exc_type: type[BaseException] | None,
         exc_value: BaseException | None,
         traceback: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         if exc_value is None:
             self.stop()
             return False
@@ -387,9 +389,11 @@ class Watcher:
             except OSError as exc:
                 log.warning("inotify unavailable for %s (%s); falling back to polling", self._folder, exc)
                 _discard_observer(observer)
-        from watchdog.observers.polling import PollingObserver
+        from watchdog.observers.polling import PollingObserverVFS
 
-        observer = PollingObserver(timeout=self._poll_interval)
+        # lstat: the default os.stat makes the snapshot descend into symlinked directories
+        # (outside the folder; two links to `.` make the walk exponential).
+        observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=self._poll_interval)
         observer.schedule(handler, self._root, recursive=True)
         observer.start()
         return observer, "polling"
@@ -443,6 +447,7 @@ class Watcher:
                 break
             if kind != _STOP:
                 self._guard(self._handle, kind, path)
+        self._guard(self._check_root)
         for file in self._walk(self._root):
             self._guard(self._consider, file, True)
         deadline = time.monotonic() + self._stop_timeout
@@ -462,6 +467,37 @@ class Watcher:
                 self._guard(self._consider, path, pending.complete_hint or final)
 
     # --- one file ---------------------------------------------------------------------------------------------
+
+    def _check_root(self) -> None:
+        # The open fd pins the inode (no reuse); a removed directory has st_nlink 0.
+        fd, self._root_fd = self._root_fd, None
+        if fd is None:
+            return
+        try:
+            held = os.fstat(fd)
+            try:
+                now: os.stat_result | None = os.stat(self._root)
+            except OSError:
+                now = None
+        finally:
+            os.close(fd)
+        if held.st_nlink == 0 or now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            raise WatcherError(
+                f"Watched folder {self._folder} was removed or replaced during the watch; "
+                f"files written after that are not attached"
+            )
+
+    def _under_symlink(self, rel: str) -> bool:
+        """True if a directory between the folder and ``rel`` is a symlink (or not a directory)."""
+        parent = self._root
+        for part in rel.split("/")[:-1]:
+            parent = os.path.join(parent, part)
+            try:
+                if not stat.S_ISDIR(os.lstat(parent).st_mode):
+                    return True
+            except OSError:
+                return True
+        return False
 
     def _rel(self, path: str) -> str | None:
         rel = os.path.relpath(path, self._root)
@@ -507,7 +543,7 @@ class Watcher:
 
     def _attempt(self, path: str, complete_hint: bool) -> _Attempt:
         rel = self._rel(path)
-        if rel is None or not self._filter.accepts(rel):
+        if rel is None or not self._filter.accepts(rel) or self._under_symlink(rel):
             return "skipped"
         try:
             st = os.lstat(path)
@@ -552,9 +588,9 @@ class Watcher:
         from .attachments import sniff_media_type
 
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = _open_beneath(self._root, os.path.relpath(path, self._root))
         except (FileNotFoundError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError) or exc.errno == errno.ELOOP:
+            if isinstance(exc, FileNotFoundError) or exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 return None
             raise
         with os.fdopen(fd, "rb", buffering=0) as fh:
@@ -621,6 +657,21 @@ class Watcher:
         raise WatcherError(
             f"Folder watcher of {self._folder} failed: {type(first).__name__}: {first}{more}"
         ) from first
+
+
+def _open_beneath(root: str, rel: str) -> int:
+    """Open ``root/rel`` for reading without following a symlink in any component
+    (a directory swapped for a link after the checks fails with ELOOP/ENOTDIR)."""
+    parts = rel.split(os.sep)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _chunks(head: bytes, fh: Any) -> Iterator[bytes]:

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -193,17 +193,17 @@ def table(*columns: str, right: Sequence[str] = (), wide: Sequence[str] = ()) ->
     plain = not sys.stdout.isatty()
     out = Table(box=None if plain else box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for column in columns:
-        justify = "right" if column in right else "left"
+        justify: Literal["right", "left"] = "right" if column in right else "left"
         out.add_column(column, justify=justify, no_wrap=plain or column not in wide, overflow="fold")
     return out
 
 
 def when(timestamp: str) -> str:
     """An RFC 3339 ``updated_at`` as ``YYYY-MM-DDTHH:MM:SSZ`` for tables: one token, UTC (unparseable: as is)."""
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     try:
-        return datetime.fromisoformat(timestamp).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromisoformat(timestamp).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     except ValueError:
         return timestamp
 
