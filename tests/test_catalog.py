@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -278,6 +279,25 @@ def test_warm_listing_decodes_no_json(registry: LocalRegistry, monkeypatch: pyte
     monkeypatch.setattr(catalog, "_parse_config", counting(catalog._parse_config))
     assert catalog.list_experiments() == first
     assert calls == []
+
+
+def test_config_row_is_used_when_only_the_manifest_row_is_missing(
+    registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digest = commit_experiment(registry, "example.com/team/a:v1")
+    sql(registry.root, "DELETE FROM artifact_manifests")
+    config_digest = str(json.loads(registry.blobs.get(digest))["config"]["digest"])
+    read: list[str] = []
+    original = type(registry.blobs).get
+
+    def counting_get(self, d, *args, **kwargs):  # type: ignore[no-untyped-def]
+        read.append(d)
+        return original(self, d, *args, **kwargs)
+
+    monkeypatch.setattr(type(registry.blobs), "get", counting_get)
+    [ref] = catalog.list_experiments()
+    assert ref.config_digest == config_digest and read == [digest]
+    assert cache_counts(registry.root) == (1, 1)
 
 
 def test_backfill_skips_a_ref_that_moved_meanwhile(registry: LocalRegistry) -> None:

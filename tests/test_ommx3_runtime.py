@@ -101,7 +101,7 @@ instance_view, solution_view, sample_set_view = _views["instance_view"], _views[
 @pytest.fixture(scope="module")
 def ours3(ommx3: Ommx3Driver, tmp_path_factory: pytest.TempPathFactory) -> OursOnOmmx3:
     """Our package on the side venv; skipped locally (failed under CI) when it cannot import there."""
-    driver = OursOnOmmx3(ommx3, REPO / "src")
+    driver = OursOnOmmx3(ommx3.python, REPO / "src")
     problem = driver.problem(tmp_path_factory.mktemp("probe") / "registry")
     if problem is not None:
         unavailable(problem)

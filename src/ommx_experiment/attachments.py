@@ -410,11 +410,15 @@ class AttachmentReader:
         raise NotImplementedError
 
     def _descriptor(self, name: str) -> Descriptor:
-        _, descriptors, _ = self._attachment_view()
+        return self._lookup(name)[1]
+
+    def _lookup(self, name: str) -> tuple[BlobStore, Descriptor, Mapping[str, str]]:
+        """``(blob store, descriptor of name, filenames)`` from one view; ``AttachmentNotFoundError``."""
+        blobs, descriptors, filenames = self._attachment_view()
         desc = descriptors.get(name) if isinstance(name, str) else None
         if desc is None:
             raise AttachmentNotFoundError(name)
-        return desc
+        return blobs, desc, filenames
 
     def attachment_media_type(self, name: str) -> str:
         """The logical media type of attachment ``name`` (``+zstd`` storage suffix hidden)."""
@@ -422,8 +426,7 @@ class AttachmentReader:
 
     def get_blob(self, name: str) -> bytes:
         """The attachment's bytes, decompressed."""
-        desc = self._descriptor(name)
-        blobs, _, _ = self._attachment_view()
+        blobs, desc, _ = self._lookup(name)
         return decompress(desc, blobs.get(desc.digest))
 
     def get_json(self, name: str) -> Any:
@@ -434,12 +437,12 @@ class AttachmentReader:
         return json.loads(self.get_blob(name))
 
     def _get_typed(self, kind: str, name: str) -> Any:
-        desc = self._descriptor(name)
+        blobs, desc, _ = self._lookup(name)
         media_type = logical_media_type(desc)
         if _KIND_BY_MEDIA_TYPE.get(media_type) != kind:
             noun = _TYPED[kind][3]
             raise InvalidInputError(f"Expected {noun} attachment, got media type '{media_type}'")
-        return decode_typed(kind, media_type, self.get_blob(name), desc.annotations)
+        return decode_typed(kind, media_type, decompress(desc, blobs.get(desc.digest)), desc.annotations)
 
     def get_instance(self, name: str) -> Any:
         """The ``ommx.v1.Instance`` attachment ``name`` (v1 or v2 media type)."""
@@ -484,8 +487,7 @@ class AttachmentReader:
         basename so the file never lands outside that directory. Existing
         destination without ``overwrite``: RuntimeError.
         """
-        desc = self._descriptor(name)
-        _, _, filenames = self._attachment_view()
+        blobs, desc, filenames = self._lookup(name)
         target = Path(os.fspath(path))
         if "\x00" in str(target):
             raise InvalidInputError(f"Attachment destination {str(target)!r} contains a NUL byte")
@@ -493,7 +495,6 @@ class AttachmentReader:
             target = target / safe_basename(filenames.get(name) or name)
         if target.exists() and not overwrite:
             raise LifecycleError(f"Attachment destination `{target}` already exists")
-        blobs, _, _ = self._attachment_view()
         data = decompress(desc, blobs.get(desc.digest))
         from .atomic import atomic_write_bytes
 

@@ -80,10 +80,10 @@ class _Leases:
 
     def acquire(self, digest: str) -> None:
         with self._lock:
-            if self._pid == os.getpid() and digest in self._held:
-                return
             try:
-                self._ensure_open()
+                self._ensure_open()  # a forked child gets its own file and an empty held set
+                if digest in self._held:
+                    return
                 if not self._held and time.monotonic_ns() - self._last_release > self.COMPACT_AFTER_NS:
                     os.ftruncate(self._fd, 0)
                 os.write(self._fd, f"+{threading.get_ident()} {digest}\n".encode())
@@ -275,7 +275,7 @@ class BlobStore:
         _check_expected(digest, expected_digest, "bytes")
         if self._touch_if_equal(digest, data):
             return StoredBlob(digest, len(data))
-        return self._write_new([data], digest, len(data), "bytes")
+        return self._write_new([data], "bytes", known=(digest, len(data)))
 
     def put_file(self, path: Path, *, expected_digest: str | None = None) -> StoredBlob:
         """Stream the file at ``path`` into the store (memory bounded by one chunk).
@@ -315,33 +315,31 @@ class BlobStore:
         :class:`RegistryError` naming the temp path; the temp file is removed and
         nothing appears under a digest name.
         """
-        tmp: Path | str = self.dir
-        try:
-            self.ensure_dirs()
-            with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
-                hasher = StreamingDigest()
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    handle.write(chunk)
-                atomic.sync_file(handle)
-                handle.close()
-                digest, size = hasher.digest(), hasher.size
-                _check_expected(digest, expected_digest, source)
-                self._publish(tmp, digest, size)
-        except OSError as exc:
-            raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
-        return StoredBlob(digest, size)
+        return self._write_new(chunks, source, expected_digest=expected_digest)
 
-    def _write_new(self, chunks: Iterable[bytes], digest: str, size: int, source: str) -> StoredBlob:
-        """Write already-hashed in-memory ``chunks`` to a temp file and publish them as ``digest``."""
+    def _write_new(
+        self,
+        chunks: Iterable[bytes],
+        source: str,
+        *,
+        expected_digest: str | None = None,
+        known: tuple[str, int] | None = None,
+    ) -> StoredBlob:
+        """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
+        bytes the caller already hashed (then they are not hashed again)."""
         tmp: Path | str = self.dir
         try:
             self.ensure_dirs()
             with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
-                for chunk in chunks:
-                    handle.write(chunk)
-                atomic.sync_file(handle)
+                if known is None:
+                    hasher = StreamingDigest()
+                    _copy_chunks(chunks, handle, hasher, source=source)
+                    known = (hasher.digest(), hasher.size)
+                else:
+                    _copy_chunks(chunks, handle, source=source)
                 handle.close()
+                digest, size = known
+                _check_expected(digest, expected_digest, source)
                 self._publish(tmp, digest, size)
         except OSError as exc:
             raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
@@ -526,12 +524,7 @@ class Staging:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             self._paths.append(path)
             with os.fdopen(fd, "wb") as handle:
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    if max_size is not None and hasher.size > max_size:
-                        raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
-                    handle.write(chunk)
-                atomic.sync_file(handle)
+                _copy_chunks(chunks, handle, hasher, max_size=max_size, source=source)
         except OSError as exc:
             raise RegistryError(f"Failed to stage blob from {source} at {path}: {exc}") from exc
         digest = hasher.digest()
@@ -551,6 +544,24 @@ def fd_chunks(fd: int) -> Iterator[bytes]:
     """Read the open file descriptor ``fd`` to its end, one chunk (at most 1 MiB) at a time."""
     while chunk := os.read(fd, CHUNK):
         yield chunk
+
+
+def _copy_chunks(
+    chunks: Iterable[bytes],
+    handle: BinaryIO,
+    hasher: StreamingDigest | None = None,
+    *,
+    max_size: int | None = None,
+    source: str,
+) -> None:
+    """Write ``chunks`` to ``handle`` (feeding ``hasher`` if given, which enforces ``max_size``), then fsync."""
+    for chunk in chunks:
+        if hasher is not None:
+            hasher.update(chunk)
+            if max_size is not None and hasher.size > max_size:
+                raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
+        handle.write(chunk)
+    atomic.sync_file(handle)
 
 
 def _read_chunks(fh: BinaryIO) -> Iterator[bytes]:

@@ -60,8 +60,30 @@ def _decode(data: bytes) -> dict[str, Any]:
     return json.loads(data)
 
 
+class _ExperimentCounts:
+    """What :class:`ExperimentRef` and :class:`ExperimentCheckpointRef` share: ``config`` and the repr tail."""
+
+    __slots__ = ()
+    status: str
+    run_count: int
+    solve_count: int
+    sampling_count: int
+    config_json: bytes
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The full config JSON, decoded afresh on every access."""
+        return _decode(self.config_json)
+
+    def _counts_repr(self) -> str:
+        return (
+            f"status={self.status!r}, runs={self.run_count}, solves={self.solve_count}, "
+            f"samplings={self.sampling_count})"
+        )
+
+
 @dataclass(frozen=True, slots=True)
-class ExperimentRef:
+class ExperimentRef(_ExperimentCounts):
     """One experiment ref of a Local Registry (§1.13).
 
     ``config`` is the full config JSON (unknown extension fields included),
@@ -79,19 +101,12 @@ class ExperimentRef:
     annotations: Mapping[str, str]
     config_json: bytes = field(repr=False)
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return _decode(self.config_json)
-
     def __repr__(self) -> str:
-        return (
-            f"ExperimentRef(image_name={self.image_name!r}, status={self.status!r}, "
-            f"runs={self.run_count}, solves={self.solve_count}, samplings={self.sampling_count})"
-        )
+        return f"ExperimentRef(image_name={self.image_name!r}, {self._counts_repr()}"
 
 
 @dataclass(frozen=True, slots=True)
-class ExperimentCheckpointRef:
+class ExperimentCheckpointRef(_ExperimentCounts):
     """One experiment checkpoint (§1.13): an OMMX-format checkpoint ref or a journal draft.
 
     A *journal draft* (``from_journal=True``) is a session held only in our SQLite
@@ -118,16 +133,8 @@ class ExperimentCheckpointRef:
     config_json: bytes = field(repr=False)
     from_journal: bool = False
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return _decode(self.config_json)
-
     def __repr__(self) -> str:
-        return (
-            f"ExperimentCheckpointRef(requested_image_name={self.requested_image_name!r}, "
-            f"status={self.status!r}, runs={self.run_count}, solves={self.solve_count}, "
-            f"samplings={self.sampling_count})"
-        )
+        return f"ExperimentCheckpointRef(requested_image_name={self.requested_image_name!r}, {self._counts_repr()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +307,7 @@ class _Scan:
         if self.experiments:
             if manifest.artifact_type != mt.EXPERIMENT_ARTIFACT_TYPE:
                 return []
-            config = self._config(canonical, name, reference, digest, manifest, cached[3])
+            config = self._config(canonical, name, reference, digest, manifest, cached[3], joined=cached[0] is not None)
         return [_Row(image, canonical, digest, updated, manifest, config)]
 
     def _image(self, name: str, reference: str) -> ImageName | None:
@@ -364,8 +371,9 @@ class _Scan:
 
     def _config(
         self, canonical: str, name: str, reference: str, digest: str, manifest: _ManifestInfo,
-        cached: bytes | None,
+        cached: bytes | None, *, joined: bool,
     ) -> _ConfigInfo:
+        """``joined``: the manifest cache row existed, so the listing's join already looked up the config row."""
         config_digest = manifest.config_digest
         hit = _CONFIGS.get(config_digest)
         if cached is not None:
@@ -380,6 +388,10 @@ class _Scan:
                 "Invalid cached Experiment projection was repaired from CAS: "
                 f"Cached Experiment Config JSON does not match {config_digest}",
             )
+        if hit is None and not joined:
+            hit = self._stored_config(config_digest)
+            if hit is not None:
+                return hit
         if hit is None:
             try:
                 raw = self.registry.blobs.get(config_digest)
@@ -390,6 +402,17 @@ class _Scan:
         entry = self._queue(name, reference, digest, manifest)
         entry.config_digest, entry.config_raw = config_digest, hit.raw
         return hit
+
+    def _stored_config(self, config_digest: str) -> _ConfigInfo | None:
+        """A valid ``experiment_configs`` row the join could not reach (its manifest row was missing)."""
+        rows = self.registry.db.query(
+            "SELECT config_json FROM experiment_configs WHERE config_digest = ?", (config_digest,)
+        )
+        if not rows or not isinstance(rows[0][0], bytes) or sha256_digest(rows[0][0]) != config_digest:
+            return None
+        info = _parse_config(rows[0][0], config_digest)
+        _remember(_CONFIGS, config_digest, info)
+        return info
 
     def _queue(self, name: str, reference: str, digest: str, manifest: _ManifestInfo) -> _Backfill:
         entry = self.pending.get(digest)

@@ -162,8 +162,6 @@ def _now() -> str:
 
 def parse_timestamp(text: str) -> datetime:
     """RFC 3339 from us (µs) or OMMX (ns); fractional digits beyond 6 are dropped."""
-    import re
-
     text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip()).replace("Z", "+00:00")
     return datetime.fromisoformat(text)
 
@@ -179,18 +177,8 @@ def _desc(value: Any, path: str) -> Descriptor | None:
     return None if value is None else parse_descriptor(value, path)
 
 
-def encode_param(value: ParamValue) -> list[Any]:
-    """Exact JSON form of one parameter value in the v1 row format (floats as ``float.hex``)."""
-    if isinstance(value, bool):
-        return ["b", value]
-    if isinstance(value, int):
-        return ["i", value]
-    if isinstance(value, float):
-        return ["f", value.hex()]
-    return ["s", value]
-
-
 def decode_param(cell: list[Any]) -> ParamValue:
+    """One parameter value of a v1 row (``["b"|"i"|"f"|"s", value]``, floats as ``float.hex``)."""
     kind, value = cell
     if kind == "f":
         return float.fromhex(value)
@@ -262,8 +250,20 @@ def _parse_row(text: str) -> tuple[RunContent, dict[str, ParamValue], int | None
     for value in values.values():
         if type(value) not in _PARAM_TYPES:
             raise TypeError(f"journal parameter value {value!r} is not bool/int/float/str")
-    extras = extras or {}
-    run = RunContent(
+    return _run_content(run_id, status, reason, extras or {}), values, closed_ns
+
+
+def _parse_v1(obj: dict[str, Any]) -> tuple[RunContent, dict[str, ParamValue]]:
+    if "attachments" not in obj:  # required in v1 rows
+        raise KeyError("attachments")
+    run = _run_content(obj["run_id"], obj["status"], obj.get("reason"), obj)
+    params = {str(cell[0]): decode_param(cell[1:]) for cell in obj.get("params", [])}
+    return run, params
+
+
+def _run_content(run_id: Any, status: Any, reason: Any, extras: dict[str, Any]) -> RunContent:
+    """A run from its row fields; ``extras`` holds attachments/filenames/trace/solves/samplings (v1: the row)."""
+    return RunContent(
         run_id=int(run_id),
         status=str(status),
         reason=None if reason is None else str(reason),
@@ -275,24 +275,6 @@ def _parse_row(text: str) -> tuple[RunContent, dict[str, ParamValue], int | None
         solves=tuple(_call(c) for c in extras.get("solves", [])),
         samplings=tuple(_call(c) for c in extras.get("samplings", [])),
     )
-    return run, values, closed_ns
-
-
-def _parse_v1(obj: dict[str, Any]) -> tuple[RunContent, dict[str, ParamValue]]:
-    run = RunContent(
-        run_id=int(obj["run_id"]),
-        status=str(obj["status"]),
-        reason=obj.get("reason"),
-        attachments=AttachmentContent(
-            {k: parse_descriptor(v, f"journal run attachment {k!r}") for k, v in obj["attachments"].items()},
-            obj.get("filenames") or {},
-        ),
-        trace=_desc(obj.get("trace"), "journal trace"),
-        solves=tuple(_call(c) for c in obj.get("solves", [])),
-        samplings=tuple(_call(c) for c in obj.get("samplings", [])),
-    )
-    params = {str(cell[0]): decode_param(cell[1:]) for cell in obj.get("params", [])}
-    return run, params
 
 
 def _parse_run_row(text: str) -> tuple[RunContent, dict[str, ParamValue], int | None]:
@@ -300,12 +282,6 @@ def _parse_run_row(text: str) -> tuple[RunContent, dict[str, ParamValue], int | 
         return _parse_row(text)
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise InvalidArtifactError(f"Invalid checkpoint journal run row: {exc!r}") from exc
-
-
-def parse_run_body(text: str) -> tuple[RunContent, dict[str, ParamValue]]:
-    """Inverse of :func:`run_body` (also reads the v1 rows); ``InvalidArtifactError`` if malformed."""
-    run, params, _ = _parse_run_row(text)
-    return run, params
 
 
 def run_blobs(run: RunContent) -> list[Descriptor]:

@@ -464,14 +464,8 @@ def _check_compression(desc: Descriptor, what: str) -> None:
         )
 
 
-def validate_experiment(
-    manifest: Manifest, config: ExperimentConfig, *, allowed_statuses: Sequence[str] = EXPERIMENT_STATUSES
-) -> None:
-    """Run the §5 checks 1-9 that need no blob I/O; raise ``InvalidArtifactError`` on the first failure.
-
-    Not checked here (need blobs): the run-parameter msgpack content, the
-    diagnostics blobs, and layer blob presence.
-    """
+def check_experiment_manifest(manifest: Manifest) -> None:
+    """§5 checks 1-2: the artifact type and the config media type; ``InvalidArtifactError`` otherwise."""
     if manifest.artifact_type != mt.EXPERIMENT_ARTIFACT_TYPE:
         raise InvalidArtifactError(
             f"Experiment artifact type is {manifest.artifact_type}, expected {mt.EXPERIMENT_ARTIFACT_TYPE}"
@@ -480,6 +474,17 @@ def validate_experiment(
         raise InvalidArtifactError(
             f"Experiment config media type is {manifest.config.media_type}, expected {mt.EXPERIMENT_CONFIG}"
         )
+
+
+def validate_experiment(
+    manifest: Manifest, config: ExperimentConfig, *, allowed_statuses: Sequence[str] = EXPERIMENT_STATUSES
+) -> None:
+    """Run the §5 checks 1-9 that need no blob I/O; raise ``InvalidArtifactError`` on the first failure.
+
+    Not checked here (need blobs): the run-parameter msgpack content, the
+    diagnostics blobs, and layer blob presence.
+    """
+    check_experiment_manifest(manifest)
     if config.status not in allowed_statuses:
         raise InvalidArtifactError(_status_message(config.status, allowed_statuses))
     validator = _Validator(manifest)

@@ -214,11 +214,12 @@ def open_experiment(name: str, *, resume: bool) -> Any:
 
     if has_checkpoint(name):
         return Experiment.restore_from_checkpoint(name)
+    image = ImageName.parse(name)
     if resume:
-        raise LifecycleError(f"--resume: no checkpoint of experiment {ImageName.parse(name)} to resume")
-    committed = LocalRegistry.default().resolve(ImageName.parse(name))
+        raise LifecycleError(f"--resume: no checkpoint of experiment {image} to resume")
+    committed = LocalRegistry.default().resolve(image)
     if committed is not None:
-        raise LifecycleError(f"Experiment {ImageName.parse(name)} is already committed as {committed}")
+        raise LifecycleError(f"Experiment {image} is already committed as {committed}")
     return Experiment(name)
 
 

@@ -145,7 +145,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
         if not isinstance(artifact, Artifact):
             raise InvalidArgumentTypeError(f"Expected an Artifact, got {type(artifact).__name__}")
         image = ImageName.parse(artifact.image_name)
-        sealed = SealedState.open(artifact.registry, image, artifact.manifest_digest, artifact._keep_alive)
+        sealed = SealedState.open(
+            artifact.registry, image, artifact.manifest_digest, artifact._keep_alive, manifest=artifact.manifest
+        )
         return cls._from_sealed(sealed)
 
     @classmethod

@@ -196,10 +196,15 @@ class LocalRegistry:
 
     def verify_closure(self, digest: str) -> None:
         """Raise unless every blob of the closure exists with its declared size."""
-        for blob, size in self.closure(digest):
+        self._verified_closure(digest)
+
+    def _verified_closure(self, digest: str) -> list[tuple[str, int | None]]:
+        closure = self.closure(digest)
+        for blob, size in closure:
             actual = self.blobs.size(blob)
             if size is not None and actual != size:
                 raise BlobNotFoundError(f"Blob {blob} of manifest {digest} has {actual} bytes, expected {size}")
+        return closure
 
     # --- ref writes ----------------------------------------------------------
 
@@ -313,8 +318,8 @@ class LocalRegistry:
         """
         image = ImageName.parse(name)
         with flock_exclusive(self.root / GC_EXCLUSION_LOCK):
-            self.verify_closure(manifest_digest)
-            self.blobs.touch(d for d, _ in self.closure(manifest_digest))
+            closure = self._verified_closure(manifest_digest)
+            self.blobs.touch(d for d, _ in closure)
             return self.publish(image, manifest_digest)
 
     def restore(self, name: ImageName | str, manifest_digest: str) -> bool:

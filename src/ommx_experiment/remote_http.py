@@ -263,6 +263,10 @@ class RegistryClient:
             raise RemoteArtifactTransportError(
                 f"{step} of {self.image}: registry {self.host} did not accept a connection within {CONNECT_TIMEOUT} s"
             ) from exc
+        except requests.TooManyRedirects as exc:  # a loop, not an unreachable host: no retry
+            raise RemoteArtifactTransportError(
+                f"{step} of {self.image}: registry {self.host} sent too many redirects: {_describe(exc)}"
+            ) from exc
         except requests.RequestException as exc:
             if attempt < retries and isinstance(exc, (requests.ConnectionError, requests.Timeout)):
                 log.debug("%s of %s: transient %s, retrying", step, self.image, type(exc).__name__)

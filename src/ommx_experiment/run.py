@@ -21,7 +21,7 @@ from .attachments import AttachmentReader, AttachmentWriter
 from .codec import FINISHED
 from .content import AttachmentContent, RunContent, SolveContent
 from .errors import LifecycleError
-from .run_params import value_type
+from .run_params import normalise_param
 from .session import failure_outcome
 
 if TYPE_CHECKING:
@@ -95,7 +95,6 @@ def _start_span(run_id: int) -> Any:
 _EXACT = (bool, int, float, str)
 _NO_ATTACHMENTS = AttachmentContent()  # shared by every run without attachments (immutable)
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
-_NORMALISE: dict[str, Any] = {"bool": bool, "int64": int, "float64": float, "string": str.__str__}
 
 
 class Run(AttachmentWriter):
@@ -147,7 +146,7 @@ class Run(AttachmentWriter):
         """Record one parameter (bool, int64, float or str); the same name again overwrites."""
         kind = type(value)
         if kind not in _EXACT or (kind is int and not _I64_MIN <= value <= _I64_MAX):  # type: ignore[operator]
-            value = _NORMALISE[value_type(value)](value)  # subclasses, errors
+            value = normalise_param(value)  # subclasses, errors
         if type(name) is not str:
             from .errors import InvalidArgumentTypeError
 
@@ -293,7 +292,6 @@ class Run(AttachmentWriter):
         except Exception as exc:  # the body's exception wins
             log.warning("Run %s could not be recorded as %s: %s", self._run_id, status, exc)
         return False
-
 
     def _store_trace(self, capture: Any) -> None:
         """Normal exit: a failure closing the span keeps the Run entered; a failure storing abandons it."""

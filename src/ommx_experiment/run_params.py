@@ -121,10 +121,13 @@ def value_type(value: object) -> str:
 _EXACT_KIND: dict[type, str] = {bool: BOOL, int: INT64, float: FLOAT64, str: STRING}
 
 
-def _normalise(value: ParamValue, kind: str) -> ParamValue:
-    # Subclasses (numpy.float64, IntEnum, str subclasses) are stored as their builtin value.
-    convert: dict[str, Callable[[Any], ParamValue]] = {BOOL: bool, INT64: int, FLOAT64: float, STRING: str.__str__}
-    return convert[kind](value)
+# Subclasses (numpy.float64, IntEnum, str subclasses) are stored as their builtin value.
+_CONVERT: dict[str, Callable[[Any], ParamValue]] = {BOOL: bool, INT64: int, FLOAT64: float, STRING: str.__str__}
+
+
+def normalise_param(value: object) -> ParamValue:
+    """``value`` as the builtin bool/int/float/str it is stored as; :func:`value_type`'s errors."""
+    return _CONVERT[value_type(value)](value)
 
 
 def build_table(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterable[int]) -> ParameterTable:
@@ -146,7 +149,7 @@ def build_table(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterabl
             kind = exact.get(type(raw))  # builtin values (what Run.log_parameter stores): no conversion
             if kind is None or (kind is INT64 and not _I64_MIN <= raw <= _I64_MAX):  # type: ignore[operator]
                 kind = value_type(raw)
-                value = _normalise(raw, kind)
+                value = _CONVERT[kind](raw)
             else:
                 value = raw
             column = values.get(name)

@@ -1,7 +1,7 @@
 """In-memory state of Experiment sessions: unsealed (:class:`Session`) and sealed (:class:`SealedState`).
 
 A :class:`Session` holds descriptors, never payload bytes: attachments, closed
-runs (as :class:`~ommx_experiment.codec.RunContent`) and their raw parameters.
+runs (as :class:`~ommx_experiment.content.RunContent`) and their raw parameters.
 Every mutation happens under the session's ``RLock``. Run closes and
 experiment-level attachments are journaled at once (O(1), see
 :mod:`checkpoints`); full artifacts are built only by :meth:`Session.build`
@@ -29,9 +29,16 @@ from .checkpoints import (
     checkpoint_ref,
     run_blobs,
 )
-from .codec import FAILED, INTERRUPTED, SEALED_STATUSES, ExperimentConfig, validate_experiment
+from .codec import (
+    FAILED,
+    INTERRUPTED,
+    SEALED_STATUSES,
+    ExperimentConfig,
+    check_experiment_manifest,
+    validate_experiment,
+)
 from .content import AttachmentContent, ExperimentContent, RunContent, build_experiment, content_from_artifact
-from .errors import BlobNotFoundError, InvalidArtifactError, LifecycleError
+from .errors import BlobNotFoundError, LifecycleError
 from .oci import Descriptor, FrozenMap, Manifest
 from .reason import lifecycle_reason
 
@@ -89,17 +96,15 @@ class SealedState:
         holder: Any = None,
         *,
         allowed: Sequence[str] = SEALED_STATUSES,
+        manifest: Manifest | None = None,
     ) -> SealedState:
-        """Open the artifact ``digest`` stored in ``registry`` (§5 validation, see class doc)."""
-        manifest = Manifest.parse(registry.blobs.get(digest))
-        if manifest.artifact_type != mt.EXPERIMENT_ARTIFACT_TYPE:
-            raise InvalidArtifactError(
-                f"Experiment artifact type is {manifest.artifact_type}, expected {mt.EXPERIMENT_ARTIFACT_TYPE}"
-            )
-        if manifest.config.media_type != mt.EXPERIMENT_CONFIG:
-            raise InvalidArtifactError(
-                f"Experiment config media type is {manifest.config.media_type}, expected {mt.EXPERIMENT_CONFIG}"
-            )
+        """Open the artifact ``digest`` stored in ``registry`` (§5 validation, see class doc).
+
+        ``manifest``: the already parsed manifest of ``digest`` (an open ``Artifact``'s), not read again.
+        """
+        if manifest is None:
+            manifest = Manifest.parse(registry.blobs.get(digest))
+        check_experiment_manifest(manifest)
         for i, layer in enumerate(manifest.layers):
             size = registry.blobs.size(layer.digest)
             if size != layer.size:

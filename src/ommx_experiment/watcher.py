@@ -59,6 +59,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import fnmatch
+import itertools
 import logging
 import os
 import queue
@@ -80,7 +81,6 @@ __all__ = ["Attached", "Watcher", "WatcherError", "watch"]
 log = logging.getLogger(__name__)
 
 DEFAULT_SKIP = ("*.tmp", "*.part", "*~")
-READ_CHUNK = 1 << 20
 SNIFF_BYTES = 8192
 MAX_SUFFIX = 100_000
 
@@ -319,16 +319,20 @@ class Watcher:
         """
         if self._state != "new":
             raise LifecycleError(f"Watcher of `{self._folder}` was already started")
-        self._state = "running"
         self._root_fd = os.open(self._root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        if not self._existing:  # synchronously, before any event: later changes differ from it
-            for file in self._walk(self._root):
-                self._record_baseline(file)
-        self._observer, self._backend = self._start_observer()
-        if self._existing:
-            self._queue.put((_SCAN, ""))
-        self._thread = threading.Thread(target=self._work, name=f"oxe-watch:{self._folder}", daemon=True)
-        self._thread.start()
+        self._state = "running"
+        try:
+            if not self._existing:  # synchronously, before any event: later changes differ from it
+                for file in self._walk(self._root):
+                    self._record_baseline(file)
+            self._observer, self._backend = self._start_observer()
+            if self._existing:
+                self._queue.put((_SCAN, ""))
+            self._thread = threading.Thread(target=self._work, name=f"oxe-watch:{self._folder}", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self._abort_start()
+            raise
         return self
 
     def stop(self) -> list[Attached]:
@@ -366,6 +370,19 @@ class Watcher:
             log.error("%s (while handling %s)", err, type(exc_value).__name__)
             exc_value.add_note(f"ommx-experiment folder watcher: {err}")
         return False
+
+    def _abort_start(self) -> None:
+        """Undo a failed :meth:`start`: stop the observer if it runs, close the folder fd."""
+        self._state = "stopped"
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            try:
+                observer.stop()
+            except Exception:  # best effort: the start error is the one to report
+                pass
+        fd, self._root_fd = self._root_fd, None
+        if fd is not None:
+            os.close(fd)
 
     # --- observer ---------------------------------------------------------------------------------------
 
@@ -586,6 +603,7 @@ class Watcher:
     def _store_if_stable(self, path: str, before: Signature) -> tuple[str, int, str] | None:
         """Stream the file into the blob store; None if it changed while being read."""
         from .attachments import sniff_media_type
+        from .blobstore import fd_chunks
 
         try:
             fd = _open_beneath(self._root, os.path.relpath(path, self._root))
@@ -598,7 +616,9 @@ class Watcher:
             if not stat.S_ISREG(opened.st_mode) or Signature.of(opened) != before:
                 return None
             head = fh.read(SNIFF_BYTES) or b""
-            stored = self._target._attachment_blobs().put_chunks(_chunks(head, fh), source=path)
+            stored = self._target._attachment_blobs().put_chunks(
+                itertools.chain((head,), fd_chunks(fh.fileno())), source=path
+            )
             after_fd = Signature.of(os.fstat(fh.fileno()))
         try:
             after_path = Signature.of(os.lstat(path))
@@ -672,16 +692,6 @@ def _open_beneath(root: str, rel: str) -> int:
         return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
     finally:
         os.close(fd)
-
-
-def _chunks(head: bytes, fh: Any) -> Iterator[bytes]:
-    if head:
-        yield head
-    while True:
-        chunk = fh.read(READ_CHUNK)
-        if not chunk:
-            return
-        yield chunk
 
 
 def _discard_observer(observer: Any) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 #: Environment variables that would leak this interpreter's packages into the child.
 _LEAKY_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
@@ -24,6 +24,10 @@ class Ommx3Driver:
     """Runs scripts with the side venv's interpreter ``python``."""
 
     python: Path
+    #: How failure messages name the script's runtime; subclasses override.
+    label: ClassVar[str] = "OMMX 3 script"
+    #: Default timeout (seconds) of :meth:`run` and :meth:`run_json`.
+    default_timeout: ClassVar[float] = 120
 
     def env(self, root: Path) -> dict[str, str]:
         """The child environment: ours minus import-path overrides, plus ``OMMX_LOCAL_REGISTRY_ROOT=root``."""
@@ -33,7 +37,7 @@ class Ommx3Driver:
         return env
 
     def run(
-        self, script: str, *, root: Path, timeout: float = 120, check: bool = True
+        self, script: str, *, root: Path, timeout: float | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
         """Run ``script`` (dedented) with OMMX 3 against the registry at ``root``.
 
@@ -48,27 +52,27 @@ class Ommx3Driver:
             cwd=cwd,
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=self.default_timeout if timeout is None else timeout,
             stdin=subprocess.DEVNULL,
         )
         if check and proc.returncode != 0:
             raise AssertionError(
-                f"OMMX 3 script failed with exit code {proc.returncode} (root={root}).\n"
+                f"{self.label} failed with exit code {proc.returncode} (root={root}).\n"
                 f"--- stderr ---\n{proc.stderr}\n--- stdout ---\n{proc.stdout}"
             )
         return proc
 
-    def run_json(self, script: str, *, root: Path, timeout: float = 120) -> Any:
+    def run_json(self, script: str, *, root: Path, timeout: float | None = None) -> Any:
         """Run ``script`` and parse the JSON document it prints on its last non-empty stdout line."""
         proc = self.run(script, root=root, timeout=timeout)
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         if not lines:
-            raise AssertionError(f"OMMX 3 script printed nothing; expected JSON.\n--- stderr ---\n{proc.stderr}")
+            raise AssertionError(f"{self.label} printed nothing; expected JSON.\n--- stderr ---\n{proc.stderr}")
         try:
             return json.loads(lines[-1])
         except json.JSONDecodeError as exc:
             raise AssertionError(
-                f"last stdout line of the OMMX 3 script is not JSON ({exc}): {lines[-1]!r}"
+                f"last stdout line of the {self.label} is not JSON ({exc}): {lines[-1]!r}"
             ) from exc
 
     def version(self) -> str:

@@ -10,11 +10,9 @@ at this checkout's ``src`` so the code under test is always the working tree.
 from __future__ import annotations
 
 import json
-import subprocess
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import ClassVar
 
 from helpers.ommx3 import Ommx3Driver
 
@@ -26,58 +24,28 @@ print(json.dumps({"ommx": m.version("ommx"), "ours": ommx_experiment.__file__}))
 
 
 @dataclass(frozen=True, slots=True)
-class OursOnOmmx3:
-    """Runs scripts with the side venv's interpreter and ``PYTHONPATH=<src>``."""
+class OursOnOmmx3(Ommx3Driver):
+    """An :class:`Ommx3Driver` whose scripts also see ``PYTHONPATH=<src>``."""
 
-    driver: Ommx3Driver
     src: Path
+    label: ClassVar[str] = "script (ours on OMMX 3)"
+    default_timeout: ClassVar[float] = 180
 
     def env(self, root: Path) -> dict[str, str]:
         """The side venv's environment (see :meth:`Ommx3Driver.env`) plus ``PYTHONPATH=src``."""
-        env = self.driver.env(root)
+        env = Ommx3Driver.env(self, root)
         env["PYTHONPATH"] = str(self.src)
         return env
-
-    def run(
-        self, script: str, *, root: Path, timeout: float = 180, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``script`` (dedented) against the registry at ``root``; non-zero exit → AssertionError with stderr."""
-        proc = subprocess.run(
-            [str(self.driver.python), "-c", textwrap.dedent(script)],
-            env=self.env(root),
-            cwd=root.parent if root.parent.is_dir() else None,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"script (ours on OMMX 3) failed with exit code {proc.returncode} (root={root}).\n"
-                f"--- stderr ---\n{proc.stderr}\n--- stdout ---\n{proc.stdout}"
-            )
-        return proc
-
-    def run_json(self, script: str, *, root: Path, timeout: float = 180) -> Any:
-        """Run ``script`` and parse the JSON document on its last non-empty stdout line."""
-        proc = self.run(script, root=root, timeout=timeout)
-        lines = [line for line in proc.stdout.splitlines() if line.strip()]
-        if not lines:
-            raise AssertionError(f"script printed nothing; expected JSON.\n--- stderr ---\n{proc.stderr}")
-        try:
-            return json.loads(lines[-1])
-        except json.JSONDecodeError as exc:
-            raise AssertionError(f"last stdout line is not JSON ({exc}): {lines[-1]!r}") from exc
 
     def problem(self, root: Path) -> str | None:
         """Why this runtime cannot run our package on ommx 3 (None when it can)."""
         proc = self.run(_PROBE, root=root, timeout=120, check=False)
         if proc.returncode != 0:
             tail = proc.stderr.strip().splitlines()[-1:] or ["no stderr"]
-            return f"ommx_experiment does not import in {self.driver.python} ({tail[0]}); run `make bootstrap`"
+            return f"ommx_experiment does not import in {self.python} ({tail[0]}); run `make bootstrap`"
         found = json.loads(proc.stdout.strip().splitlines()[-1])
         if not found["ommx"].startswith("3."):
-            return f"{self.driver.python} has ommx {found['ommx']}, expected 3.x"
+            return f"{self.python} has ommx {found['ommx']}, expected 3.x"
         if not Path(found["ours"]).resolve().is_relative_to(self.src.resolve()):
-            return f"{self.driver.python} imports ommx_experiment from {found['ours']}, not from {self.src}"
+            return f"{self.python} imports ommx_experiment from {found['ours']}, not from {self.src}"
         return None

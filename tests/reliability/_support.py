@@ -42,5 +42,18 @@ def run_json(root: Path, *args: str, timeout: float = 300, prefix: list[str] | N
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def experiment_config(**changes: object) -> dict[str, object]:
+    """A valid experiment config (one attachment at layer 0, one finished run whose file is
+    layer 1, run parameters at layer 2) with the top-level keys in ``changes`` replaced."""
+    config: dict[str, object] = {
+        "status": "finished",
+        "attachments": {"entries": {"doc": 0}},
+        "runs": [{"run_id": 0, "status": "finished", "attachments": {"entries": {"rf": 1}}, "solves": [], "samplings": []}],
+        "run_parameters": 2,
+    }
+    config.update(changes)
+    return config
+
+
 def stress_count(reduced: int, full: int, stress: bool) -> int:
     return full if stress else reduced

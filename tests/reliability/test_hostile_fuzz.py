@@ -31,6 +31,7 @@ from ommx_experiment.registry import LocalRegistry
 from ommx_experiment.run_params import encode_msgpack
 
 from . import _foreign as fx
+from . import _support as sup
 
 NAME = "example.com/rel/hostile:v1"
 IMPORTERS: dict[str, Callable[[Path], object]] = {
@@ -174,15 +175,7 @@ def test_mutated_layout_directories_stress(scene: Scene, mutations: list[tuple[s
 # --- semantic defects behind valid digests --------------------------------------------------------------
 
 
-def _config(**changes: object) -> dict[str, object]:
-    config: dict[str, object] = {
-        "status": "finished",
-        "attachments": {"entries": {"doc": 0}},
-        "runs": [{"run_id": 0, "status": "finished", "attachments": {"entries": {"rf": 1}}, "solves": [], "samplings": []}],
-        "run_parameters": 2,
-    }
-    config.update(changes)
-    return config
+_config = sup.experiment_config
 
 
 def _params(packed: bytes) -> list[tuple[str, bytes]]:

@@ -38,6 +38,7 @@ from ommx_experiment.remote import pull_artifact
 from ommx_experiment.run_params import encode_msgpack
 
 from . import _foreign as fx
+from . import _support as sup
 
 CASE_BOUND = 10.0  # seconds a single pull may take before we call it a hang
 MAX_REQUESTS = 100  # per case; the server answers 500 beyond it and the test fails
@@ -45,15 +46,7 @@ MAX_REQUESTS = 100  # per case; the server answers 500 beyond it and the test fa
 # --- the valid artifact the server serves unless a scenario changes it --------------------------------
 
 
-def _config(**changes: object) -> dict[str, object]:
-    config: dict[str, object] = {
-        "status": "finished",
-        "attachments": {"entries": {"doc": 0}},
-        "runs": [{"run_id": 0, "status": "finished", "attachments": {"entries": {"rf": 1}}, "solves": [], "samplings": []}],
-        "run_parameters": 2,
-    }
-    config.update(changes)
-    return config
+_config = sup.experiment_config
 
 
 PARAMS = encode_msgpack({0: {"a": 1}}, [0])

@@ -40,6 +40,19 @@ def _watch(target: Any, folder: Path, backend: str, **kw: Any) -> Watcher:
     return watch(target, folder, force_polling=backend == "polling", poll_interval=0.05, stop_timeout=1.0, **kw)
 
 
+def _out(tmp_path: Path) -> Path:
+    """A fresh folder to watch."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def _started(name: str, folder: Path, backend: str) -> tuple[Experiment, Watcher]:
+    """A new experiment ``name`` and a started watcher of ``folder`` attaching to it."""
+    experiment = Experiment(name)
+    return experiment, _watch(experiment, folder, backend).start()
+
+
 def _stop(watcher: Watcher) -> tuple[list[Any] | None, BaseException | None]:
     """``watcher.stop()`` on a helper thread, bounded: (attachments, error)."""
     out: dict[str, Any] = {}
@@ -82,11 +95,9 @@ def outside(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_symlinks_out_of_the_folder_are_never_followed(tmp_path: Path, outside: Path, backend: str) -> None:
-    folder = tmp_path / "out"
-    folder.mkdir()
+    folder = _out(tmp_path)
     (folder / "early-link.txt").symlink_to(outside / "secret.txt")
-    experiment = Experiment("faults:symlinks")
-    watcher = _watch(experiment, folder, backend).start()
+    experiment, watcher = _started("faults:symlinks", folder, backend)
     (folder / "link.txt").symlink_to(outside / "secret.txt")
     (folder / "linkdir").symlink_to(outside / "dir", target_is_directory=True)
     (folder / "sub").mkdir()
@@ -109,11 +120,9 @@ def test_symlinks_out_of_the_folder_are_never_followed(tmp_path: Path, outside: 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_fifo_never_blocks_the_watcher(tmp_path: Path, backend: str) -> None:
-    folder = tmp_path / "out"
-    folder.mkdir()
+    folder = _out(tmp_path)
     os.mkfifo(folder / "early.fifo")
-    experiment = Experiment("faults:fifo")
-    watcher = _watch(experiment, folder, backend).start()
+    experiment, watcher = _started("faults:fifo", folder, backend)
     os.mkfifo(folder / "pipe")
     (folder / "after.txt").write_bytes(b"after the fifo")
     _wait_for(lambda: bool(watcher.attached), "the file after the fifo")
@@ -127,10 +136,8 @@ def test_a_fifo_never_blocks_the_watcher(tmp_path: Path, backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_file_replaced_by_a_directory_of_the_same_name(tmp_path: Path, backend: str) -> None:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    experiment = Experiment("faults:replace")
-    watcher = _watch(experiment, folder, backend).start()
+    folder = _out(tmp_path)
+    experiment, watcher = _started("faults:replace", folder, backend)
     (folder / "x").write_bytes(b"x as a file")
     _wait_for(lambda: any(a.name == "x" for a in watcher.attached), "x as a file")
     (folder / "x").unlink()
@@ -166,10 +173,8 @@ def test_file_replaced_by_a_directory_of_the_same_name(tmp_path: Path, backend: 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_watched_folder_removed_during_the_watch(tmp_path: Path, backend: str) -> None:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    experiment = Experiment("faults:removed")
-    watcher = _watch(experiment, folder, backend).start()
+    folder = _out(tmp_path)
+    experiment, watcher = _started("faults:removed", folder, backend)
     (folder / "done.txt").write_bytes(b"completed before the removal")
     _wait_for(lambda: bool(watcher.attached), "the file completed before the removal")
     shutil.rmtree(folder)
@@ -182,10 +187,8 @@ def test_watched_folder_removed_during_the_watch(tmp_path: Path, backend: str) -
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_watched_folder_replaced_during_the_watch(tmp_path: Path, backend: str) -> None:
-    folder = tmp_path / "out"
-    folder.mkdir()
-    experiment = Experiment("faults:replaced")
-    watcher = _watch(experiment, folder, backend).start()
+    folder = _out(tmp_path)
+    _, watcher = _started("faults:replaced", folder, backend)
     shutil.rmtree(folder)
     folder.mkdir()  # same path, another directory: the watch does not cover it
     (folder / "new.txt").write_bytes(b"in the new folder")
@@ -284,10 +287,8 @@ def _payload(i: int) -> bytes:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_burst_of_files_created_and_deleted(tmp_path: Path, backend: str) -> None:
     count = 2000
-    folder = tmp_path / "out"
-    folder.mkdir()
-    experiment = Experiment("faults:burst")
-    watcher = _watch(experiment, folder, backend).start()
+    folder = _out(tmp_path)
+    experiment, watcher = _started("faults:burst", folder, backend)
     kept: dict[str, bytes] = {}
     for i in range(count):
         path = folder / f"f{i:05d}.bin"

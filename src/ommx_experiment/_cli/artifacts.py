@@ -122,7 +122,7 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
         summary="write a local image as a .ommx archive (OMMX 3 compatible; FILE must not exist)",
         example="ommx-experiment export example.com/team/sweep:v1 sweep.ommx",
     )
-    p.add_argument("name", metavar="NAME", type=c.image_name, help="image name")
+    c.add_name(p)
     p.add_argument("file", metavar="FILE", type=Path, help="archive to create")
 
     p = c.add_command(
@@ -137,11 +137,11 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
         summary="push a local image to the remote registry its name points to",
         example="ommx-experiment push ghcr.io/my-org/sweep:v1",
     )
-    p.add_argument("name", metavar="NAME", type=c.image_name, help="image name (not a .ommx.local name)")
+    c.add_name(p, "image name (not a .ommx.local name)")
 
     p = c.add_command(
         sub, "pull", cmd_pull, parents=[root],
         summary="pull an image from its remote registry into the Local Registry",
         example="ommx-experiment pull ghcr.io/my-org/sweep:v1",
     )
-    p.add_argument("name", metavar="NAME", type=c.image_name, help="image name")
+    c.add_name(p)

@@ -86,6 +86,11 @@ def add_command(
     return parser
 
 
+def add_name(parser: argparse.ArgumentParser, help: str = "image name") -> None:
+    """The positional ``NAME`` argument (an image name, validated by :func:`image_name`)."""
+    parser.add_argument("name", metavar="NAME", type=image_name, help=help)
+
+
 # --- argument types -------------------------------------------------------------------------------
 
 

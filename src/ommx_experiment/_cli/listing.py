@@ -274,7 +274,7 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
         summary="summary of one experiment: status, annotations, attachments, runs and parameters, solves",
         example="ommx-experiment show example.com/team/sweep:v1",
     )
-    p.add_argument("name", metavar="NAME", type=c.image_name, help="experiment image name")
+    c.add_name(p, "experiment image name")
 
     p = c.add_command(
         sub, "params", cmd_params, parents=[root],
@@ -282,7 +282,7 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
         example="ommx-experiment params example.com/team/sweep:v1 --format csv\n"
         "ommx-experiment params example.com/team/sweep:v1 --format parquet --output params.parquet",
     )
-    p.add_argument("name", metavar="NAME", type=c.image_name, help="experiment image name")
+    c.add_name(p, "experiment image name")
     p.add_argument("--format", choices=PARAM_FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--output", metavar="FILE", type=Path, help="write to FILE instead of stdout (required for parquet)")
     p.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")

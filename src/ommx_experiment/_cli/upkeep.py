@@ -143,14 +143,14 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
         summary="remove an image ref (blobs stay until gc); prints the rollback command",
         example="ommx-experiment rm example.com/team/sweep:v1",
     )
-    p.add_argument("name", metavar="NAME", type=c.image_name, help="image name")
+    c.add_name(p)
 
     p = c.add_command(
         sub, "restore-ref", cmd_restore_ref, parents=[root],
         summary="re-create a removed ref pointing to a stored manifest (the rollback of rm)",
         example="ommx-experiment restore-ref 'example.com/team/sweep:v1' 'sha256:<64 hex>'",
     )
-    p.add_argument("name", metavar="NAME", type=c.image_name, help="image name")
+    c.add_name(p)
     p.add_argument("digest", metavar="DIGEST", type=c.digest, help="manifest digest (sha256:...)")
 
     p = c.add_command(
