@@ -75,7 +75,7 @@ $(OMMX3_STAMP): pyproject.toml | $(OMMX3_VENV)/bin/python
 	@touch $@
 
 demo: bootstrap
-	$(VENV_PY) -m ommx_experiment.demo
+	$(VENV_PY) -m ommx_experiment.cli.demo
 
 # pytest exits 5 when it collected nothing; that must fail the build, not pass it.
 define run_pytest

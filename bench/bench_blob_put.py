@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from _common import MiB, OURS_PYTHON, REPO_ROOT, make_file, mb_per_s, measure, run_python, throughput_row
+from _common import OURS_PYTHON, REPO_ROOT, MiB, make_file, mb_per_s, measure, run_python, throughput_row
 
 SIZE = 1024 * MiB
 WORK = REPO_ROOT / "bench" / ".work"
@@ -29,7 +29,7 @@ _PUT = """
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, {src!r})
-from ommx_experiment.blobstore import BlobStore
+from ommx_experiment.engine.blobstore import BlobStore
 store = BlobStore(Path({root!r}))
 start = time.perf_counter()
 blob = store.put_file(Path({path!r}))

@@ -26,10 +26,10 @@ _BUILD = """
 import json, sys
 from datetime import datetime, timezone
 from ommx_experiment import media_types as mt
-from ommx_experiment.codec import AttachmentContent, ExperimentContent, RunContent, build_experiment
-from ommx_experiment.oci import Descriptor, FrozenMap, Manifest
-from ommx_experiment.registry import LocalRegistry
-from ommx_experiment.run_params import encode_msgpack
+from ommx_experiment.format.content import AttachmentContent, ExperimentContent, RunContent, build_experiment
+from ommx_experiment.engine.oci import Descriptor, FrozenMap, Manifest
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.format.run_params import encode_msgpack
 
 registry = LocalRegistry.at({root!r})
 registry.registry_id
@@ -127,7 +127,7 @@ def _row(case: str, impl: str, ms: float, rss: int, note: str = "") -> dict[str,
 
 
 def _impls() -> list[tuple[str, Path, str, str]]:
-    impls = [("ours", OURS_PYTHON, "ommx_experiment.catalog", "ommx_experiment.maintenance")]
+    impls = [("ours", OURS_PYTHON, "ommx_experiment.edges.catalog", "ommx_experiment.edges.maintenance")]
     ommx3 = python_or_none(OMMX3_PYTHON)
     if ommx3 is not None:
         impls.append(("ommx3", ommx3, "ommx.experiment", "ommx.artifact"))

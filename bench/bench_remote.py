@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from _common import MiB, OURS_PYTHON, REPO_ROOT, make_file, run_measured, run_python, throughput_row
+from _common import OURS_PYTHON, REPO_ROOT, MiB, make_file, run_measured, run_python, throughput_row
 
 SIZE = int(os.environ.get("BENCH_REMOTE_MIB", "1024")) * MiB
 WORK = REPO_ROOT / "bench" / ".work" / "remote"
@@ -37,8 +37,8 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, {src!r})
 from ommx_experiment import media_types as mt
-from ommx_experiment.oci import Descriptor, Manifest
-from ommx_experiment.registry import LocalRegistry
+from ommx_experiment.engine.oci import Descriptor, Manifest
+from ommx_experiment.engine.registry import LocalRegistry
 reg = LocalRegistry.at(Path({root!r}))
 layer = reg.blobs.put_file(Path({payload!r}))
 config = reg.blobs.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
@@ -52,16 +52,16 @@ print(json.dumps({{"digest": digest}}))
 _PUSH = """
 import json, sys
 sys.path.insert(0, {src!r})
-from ommx_experiment.registry import LocalRegistry
-from ommx_experiment.remote import push_artifact
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.edges.remote import push_artifact
 print(json.dumps({{"digest": push_artifact(LocalRegistry.at({root!r}), {name!r}, {digest!r}, quiet=True)}}))
 """
 
 _PULL = """
 import json, sys
 sys.path.insert(0, {src!r})
-from ommx_experiment.registry import LocalRegistry
-from ommx_experiment.remote import pull_artifact
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.edges.remote import pull_artifact
 print(json.dumps({{"digest": pull_artifact(LocalRegistry.at({root!r}), {name!r}, quiet=True)}}))
 """
 

@@ -1,6 +1,6 @@
 """The folder watcher (issue 6): latency and throughput of attaching completed files to a Run.
 
-Cases (each backend/case in a fresh process, ``ours`` = ``ommx_experiment.watcher``):
+Cases (each backend/case in a fresh process, ``ours`` = ``ommx_experiment.edges.watcher``):
 
 - ``latency 200 files``: write one 4 KiB file (open, write, close), wait until it is
   attached, repeat 200 times. ``ms`` is the median time from ``close()`` returning to the
@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from _common import MiB, OURS_PYTHON, REPO_ROOT, mb_per_s, run_python, scratch_dir
+from _common import OURS_PYTHON, REPO_ROOT, MiB, mb_per_s, run_python, scratch_dir
 
 SRC = str(REPO_ROOT / "src")
 
@@ -33,8 +33,8 @@ import json, os, statistics, sys, threading, time
 from pathlib import Path
 sys.path.insert(0, {src!r})
 os.environ["OMMX_LOCAL_REGISTRY_ROOT"] = {root!r}
-from ommx_experiment.experiment import Experiment
-from ommx_experiment.watcher import watch
+from ommx_experiment.lifecycle.experiment import Experiment
+from ommx_experiment.edges.watcher import watch
 folder = Path({folder!r}); folder.mkdir(parents=True, exist_ok=True)
 run = Experiment("bench-watch:1").run()
 done = {{}}
@@ -94,8 +94,8 @@ t_close = time.perf_counter()
 wait_for(1)
 t_att = time.perf_counter()
 w.stop()
-from ommx_experiment.blobstore import BlobStore
-from ommx_experiment.registry import LocalRegistry
+from ommx_experiment.engine.blobstore import BlobStore
+from ommx_experiment.engine.registry import LocalRegistry
 floor_store = BlobStore(Path({root!r}) / "floor")
 t0 = time.perf_counter()
 floor_store.put_file(folder / "big.bin")

@@ -49,7 +49,7 @@ def unavailable(reason: str) -> NoReturn:
 def _reset_default_registry() -> None:
     # Only a module that was already imported can hold process-wide state; importing it
     # here would make every test depend on it importing cleanly.
-    root_module = sys.modules.get("ommx_experiment.root")
+    root_module = sys.modules.get("ommx_experiment.engine.root")
     reset = getattr(root_module, "_reset_for_tests", None)
     if reset is not None:
         reset()

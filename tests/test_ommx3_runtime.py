@@ -27,10 +27,10 @@ from conftest import unavailable
 from helpers.ommx3 import Ommx3Driver
 from helpers.ours_on_ommx3 import OursOnOmmx3
 from ommx_highs_adapter import OMMXHighsAdapter
+from lifecycle.test_solve import knapsack
 
 from ommx_experiment import Experiment, LocalRegistry
-from ommx_experiment.oci import Manifest
-from test_solve import knapsack
+from ommx_experiment.engine.oci import Manifest
 
 pytestmark = pytest.mark.ommx3
 
@@ -124,7 +124,7 @@ from ommx.experiment import Experiment as TheirExperiment
 from ommx_highs_adapter import OMMXHighsAdapter
 from ommx_openjij_adapter import OMMXOpenJijSAAdapter
 from ommx_experiment import Experiment
-from ommx_experiment.diagnostics import new_collector
+from ommx_experiment.lifecycle.diagnostics import new_collector
 
 SINKS = []
 
@@ -409,7 +409,7 @@ def test_d_ours_on_ommx3_reads_v1_payloads_from_ommx_2(ours3: OursOnOmmx3, regis
 
 _WRITE_ANNOTATED = MODELS + """
 from ommx_experiment import Experiment
-from ommx_experiment.attachments import decode_typed
+from ommx_experiment.lifecycle.attachments import decode_typed
 
 V2_INSTANCE = "application/org.ommx.v2.instance"
 knap = knapsack()  # carries org.ommx.user.case=knapsack in the message itself

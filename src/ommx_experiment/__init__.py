@@ -23,37 +23,37 @@ _EXPORTS: dict[str, str] = {
     "RemoteArtifactTransportError": "errors",
     "InvalidRemoteArtifactError": "errors",
     # registry
-    "set_local_registry_root": "root",
-    "get_local_registry_root": "root",
-    "LocalRegistry": "registry",
-    "ImageName": "names",
-    "Descriptor": "oci",
-    "Artifact": "artifact",
-    "ArtifactDraft": "artifact",
+    "set_local_registry_root": "engine.root",
+    "get_local_registry_root": "engine.root",
+    "LocalRegistry": "engine.registry",
+    "ImageName": "engine.names",
+    "Descriptor": "engine.oci",
+    "Artifact": "lifecycle.artifact",
+    "ArtifactDraft": "lifecycle.artifact",
     # experiments
-    "Experiment": "experiment",
-    "AutosavePolicy": "experiment",
-    "Run": "run",
-    "SealedRun": "run",
-    "OpenSolve": "solve",
-    "Solve": "solve",
-    "Sampling": "solve",
+    "Experiment": "lifecycle.experiment",
+    "AutosavePolicy": "lifecycle.autosave",
+    "Run": "lifecycle.run",
+    "SealedRun": "lifecycle.run",
+    "OpenSolve": "lifecycle.solve",
+    "Solve": "lifecycle.solve",
+    "Sampling": "lifecycle.solve",
     # catalog and maintenance
-    "ExperimentRef": "catalog",
-    "ExperimentCheckpointRef": "catalog",
-    "ArtifactRef": "catalog",
-    "list_experiments": "catalog",
-    "list_experiment_checkpoints": "catalog",
-    "list_artifacts": "catalog",
-    "get_images": "catalog",
-    "experiments_df": "catalog",
-    "gc": "maintenance",
-    "GcReport": "maintenance",
-    "prune_anonymous": "maintenance",
-    "PruneAnonymousReport": "maintenance",
-    "remove_image": "maintenance",
-    "restore_image": "maintenance",
-    "size": "maintenance",
+    "ExperimentRef": "edges.catalog",
+    "ExperimentCheckpointRef": "edges.catalog",
+    "ArtifactRef": "edges.catalog",
+    "list_experiments": "edges.catalog",
+    "list_experiment_checkpoints": "edges.catalog",
+    "list_artifacts": "edges.catalog",
+    "get_images": "edges.catalog",
+    "experiments_df": "edges.catalog",
+    "gc": "edges.maintenance",
+    "GcReport": "edges.maintenance",
+    "prune_anonymous": "edges.maintenance",
+    "PruneAnonymousReport": "edges.maintenance",
+    "remove_image": "edges.maintenance",
+    "restore_image": "edges.maintenance",
+    "size": "edges.maintenance",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -73,7 +73,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .engine.registry import LocalRegistry as LocalRegistry
+    from .engine.root import get_local_registry_root as get_local_registry_root
+    from .engine.root import set_local_registry_root as set_local_registry_root
     from .errors import OmmxExperimentError as OmmxExperimentError
-    from .registry import LocalRegistry as LocalRegistry
-    from .root import get_local_registry_root as get_local_registry_root
-    from .root import set_local_registry_root as set_local_registry_root

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ommx_experiment import media_types as mt
-from ommx_experiment.digest import sha256_digest
-from ommx_experiment.oci import Descriptor, FrozenMap, Manifest, image_index_bytes
-from ommx_experiment.run_params import encode_msgpack
-from ommx_experiment.tarstream import END_OF_ARCHIVE, write_entry
+from ommx_experiment.engine.digest import sha256_digest
+from ommx_experiment.engine.oci import Descriptor, FrozenMap, Manifest, image_index_bytes
+from ommx_experiment.format.run_params import encode_msgpack
+from ommx_experiment.format.tarstream import END_OF_ARCHIVE, write_entry
 
 LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 

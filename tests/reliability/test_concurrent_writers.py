@@ -74,12 +74,12 @@ def test_in_flight_blob_of_another_process_survives_zero_grace_gc(registry_root:
     """A blob written by a live process that no ref reaches yet is leased: gc(0s) keeps it;
     once that process is dead its lease is void, the blob is collected and the lease file goes."""
     from ommx_experiment import gc
-    from ommx_experiment.blobstore import LEASE_DIR
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.engine.blobstore import LEASE_DIR
+    from ommx_experiment.engine.registry import LocalRegistry
 
     registry = LocalRegistry.default()
     script = (
-        "import sys; from ommx_experiment.registry import LocalRegistry; "
+        "import sys; from ommx_experiment.engine.registry import LocalRegistry; "
         "print(LocalRegistry.default().blobs.put_bytes(b'in flight').digest, flush=True); sys.stdin.readline()"
     )
     proc = subprocess.Popen(
@@ -104,10 +104,10 @@ def test_release_after_the_gc_read_refs_still_protects(registry_root: Path) -> N
     stamped later than the GC's ref snapshot, so the sweep keeps X (it used to delete it)."""
     import threading
 
-    from ommx_experiment import maintenance
     from ommx_experiment import media_types as mt
-    from ommx_experiment.artifact import ArtifactDraft
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.edges import maintenance
+    from ommx_experiment.engine.registry import LocalRegistry
+    from ommx_experiment.lifecycle.artifact import ArtifactDraft
 
     registry = LocalRegistry.default()
     registry.blobs.put_bytes(b"listed first")  # so the listing is not empty
@@ -140,10 +140,10 @@ def test_release_after_the_gc_read_refs_still_protects(registry_root: Path) -> N
 def test_manifest_written_after_the_listing_is_walked(registry_root: Path) -> None:
     """GC lists blobs, then reads refs: a manifest committed in between is not in the listing
     but its (listed) config and layers are reachable through it, and it is not 'missing'."""
-    from ommx_experiment import maintenance
     from ommx_experiment import media_types as mt
-    from ommx_experiment.artifact import ArtifactDraft
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.edges import maintenance
+    from ommx_experiment.engine.registry import LocalRegistry
+    from ommx_experiment.lifecycle.artifact import ArtifactDraft
 
     registry = LocalRegistry.default()
     draft = ArtifactDraft.new("example.com/rel/between:v1", registry=registry)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from ommx_experiment import atomic
+from ommx_experiment.engine import atomic
 
 from . import _support as sup
 

@@ -1,4 +1,4 @@
-"""Hostile input, part 2 (extends tests/test_archive_hostile.py, which fuzzes tar bytes).
+"""Hostile input, part 2 (extends tests/format/test_archive_hostile.py, which fuzzes tar bytes).
 
 Here: OCI layout DIRECTORY imports with mutated files (symlinks, hard links, FIFOs, huge
 sparse files, deeply nested / huge JSON, invalid UTF-8, directories where files belong),
@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from ommx_experiment import Artifact, Experiment
 from ommx_experiment import media_types as mt
-from ommx_experiment.digest import sha256_digest
+from ommx_experiment.engine.digest import sha256_digest
+from ommx_experiment.engine.registry import LocalRegistry
 from ommx_experiment.errors import OmmxExperimentError
-from ommx_experiment.registry import LocalRegistry
-from ommx_experiment.run_params import encode_msgpack
+from ommx_experiment.format.run_params import encode_msgpack
 
 from . import _foreign as fx
 from . import _support as sup
@@ -276,7 +276,7 @@ def test_hostile_attachment_names_write_inside_the_folder(scene: Scene, name: st
 def test_parquet_layer_that_disagrees_with_msgpack_is_rejected(scene: Scene) -> None:
     """A well-formed Parquet table planting other values than the MessagePack layer (which
     OMMX 3 reads) would make ``run_parameters_df()`` lie: rejected at import."""
-    from ommx_experiment import run_params as rp
+    from ommx_experiment.format import run_params as rp
 
     planted = rp.encode_parquet(rp.build_table({0: {"a": 999}}, [0]), [0])
     extra = [(mt.PARQUET, planted, {mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE})]

@@ -31,11 +31,11 @@ from hypothesis import strategies as st
 
 from ommx_experiment import Experiment
 from ommx_experiment import media_types as mt
-from ommx_experiment.digest import sha256_digest
+from ommx_experiment.edges.remote import pull_artifact
+from ommx_experiment.engine.digest import sha256_digest
+from ommx_experiment.engine.registry import LocalRegistry
 from ommx_experiment.errors import InvalidArtifactError, RemoteArtifactError
-from ommx_experiment.registry import LocalRegistry
-from ommx_experiment.remote import pull_artifact
-from ommx_experiment.run_params import encode_msgpack
+from ommx_experiment.format.run_params import encode_msgpack
 
 from . import _foreign as fx
 from . import _support as sup
@@ -294,7 +294,7 @@ def _bad_parquet() -> Scenario:
 
 
 def _planted_parquet() -> Scenario:
-    from ommx_experiment import run_params as rp
+    from ommx_experiment.format import run_params as rp
 
     planted = rp.encode_parquet(rp.build_table({0: {"a": 999}}, [0]), [0])
     extra = [(mt.PARQUET, planted, {mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE})]

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from ommx_experiment import Experiment, gc
+from ommx_experiment.engine.registry import LocalRegistry
 from ommx_experiment.errors import BlobNotFoundError, DigestMismatchError, OmmxExperimentError
-from ommx_experiment.registry import LocalRegistry
 
 from . import _foreign as fx
 from . import _support as sup
@@ -44,7 +44,7 @@ def _big_archive(tmp_path: Path, size: int) -> Path:
         "run_parameters": 1,
     }
     from ommx_experiment import media_types as mt
-    from ommx_experiment.run_params import encode_msgpack
+    from ommx_experiment.format.run_params import encode_msgpack
 
     manifest, blobs = fx.experiment_blobs(config, [(mt.OCTET_STREAM, os.urandom(size)), (mt.RUN_PARAMETERS, encode_msgpack({}, []))])
     return fx.write_archive(tmp_path / "big.ommx", manifest, blobs, "example.com/rel/bigimport:v1")

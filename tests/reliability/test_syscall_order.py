@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,7 +132,7 @@ def test_commit_publishes_every_blob_durably_before_the_ref(strace_bin: str, tmp
     root = tmp_path / "registry"
     name = "example.com/rel/strace:v1"
     trace = _strace(tmp_path, root, "commit", name)
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.engine.registry import LocalRegistry
 
     registry = LocalRegistry.at(root)
     manifest = registry.resolve(name)

@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
+from ommx_experiment.edges.watcher import Watcher, watch
 from ommx_experiment.errors import OmmxExperimentError, WatcherError
-from ommx_experiment.experiment import Experiment
-from ommx_experiment.watcher import Watcher, watch
+from ommx_experiment.lifecycle.experiment import Experiment
 
 from . import _support as sup
 
@@ -204,7 +204,7 @@ UNREADABLE = textwrap.dedent(
     import json, os, sys
     from ommx_experiment import Experiment
     from ommx_experiment.errors import WatcherError
-    from ommx_experiment.watcher import watch
+    from ommx_experiment.edges.watcher import watch
     folder = sys.argv[1]
     exp = Experiment("example.com/faults/unreadable:v1")
     with open(os.path.join(folder, "readable.txt"), "wb") as fh:

@@ -23,7 +23,7 @@ _SRC = Path(__file__).resolve().parents[2] / "src"
 if str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
-from ommx_experiment.registry import LocalRegistry  # noqa: E402
+from ommx_experiment.engine.registry import LocalRegistry  # noqa: E402
 
 GENERIC_ARTIFACT_TYPE = "application/org.ommx.v1.artifact"
 EMPTY_CONFIG_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"

@@ -104,7 +104,7 @@ def workload(side_path: Path, seed: int) -> None:
     import pyarrow.parquet  # noqa: F401
 
     from ommx_experiment import Experiment
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.engine.registry import LocalRegistry
 
     LocalRegistry.default()
     rng = random.Random(seed)
@@ -178,8 +178,9 @@ def _runs_of(exp: Any) -> set[int]:
 
 
 def verify(side_path: Path) -> dict[str, Any]:
-    from ommx_experiment import Experiment, layout_view
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment import Experiment
+    from ommx_experiment.engine import layout_view
+    from ommx_experiment.engine.registry import LocalRegistry
 
     reg = LocalRegistry.default()
     report: dict[str, Any] = {"errors": []}
@@ -269,7 +270,7 @@ def writer(tag: str, n: int) -> dict[str, Any]:
 def check_writers(names: list[str]) -> dict[str, Any]:
     """Every name loads, has its params and attachments, and a fully present closure."""
     from ommx_experiment import Experiment
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.engine.registry import LocalRegistry
 
     reg = LocalRegistry.default()
     problems = _closure_problems(reg)
@@ -292,7 +293,7 @@ def check_writers(names: list[str]) -> dict[str, Any]:
 def verify_name(name: str, digest: str) -> dict[str, Any]:
     """After a same-name race: the ref is the winner's, loads, integrity ok."""
     from ommx_experiment import Experiment
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.engine.registry import LocalRegistry
 
     reg = LocalRegistry.default()
     problems = _closure_problems(reg)
@@ -307,7 +308,7 @@ def verify_name(name: str, digest: str) -> dict[str, Any]:
 def verify_theirs(names: list[str]) -> dict[str, Any]:
     """OMMX 3's experiments, read by us: params, the JSON attachment, run attachments."""
     from ommx_experiment import Experiment
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.engine.registry import LocalRegistry
 
     problems = _closure_problems(LocalRegistry.default())
     for name in names:
@@ -402,7 +403,7 @@ def _attempt(action: Any) -> str:
 def fault(mode: str, param: str, step: str, args: list[str]) -> dict[str, Any]:
     """One step while writes fail; then space returns and the SAME session/process retries."""
     from ommx_experiment import Experiment
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.engine.registry import LocalRegistry
 
     LocalRegistry.default()
     injected = Fault(mode, param)
@@ -441,8 +442,8 @@ def blob_audit() -> dict[str, Any]:
     """Every digest-named file hashes to its name; our temp files left behind."""
     import hashlib
 
-    from ommx_experiment import atomic
-    from ommx_experiment.registry import LocalRegistry
+    from ommx_experiment.engine import atomic
+    from ommx_experiment.engine.registry import LocalRegistry
 
     reg = LocalRegistry.default()
     bad = []

@@ -1,0 +1,516 @@
+"""Registry upkeep: garbage collection, anonymous-ref pruning, ref removal/restore, sizes.
+
+:func:`gc` is OMMX 3's mark & sweep (§4.5, OMMX ``registry/gc.rs``) plus our
+own roots:
+
+- roots: every ``refs`` row (named, anonymous, checkpoint), then the blobs our
+  checkpoint journal still needs (protected digests: a manifest among them is
+  walked, any other blob is just kept);
+- mark: each root manifest, its config, its layers and its ``subject`` chain,
+  breadth-first with a deque (never recursion); referenced-but-absent blobs are
+  ``missing_blobs`` (kind ``ref_manifest|config|layer|subject|protected_digest``),
+  unreadable or unparseable ref/subject manifests ``invalid_manifests``;
+- sweep: only regular files ``blobs/sha256/<64 lowercase hex>`` (never
+  ``oci-layout``, ``index.json``, ``index.sqlite3*``, locks, temp or foreign
+  files); unmarked blobs at least ``grace_period`` old are ``orphan_candidates``,
+  younger ones ``deferred_blobs``;
+- ``delete=True`` holds ``.gc-exclusion.lock`` for the whole pass and unlinks
+  each candidate only if its mtime is still old under ``blobs/.lock`` and no
+  live writer (another process, or another thread of this one) holds a lease on
+  it (blobs written but not yet reachable from a ref; :mod:`blobstore`).
+
+Every argument is validated before the registry is opened.
+"""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..engine.digest import is_valid_digest, is_valid_hex
+from ..engine.durations import parse_duration_seconds
+from ..engine.locks import GC_EXCLUSION_LOCK, flock_exclusive
+from ..engine.manifest_links import GC, parse_manifest_links
+from ..engine.names import ImageName, is_anonymous
+from ..errors import InvalidInputError, OmmxExperimentError, RefNotFoundError, RegistryError
+
+if TYPE_CHECKING:
+    from ..engine.registry import LocalRegistry
+
+_I64_MAX = 2**63 - 1
+# chrono's DateTime<Utc> lower bound (year -262143), in seconds from the epoch.
+_CHRONO_MIN_SECONDS = -8_334_601_228_800
+
+
+def _open(root: str | Path | None) -> LocalRegistry:
+    from ..engine.registry import LocalRegistry
+
+    return LocalRegistry.default() if root is None else LocalRegistry.at(root)
+
+
+# --- GC report ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GcRoot:
+    """A GC root: a ``refs`` row (``kind="ref"``) or a digest our journal protects."""
+
+    kind: str
+    digest: str
+    name: str | None = None
+    reference: str | None = None
+    image_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GcBlob:
+    """One CAS blob file: digest, size and mtime (Unix seconds; None if unknown)."""
+
+    digest: str
+    size: int
+    modified_at_unix_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class GcMissingBlob:
+    """A blob referenced (by a ref, or by manifest ``referenced_by``) but absent."""
+
+    digest: str
+    kind: str
+    referenced_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GcInvalidManifest:
+    """A ref or subject manifest that could not be read or parsed."""
+
+    digest: str
+    kind: str
+    referenced_by: str | None
+    error: str
+
+
+def _total(blobs: Iterable[GcBlob]) -> int:
+    return sum(b.size for b in blobs)
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    """What :func:`gc` found (and, with ``delete_applied``, removed)."""
+
+    root: Path
+    delete_applied: bool
+    roots: tuple[GcRoot, ...]
+    reachable_blobs: tuple[GcBlob, ...]
+    orphan_candidates: tuple[GcBlob, ...]
+    deferred_blobs: tuple[GcBlob, ...]
+    missing_blobs: tuple[GcMissingBlob, ...]
+    invalid_manifests: tuple[GcInvalidManifest, ...]
+    deleted_blobs: tuple[GcBlob, ...] = ()
+    skipped_blobs: tuple[GcBlob, ...] = ()
+
+    @property
+    def reachable_size(self) -> int:
+        return _total(self.reachable_blobs)
+
+    @property
+    def orphan_candidate_size(self) -> int:
+        return _total(self.orphan_candidates)
+
+    @property
+    def deferred_size(self) -> int:
+        return _total(self.deferred_blobs)
+
+    @property
+    def deleted_size(self) -> int:
+        return _total(self.deleted_blobs)
+
+    def summary(self) -> str:
+        """Human-readable lines in ``ommx gc``'s layout (12-character right-aligned labels)."""
+        lines = [
+            ("Registry", str(self.root)),
+            ("Roots", str(len(self.roots))),
+            ("Reachable", _count(self.reachable_blobs)),
+            ("Orphans", _count(self.orphan_candidates)),
+            ("Deferred", _count(self.deferred_blobs)),
+            ("Missing", str(len(self.missing_blobs))),
+            ("Invalid", str(len(self.invalid_manifests))),
+        ]
+        if self.delete_applied:
+            lines += [("Deleted", _count(self.deleted_blobs)), ("Skipped", _count(self.skipped_blobs))]
+        return "\n".join(f"{label:>12} {text}" for label, text in lines)
+
+    def __repr__(self) -> str:
+        return (
+            f'GcReport(root="{self.root}", delete_applied={str(self.delete_applied).lower()}, '
+            f"roots={len(self.roots)}, reachable_blobs={len(self.reachable_blobs)}, "
+            f"orphan_candidates={len(self.orphan_candidates)}, deferred_blobs={len(self.deferred_blobs)}, "
+            f"deleted_blobs={len(self.deleted_blobs)})"
+        )
+
+
+def human_size(n: int) -> str:
+    """``1.5 KiB`` style size (``B`` below 1 KiB)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _count(blobs: tuple[GcBlob, ...]) -> str:
+    return f"{len(blobs)} blobs ({human_size(_total(blobs))})"
+
+
+# --- mark & sweep ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Visit:
+    digest: str
+    referenced_by: str | None
+    kind: str
+    strict: bool
+
+
+def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
+    """``blobs/sha256/<64 lowercase hex>`` regular files (no symlinks), sorted by digest."""
+    found: dict[str, GcBlob] = {}
+    try:
+        entries = sorted(os.scandir(registry.blobs.dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        if not is_valid_hex(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        found["sha256:" + entry.name] = GcBlob("sha256:" + entry.name, st.st_size, st.st_mtime)
+    return found
+
+
+class _Traversal:
+    def __init__(self, registry: LocalRegistry) -> None:
+        self.registry = registry
+        self.blobs = _list_blob_files(registry)
+        self.roots: list[GcRoot] = []
+        self.reachable: set[str] = set()
+        self.parsed: set[str] = set()
+        self.queue: deque[_Visit] = deque()
+        self.missing: list[GcMissingBlob] = []
+        self.invalid: list[GcInvalidManifest] = []
+        self.refs_read_at_ns = time.monotonic_ns()
+
+    def add_refs(self) -> None:
+        self.refs_read_at_ns = time.monotonic_ns()  # lease releases stamped later stay leased
+        rows = self.registry.db.query("SELECT name, reference, manifest_digest FROM refs ORDER BY name, reference")
+        for name, reference, digest in rows:
+            self.roots.append(GcRoot("ref", str(digest), str(name), str(reference), _ref_string(name, reference)))
+            self.queue.append(_Visit(str(digest), None, "ref_manifest", strict=True))
+
+    def add_protected(self, digests: Iterable[str]) -> None:
+        for digest in digests:
+            self.roots.append(GcRoot("protected_digest", digest))
+            self.queue.append(_Visit(digest, None, "protected_digest", strict=False))
+
+    def run(self) -> None:
+        while self.queue:
+            self._visit(self.queue.popleft())
+
+    def _visit(self, item: _Visit) -> None:
+        self._mark(item.digest, item.referenced_by, item.kind)
+        if item.digest in self.parsed:
+            return
+        self.parsed.add(item.digest)
+        if not self._present(item.digest):
+            return
+        try:
+            links = parse_manifest_links(self.registry.blobs.get(item.digest), item.digest, GC)
+        except (OmmxExperimentError, ValueError) as exc:
+            if item.strict:
+                self.invalid.append(GcInvalidManifest(item.digest, item.kind, item.referenced_by, str(exc)))
+            return  # a protected non-manifest blob: keep only the blob
+        self._mark(links.config_digest, item.digest, "config")
+        for layer, _ in links.layers:
+            self._mark(layer, item.digest, "layer")
+        if links.subject is not None:
+            self.queue.append(_Visit(links.subject, item.digest, "subject", strict=True))
+
+    def _mark(self, digest: str, referenced_by: str | None, kind: str) -> None:
+        if digest in self.reachable:
+            return
+        self.reachable.add(digest)
+        if not self._present(digest):
+            self.missing.append(GcMissingBlob(digest, kind, referenced_by))
+
+    def _present(self, digest: str) -> bool:
+        # A blob written after the listing (a manifest committed meanwhile) is present
+        # too: its config and layers, listed earlier, must be marked through it.
+        return digest in self.blobs or (is_valid_digest(digest) and self.registry.blobs.exists(digest))
+
+    def report(self, root: Path, grace_seconds: int, now: float) -> GcReport:
+        reachable = tuple(self.blobs[d] for d in sorted(self.reachable) if d in self.blobs)
+        orphans: list[GcBlob] = []
+        deferred: list[GcBlob] = []
+        for digest, blob in self.blobs.items():
+            if digest in self.reachable:
+                continue
+            age = now - blob.modified_at_unix_seconds if blob.modified_at_unix_seconds is not None else -1.0
+            (orphans if age >= 0 and age >= grace_seconds else deferred).append(blob)
+        return GcReport(
+            root, False, tuple(self.roots), reachable, tuple(orphans), tuple(deferred),
+            tuple(self.missing), tuple(self.invalid),
+        )
+
+
+def _ref_string(name: object, reference: object) -> str:
+    try:
+        return str(ImageName.from_row(str(name), str(reference)))
+    except InvalidInputError:
+        joiner = "@" if ":" in str(reference) else ":"
+        return f"{name}{joiner}{reference}"
+
+
+def _journal_roots(registry: LocalRegistry) -> list[str]:
+    """Blobs our SQLite checkpoint journal names (``checkpoints.journal_blob_digests``).
+
+    The journal's pin refs already protect them; these roots keep them even if a
+    pin ref was removed. A manifest among them is walked like a ref.
+    """
+    from ..format import journal as checkpoints
+
+    return sorted({d for d in checkpoints.journal_blob_digests(registry) if is_valid_digest(d)})
+
+
+def _mark_and_sweep(registry: LocalRegistry, grace_seconds: int) -> GcReport:
+    return _mark_and_sweep_timed(registry, grace_seconds)[0]
+
+
+def _mark_and_sweep_timed(registry: LocalRegistry, grace_seconds: int) -> tuple[GcReport, int]:
+    """The report and the ``time.monotonic_ns()`` at which ``refs`` were read."""
+    traversal = _Traversal(registry)
+    traversal.add_refs()
+    traversal.add_protected(_journal_roots(registry))
+    traversal.run()
+    return traversal.report(registry.root, grace_seconds, time.time()), traversal.refs_read_at_ns
+
+
+def _delete(registry: LocalRegistry, report: GcReport, grace_seconds: int, refs_read_at_ns: int = 0) -> GcReport:
+    """Sweep ``report``'s candidates. ``refs_read_at_ns`` 0 (unknown) counts every lease release as too late."""
+    cutoff = time.time() - grace_seconds
+    # Leases of live writers are read under blobs/.lock inside the sweep: an in-flight
+    # blob (written, no ref yet) survives even grace_period="0s" (spec/registry.md §3).
+    candidates = [b.digest for b in report.orphan_candidates]
+    gone = set(registry.blobs.delete_unleased_if_older(candidates, cutoff, refs_read_at_ns))
+    deleted = [b for b in report.orphan_candidates if b.digest in gone]
+    skipped = [b for b in report.orphan_candidates if b.digest not in gone and registry.blobs.exists(b.digest)]
+    return GcReport(
+        report.root, True, report.roots, report.reachable_blobs, report.orphan_candidates,
+        report.deferred_blobs, report.missing_blobs, report.invalid_manifests, tuple(deleted), tuple(skipped),
+    )
+
+
+def gc(*, root: str | Path | None = None, delete: bool = False, grace_period: str = "24h") -> GcReport:
+    """Report (dry run, the default) or delete CAS blobs unreachable from any root.
+
+    ``grace_period`` (``30s``, ``15m``, ``24h``, ``7d``, bare seconds) is
+    validated before the registry is opened (ValueError). With ``delete=True``
+    the whole pass holds ``.gc-exclusion.lock`` and our own stale temp files are
+    removed too. SQLite is never modified.
+    """
+    grace_seconds = parse_duration_seconds(grace_period)
+    registry = _open(root)
+    if not delete:
+        return _mark_and_sweep(registry, grace_seconds)
+    with flock_exclusive(registry.root / GC_EXCLUSION_LOCK):
+        report, refs_read_at_ns = _mark_and_sweep_timed(registry, grace_seconds)
+        report = _delete(registry, report, grace_seconds, refs_read_at_ns)
+        registry.blobs.clean_stale_temp_files()
+    return report
+
+
+# --- anonymous pruning ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymousArtifactRef:
+    """An anonymous ref (``<id8>.ommx.local/anonymous|experiment:<stamp>-<nonce>``)."""
+
+    image_name: str
+    kind: str
+    name: str
+    reference: str
+    digest: str
+    updated_at: str
+
+    def __repr__(self) -> str:
+        return f'AnonymousArtifactRef(image_name="{self.image_name}", kind="{self.kind}", digest="{self.digest}")'
+
+
+@dataclass(frozen=True, slots=True)
+class PruneAnonymousReport:
+    """Candidates (dry run) or removed refs (``delete_applied``) of :func:`prune_anonymous`."""
+
+    root: Path
+    delete_applied: bool
+    refs: tuple[AnonymousArtifactRef, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.refs)
+
+    def __repr__(self) -> str:
+        return (
+            f'PruneAnonymousReport(root="{self.root}", delete_applied={str(self.delete_applied).lower()}, '
+            f"refs={len(self.refs)})"
+        )
+
+
+_RFC3339_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+
+
+def _timestamp_ns(value: str, image_name: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 ``updated_at`` (RuntimeError otherwise, as OMMX)."""
+    match = _RFC3339_RE.fullmatch(value)
+    try:
+        if match is None:
+            raise ValueError("not an RFC 3339 timestamp with an offset")
+        y, mo, d, h, mi, s = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
+        if not (1 <= mo <= 12 and 1 <= d <= calendar.monthrange(y, mo)[1] and h < 24 and mi < 60 and s < 61):
+            raise ValueError("field out of range")
+        seconds = calendar.timegm((y, mo, d, h, mi, min(s, 59), 0, 0, 0))
+        if match.group(9):
+            offset = (int(match.group(10)) * 60 + int(match.group(11))) * 60
+            seconds -= offset if match.group(9) == "+" else -offset
+    except ValueError as exc:
+        raise RegistryError(f"Invalid Local Registry ref timestamp for {image_name}: {value!r}: {exc}") from None
+    fraction = (match.group(7) or "").ljust(9, "0")[:9]
+    return seconds * 1_000_000_000 + int(fraction)
+
+
+def _retention_cutoff_ns(age_seconds: int | None) -> int | None:
+    """``now - age`` in ns, with OMMX's (chrono's) range limits; None when no age was given."""
+    if age_seconds is None:
+        return None
+    if age_seconds * 1000 > _I64_MAX:
+        raise RegistryError(
+            "Anonymous ref retention duration is too large: Source duration value is out of range for the target type"
+        )
+    now_ns = time.time_ns()
+    if now_ns // 1_000_000_000 - age_seconds < _CHRONO_MIN_SECONDS:
+        raise RegistryError("Anonymous ref retention cutoff is out of range")
+    return now_ns - age_seconds * 1_000_000_000
+
+
+def _anonymous_refs(registry: LocalRegistry, experiments: bool, cutoff_ns: int | None) -> list[AnonymousArtifactRef]:
+    out = []
+    for record in registry.list_refs():
+        image = record.image_name
+        if not is_anonymous(image, experiments=experiments):
+            continue
+        text = str(image)
+        if cutoff_ns is not None and _timestamp_ns(record.updated_at, text) > cutoff_ns:
+            continue
+        kind = "experiment" if image.path == "experiment" else "artifact"
+        out.append(
+            AnonymousArtifactRef(text, kind, image.repository, image.reference, record.manifest_digest, record.updated_at)
+        )
+    return out
+
+
+def prune_anonymous(
+    *,
+    root: str | Path | None = None,
+    delete: bool = False,
+    experiments: bool = False,
+    older_than: str | None = None,
+) -> PruneAnonymousReport:
+    """List (dry run) or remove anonymous refs (§4.6); blobs stay until :func:`gc`.
+
+    Candidates are ``<8 hex>.ommx.local/anonymous`` refs (plus
+    ``.../experiment`` with ``experiments=True``) tagged
+    ``YYYYMMDDTHHMMSS-<12 hex>``, of any registry prefix; ``older_than`` keeps
+    only refs with ``updated_at <= now - age``. Deletion is compare-and-delete
+    on name, reference, digest and ``updated_at``: a ref re-pointed or re-tagged
+    meanwhile (even to the same digest) is left alone and not reported.
+    """
+    age = None if older_than is None else parse_duration_seconds(older_than)
+    cutoff_ns = _retention_cutoff_ns(age)
+    registry = _open(root)
+    candidates = _anonymous_refs(registry, experiments, cutoff_ns)
+    if not delete:
+        return PruneAnonymousReport(registry.root, False, tuple(candidates))
+    removed = tuple(
+        ref
+        for ref in candidates
+        if registry.remove(
+            ImageName.from_row(ref.name, ref.reference), expected_digest=ref.digest, expected_updated_at=ref.updated_at
+        )
+    )
+    return PruneAnonymousReport(registry.root, True, removed)
+
+
+# --- single refs ---------------------------------------------------------------------------------------
+
+
+def remove_image(image_name: str, *, root: str | Path | None = None) -> str | None:
+    """Remove one ref; returns the manifest digest it pointed to, or None if absent. Blobs stay."""
+    image = ImageName.parse(image_name)
+    return _open(root).remove(image)
+
+
+def restore_image(image_name: str, manifest_digest: str, *, root: str | Path | None = None) -> bool:
+    """Re-create a ref to a stored manifest (the rollback of :func:`remove_image`).
+
+    True if inserted, False if it already pointed there; RuntimeError "Cannot
+    restore X to D: ref currently points to E" if it points elsewhere. The
+    manifest's full closure is verified under ``.gc-exclusion.lock`` first.
+    """
+    if not is_valid_digest(manifest_digest):
+        raise InvalidInputError(f"Invalid manifest digest {manifest_digest!r}: expected sha256:<64 lowercase hex>")
+    image = ImageName.parse(image_name)
+    return _open(root).restore(image, manifest_digest)
+
+
+def size(image_name: str, *, root: str | Path | None = None) -> int:
+    """Logical size of a ref as ``ommx size``: manifest bytes + config size + unique layer sizes.
+
+    The ``subject`` is excluded. ``RefNotFoundError`` (a RuntimeError) if the ref is absent.
+    """
+    image = ImageName.parse(image_name)
+    registry = _open(root)
+    digest = registry.resolve(image)
+    if digest is None:
+        raise RefNotFoundError(f"Image {image} is not in the Local Registry at {registry.root}")
+    data, facts = registry.read_manifest(digest)
+    layers = dict(facts.layers)
+    return len(data) + facts.config_size + sum(layers.values())
+
+
+__all__ = [
+    "AnonymousArtifactRef",
+    "GcBlob",
+    "GcInvalidManifest",
+    "GcMissingBlob",
+    "GcReport",
+    "GcRoot",
+    "PruneAnonymousReport",
+    "gc",
+    "human_size",
+    "prune_anonymous",
+    "remove_image",
+    "restore_image",
+    "size",
+]

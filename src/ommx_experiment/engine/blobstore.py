@@ -1,0 +1,629 @@
+"""Content-addressed blob store: ``<root>/blobs/sha256/<64 lowercase hex>``.
+
+The engine is deliberately narrow (put, get, open, exists, size, touch, delete);
+refs, manifests and garbage collection are policy and live elsewhere.
+
+Publication follows OMMX 3's protocol so both libraries can share a root
+(registry-sharing.md §3, §7.3): write a temp file in ``blobs/sha256/`` while
+hashing it, fsync, then under ``flock(blobs/.lock)`` link it into place without
+clobbering and touch its mtime; if the blob already exists, re-verify it and
+touch it instead (the mtime is what protects it from a concurrent GC).
+
+*Leases* protect in-flight blobs from our own deleting GC even with a zero
+grace period: before a blob is linked or touched, its digest is appended to
+this process's lease file ``.oxe-leases/<pid>-<token>.lease`` (held with a
+shared ``flock`` for the life of the process); once a ref reaches it,
+:meth:`BlobStore.release` drops it. Our GC never deletes a digest leased by a
+live process other than its own calling thread (spec/registry.md §3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import BlobNotFoundError, DigestMismatchError, RegistryError
+from . import atomic
+from .digest import (
+    SHA256_PREFIX,
+    StreamingDigest,
+    is_valid_digest,
+    is_valid_hex,
+    sha256_digest,
+    sha256_digest_chunks,
+)
+from .locks import BLOB_LOCK, flock_exclusive
+
+CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the blob size
+LEASE_DIR = ".oxe-leases"
+LEASE_SUFFIX = ".lease"
+
+
+class _Leases:
+    """This process's lease file for one root.
+
+    Lines: ``+<thread id> <digest>`` (appended *before* the blob is linked or
+    touched) and ``-<monotonic ns> <digest>`` (appended *after* a ref that reaches
+    it was committed). A GC ignores releases stamped after it began reading
+    ``refs``, so a blob released too late for its ref snapshot stays protected.
+    The file is created under a temp name, locked ``LOCK_SH`` and only then
+    renamed into place: a GC that can take ``LOCK_EX`` on a lease file knows its
+    owner is gone.
+    """
+
+    COMPACT_AFTER_NS = 3600 * 10**9  # nothing held for an hour: the history can go
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / LEASE_DIR
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._fd = -1
+        self._held: set[str] = set()
+        self._last_release = 0
+
+    def _ensure_open(self) -> None:
+        if self._pid == os.getpid():
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / atomic.temp_name("lease-")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            os.rename(tmp, self.dir / f"{os.getpid()}-{secrets.token_hex(6)}{LEASE_SUFFIX}")
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._pid, self._fd, self._held = os.getpid(), fd, set()
+
+    def acquire(self, digest: str) -> None:
+        with self._lock:
+            try:
+                self._ensure_open()  # a forked child gets its own file and an empty held set
+                if digest in self._held:
+                    return
+                if not self._held and time.monotonic_ns() - self._last_release > self.COMPACT_AFTER_NS:
+                    os.ftruncate(self._fd, 0)
+                os.write(self._fd, f"+{threading.get_ident()} {digest}\n".encode())
+            except OSError as exc:
+                raise RegistryError(f"Failed to lease blob {digest} in {self.dir}: {exc}") from exc
+            self._held.add(digest)
+
+    def release(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            gone = [d for d in dict.fromkeys(digests) if d in self._held]
+            if not gone:
+                return
+            stamp = time.monotonic_ns()
+            try:
+                os.write(self._fd, "".join(f"-{stamp} {d}\n" for d in gone).encode())
+            except OSError:
+                return  # still leased: over-protects until this process exits, never under-protects
+            self._held.difference_update(gone)
+            self._last_release = stamp
+
+
+_LEASES: dict[Path, _Leases] = {}
+_LEASES_GUARD = threading.Lock()
+
+
+def _leases_for(root: Path) -> _Leases:
+    with _LEASES_GUARD:
+        leases = _LEASES.get(root)
+        if leases is None:
+            leases = _LEASES[root] = _Leases(root)
+        return leases
+
+
+def read_live_leases(root: Path, refs_read_at_ns: int, *, remove_dead: bool = False) -> set[str]:
+    """Digests that live writers still lease, as seen by a GC that began reading ``refs`` at
+    ``refs_read_at_ns`` (``time.monotonic_ns()``); the calling thread's own leases excluded.
+
+    A lease file whose ``LOCK_EX`` can be taken belongs to a dead process: it
+    protects nothing and, with ``remove_dead``, is deleted.
+    """
+    folder = root / LEASE_DIR
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(LEASE_SUFFIX)]
+    except FileNotFoundError:
+        return set()
+    me = (os.getpid(), threading.get_ident())
+    leased: set[str] = set()
+    for entry in entries:
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                data = b"".join(fd_chunks(fd))
+                leased |= _parse_lease(data, _lease_pid(entry.name), me, refs_read_at_ns)
+                continue
+            if remove_dead:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        finally:
+            os.close(fd)
+    return leased
+
+
+def _lease_pid(name: str) -> int | None:
+    head = name.split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _parse_lease(data: bytes, pid: int | None, me: tuple[int, int], refs_read_at_ns: int) -> set[str]:
+    net: dict[str, int] = {}
+    for line in data.decode("ascii", "replace").split("\n")[:-1]:  # a torn last line has no newline
+        head, _, digest = line[1:].partition(" ")
+        if not head.isdigit() or not is_valid_digest(digest):
+            continue
+        if line.startswith("+"):
+            net[digest] = int(head)
+        elif line.startswith("-") and int(head) < refs_read_at_ns:
+            net.pop(digest, None)  # released before the GC read refs: that ref snapshot covers it
+    return {d for d, tid in net.items() if (pid, tid) != me}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A blob known to be present in the store."""
+
+    digest: str
+    size: int
+
+
+class BlobStore:
+    """The CAS of one registry root. Thread- and process-safe."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / "blobs" / "sha256"
+        self._lock_path = root / BLOB_LOCK
+        self._leases = _leases_for(Path(root).absolute())
+
+    # --- paths ---------------------------------------------------------------
+
+    def ensure_dirs(self) -> None:
+        """Create ``blobs/sha256`` if missing."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        """Where the blob named ``digest`` lives (it may not exist)."""
+        if not is_valid_digest(digest):
+            raise DigestMismatchError(f"Invalid blob digest {digest!r}: expected sha256:<64 lowercase hex>")
+        return self.dir / digest[len(SHA256_PREFIX) :]
+
+    # --- reads ---------------------------------------------------------------
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"Failed to read blob {digest}: not found in {self.dir}") from None
+
+    def get(self, digest: str) -> bytes:
+        """The blob's bytes, verified against ``digest``."""
+        path = self.path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
+        except OSError as exc:
+            raise BlobNotFoundError(f"Failed to read blob {digest} at {path}: {exc}") from exc
+        actual = sha256_digest(data)
+        if actual != digest:
+            raise DigestMismatchError(f"Failed to read blob {digest}: content at {path} hashes to {actual}")
+        return data
+
+    def open(self, digest: str) -> BinaryIO:
+        """Open the blob for streaming reads (unverified; see :meth:`verify`)."""
+        path = self.path(digest)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
+
+    def iter_chunks(self, digest: str) -> Iterator[bytes]:
+        """Stream the blob in chunks; raises DigestMismatchError at the end if it is corrupt."""
+        hasher = StreamingDigest()
+        with self.open(digest) as fh:
+            for chunk in _read_chunks(fh):
+                hasher.update(chunk)
+                yield chunk
+        if hasher.digest() != digest:
+            raise DigestMismatchError(f"Blob {digest} at {self.path(digest)} does not match its digest")
+
+    def verify(self, digest: str, size: int | None = None) -> bool:
+        """True if the blob exists, has ``size`` (if given) and hashes to ``digest``."""
+        path = self.path(digest)
+        try:
+            if size is not None and path.stat().st_size != size:
+                return False
+            return _hash_file(path) == digest
+        except FileNotFoundError:
+            return False
+
+    def iter_digests(self) -> Iterator[str]:
+        """Every ``blobs/sha256/<64 lowercase hex>`` regular file, as a digest."""
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if is_valid_hex(entry.name) and entry.is_file(follow_symlinks=False):
+                yield SHA256_PREFIX + entry.name
+
+    # --- writes --------------------------------------------------------------
+
+    def put_bytes(self, data: bytes, *, expected_digest: str | None = None) -> StoredBlob:
+        """Store ``data``; idempotent. ``DigestMismatchError`` if ``expected_digest`` differs.
+
+        An existing blob is compared byte for byte with ``data`` and touched under
+        ``blobs/.lock`` (no temp file); ``data`` is hashed once.
+        """
+        digest = sha256_digest(data)
+        _check_expected(digest, expected_digest, "bytes")
+        if self._touch_if_equal(digest, data):
+            return StoredBlob(digest, len(data))
+        return self._write_new([data], "bytes", known=(digest, len(data)))
+
+    def put_file(self, path: Path, *, expected_digest: str | None = None) -> StoredBlob:
+        """Stream the file at ``path`` into the store (memory bounded by one chunk).
+
+        Hashes the file first: a blob that already exists is verified and touched,
+        not copied again.
+        """
+        with open(path, "rb") as fh:
+            return self.put_stream(fh, expected_digest=expected_digest, source=str(path))
+
+    def put_stream(
+        self, fh: BinaryIO, *, expected_digest: str | None = None, source: str = "stream"
+    ) -> StoredBlob:
+        """Store everything readable from ``fh``.
+
+        A seekable ``fh`` is hashed in a first pass; when that digest is already
+        stored (and verifies) it is only touched, else the data is copied in a
+        second pass. A non-seekable ``fh`` is copied while hashing, in one pass.
+        """
+        start = _tell_if_seekable(fh)
+        if start is not None:
+            digest, size = sha256_digest_chunks(_read_chunks(fh))
+            _check_expected(digest, expected_digest, source)
+            if self._touch_if_valid(digest, size):
+                return StoredBlob(digest, size)
+            fh.seek(start)
+            # The copy is hashed again: if the file changed in between, the digest
+            # returned is that of the bytes actually stored.
+        return self.put_chunks(_read_chunks(fh), expected_digest=expected_digest, source=source)
+
+    def put_chunks(
+        self, chunks: Iterable[bytes], *, expected_digest: str | None = None, source: str = "stream"
+    ) -> StoredBlob:
+        """Store the concatenation of ``chunks``, hashing while writing.
+
+        An I/O failure (full disk, file size limit, read-only root) is a
+        :class:`RegistryError` naming the temp path; the temp file is removed and
+        nothing appears under a digest name.
+        """
+        return self._write_new(chunks, source, expected_digest=expected_digest)
+
+    def _write_new(
+        self,
+        chunks: Iterable[bytes],
+        source: str,
+        *,
+        expected_digest: str | None = None,
+        known: tuple[str, int] | None = None,
+    ) -> StoredBlob:
+        """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
+        bytes the caller already hashed (then they are not hashed again)."""
+        tmp: Path | str = self.dir
+        try:
+            self.ensure_dirs()
+            with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
+                if known is None:
+                    hasher = StreamingDigest()
+                    _copy_chunks(chunks, handle, hasher, source=source)
+                    known = (hasher.digest(), hasher.size)
+                else:
+                    _copy_chunks(chunks, handle, source=source)
+                handle.close()
+                digest, size = known
+                _check_expected(digest, expected_digest, source)
+                self._publish(tmp, digest, size)
+        except OSError as exc:
+            raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
+        return StoredBlob(digest, size)
+
+    def staging(self) -> Staging:
+        """A :class:`Staging` area for all-or-nothing multi-blob imports."""
+        return Staging(self)
+
+    def touch(self, digests: Iterable[str]) -> None:
+        """Refresh the mtime of existing blobs under the blob lock (GC grace protection)."""
+        with flock_exclusive(self._lock_path):
+            for digest in digests:
+                path = self.path(digest)
+                try:
+                    os.utime(path)
+                except FileNotFoundError:
+                    raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
+
+    def release(self, digests: Iterable[str]) -> None:
+        """Drop this process's leases on ``digests`` (a ref now reaches them)."""
+        self._leases.release(digests)
+
+    def delete_unleased_if_older(self, digests: Iterable[str], cutoff: float, refs_read_at_ns: int) -> list[str]:
+        """GC sweep: under one ``blobs/.lock``, unlink each blob that no live writer leases
+        and whose mtime is still older than ``cutoff``; returns the deleted digests.
+
+        ``refs_read_at_ns`` is ``time.monotonic_ns()`` taken just before the GC read
+        ``refs`` (see :func:`read_live_leases`).
+
+        Leases are read *under* the blob lock: a writer leases before it takes that
+        lock to link or touch, so every blob a writer is about to reuse is seen here.
+        """
+        deleted = []
+        with flock_exclusive(self._lock_path):
+            leased = read_live_leases(self.root, refs_read_at_ns, remove_dead=True)
+            for digest in digests:
+                if digest in leased:
+                    continue
+                path = self.path(digest)
+                try:
+                    if path.stat().st_mtime >= cutoff:
+                        continue
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                deleted.append(digest)
+        return deleted
+
+    def delete_if_older(self, digest: str, cutoff: float) -> bool:
+        """Unlink the blob if its mtime is still older than ``cutoff`` (checked under the lock)."""
+        path = self.path(digest)
+        with flock_exclusive(self._lock_path):
+            try:
+                if path.stat().st_mtime >= cutoff:
+                    return False
+                os.unlink(path)
+            except FileNotFoundError:
+                return False
+        return True
+
+    def clean_stale_temp_files(self, *, older_than: float = 3600.0) -> int:
+        """Remove our own temp files whose writer process is gone; returns the count.
+
+        Looks in ``blobs/sha256/`` (blob and staging temps) and in the root (temps of
+        ``index.json`` / ``oci-layout`` rewrites). Only names made by
+        :func:`atomic.temp_name` are candidates, never OMMX's ``.blob-*`` temps.
+        """
+        removed = 0
+        now = time.time()
+        entries: list[os.DirEntry[str]] = []
+        for folder in (self.dir, self.root, self.root / LEASE_DIR):
+            try:
+                entries.extend(os.scandir(folder))
+            except FileNotFoundError:
+                continue
+        for entry in entries:
+            pid = atomic.temp_owner_pid(entry.name)
+            if pid is None or _pid_alive(pid):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
+
+    # --- internals -----------------------------------------------------------
+
+    def _touch_if_equal(self, digest: str, data: bytes) -> bool:
+        """If the stored blob equals ``data`` (size, then bytes), touch it under the lock: True.
+
+        Comparing with the bytes in hand verifies the stored copy without hashing it.
+        """
+        path = os.path.join(self.dir, digest[7:])  # digest computed by us: always well formed
+        try:
+            if os.stat(path).st_size != len(data):
+                return False  # missing or a corrupt squatter: the publish path handles it
+        except FileNotFoundError:
+            return False
+        self._leases.acquire(digest)
+        with flock_exclusive(self._lock_path):
+            if _file_equals(path, data):
+                os.utime(path)
+                return True
+        return False
+
+    def _touch_if_valid(self, digest: str, size: int) -> bool:
+        """If a valid copy exists, touch it under the lock and return True."""
+        path = self.path(digest)
+        if not path.exists():
+            return False
+        self._leases.acquire(digest)
+        with flock_exclusive(self._lock_path):
+            if _valid_file(path, digest, size):
+                os.utime(path)
+                return True
+        return False
+
+    def _publish(self, tmp: Path, digest: str, size: int) -> None:
+        final = self.path(digest)
+        self._leases.acquire(digest)
+        try:
+            with flock_exclusive(self._lock_path):
+                if atomic.publish_noclobber(tmp, final):
+                    os.utime(final)
+                    return
+                if _valid_file(final, digest, size):
+                    os.utime(final)
+                    return
+                # A corrupt file squats on the digest name: our verified copy replaces it.
+                atomic.publish_replace(tmp, final)
+        except OSError as exc:
+            raise RegistryError(f"Failed to publish blob {digest} at {final}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class StagedBlob:
+    """A verified blob waiting in the store's temp area for :meth:`Staging.publish`."""
+
+    path: Path
+    digest: str
+    size: int
+
+
+class Staging:
+    """Stage many blobs, validate, then publish them all, or none.
+
+    Staged blobs are temp files in ``blobs/sha256/`` (the registry's temp area,
+    invisible to OMMX's GC and to digest lookups). Leaving the ``with`` block
+    removes every temp file, published or not: a published blob lives on under
+    its digest name through the hard link.
+    """
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self._paths: list[Path] = []
+
+    def __enter__(self) -> Staging:
+        self.store.ensure_dirs()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for path in self._paths:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self._paths.clear()
+
+    def add_chunks(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        expected_digest: str | None = None,
+        max_size: int | None = None,
+        source: str = "stream",
+    ) -> StagedBlob:
+        """Write ``chunks`` to a temp file, hashing; verify ``expected_digest`` and ``max_size``."""
+        path = self.store.dir / atomic.temp_name("stage-")
+        hasher = StreamingDigest()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._paths.append(path)
+            with os.fdopen(fd, "wb") as handle:
+                _copy_chunks(chunks, handle, hasher, max_size=max_size, source=source)
+        except OSError as exc:
+            raise RegistryError(f"Failed to stage blob from {source} at {path}: {exc}") from exc
+        digest = hasher.digest()
+        _check_expected(digest, expected_digest, source)
+        return StagedBlob(path, digest, hasher.size)
+
+    def add_bytes(self, data: bytes, *, expected_digest: str | None = None, source: str = "bytes") -> StagedBlob:
+        return self.add_chunks([data], expected_digest=expected_digest, source=source)
+
+    def publish(self, staged: StagedBlob) -> StoredBlob:
+        """Make a staged blob visible under its digest (idempotent)."""
+        self.store._publish(staged.path, staged.digest, staged.size)
+        return StoredBlob(staged.digest, staged.size)
+
+
+def fd_chunks(fd: int) -> Iterator[bytes]:
+    """Read the open file descriptor ``fd`` to its end, one chunk (at most 1 MiB) at a time."""
+    while chunk := os.read(fd, CHUNK):
+        yield chunk
+
+
+def _copy_chunks(
+    chunks: Iterable[bytes],
+    handle: BinaryIO,
+    hasher: StreamingDigest | None = None,
+    *,
+    max_size: int | None = None,
+    source: str,
+) -> None:
+    """Write ``chunks`` to ``handle`` (feeding ``hasher`` if given, which enforces ``max_size``), then fsync."""
+    for chunk in chunks:
+        if hasher is not None:
+            hasher.update(chunk)
+            if max_size is not None and hasher.size > max_size:
+                raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
+        handle.write(chunk)
+    atomic.sync_file(handle)
+
+
+def _read_chunks(fh: BinaryIO) -> Iterator[bytes]:
+    while chunk := fh.read(CHUNK):
+        yield chunk
+
+
+def _check_expected(actual: str, expected: str | None, source: str) -> None:
+    if expected is not None and actual != expected:
+        raise DigestMismatchError(f"Blob from {source} hashes to {actual}, expected {expected}")
+
+
+def _hash_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return sha256_digest_chunks(_read_chunks(fh))[0]
+
+
+def _tell_if_seekable(fh: BinaryIO) -> int | None:
+    try:
+        return fh.tell() if fh.seekable() else None
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _file_equals(path: str, data: bytes) -> bool:
+    """True if the file at ``path`` holds exactly ``data`` (compared chunk by chunk)."""
+    view = memoryview(data)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        pos = 0
+        for chunk in fd_chunks(fd):
+            end = pos + len(chunk)
+            if end > len(view) or view[pos:end] != chunk:
+                return False
+            pos = end
+        return pos == len(view)
+    finally:
+        os.close(fd)
+
+
+def _valid_file(path: Path, digest: str, size: int) -> bool:
+    try:
+        return path.stat().st_size == size and _hash_file(path) == digest
+    except FileNotFoundError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

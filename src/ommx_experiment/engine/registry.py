@@ -1,0 +1,377 @@
+"""The Local Registry: one root directory that is at the same time an OCI Image
+Layout (``oci-layout``, ``index.json``, ``blobs/sha256``) and OMMX 3's registry
+(``index.sqlite3``).
+
+Source of truth: OMMX's ``refs`` table plus the CAS. ``index.json`` is a view
+(:mod:`layout_view`) regenerated after each of our ref writes and by
+:meth:`LocalRegistry.sync`. Ref writes follow OMMX's semantics: *publish*
+inserts if absent (same digest: no-op; other digest: :class:`RefConflictError`),
+*replace* upserts (checkpoint slots only), *remove* returns the old digest,
+*restore* and *alias* re-verify the manifest closure under
+``.gc-exclusion.lock`` before inserting.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from .. import media_types as mt
+from ..errors import (
+    BlobNotFoundError,
+    InvalidInputError,
+    RefConflictError,
+    RegistryError,
+)
+from . import layout_view
+from .blobstore import BlobStore
+from .digest import is_valid_digest
+from .index_db import Database
+from .locks import GC_EXCLUSION_LOCK, flock_exclusive
+from .manifest_links import CLOSURE, ManifestLinks, parse_manifest_links
+from .names import ImageName
+from .root import get_local_registry_root, on_reset
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .blobstore import StagedBlob, Staging
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RefRecord:
+    """One row of ``refs``."""
+
+    image_name: ImageName
+    manifest_digest: str
+    updated_at: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class LocalRegistry:
+    """A handle on one registry root. Safe to share between threads and processes."""
+
+    _instances: ClassVar[dict[Path, LocalRegistry]] = {}
+    _instances_lock = threading.Lock()
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.blobs = BlobStore(self.root)
+            self.blobs.ensure_dirs()
+        except OSError as exc:
+            raise RegistryError(f"Failed to create the registry at {self.root}: {exc}") from exc
+        self.db = Database(self.root)
+        try:
+            self.db.initialise()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"Failed to open the registry index at {self.root}: {exc}") from exc
+        self._registry_id: str | None = None
+        self._refresh_view(step="open", only_if_stale=True, ensure_layout=True)
+
+    # --- construction --------------------------------------------------------
+
+    @classmethod
+    def at(cls, root: str | Path) -> LocalRegistry:
+        """The (process-wide, cached) registry at ``root``, created if absent."""
+        path = Path(root).expanduser().absolute()
+        with cls._instances_lock:
+            registry = cls._instances.get(path)
+            if registry is None:
+                registry = cls(path)
+                cls._instances[path] = registry
+            return registry
+
+    @classmethod
+    def default(cls) -> LocalRegistry:
+        """The registry at :func:`ommx_experiment.engine.root.get_local_registry_root`."""
+        return cls.at(get_local_registry_root())
+
+    def close(self) -> None:
+        self.db.close()
+        with self._instances_lock:
+            if self._instances.get(self.root) is self:
+                del self._instances[self.root]
+
+    def __repr__(self) -> str:
+        return f"LocalRegistry(root={str(self.root)!r})"
+
+    @property
+    def registry_id(self) -> str:
+        if self._registry_id is None:
+            self._registry_id = self.db.registry_id()
+        return self._registry_id
+
+    # --- reads ---------------------------------------------------------------
+
+    def resolve(self, name: ImageName | str) -> str | None:
+        """The manifest digest ``name`` points to, or None."""
+        image = ImageName.parse(name)
+        rows = self.db.query(
+            "SELECT manifest_digest FROM refs WHERE name = ? AND reference = ?",
+            (image.repository, image.reference),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def list_refs(self, prefix: str | None = None) -> list[RefRecord]:
+        """Every ref (sorted by repository, then reference) whose canonical string starts with ``prefix``."""
+        records = []
+        for name, reference, digest, updated in self.db.query(
+            "SELECT name, reference, manifest_digest, updated_at FROM refs ORDER BY name, reference"
+        ):
+            try:
+                image = ImageName.from_row(str(name), str(reference))
+            except InvalidInputError as exc:
+                raise RegistryError(f"Invalid Local Registry image ref {name!r} {reference!r}: {exc}") from exc
+            if prefix is None or str(image).startswith(prefix):
+                records.append(RefRecord(image, str(digest), str(updated)))
+        return records
+
+    def read_manifest(self, digest: str) -> tuple[bytes, ManifestLinks]:
+        """The verified manifest bytes and the engine's view of them."""
+        data = self.blobs.get(digest)
+        return data, parse_manifest_links(data, digest, CLOSURE)
+
+    def closure(self, digest: str) -> list[tuple[str, int | None]]:
+        """``(digest, size)`` of the manifest, config, layers and the locally present subject chain."""
+        out: list[tuple[str, int | None]] = []
+        seen: set[str] = set()
+        current: str | None = digest
+        while current is not None and current not in seen:
+            seen.add(current)
+            _, facts = self.read_manifest(current)
+            out.append((current, None))
+            out.append((facts.config_digest, facts.config_size))
+            out.extend(facts.layers)
+            current = facts.subject if facts.subject and self.blobs.exists(facts.subject) else None
+        return out
+
+    def verify_closure(self, digest: str) -> None:
+        """Raise unless every blob of the closure exists with its declared size."""
+        self._verified_closure(digest)
+
+    def _verified_closure(self, digest: str) -> list[tuple[str, int | None]]:
+        closure = self.closure(digest)
+        for blob, size in closure:
+            actual = self.blobs.size(blob)
+            if size is not None and actual != size:
+                raise BlobNotFoundError(f"Blob {blob} of manifest {digest} has {actual} bytes, expected {size}")
+        return closure
+
+    # --- ref writes ----------------------------------------------------------
+
+    def publish(self, name: ImageName | str, manifest_digest: str, *, config_bytes: bytes | None = None) -> bool:
+        """Insert ``name → manifest_digest`` unless present.
+
+        Returns True if inserted, False if it already pointed there; raises
+        :class:`RefConflictError` naming both digests otherwise. The manifest
+        blob must already be stored; cache rows are written in the same
+        transaction (exact bytes), as OMMX does.
+        """
+        image = ImageName.parse(name)
+        manifest_bytes, facts = self.read_manifest(manifest_digest)
+        with self.db.write(f"publish {image}") as conn:
+            inserted = conn.execute(
+                "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name, reference) DO NOTHING",
+                (image.repository, image.reference, manifest_digest, _now()),
+            ).rowcount == 1
+            if not inserted:
+                row = _select_ref(conn, image)
+                assert row is not None  # the INSERT conflicted, so the row exists in this transaction
+                current = row[0]
+                if current != manifest_digest:
+                    raise RefConflictError(
+                        f"Local registry ref {image} already points to {current}; "
+                        f"manifest {manifest_digest} was not published"
+                    )
+            _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
+        self._release(manifest_digest, facts)
+        self._refresh_view(step=f"publish {image}")
+        return inserted
+
+    def replace(self, name: ImageName | str, manifest_digest: str, *, config_bytes: bytes | None = None) -> str | None:
+        """Upsert ``name → manifest_digest`` (checkpoint slots); returns the previous digest."""
+        image = ImageName.parse(name)
+        manifest_bytes, facts = self.read_manifest(manifest_digest)
+        with self.db.write(f"replace {image}") as conn:
+            row = _select_ref(conn, image)
+            conn.execute(
+                "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(name, reference) DO UPDATE SET manifest_digest = excluded.manifest_digest, "
+                "updated_at = excluded.updated_at",
+                (image.repository, image.reference, manifest_digest, _now()),
+            )
+            _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
+            _prune_cache_rows(conn)
+        self._release(manifest_digest, facts)
+        self._refresh_view(step=f"replace {image}")
+        return str(row[0]) if row else None
+
+    def remove(
+        self,
+        name: ImageName | str,
+        *,
+        expected_digest: str | None = None,
+        expected_updated_at: str | None = None,
+    ) -> str | None:
+        """Delete one ref; returns the digest it pointed to, or None if nothing was deleted.
+
+        Compare-and-delete: with ``expected_digest`` and/or ``expected_updated_at``
+        (the exact ``updated_at`` string read from :meth:`list_refs`), the row is
+        deleted only if it still has those values, checked and deleted in one
+        ``BEGIN IMMEDIATE`` transaction. A ref re-pointed or re-tagged meanwhile
+        (even to the same digest) is left alone and None is returned.
+        """
+        image = ImageName.parse(name)
+        with self.db.write(f"remove {image}") as conn:
+            row = _select_ref(conn, image)
+            if row is None or not _row_matches(row, expected_digest, expected_updated_at):
+                return None
+            conn.execute("DELETE FROM refs WHERE name = ? AND reference = ?", (image.repository, image.reference))
+            _prune_cache_rows(conn)
+        self._refresh_view(step=f"remove {image}")
+        return str(row[0])
+
+    def publish_staged(
+        self,
+        name: ImageName | str,
+        manifest_digest: str,
+        staging: Staging,
+        staged: Mapping[str, StagedBlob | None],
+        *,
+        config_bytes: bytes | None = None,
+    ) -> bool:
+        """Publish a received closure (import, pull): every blob first, the manifest last, then the ref.
+
+        ``staged`` maps each blob digest of the closure, the manifest included, to
+        its verified staged blob, or to None for a blob already stored (touched
+        under ``blobs/.lock`` so GC grace covers it). The whole step holds
+        ``.gc-exclusion.lock``, so a deleting GC cannot collect a blob between its
+        publication and the ref insert. Then :meth:`publish` semantics: True
+        inserted, False unchanged, :class:`RefConflictError` if ``name`` points
+        elsewhere (the blobs stay, unreferenced, for GC).
+        """
+        with flock_exclusive(self.root / GC_EXCLUSION_LOCK):
+            self.blobs.touch(digest for digest, blob in staged.items() if blob is None)
+            for digest, blob in staged.items():
+                if blob is not None and digest != manifest_digest:
+                    staging.publish(blob)
+            manifest_blob = staged.get(manifest_digest)
+            if manifest_blob is not None:
+                staging.publish(manifest_blob)
+            return self.publish(name, manifest_digest, config_bytes=config_bytes)
+
+    def alias(self, name: ImageName | str, manifest_digest: str) -> bool:
+        """Publish ``name`` for an already stored manifest, after re-verifying its closure.
+
+        Holds ``.gc-exclusion.lock`` while checking and inserting, as OMMX does,
+        so a deleting GC cannot remove a blob in between.
+        """
+        image = ImageName.parse(name)
+        with flock_exclusive(self.root / GC_EXCLUSION_LOCK):
+            closure = self._verified_closure(manifest_digest)
+            self.blobs.touch(d for d, _ in closure)
+            return self.publish(image, manifest_digest)
+
+    def restore(self, name: ImageName | str, manifest_digest: str) -> bool:
+        """Re-create a removed ref (``restore_image``). True inserted, False unchanged."""
+        if not is_valid_digest(manifest_digest):
+            raise InvalidInputError(f"Invalid manifest digest {manifest_digest!r}")
+        image = ImageName.parse(name)
+        try:
+            return self.alias(image, manifest_digest)
+        except RefConflictError:
+            current = self.resolve(image)
+            raise RefConflictError(
+                f"Cannot restore {image} to {manifest_digest}: ref currently points to {current}"
+            ) from None
+
+    def sync(self) -> int:
+        """Regenerate ``index.json`` from ``refs`` now; returns the number of entries."""
+        layout_view.ensure_oci_layout(self.root)
+        return layout_view.regenerate(self.root, self.db)
+
+    # --- internals -----------------------------------------------------------
+
+    def _release(self, manifest_digest: str, facts: ManifestLinks) -> None:
+        # A ref now reaches these blobs: our GC no longer needs this process's leases on them.
+        subject = () if facts.subject is None else (facts.subject,)
+        self.blobs.release((manifest_digest, facts.config_digest, *(d for d, _ in facts.layers), *subject))
+
+    def _refresh_view(self, *, step: str, only_if_stale: bool = False, ensure_layout: bool = False) -> None:
+        # The ref is already committed: a view that cannot be written (full disk,
+        # read-only root) is stale, not wrong, and the next write or sync() fixes it.
+        try:
+            if ensure_layout:
+                layout_view.ensure_oci_layout(self.root)
+            if not only_if_stale or layout_view.is_stale(self.db):
+                layout_view.regenerate(self.root, self.db)
+        except (OSError, sqlite3.Error, RegistryError) as exc:
+            log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
+
+
+def _select_ref(conn: sqlite3.Connection, image: ImageName) -> tuple[str, str] | None:
+    """``(manifest_digest, updated_at)`` of one ``refs`` row inside the caller's transaction."""
+    row = conn.execute(
+        "SELECT manifest_digest, updated_at FROM refs WHERE name = ? AND reference = ?",
+        (image.repository, image.reference),
+    ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
+def _row_matches(row: tuple[str, str], digest: str | None, updated_at: str | None) -> bool:
+    return (digest is None or row[0] == digest) and (updated_at is None or row[1] == updated_at)
+
+
+def _write_cache_rows(
+    conn: sqlite3.Connection,
+    manifest_digest: str,
+    manifest_bytes: bytes,
+    facts: ManifestLinks,
+    config_bytes: bytes | None,
+) -> None:
+    if not facts.artifact_type.startswith("application/org.ommx.v1."):
+        return  # OMMX only caches its own artifact types
+    conn.execute(
+        "INSERT OR IGNORE INTO artifact_manifests(manifest_digest, manifest_json, artifact_type, config_digest) "
+        "VALUES (?, ?, ?, ?)",
+        (manifest_digest, manifest_bytes, facts.artifact_type, facts.config_digest),
+    )
+    if config_bytes is not None and facts.artifact_type == mt.EXPERIMENT_ARTIFACT_TYPE:
+        conn.execute(
+            "INSERT OR IGNORE INTO experiment_configs(config_digest, config_json) VALUES (?, ?)",
+            (facts.config_digest, config_bytes),
+        )
+
+
+def _prune_cache_rows(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "DELETE FROM artifact_manifests WHERE manifest_digest NOT IN (SELECT manifest_digest FROM refs)"
+    )
+    conn.execute(
+        "DELETE FROM experiment_configs WHERE config_digest NOT IN (SELECT config_digest FROM artifact_manifests)"
+    )
+
+
+def _reset_default_registry() -> None:
+    """Close and forget every cached registry (test isolation)."""
+    with LocalRegistry._instances_lock:
+        registries = list(LocalRegistry._instances.values())
+        LocalRegistry._instances.clear()
+    for registry in registries:
+        registry.db.close()
+
+
+on_reset(_reset_default_registry)

@@ -1,0 +1,569 @@
+"""The Experiment config blob (§2.3) and its validation (§5).
+
+The *config records* (:class:`ExperimentConfig`, :class:`RunRecord`, ...) are
+what the config JSON says: LayerRefs are integer indexes into the manifest's
+``layers``. ``ExperimentConfig.to_bytes()`` reproduces OMMX's bytes exactly
+(fixed field order, compact, UTF-8, no ASCII escaping); :meth:`ExperimentConfig.parse`
+reads with OMMX's defaults. :func:`validate_experiment` runs the §5 checks that
+need no blob I/O; :func:`validate_experiment_artifact` runs all of them (the one
+validator of archive imports and remote pulls).
+
+The same tree holding descriptors (``ExperimentContent``, ``build_experiment``,
+``content_from_artifact``) lives in :mod:`ommx_experiment.format.content`, which
+builds on this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .. import media_types as mt
+from ..engine.oci import EMPTY_MAP, FrozenMap, json_type, load_json_bounded
+from ..errors import InvalidArtifactError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Sequence
+
+    from ..engine.oci import Descriptor, Manifest
+    from .run_params import ParameterTable
+
+DRAFT = "draft"
+FINISHED = "finished"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+EXPERIMENT_STATUSES = (FINISHED, DRAFT, FAILED, INTERRUPTED)
+SEALED_STATUSES = (FINISHED, FAILED, INTERRUPTED)
+CHECKPOINT_STATUSES = (DRAFT, FAILED, INTERRUPTED)
+RUN_STATUSES = (FINISHED, FAILED, INTERRUPTED)
+_REASON_STATUSES = (FAILED, INTERRUPTED)
+
+MAX_CONFIG_BYTES = 256 * 1024 * 1024
+_U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
+
+
+# --- config records ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentTable:
+    """One attachment namespace: ``name -> LayerRef`` and ``name -> export basename``."""
+
+    entries: Mapping[str, int] = field(default=EMPTY_MAP)
+    filenames: Mapping[str, str] = field(default=EMPTY_MAP)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entries", FrozenMap(self.entries))
+        object.__setattr__(self, "filenames", FrozenMap(self.filenames))
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object: ``entries`` (always) and ``filenames`` (when non-empty), keys sorted."""
+        obj: dict[str, Any] = {"entries": {name: self.entries[name] for name in sorted(self.entries)}}
+        if self.filenames:
+            obj["filenames"] = {name: self.filenames[name] for name in sorted(self.filenames)}
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class SolveRecord:
+    """One ``log_solve``/``open_solve`` result as stored in the config."""
+
+    solve_id: int
+    status: str
+    input: int
+    output: int | None
+    adapter: str
+    adapter_options: str = "{}"
+    diagnostics: int | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object in OMMX's field order."""
+        return _call_obj("solve_id", self.solve_id, self)
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingRecord:
+    """One ``log_sample`` result as stored in the config."""
+
+    sampling_id: int
+    status: str
+    input: int
+    output: int | None
+    adapter: str
+    adapter_options: str = "{}"
+    diagnostics: int | None = None
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object in OMMX's field order."""
+        return _call_obj("sampling_id", self.sampling_id, self)
+
+
+def _call_obj(id_key: str, call_id: int, rec: SolveRecord | SamplingRecord) -> dict[str, Any]:
+    obj: dict[str, Any] = {id_key: call_id, "status": rec.status, "input": rec.input}
+    if rec.output is not None:
+        obj["output"] = rec.output
+    obj["adapter"] = rec.adapter
+    obj["adapter_options"] = rec.adapter_options
+    if rec.diagnostics is not None:
+        obj["diagnostics"] = rec.diagnostics
+    return obj
+
+
+def _outcome(obj: dict[str, Any], status: str, reason: str | None) -> None:
+    if status in _REASON_STATUSES and reason is not None:
+        obj["outcome"] = {"reason": reason}
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One closed Run as stored in the config."""
+
+    run_id: int
+    status: str = FINISHED
+    reason: str | None = None
+    attachments: AttachmentTable = field(default_factory=AttachmentTable)
+    trace: int | None = None
+    solves: tuple[SolveRecord, ...] = ()
+    samplings: tuple[SamplingRecord, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "solves", tuple(self.solves))
+        object.__setattr__(self, "samplings", tuple(self.samplings))
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object in OMMX's field order (solves/samplings sorted by id)."""
+        obj: dict[str, Any] = {"run_id": self.run_id, "status": self.status}
+        _outcome(obj, self.status, self.reason)
+        obj["attachments"] = self.attachments.to_obj()
+        if self.trace is not None:
+            obj["trace"] = self.trace
+        obj["solves"] = [s.to_obj() for s in sorted(self.solves, key=lambda s: s.solve_id)]
+        obj["samplings"] = [s.to_obj() for s in sorted(self.samplings, key=lambda s: s.sampling_id)]
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentConfig:
+    """The ``application/org.ommx.v1.experiment.config+json`` blob.
+
+    ``extra`` holds unknown top-level fields found by :meth:`parse` (for listings);
+    it is never serialised, exactly like OMMX drops them on re-commit.
+    """
+
+    status: str
+    reason: str | None
+    requested_image_name: str | None
+    attachments: AttachmentTable
+    runs: tuple[RunRecord, ...]
+    run_parameters: int
+    extra: Mapping[str, Any] = field(default=EMPTY_MAP, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))
+        object.__setattr__(self, "extra", FrozenMap(self.extra))
+
+    def to_obj(self) -> dict[str, Any]:
+        """JSON object in OMMX's field order (runs sorted by ``run_id``)."""
+        obj: dict[str, Any] = {"status": self.status}
+        _outcome(obj, self.status, self.reason)
+        if self.requested_image_name is not None:
+            obj["requested_image_name"] = self.requested_image_name
+        obj["attachments"] = self.attachments.to_obj()
+        obj["runs"] = [r.to_obj() for r in sorted(self.runs, key=lambda r: r.run_id)]
+        obj["run_parameters"] = self.run_parameters
+        return obj
+
+    def to_bytes(self) -> bytes:
+        """OMMX's exact config bytes."""
+        return json.dumps(self.to_obj(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    @classmethod
+    def parse(cls, data: bytes) -> ExperimentConfig:
+        """Parse config bytes with OMMX's reader defaults; ``InvalidArtifactError`` on defects."""
+        obj = load_json_bounded(
+            data, what="experiment config", max_bytes=MAX_CONFIG_BYTES, object_pairs_hook=_remember_duplicates
+        )
+        return _config_from_obj(obj)
+
+    @property
+    def solve_count(self) -> int:
+        """Total number of solves over all runs."""
+        return sum(len(r.solves) for r in self.runs)
+
+    @property
+    def sampling_count(self) -> int:
+        """Total number of samplings over all runs."""
+        return sum(len(r.samplings) for r in self.runs)
+
+
+# --- parsing ----------------------------------------------------------------------------------------
+
+
+class _JsonObject(dict[str, Any]):
+    """A decoded JSON object that remembers which keys occurred more than once."""
+
+    duplicates: frozenset[str] = frozenset()
+
+
+def _remember_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = _JsonObject(pairs)  # last occurrence wins, like serde for map types
+    if len(obj) != len(pairs):
+        counts = Counter(key for key, _ in pairs)
+        obj.duplicates = frozenset(key for key, n in counts.items() if n > 1)
+    return obj
+
+
+def _object(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidArtifactError(f"experiment config {path}: expected an object, got {json_type(value)}")
+    return value
+
+
+def _struct(value: Any, path: str, fields: frozenset[str]) -> dict[str, Any]:
+    """A JSON object read as a struct: a known field given twice is an error (serde's
+    ``duplicate field``); unknown fields, even repeated, are ignored."""
+    obj = _object(value, path)
+    repeated = fields & getattr(obj, "duplicates", frozenset())
+    if repeated:
+        raise InvalidArtifactError(f"experiment config {path}: duplicate field `{min(repeated)}`")
+    return obj
+
+
+_TOP_FIELDS = frozenset({"status", "outcome", "requested_image_name", "attachments", "runs", "run_parameters"})
+_TABLE_FIELDS = frozenset({"entries", "filenames"})
+_OUTCOME_FIELDS = frozenset({"reason"})
+_RUN_FIELDS = frozenset({"run_id", "status", "outcome", "attachments", "trace", "solves", "samplings"})
+_CALL_FIELDS = frozenset({"status", "input", "output", "adapter", "adapter_options", "diagnostics"})
+
+
+def _required(obj: dict[str, Any], key: str, path: str) -> Any:
+    if key not in obj:
+        raise InvalidArtifactError(f"experiment config {path}: missing required field `{key}`")
+    return obj[key]
+
+
+def _uint(value: Any, path: str, maximum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
+        raise InvalidArtifactError(
+            f"experiment config {path}: expected an integer in [0, {maximum}], got {value!r}"
+        )
+    return value
+
+
+def _layer_ref(value: Any, path: str) -> int:
+    return _uint(value, path, _U32_MAX)
+
+
+def _opt_layer_ref(obj: dict[str, Any], key: str, path: str) -> int | None:
+    value = obj.get(key)
+    return None if value is None else _layer_ref(value, f"{path}.{key}")
+
+
+def _string(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidArtifactError(f"experiment config {path}: expected a string, got {json_type(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArtifactError(f"experiment config {path}: string is not valid Unicode") from exc
+    return value
+
+
+def _status(obj: dict[str, Any], path: str, allowed: Sequence[str], default: str | None) -> str:
+    if "status" not in obj and default is not None:
+        return default
+    status = _string(_required(obj, "status", path), f"{path}.status")
+    if status not in allowed:
+        raise InvalidArtifactError(
+            f"experiment config {path}.status: unknown status {status!r}, expected one of {', '.join(allowed)}"
+        )
+    return status
+
+
+def _reason(obj: dict[str, Any], status: str, path: str) -> str | None:
+    outcome = obj.get("outcome")
+    if outcome is None:
+        return None
+    if status not in _REASON_STATUSES:
+        raise InvalidArtifactError(f"experiment config {path}.outcome is not allowed for status {status}")
+    outcome = _struct(outcome, f"{path}.outcome", _OUTCOME_FIELDS)
+    reason = outcome.get("reason")
+    return None if reason is None else _string(reason, f"{path}.outcome.reason")
+
+
+def _attachment_table(value: Any, path: str) -> AttachmentTable:
+    obj = _struct(value, path, _TABLE_FIELDS)
+    entries = _object(_required(obj, "entries", path), f"{path}.entries")
+    filenames_value = obj.get("filenames")
+    filenames = {} if filenames_value is None else _object(filenames_value, f"{path}.filenames")
+    return AttachmentTable(
+        entries={_string(k, f"{path}.entries"): _layer_ref(v, f"{path}.entries[{k!r}]") for k, v in entries.items()},
+        filenames={
+            _string(k, f"{path}.filenames"): _string(v, f"{path}.filenames[{k!r}]") for k, v in filenames.items()
+        },
+    )
+
+
+def _call_fields(obj: dict[str, Any], path: str) -> dict[str, Any]:
+    options = obj.get("adapter_options", "{}")
+    return {
+        "status": _status(obj, path, RUN_STATUSES, FINISHED),
+        "input": _layer_ref(_required(obj, "input", path), f"{path}.input"),
+        "output": _opt_layer_ref(obj, "output", path),
+        "adapter": _string(_required(obj, "adapter", path), f"{path}.adapter"),
+        "adapter_options": _string(options, f"{path}.adapter_options"),
+        "diagnostics": _opt_layer_ref(obj, "diagnostics", path),
+    }
+
+
+def _solve(value: Any, path: str) -> SolveRecord:
+    obj = _struct(value, path, _CALL_FIELDS | {"solve_id"})
+    solve_id = _uint(_required(obj, "solve_id", path), f"{path}.solve_id", _U64_MAX)
+    return SolveRecord(solve_id=solve_id, **_call_fields(obj, path))
+
+
+def _sampling(value: Any, path: str) -> SamplingRecord:
+    obj = _struct(value, path, _CALL_FIELDS | {"sampling_id"})
+    sampling_id = _uint(_required(obj, "sampling_id", path), f"{path}.sampling_id", _U64_MAX)
+    return SamplingRecord(sampling_id=sampling_id, **_call_fields(obj, path))
+
+
+def _array(obj: dict[str, Any], key: str, path: str) -> list[Any]:
+    value = obj.get(key, [])
+    if not isinstance(value, list):
+        raise InvalidArtifactError(f"experiment config {path}.{key}: expected an array, got {json_type(value)}")
+    return value
+
+
+def _run(value: Any, path: str) -> RunRecord:
+    obj = _struct(value, path, _RUN_FIELDS)
+    status = _status(obj, path, RUN_STATUSES, FINISHED)
+    return RunRecord(
+        run_id=_uint(_required(obj, "run_id", path), f"{path}.run_id", _U64_MAX),
+        status=status,
+        reason=_reason(obj, status, path),
+        attachments=_attachment_table(_required(obj, "attachments", path), f"{path}.attachments"),
+        trace=_opt_layer_ref(obj, "trace", path),
+        solves=tuple(_solve(s, f"{path}.solves[{i}]") for i, s in enumerate(_array(obj, "solves", path))),
+        samplings=tuple(
+            _sampling(s, f"{path}.samplings[{i}]") for i, s in enumerate(_array(obj, "samplings", path))
+        ),
+    )
+
+
+def _config_from_obj(value: Any) -> ExperimentConfig:
+    obj = _struct(value, "(top level)", _TOP_FIELDS)
+    status = _status(obj, "(top level)", EXPERIMENT_STATUSES, None)
+    runs = _required(obj, "runs", "(top level)")
+    if not isinstance(runs, list):
+        raise InvalidArtifactError(f"experiment config runs: expected an array, got {json_type(runs)}")
+    requested = obj.get("requested_image_name")
+    return ExperimentConfig(
+        status=status,
+        reason=_reason(obj, status, "(top level)"),
+        requested_image_name=None if requested is None else _string(requested, "requested_image_name"),
+        attachments=_attachment_table(_required(obj, "attachments", "(top level)"), "attachments"),
+        runs=tuple(_run(r, f"runs[{i}]") for i, r in enumerate(runs)),
+        run_parameters=_layer_ref(_required(obj, "run_parameters", "(top level)"), "run_parameters"),
+        extra={k: v for k, v in obj.items() if k not in _TOP_FIELDS},
+    )
+
+
+# --- validation (§5, the checks that need no blob I/O) ------------------------------------------
+
+
+def is_valid_basename(name: str) -> bool:
+    """An export filename OMMX accepts: non-empty, no ``/`` or ``\\``, not ``.`` or ``..``."""
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
+
+
+def _status_message(status: str, allowed: Sequence[str]) -> str:
+    return f"Experiment config status is {status}, expected {' or '.join(allowed)}"
+
+
+def layer_for_ref(layers: Sequence[Descriptor], ref: int, what: str) -> Descriptor:
+    """The manifest layer a LayerRef names; ``InvalidArtifactError`` naming ``what`` if out of range."""
+    if ref >= len(layers):
+        raise InvalidArtifactError(f"Experiment {what} refers to layer {ref}, but the manifest has {len(layers)} layers")
+    return layers[ref]
+
+
+class _Validator:
+    def __init__(self, manifest: Manifest) -> None:
+        self.layers = manifest.layers
+
+    def layer(self, ref: int, what: str) -> Descriptor:
+        return layer_for_ref(self.layers, ref, what)
+
+    def typed(self, ref: int, what: str, allowed: Collection[str]) -> None:
+        media_type = self.layer(ref, what).media_type
+        if media_type not in allowed:
+            expected = " or ".join(sorted(allowed))
+            raise InvalidArtifactError(f"Experiment {what} layer has media type {media_type}, expected {expected}")
+
+    def attachments(self, table: AttachmentTable, where: str) -> None:
+        for name, ref in table.entries.items():
+            desc = self.layer(ref, f"{where} attachment {name!r}")
+            _check_compression(desc, f"{where} attachment {name!r}")
+        for name, filename in table.filenames.items():
+            if name not in table.entries:
+                raise InvalidArtifactError(f"Experiment {where} filename entry {name!r} has no attachment")
+            if not is_valid_basename(filename):
+                raise InvalidArtifactError(
+                    f"Experiment {where} attachment {name!r} has invalid export filename {filename!r}"
+                )
+
+    def calls(self, records: Sequence[SolveRecord | SamplingRecord], where: str, outputs: Collection[str]) -> None:
+        seen: set[int] = set()
+        for rec in records:
+            call_id = rec.solve_id if isinstance(rec, SolveRecord) else rec.sampling_id
+            kind = "solve" if isinstance(rec, SolveRecord) else "sampling"
+            what = f"{where} {kind} {call_id}"
+            if call_id in seen:
+                raise InvalidArtifactError(f"Experiment {where} has duplicate {kind} id {call_id}")
+            seen.add(call_id)
+            self.typed(rec.input, f"{what} input", mt.INSTANCE_TYPES)
+            if (rec.status == FINISHED) != (rec.output is not None):
+                state = "has no output" if rec.output is None else "has an output"
+                raise InvalidArtifactError(f"Experiment {what} is {rec.status} but {state}")
+            if rec.output is not None:
+                self.typed(rec.output, f"{what} output", outputs)
+            if rec.diagnostics is not None:
+                self.typed(rec.diagnostics, f"{what} diagnostics", (mt.DIAGNOSTICS,))
+
+    def run(self, run: RunRecord) -> None:
+        where = f"run {run.run_id}"
+        self.attachments(run.attachments, where)
+        if run.trace is not None:
+            self.typed(run.trace, f"{where} trace", (mt.TRACE_OTLP_PROTOBUF,))
+        self.calls(run.solves, where, mt.SOLUTION_TYPES)
+        self.calls(run.samplings, where, mt.SAMPLE_SET_TYPES)
+
+
+def _check_compression(desc: Descriptor, what: str) -> None:
+    compression = desc.annotations.get(mt.COMPRESSION_ANNOTATION)
+    if compression is None:
+        return
+    if compression != mt.COMPRESSION_ZSTD:
+        raise InvalidArtifactError(f"Experiment {what} has unsupported compression annotation {compression!r}")
+    base = desc.media_type.removesuffix(mt.ZSTD_SUFFIX)
+    if base == desc.media_type or not base:
+        raise InvalidArtifactError(
+            f"Experiment {what} is zstd-compressed but its media type {desc.media_type!r} "
+            f"does not end with a non-empty prefix plus {mt.ZSTD_SUFFIX}"
+        )
+
+
+def check_experiment_manifest(manifest: Manifest) -> None:
+    """§5 checks 1-2: the artifact type and the config media type; ``InvalidArtifactError`` otherwise."""
+    if manifest.artifact_type != mt.EXPERIMENT_ARTIFACT_TYPE:
+        raise InvalidArtifactError(
+            f"Experiment artifact type is {manifest.artifact_type}, expected {mt.EXPERIMENT_ARTIFACT_TYPE}"
+        )
+    if manifest.config.media_type != mt.EXPERIMENT_CONFIG:
+        raise InvalidArtifactError(
+            f"Experiment config media type is {manifest.config.media_type}, expected {mt.EXPERIMENT_CONFIG}"
+        )
+
+
+def validate_experiment(
+    manifest: Manifest, config: ExperimentConfig, *, allowed_statuses: Sequence[str] = EXPERIMENT_STATUSES
+) -> None:
+    """Run the §5 checks 1-9 that need no blob I/O; raise ``InvalidArtifactError`` on the first failure.
+
+    Not checked here (need blobs): the run-parameter msgpack content, the
+    diagnostics blobs, and layer blob presence.
+    """
+    check_experiment_manifest(manifest)
+    if config.status not in allowed_statuses:
+        raise InvalidArtifactError(_status_message(config.status, allowed_statuses))
+    validator = _Validator(manifest)
+    validator.attachments(config.attachments, "experiment")
+    seen: set[int] = set()
+    for run in config.runs:
+        if run.run_id in seen:
+            raise InvalidArtifactError(f"Experiment config has duplicate run id {run.run_id}")
+        seen.add(run.run_id)
+        validator.run(run)
+    validator.typed(config.run_parameters, "run parameters", (mt.RUN_PARAMETERS,))
+
+
+def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descriptor], bytes]) -> bytes:
+    """Full §5 validation of an experiment artifact whose blobs ``read_blob`` returns; the config bytes.
+
+    Checks the config size bound, parses the config, runs :func:`validate_experiment`
+    (any status), decodes the run-parameter MessagePack table against the run ids,
+    checks that every diagnostics layer is a MessagePack array, and that our Parquet
+    run-parameter layer, if present, equals the MessagePack table. ``read_blob``
+    must return verified bytes (a staged or stored blob). Raises
+    ``InvalidArtifactError`` naming the first defect; callers add where the
+    artifact came from. The one validator of archive imports and remote pulls.
+    """
+    from .run_params import decode_msgpack
+
+    if manifest.config.size > MAX_CONFIG_BYTES:
+        raise InvalidArtifactError(f"experiment config is {manifest.config.size} bytes; limit {MAX_CONFIG_BYTES}")
+    config_bytes = read_blob(manifest.config)
+    config = ExperimentConfig.parse(config_bytes)
+    validate_experiment(manifest, config, allowed_statuses=EXPERIMENT_STATUSES)
+    table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
+    for run in config.runs:
+        calls: tuple[SolveRecord | SamplingRecord, ...] = (*run.solves, *run.samplings)
+        for call in calls:
+            if call.diagnostics is not None:
+                _check_diagnostics(read_blob(manifest.layers[call.diagnostics]), run.run_id)
+    _check_parquet_layers(manifest, config, table, read_blob)
+    return config_bytes
+
+
+def validate_parquet_layer(manifest: Manifest, config_bytes: bytes, read_blob: Callable[[Descriptor], bytes]) -> None:
+    """Our Parquet run-parameter layer, if the manifest has one, must decode and equal the
+    MessagePack table: ``run_parameters_df()`` reads it instead of the MessagePack layer, so
+    a received artifact must not carry a table that disagrees with what OMMX 3 reads.
+    Raises ``InvalidArtifactError``. (Part of :func:`validate_experiment_artifact`.)"""
+    from .run_params import decode_msgpack
+
+    config = ExperimentConfig.parse(config_bytes)
+    table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
+    _check_parquet_layers(manifest, config, table, read_blob)
+
+
+def _check_parquet_layers(
+    manifest: Manifest, config: ExperimentConfig, table: ParameterTable, read_blob: Callable[[Descriptor], bytes]
+) -> None:
+    layers = [
+        d for d in manifest.layers
+        if d.media_type == mt.PARQUET and d.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE
+    ]
+    if not layers:
+        return
+    from . import run_params as rp
+
+    expected = rp.table_to_dataframe(table, [run.run_id for run in config.runs])
+    for layer in layers:
+        got = rp.decode_parquet(read_blob(layer))
+        same = (
+            list(got.columns) == list(expected.columns)
+            and list(got.index) == list(expected.index)
+            and [str(t) for t in got.dtypes] == [str(t) for t in expected.dtypes]
+            and got.equals(expected)
+        )
+        if not same:
+            raise InvalidArtifactError(
+                f"Parquet run-parameter layer {layer.digest} disagrees with the MessagePack run-parameter layer"
+            )
+
+
+def _check_diagnostics(data: bytes, run_id: int) -> None:
+    import msgpack
+
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises a zoo of types for corrupt input
+        raise InvalidArtifactError(f"Diagnostics layer of run {run_id} is not valid MessagePack: {exc}") from exc
+    if not isinstance(value, list):
+        raise InvalidArtifactError(f"Diagnostics layer of run {run_id} must be a MessagePack array")

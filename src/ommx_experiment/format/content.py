@@ -1,0 +1,245 @@
+"""Experiment *content*: the config tree holding descriptors instead of LayerRefs (§2.4).
+
+A session holds an experiment in memory as :class:`ExperimentContent` (with
+:class:`AttachmentContent`, :class:`RunContent`, :class:`SolveContent`).
+:func:`build_experiment` lays it out as manifest ``layers`` plus an
+:class:`~ommx_experiment.format.codec.ExperimentConfig`, walking in OMMX's exact order
+without de-duplication; :func:`content_from_artifact` is the inverse used on
+load, fork and restore. The config records, their bytes and the §5 checks live
+in :mod:`ommx_experiment.format.codec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+from ..engine.oci import EMPTY_MAP, FrozenMap
+from ..errors import InvalidInputError
+from .codec import (
+    EXPERIMENT_STATUSES,
+    FINISHED,
+    AttachmentTable,
+    ExperimentConfig,
+    RunRecord,
+    SamplingRecord,
+    SolveRecord,
+    layer_for_ref,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+    from ..engine.oci import Descriptor, Manifest
+
+__all__ = [
+    "AttachmentContent",
+    "ExperimentContent",
+    "RunContent",
+    "SolveContent",
+    "build_experiment",
+    "content_from_artifact",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentContent:
+    """One attachment namespace holding descriptors: ``name -> Descriptor``, ``name -> filename``."""
+
+    descriptors: Mapping[str, Descriptor] = field(default=EMPTY_MAP)
+    filenames: Mapping[str, str] = field(default=EMPTY_MAP)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "descriptors", FrozenMap(self.descriptors))
+        object.__setattr__(self, "filenames", FrozenMap(self.filenames))
+
+    def sorted_names(self) -> list[str]:
+        """Attachment names in byte (code point) order."""
+        return sorted(self.descriptors)
+
+
+@dataclass(frozen=True, slots=True)
+class SolveContent:
+    """A solve (or, in :class:`RunContent.samplings`, a sampling) holding descriptors."""
+
+    call_id: int
+    status: str
+    input: Descriptor
+    output: Descriptor | None
+    adapter: str
+    adapter_options: str = "{}"
+    diagnostics: Descriptor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunContent:
+    """A closed Run holding descriptors."""
+
+    run_id: int
+    status: str = FINISHED
+    reason: str | None = None
+    attachments: AttachmentContent = field(default_factory=AttachmentContent)
+    trace: Descriptor | None = None
+    solves: tuple[SolveContent, ...] = ()
+    samplings: tuple[SolveContent, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "solves", tuple(self.solves))
+        object.__setattr__(self, "samplings", tuple(self.samplings))
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentContent:
+    """Everything a committed or checkpointed experiment references.
+
+    ``extra_layers`` are appended after the run-parameter layer (e.g. our Parquet
+    table); on :func:`content_from_artifact` they are the manifest layers that the
+    config does not reference, in manifest order.
+    """
+
+    attachments: AttachmentContent
+    runs: tuple[RunContent, ...]
+    run_parameters: Descriptor
+    extra_layers: tuple[Descriptor, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs", tuple(self.runs))
+        object.__setattr__(self, "extra_layers", tuple(self.extra_layers))
+
+
+class _LayerList:
+    def __init__(self) -> None:
+        self.layers: list[Descriptor] = []
+
+    def add(self, desc: Descriptor) -> int:
+        self.layers.append(desc)
+        return len(self.layers) - 1
+
+    def add_opt(self, desc: Descriptor | None) -> int | None:
+        return None if desc is None else self.add(desc)
+
+    def table(self, content: AttachmentContent, where: str) -> AttachmentTable:
+        unknown = set(content.filenames) - set(content.descriptors)
+        if unknown:
+            raise InvalidInputError(f"{where}: filenames given for unknown attachments {sorted(unknown)!r}")
+        entries = {name: self.add(content.descriptors[name]) for name in content.sorted_names()}
+        return AttachmentTable(entries, content.filenames)
+
+    def call_fields(self, call: SolveContent) -> dict[str, Any]:
+        return {
+            "status": call.status,
+            "input": self.add(call.input),
+            "output": self.add_opt(call.output),
+            "adapter": call.adapter,
+            "adapter_options": call.adapter_options,
+            "diagnostics": self.add_opt(call.diagnostics),
+        }
+
+    def run(self, run: RunContent) -> RunRecord:
+        where = f"run {run.run_id}"
+        attachments = self.table(run.attachments, where)
+        trace = self.add_opt(run.trace)
+        solves = [SolveRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.solves, where)]
+        samplings = [SamplingRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.samplings, where)]
+        return RunRecord(run.run_id, run.status, run.reason, attachments, trace, tuple(solves), tuple(samplings))
+
+
+def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveContent]:
+    ordered = sorted(calls, key=lambda c: c.call_id)
+    _reject_duplicates([c.call_id for c in ordered], f"{where}: duplicate solve/sampling id")
+    return ordered
+
+
+def _reject_duplicates(ids: Sequence[int], message: str) -> None:
+    for prev, cur in pairwise(ids):
+        if prev == cur:
+            raise InvalidInputError(f"{message} {cur}")
+
+
+def build_experiment(
+    content: ExperimentContent,
+    *,
+    status: str,
+    reason: str | None = None,
+    requested_image_name: str | None = None,
+) -> tuple[tuple[Descriptor, ...], ExperimentConfig]:
+    """Manifest layers and config for ``content``, in OMMX's exact order (§2.4).
+
+    Order: experiment attachments by name; per run (ascending ``run_id``) its
+    attachments by name, its trace, each solve's input/output/diagnostics, each
+    sampling's input/output/diagnostics; then the run-parameter layer; then
+    ``content.extra_layers``. No de-duplication.
+    """
+    if status not in EXPERIMENT_STATUSES:
+        raise InvalidInputError(f"Unknown experiment status {status!r}")
+    layers = _LayerList()
+    attachments = layers.table(content.attachments, "experiment")
+    runs = sorted(content.runs, key=lambda r: r.run_id)
+    _reject_duplicates([r.run_id for r in runs], "duplicate run id")
+    records = tuple(layers.run(run) for run in runs)
+    run_parameters = layers.add(content.run_parameters)
+    for extra in content.extra_layers:
+        layers.add(extra)
+    config = ExperimentConfig(status, reason, requested_image_name, attachments, records, run_parameters)
+    return tuple(layers.layers), config
+
+
+class _RefResolver:
+    def __init__(self, manifest: Manifest) -> None:
+        self.layers = manifest.layers
+        self.used: set[int] = set()
+
+    def get(self, ref: int, what: str) -> Descriptor:
+        desc = layer_for_ref(self.layers, ref, what)
+        self.used.add(ref)
+        return desc
+
+    def opt(self, ref: int | None, what: str) -> Descriptor | None:
+        return None if ref is None else self.get(ref, what)
+
+    def table(self, table: AttachmentTable, where: str) -> AttachmentContent:
+        descriptors = {name: self.get(ref, f"{where} attachment {name!r}") for name, ref in table.entries.items()}
+        return AttachmentContent(descriptors, table.filenames)
+
+    def call(self, call_id: int, rec: SolveRecord | SamplingRecord, what: str) -> SolveContent:
+        return SolveContent(
+            call_id=call_id,
+            status=rec.status,
+            input=self.get(rec.input, f"{what} input"),
+            output=self.opt(rec.output, f"{what} output"),
+            adapter=rec.adapter,
+            adapter_options=rec.adapter_options,
+            diagnostics=self.opt(rec.diagnostics, f"{what} diagnostics"),
+        )
+
+    def run(self, run: RunRecord) -> RunContent:
+        where = f"run {run.run_id}"
+        return RunContent(
+            run_id=run.run_id,
+            status=run.status,
+            reason=run.reason,
+            attachments=self.table(run.attachments, where),
+            trace=self.opt(run.trace, f"{where} trace"),
+            solves=tuple(self.call(s.solve_id, s, f"{where} solve {s.solve_id}") for s in run.solves),
+            samplings=tuple(
+                self.call(s.sampling_id, s, f"{where} sampling {s.sampling_id}") for s in run.samplings
+            ),
+        )
+
+    def unused(self) -> Iterator[Descriptor]:
+        return (desc for i, desc in enumerate(self.layers) if i not in self.used)
+
+
+def content_from_artifact(manifest: Manifest, config: ExperimentConfig) -> ExperimentContent:
+    """Map the config's LayerRefs back to the manifest's descriptors.
+
+    Runs are returned in ascending ``run_id`` order. Raises ``InvalidArtifactError``
+    for a LayerRef out of range.
+    """
+    resolver = _RefResolver(manifest)
+    attachments = resolver.table(config.attachments, "experiment")
+    runs = tuple(resolver.run(run) for run in sorted(config.runs, key=lambda r: r.run_id))
+    run_parameters = resolver.get(config.run_parameters, "run parameters")
+    return ExperimentContent(attachments, runs, run_parameters, tuple(resolver.unused()))

@@ -1,0 +1,644 @@
+"""The run-parameter table: OMMX's MessagePack layer (§2.5), our Parquet layer, pandas frames.
+
+A *table* is the typed, promoted form of the per-run parameters: one
+:class:`ParameterColumn` per name (sorted by name), each with one type out of
+``bool``/``int64``/``float64``/``string`` and a ``run_id -> value`` map sorted by
+run id. :func:`build_table` derives it from raw ``run_id -> {name: value}``
+parameters with OMMX's promotion rules (§1.8).
+
+Three encodings of the same table:
+
+* MessagePack (``application/org.ommx.v1.experiment.run-parameters+msgpack``):
+  byte-identical to OMMX; :func:`decode_msgpack` is as strict as OMMX's reader.
+* Parquet (our extra layer): column 0 is the run id (int64, named ``run_id``
+  unless a parameter already has that name, then underscores are prepended),
+  then one nullable column per parameter in DataFrame column order; one row
+  per run. Written by a small built-in writer (zstd PLAIN pages, no pyarrow),
+  read with pyarrow; bytes are deterministic for a given table and libzstd.
+* pandas: :func:`table_to_dataframe` gives exactly OMMX's ``run_parameters_df()``.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..engine.oci import EMPTY_MAP, FrozenMap
+from ..errors import InvalidArtifactError, InvalidInputError, OmmxExperimentError
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable, Collection, Iterable, Sequence
+
+    import pandas as pd
+
+ParamValue = bool | int | float | str
+
+BOOL = "bool"
+INT64 = "int64"
+FLOAT64 = "float64"
+STRING = "string"
+COLUMN_TYPES = (BOOL, INT64, FLOAT64, STRING)
+
+_I64_MIN = -(2**63)
+_I64_MAX = 2**63 - 1
+_U64_MAX = 2**64 - 1
+RUN_ID_COLUMN = "run_id"
+
+
+class MixedParameterTypesError(OmmxExperimentError, RuntimeError):
+    """A parameter has incompatible types across runs (OMMX: RuntimeError at commit)."""
+
+    def __init__(self, name: str, existing: str, incoming: str) -> None:
+        super().__init__(f"Run parameter `{name}` has mixed column types: existing {existing}, incoming {incoming}")
+        self.name = name
+        self.existing = existing
+        self.incoming = incoming
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterColumn:
+    """One parameter: its name, its column type and ``run_id -> value`` sorted by run id."""
+
+    name: str
+    type: str
+    values: Mapping[int, ParamValue] = field(default=EMPTY_MAP)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", FrozenMap(dict(sorted(self.values.items()))))
+
+    @classmethod
+    def _presorted(cls, name: str, kind: str, values: dict[int, ParamValue]) -> ParameterColumn:
+        """Trusted constructor for ``values`` already in ascending run-id order (skips the sort)."""
+        column = object.__new__(cls)
+        object.__setattr__(column, "name", name)
+        object.__setattr__(column, "type", kind)
+        object.__setattr__(column, "values", FrozenMap(values))
+        return column
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterTable:
+    """All parameters of an experiment, columns sorted by name (code point = byte order)."""
+
+    columns: tuple[ParameterColumn, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(sorted(self.columns, key=lambda c: c.name)))
+
+    def run_ids(self) -> set[int]:
+        """Every run id that has at least one value."""
+        return {run_id for column in self.columns for run_id in column.values}
+
+
+def value_type(value: object) -> str:
+    """Column type of one parameter value (§1.8 order: bool, int, float, str).
+
+    Raises ``InvalidArgumentTypeError``-compatible ``TypeError`` for other kinds and
+    ``ParameterOverflowError`` for ints outside int64 (OMMX's messages).
+    """
+    from ..errors import InvalidArgumentTypeError, ParameterOverflowError
+
+    if isinstance(value, bool):
+        return BOOL
+    if isinstance(value, int):
+        if not _I64_MIN <= value <= _I64_MAX:
+            raise ParameterOverflowError("Run parameter int value must fit in int64")
+        return INT64
+    if isinstance(value, float):
+        return FLOAT64
+    if isinstance(value, str):
+        return STRING
+    raise InvalidArgumentTypeError("argument 'value': Run parameter value must be bool, int, float, or str")
+
+
+_EXACT_KIND: dict[type, str] = {bool: BOOL, int: INT64, float: FLOAT64, str: STRING}
+
+
+# Subclasses (numpy.float64, IntEnum, str subclasses) are stored as their builtin value.
+_CONVERT: dict[str, Callable[[Any], ParamValue]] = {BOOL: bool, INT64: int, FLOAT64: float, STRING: str.__str__}
+
+
+def normalise_param(value: object) -> ParamValue:
+    """``value`` as the builtin bool/int/float/str it is stored as; :func:`value_type`'s errors."""
+    return _CONVERT[value_type(value)](value)
+
+
+def build_table(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterable[int]) -> ParameterTable:
+    """Promote raw per-run parameters into a typed table (§1.8).
+
+    Only runs in ``run_ids`` (the closed runs) are included. Runs are visited by
+    ascending id; the first value fixes a column's type; int then float turns the
+    whole column into float64, float then int casts the int; any other mix raises
+    :class:`MixedParameterTypesError`.
+    """
+    types: dict[str, str] = {}
+    values: dict[str, dict[int, ParamValue]] = {}
+    exact = _EXACT_KIND
+    for run_id in sorted(set(run_ids)):
+        row = params.get(run_id)
+        if not row:
+            continue
+        for name, raw in row.items():
+            kind = exact.get(type(raw))  # builtin values (what Run.log_parameter stores): no conversion
+            if kind is None or (kind is INT64 and not _I64_MIN <= raw <= _I64_MAX):  # type: ignore[operator]
+                kind = value_type(raw)
+                value = _CONVERT[kind](raw)
+            else:
+                value = raw
+            column = values.get(name)
+            if column is None:
+                types[name] = kind
+                column = values[name] = {}
+            elif types[name] != kind:
+                kind, value = _promote(name, types[name], kind, value, column)
+                types[name] = kind
+            column[run_id] = value
+    # values were filled in ascending run-id order
+    return ParameterTable(tuple(ParameterColumn._presorted(name, types[name], values[name]) for name in types))
+
+
+def _promote(
+    name: str, existing: str, incoming: str, value: ParamValue, column: dict[int, ParamValue]
+) -> tuple[str, ParamValue]:
+    if existing == INT64 and incoming == FLOAT64:
+        for run_id, old in column.items():
+            column[run_id] = float(old)
+        return FLOAT64, value
+    if existing == FLOAT64 and incoming == INT64:
+        return FLOAT64, float(value)
+    raise MixedParameterTypesError(name, existing, incoming)
+
+
+# --- MessagePack ----------------------------------------------------------------------------------
+
+
+def table_to_msgpack(table: ParameterTable) -> bytes:
+    """OMMX's exact run-parameter layer bytes for ``table``."""
+    import msgpack
+
+    columns = {c.name: {"type": c.type, "values": _as_dict(c.values)} for c in table.columns}
+    return msgpack.packb({"columns": columns}, use_bin_type=True)
+
+
+def _as_dict(values: Mapping[int, ParamValue]) -> dict[int, ParamValue]:
+    # dict(FrozenMap) walks the Mapping protocol in Python; to_dict copies the inner dict in C.
+    return values.to_dict() if isinstance(values, FrozenMap) else dict(values)
+
+
+def encode_msgpack(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterable[int]) -> bytes:
+    """``table_to_msgpack(build_table(params, run_ids))``; raises ``MixedParameterTypesError``."""
+    return table_to_msgpack(build_table(params, run_ids))
+
+
+class _Reader:
+    """A strict reader for the msgpack subset the run-parameter layer may contain."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def fail(self, message: str) -> InvalidArtifactError:
+        return InvalidArtifactError(f"Invalid run-parameter layer at byte {self.pos}: {message}")
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if end > len(self.data):
+            raise self.fail("unexpected end of data")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def uint(self, size: int) -> int:
+        return int.from_bytes(self.take(size), "big")
+
+    def map_len(self, what: str) -> int:
+        tag = self.byte()
+        if 0x80 <= tag <= 0x8F:
+            return tag & 0x0F
+        if tag in (0xDE, 0xDF):
+            return self.uint(2 if tag == 0xDE else 4)
+        self.pos -= 1
+        raise self.fail(f"{what} must be a map, found type byte 0x{tag:02x}")
+
+    def str_body(self, tag: int) -> str | None:
+        if 0xA0 <= tag <= 0xBF:
+            size = tag & 0x1F
+        elif tag in (0xD9, 0xDA, 0xDB):
+            size = self.uint({0xD9: 1, 0xDA: 2, 0xDB: 4}[tag])
+        else:
+            return None
+        raw = self.take(size)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self.fail("string is not valid UTF-8") from exc
+
+    def string(self, what: str) -> str:
+        tag = self.byte()
+        text = self.str_body(tag)
+        if text is None:
+            self.pos -= 1
+            raise self.fail(f"{what} must be a string, found type byte 0x{tag:02x}")
+        return text
+
+    def int_body(self, tag: int) -> int | None:
+        if tag <= 0x7F:
+            return tag
+        if tag >= 0xE0:
+            return tag - 0x100
+        if 0xCC <= tag <= 0xCF:
+            return self.uint(1 << (tag - 0xCC))
+        if 0xD0 <= tag <= 0xD3:
+            return int.from_bytes(self.take(1 << (tag - 0xD0)), "big", signed=True)
+        return None
+
+    def run_id(self) -> int:
+        tag = self.byte()
+        value = self.int_body(tag)
+        if value is None or not 0 <= value <= _U64_MAX:
+            self.pos -= 1
+            raise self.fail("run id keys must be unsigned integers")
+        return value
+
+    def scalar(self) -> tuple[str, ParamValue]:
+        tag = self.byte()
+        if tag in (0xC2, 0xC3):
+            return BOOL, tag == 0xC3
+        if tag == 0xCB:
+            return FLOAT64, struct.unpack(">d", self.take(8))[0]
+        as_int = self.int_body(tag)
+        if as_int is not None:
+            return INT64, as_int
+        text = self.str_body(tag)
+        if text is not None:
+            return STRING, text
+        self.pos -= 1
+        if tag == 0xCA:
+            raise self.fail("float32 values are not allowed, only float64")
+        raise self.fail(f"unsupported value type byte 0x{tag:02x}")
+
+
+def _read_values(reader: _Reader, column: str) -> list[tuple[int, str, ParamValue]]:
+    cells: list[tuple[int, str, ParamValue]] = []
+    seen: set[int] = set()
+    for _ in range(reader.map_len(f"values of `{column}`")):
+        run_id = reader.run_id()
+        if run_id in seen:
+            raise reader.fail(f"duplicate run id {run_id} in `{column}`")
+        seen.add(run_id)
+        kind, value = reader.scalar()
+        cells.append((run_id, kind, value))
+    return cells
+
+
+def _read_column(reader: _Reader, name: str) -> ParameterColumn:
+    kind: str | None = None
+    cells: list[tuple[int, str, ParamValue]] | None = None
+    for _ in range(reader.map_len(f"column `{name}`")):
+        key = reader.string(f"key of column `{name}`")
+        if key == "type" and kind is None:
+            kind = reader.string(f"type of `{name}`")
+            if kind not in COLUMN_TYPES:
+                raise reader.fail(f"unknown column type {kind!r} for `{name}`")
+        elif key == "values" and cells is None:
+            cells = _read_values(reader, name)
+        else:
+            raise reader.fail(f"unexpected or duplicate key {key!r} in column `{name}`")
+    if kind is None or cells is None:
+        raise reader.fail(f"column `{name}` must have exactly the keys `type` and `values`")
+    return ParameterColumn(name, kind, _typed_values(reader, name, kind, cells))
+
+
+def _typed_values(
+    reader: _Reader, name: str, kind: str, cells: list[tuple[int, str, ParamValue]]
+) -> dict[int, ParamValue]:
+    values: dict[int, ParamValue] = {}
+    for run_id, cell_kind, value in cells:
+        if cell_kind != kind:
+            raise reader.fail(f"value for run {run_id} in `{name}` is {cell_kind}, column type is {kind}")
+        if kind == INT64 and not _I64_MIN <= value <= _I64_MAX:  # type: ignore[operator]
+            raise reader.fail(f"value for run {run_id} in `{name}` does not fit in int64")
+        values[run_id] = value
+    return values
+
+
+def decode_msgpack(data: bytes, valid_run_ids: Collection[int]) -> ParameterTable:
+    """Strictly decode an OMMX run-parameter layer.
+
+    Rejects (``InvalidArtifactError``): anything but ``{"columns": {name: {"type",
+    "values"}}}``, unknown or duplicate keys, duplicate columns or run ids, unknown
+    types, values not matching their column type (float32 included), ints outside
+    int64, trailing bytes, and run ids not in ``valid_run_ids``.
+    """
+    reader = _Reader(bytes(data))
+    if reader.map_len("the top level") != 1 or reader.string("the top-level key") != "columns":
+        raise reader.fail("the top level must be a map with exactly one key `columns`")
+    columns: dict[str, ParameterColumn] = {}
+    for _ in range(reader.map_len("`columns`")):
+        name = reader.string("a column name")
+        if name in columns:
+            raise reader.fail(f"duplicate column `{name}`")
+        columns[name] = _read_column(reader, name)
+    if reader.pos != len(reader.data):
+        raise reader.fail(f"{len(reader.data) - reader.pos} trailing bytes")
+    table = ParameterTable(tuple(columns.values()))
+    unknown = table.run_ids() - set(valid_run_ids)
+    if unknown:
+        raise InvalidArtifactError(f"Run-parameter layer refers to unknown run ids {sorted(unknown)}")
+    return table
+
+
+# --- pandas -------------------------------------------------------------------------------------------
+
+
+def column_order(table: ParameterTable, run_ids: Iterable[int]) -> list[str]:
+    """DataFrame column order (§1.4): walk runs ascending, add each run's names sorted; then leftovers.
+
+    Computed as: columns with values sorted by (first run id, name), then the
+    columns without any value by name. ``run_ids`` does not change the order.
+    """
+    del run_ids  # runs without parameters add no names
+    first: list[tuple[int, str]] = []
+    empty: list[str] = []
+    for column in table.columns:  # already sorted by name; values sorted by run id
+        values = column.values
+        if values:
+            first.append((next(iter(values)), column.name))
+        else:
+            empty.append(column.name)
+    first.sort()
+    return [name for _, name in first] + empty
+
+
+def _extension_array(column: ParameterColumn, index: Sequence[int]) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    present = column.values
+    mask = np.array([run_id not in present for run_id in index], dtype=bool)
+    if column.type == STRING:
+        return pd.array([present.get(r, pd.NA) for r in index], dtype=pd.StringDtype("python"))
+    numpy_type, array_cls = {
+        BOOL: (np.bool_, pd.arrays.BooleanArray),
+        INT64: (np.int64, pd.arrays.IntegerArray),
+        FLOAT64: (np.float64, pd.arrays.FloatingArray),
+    }[column.type]
+    data: np.ndarray[Any, Any] = np.array([present.get(r, 0) for r in index], dtype=numpy_type)
+    return array_cls(data, mask)
+
+
+def _frame(index: Sequence[int], columns: list[tuple[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {i: array for i, (_, array) in enumerate(columns)},
+        index=pd.Index(list(index), dtype="int64", name=RUN_ID_COLUMN),
+    )
+    frame.columns = pd.Index([name for name, _ in columns], dtype=object)
+    return frame
+
+
+def frame_index(table: ParameterTable, run_ids: Iterable[int]) -> list[int]:
+    """Row index: every given run id plus every run id present in the table, ascending."""
+    return sorted(set(run_ids) | table.run_ids())
+
+
+def table_to_dataframe(table: ParameterTable, run_ids: Iterable[int]) -> pd.DataFrame:
+    """OMMX's ``run_parameters_df()``: index ``run_id`` (int64), nullable dtypes, §1.4 column order."""
+    run_ids = list(run_ids)
+    index = frame_index(table, run_ids)
+    by_name = {c.name: c for c in table.columns}
+    return _frame(index, [(name, _extension_array(by_name[name], index)) for name in column_order(table, run_ids)])
+
+
+def params_to_dataframe(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterable[int]) -> pd.DataFrame:
+    """Live ``run_parameters_df()`` of a session; mixed types raise ``InvalidInputError`` (a ValueError)."""
+    run_ids = list(run_ids)
+    try:
+        table = build_table(params, run_ids)
+    except MixedParameterTypesError as exc:
+        raise InvalidInputError(
+            f"Run parameter has mixed column types: existing {exc.existing}, incoming {exc.incoming}"
+        ) from exc
+    return table_to_dataframe(table, run_ids)
+
+
+# --- Parquet ---------------------------------------------------------------------------------------------
+
+
+def _run_id_column_name(names: Collection[str]) -> str:
+    name = RUN_ID_COLUMN
+    while name in names:
+        name = "_" + name
+    return name
+
+
+def _bitmap(bits: list[bool]) -> bytes:
+    """Bits packed LSB first (Parquet PLAIN booleans and bit-packed levels)."""
+    if not bits:
+        return b""
+    as_int = int("".join(["1" if b else "0" for b in reversed(bits)]), 2)
+    return as_int.to_bytes((len(bits) + 7) // 8, "little")
+
+
+def encode_parquet(table: ParameterTable, run_ids: Iterable[int]) -> bytes:
+    """Parquet bytes: run id column then one nullable column per parameter, one row per run.
+
+    Written by :func:`_write_parquet` (no pyarrow: importing it is the largest
+    single cost of a commit). Deterministic for equal input and the same
+    ``zstandard`` (libzstd) version.
+    """
+    run_ids = list(run_ids)
+    index = frame_index(table, run_ids)
+    names = column_order(table, run_ids)
+    by_name = {c.name: c for c in table.columns}
+    columns: list[tuple[str, str, list[Any]]] = [(_run_id_column_name(names), INT64, index)]
+    for name in names:
+        column = by_name[name]
+        get = _as_dict(column.values).get
+        columns.append((name, column.type, [get(r) for r in index]))
+    return _write_parquet(columns, len(index))
+
+
+# --- a minimal Parquet writer (format 1.0 metadata, one row group, one PLAIN data page per column) ---
+# Thrift compact protocol types and Parquet enums (parquet.thrift).
+_T_I32, _T_I64, _T_BINARY, _T_LIST, _T_STRUCT = 5, 6, 8, 9, 12
+_PQ_TYPES = {BOOL: 0, INT64: 2, FLOAT64: 5, STRING: 6}  # BOOLEAN, INT64, DOUBLE, BYTE_ARRAY
+_REQUIRED, _OPTIONAL = 0, 1
+_PLAIN, _RLE = 0, 3
+_ZSTD = 6
+_DATA_PAGE = 0
+_UTF8 = 0
+_STRING_LOGICAL = bytes([1 << 4 | _T_STRUCT, 0, 0])  # LogicalType union {1: StringType {}}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _thrift_value(kind: int, value: Any) -> bytes:
+    if kind in (_T_I32, _T_I64):
+        return _varint((value << 1) ^ (value >> 63))  # zigzag
+    if kind == _T_BINARY:
+        raw = value.encode("utf-8") if isinstance(value, str) else value
+        return _varint(len(raw)) + raw
+    if kind == _T_STRUCT:
+        return value  # already encoded by _thrift_struct
+    elem, items = value  # _T_LIST
+    head = bytes([len(items) << 4 | elem]) if len(items) < 15 else bytes([0xF0 | elem]) + _varint(len(items))
+    return head + b"".join(_thrift_value(elem, item) for item in items)
+
+
+def _thrift_struct(*fields: tuple[int, int, Any]) -> bytes:
+    """Compact-protocol struct of ``(field id, type, value)``, ascending ids < last + 16; None skipped."""
+    out, last = bytearray(), 0
+    for field_id, kind, value in fields:
+        if value is None:
+            continue
+        out.append((field_id - last) << 4 | kind)
+        out += _thrift_value(kind, value)
+        last = field_id
+    out.append(0)
+    return bytes(out)
+
+
+def _plain(kind: str, values: list[Any]) -> bytes:
+    from array import array
+
+    if kind == INT64:
+        packed = array("q", values)
+    elif kind == FLOAT64:
+        packed = array("d", values)
+    elif kind == BOOL:
+        return _bitmap(values)
+    else:
+        encoded = [v.encode("utf-8") for v in values]
+        return b"".join([len(v).to_bytes(4, "little") + v for v in encoded])
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _definition_levels(present: list[bool]) -> bytes:
+    """RLE/bit-packed hybrid levels (bit width 1) with their 4-byte length prefix."""
+    if all(present):
+        body = _varint(len(present) << 1) + b"\x01"  # one RLE run of 1s
+    else:
+        groups = (len(present) + 7) // 8
+        body = _varint(groups << 1 | 1) + _bitmap(present).ljust(groups, b"\x00")
+    return len(body).to_bytes(4, "little") + body
+
+
+def _data_page_header(num_values: int) -> bytes:
+    """DataPageHeader: all values (nulls included), PLAIN values, RLE levels."""
+    return _thrift_struct((1, _T_I32, num_values), (2, _T_I32, _PLAIN), (3, _T_I32, _RLE), (4, _T_I32, _RLE))
+
+
+def _write_parquet(columns: list[tuple[str, str, list[Any]]], num_rows: int) -> bytes:
+    """One row group; column 0 is REQUIRED (the run id), the others OPTIONAL; zstd pages."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3)
+    out = bytearray(b"PAR1")
+    chunks: list[bytes] = []
+    schema = [_thrift_struct((4, _T_BINARY, "schema"), (5, _T_I32, len(columns)))]
+    total_uncompressed = 0
+    for i, (name, kind, values) in enumerate(columns):
+        optional = i > 0
+        present = [v is not None for v in values]
+        data = _plain(kind, [v for v in values if v is not None])
+        raw = (_definition_levels(present) if optional else b"") + data
+        page = compressor.compress(raw)
+        header = _thrift_struct(
+            (1, _T_I32, _DATA_PAGE),
+            (2, _T_I32, len(raw)),
+            (3, _T_I32, len(page)),
+            (5, _T_STRUCT, _data_page_header(num_rows)),
+        )
+        offset = len(out)
+        out += header + page
+        total_uncompressed += len(header) + len(raw)
+        meta = _thrift_struct(
+            (1, _T_I32, _PQ_TYPES[kind]),
+            (2, _T_LIST, (_T_I32, [_PLAIN, _RLE])),
+            (3, _T_LIST, (_T_BINARY, [name])),
+            (4, _T_I32, _ZSTD),
+            (5, _T_I64, num_rows),
+            (6, _T_I64, len(header) + len(raw)),
+            (7, _T_I64, len(header) + len(page)),
+            (9, _T_I64, offset),
+            (12, _T_STRUCT, _thrift_struct((3, _T_I64, num_rows - sum(present)))),
+        )
+        chunks.append(_thrift_struct((2, _T_I64, offset), (3, _T_STRUCT, meta)))
+        schema.append(
+            _thrift_struct(
+                (1, _T_I32, _PQ_TYPES[kind]),
+                (3, _T_I32, _OPTIONAL if optional else _REQUIRED),
+                (4, _T_BINARY, name),
+                (6, _T_I32, _UTF8 if kind == STRING else None),
+                (10, _T_STRUCT, _STRING_LOGICAL if kind == STRING else None),
+            )
+        )
+    row_group = _thrift_struct((1, _T_LIST, (_T_STRUCT, chunks)), (2, _T_I64, total_uncompressed), (3, _T_I64, num_rows))
+    row_groups = [row_group] if num_rows else []
+    footer = _thrift_struct(
+        (1, _T_I32, 1),
+        (2, _T_LIST, (_T_STRUCT, schema)),
+        (3, _T_I64, num_rows),
+        (4, _T_LIST, (_T_STRUCT, row_groups)),
+        (6, _T_BINARY, "ommx-experiment"),
+    )
+    out += footer + len(footer).to_bytes(4, "little") + b"PAR1"
+    return bytes(out)
+
+
+def _from_arrow(chunked: Any, column_name: str) -> Any:
+    import pandas as pd
+    import pyarrow as pa
+
+    arrow_type = chunked.type
+    if pa.types.is_boolean(arrow_type):
+        return pd.BooleanDtype().__from_arrow__(chunked)
+    if pa.types.is_integer(arrow_type):
+        return pd.Int64Dtype().__from_arrow__(chunked.cast(pa.int64()))
+    if pa.types.is_floating(arrow_type):
+        return pd.Float64Dtype().__from_arrow__(chunked.cast(pa.float64()))
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return pd.array(chunked.to_pylist(), dtype=pd.StringDtype("python"))
+    raise InvalidArtifactError(f"Parquet run-parameter column `{column_name}` has unsupported type {arrow_type}")
+
+
+def decode_parquet(source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> pd.DataFrame:
+    """Read our Parquet run-parameter layer into the same frame as :func:`table_to_dataframe`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = pa.BufferReader(bytes(source))
+    try:
+        arrow_table = pq.ParquetFile(source).read()
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidArtifactError(f"Invalid Parquet run-parameter layer: {exc}") from exc
+    if arrow_table.num_columns == 0 or not pa.types.is_integer(arrow_table.schema.field(0).type):
+        raise InvalidArtifactError("Invalid Parquet run-parameter layer: column 0 must be the integer run id")
+    run_ids = arrow_table.column(0)
+    if run_ids.null_count:
+        raise InvalidArtifactError("Invalid Parquet run-parameter layer: null run id")
+    names = arrow_table.schema.names[1:]
+    columns = [(name, _from_arrow(arrow_table.column(i + 1), name)) for i, name in enumerate(names)]
+    return _frame(run_ids.to_pylist(), columns)

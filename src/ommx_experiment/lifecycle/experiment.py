@@ -1,0 +1,533 @@
+"""``Experiment``: the OMMX 3 ``ommx.experiment.Experiment`` API over our Local Registry.
+
+Lifecycle states (spec/experiment.md): ``unsealed`` (new, forked, restored;
+mutable), ``sealed`` (committed, loaded, imported; read-only), ``failed``
+(a failed/interrupted checkpoint published by the context manager, read-only;
+or a commit that failed permanently). All mutations of one session run under
+one ``threading.RLock``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .. import media_types as mt
+from ..engine.clock import parse_timestamp
+from ..engine.names import ImageName, anonymous_experiment_name
+from ..engine.oci import Descriptor
+from ..engine.registry import LocalRegistry
+from ..errors import InvalidArgumentTypeError, InvalidInputError, LifecycleError, RefConflictError
+from ..format import run_params as rp
+from ..format.codec import CHECKPOINT_STATUSES, FINISHED
+from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal
+from .attachments import AttachmentReader, AttachmentWriter
+from .autosave import AutosavePolicy
+from .run import Run, SealedRun
+from .session import SealedState, Session, failure_outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import TracebackType
+
+    import pandas as pd
+
+    from ..engine.blobstore import BlobStore
+    from .artifact import Artifact
+
+__all__ = ["AutosavePolicy", "Experiment"]
+
+log = logging.getLogger(__name__)
+
+_UNSEALED, _SEALED, _CHECKPOINT, _COMMIT_FAILED = "unsealed", "sealed", "checkpoint", "commit_failed"
+DERIVED_DIR = ".oxe-derived"
+
+
+def _artifact(registry: LocalRegistry, image: ImageName, digest: str, holder: Any) -> Artifact:
+    from .artifact import Artifact
+
+    return Artifact._open(registry, image, digest, keep_alive=holder)
+
+
+class Experiment(AttachmentWriter, AttachmentReader):
+    """An optimisation experiment: runs, parameters and attachments, committed as one OCI artifact.
+
+    Drop-in for ``ommx.experiment.Experiment`` (OMMX 3). Differences, all
+    documented in spec/experiment.md: the default autosave policy is
+    ``AutosavePolicy.min_interval(60.0)`` (every Run close is durable through the
+    journal anyway); a ref conflict at commit leaves the session usable for
+    ``rename`` and a retry; committed artifacts carry one more layer after the
+    MessagePack run-parameter layer, the same table as Parquet.
+    """
+
+    _attachment_owner = "Experiment"
+
+    # --- construction ----------------------------------------------------------------------
+
+    def __init__(self, image_name: str | None = None, *, store_trace: bool = False) -> None:
+        image = None if image_name is None else ImageName.parse(image_name)
+        self._init_unsealed(LocalRegistry.default(), image, holder=None, store_trace=store_trace)
+
+    def _init_unsealed(
+        self,
+        registry: LocalRegistry,
+        image: ImageName | None,
+        *,
+        holder: Any,
+        store_trace: bool,
+        annotations: Mapping[str, str] | None = None,
+        subject: Descriptor | None = None,
+        journal_session_id: str | None = None,
+    ) -> Session:
+        if store_trace:
+            from .tracing import require_trace_support
+
+            require_trace_support()  # fail here, not at the first Run enter
+        requested = image if image is not None else anonymous_experiment_name(registry.registry_id)
+        self._holder = holder
+        self._state = _UNSEALED
+        self._sealed: SealedState | None = None
+        self._commit_error: str | None = None
+        self._session: Session | None = Session(
+            registry,
+            requested,
+            holder=holder,
+            store_trace=bool(store_trace),
+            annotations=dict(annotations or {}),
+            subject=subject,
+            journal_session_id=journal_session_id,
+        )
+        return self._session
+
+    @classmethod
+    def _new_unsealed(cls, registry: LocalRegistry, image: ImageName | None, **kwargs: Any) -> tuple[Experiment, Session]:
+        self = cls.__new__(cls)
+        session = self._init_unsealed(registry, image, **kwargs)
+        return self, session
+
+    @classmethod
+    def _from_sealed(cls, sealed: SealedState) -> Experiment:
+        self = cls.__new__(cls)
+        self._holder = sealed.holder
+        self._state = _SEALED
+        self._sealed = sealed
+        self._session = None
+        self._commit_error = None
+        return self
+
+    @classmethod
+    def with_temp_local_registry(cls, image_name: str | None = None, *, store_trace: bool = False) -> Experiment:
+        """A new unsealed session in a fresh temporary registry, deleted when the last derived object dies."""
+        from ..engine.temp_registry import TempRegistryHolder
+
+        image = None if image_name is None else ImageName.parse(image_name)
+        holder = TempRegistryHolder()
+        self, _ = cls._new_unsealed(holder.registry, image, holder=holder, store_trace=store_trace)
+        return self
+
+    @classmethod
+    def load(cls, image_name: str) -> Experiment:
+        """Open a committed Experiment (finished/failed/interrupted) from the default registry."""
+        from .artifact import Artifact
+
+        return cls.from_artifact(Artifact.load(image_name))
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact) -> Experiment:
+        """Interpret an open ``Artifact`` handle as a sealed Experiment (generic artifacts rejected)."""
+        from .artifact import Artifact
+
+        if not isinstance(artifact, Artifact):
+            raise InvalidArgumentTypeError(f"Expected an Artifact, got {type(artifact).__name__}")
+        image = ImageName.parse(artifact.image_name)
+        sealed = SealedState.open(
+            artifact.registry, image, artifact.manifest_digest, artifact._keep_alive, manifest=artifact.manifest
+        )
+        return cls._from_sealed(sealed)
+
+    @classmethod
+    def import_archive(cls, path: str | os.PathLike[str]) -> Experiment:
+        """Import a ``.ommx`` archive or OCI layout directory, then open it as a sealed Experiment."""
+        from ..format.archive import import_path
+
+        registry = LocalRegistry.default()
+        image, digest = import_path(registry, path)
+        return cls._from_sealed(SealedState.open(registry, image, digest))
+
+    @classmethod
+    def restore_from_checkpoint(cls, image_name: str) -> Experiment:
+        """A new unsealed session from the newest of our journal and OMMX's checkpoint slot for ``image_name``."""
+        requested = ImageName.parse(image_name)
+        registry = LocalRegistry.default()
+        journal = read_journal(registry, requested)
+        slot = checkpoint_updated_at(registry, requested)
+        if journal is None and slot is None:
+            raise LifecycleError(
+                f"No Experiment checkpoint found for requested image {requested} at "
+                f"{checkpoint_ref(registry, requested)}: no checkpoint ref and no journal"
+            )
+        if slot is not None and (journal is None or parse_timestamp(slot[1]) > parse_timestamp(journal.updated_at)):
+            return cls._restore_slot(registry, requested, slot[0])
+        assert journal is not None
+        self, session = cls._new_unsealed(
+            registry,
+            requested,
+            holder=None,
+            store_trace=False,
+            annotations=journal.header.annotations,
+            subject=journal.header.subject,
+            journal_session_id=journal.session_id,
+        )
+        session.carry(journal.runs, journal.attachments)
+        return self
+
+    @classmethod
+    def _restore_slot(cls, registry: LocalRegistry, requested: ImageName, digest: str) -> Experiment:
+        ref = checkpoint_ref(registry, requested)
+        sealed = SealedState.open(registry, ref, digest, allowed=CHECKPOINT_STATUSES)
+        if sealed.config.requested_image_name != str(requested):
+            raise LifecycleError(
+                f"Checkpoint {ref} was written for {sealed.config.requested_image_name}, not {requested}"
+            )
+        size = registry.blobs.size(digest)
+        self, session = cls._new_unsealed(
+            registry,
+            requested,
+            holder=None,
+            store_trace=False,
+            annotations=dict(sealed.manifest.annotations),
+            subject=Descriptor(mt.OCI_MANIFEST, digest, size),
+        )
+        params = sealed.params_by_run()
+        session.carry([(r, params.get(r.run_id, {})) for r in sealed.content.runs], sealed.content.attachments)
+        return self
+
+    # --- state checks --------------------------------------------------------------------------
+
+    def _read_only_error(self) -> LifecycleError:
+        if self._state == _SEALED:
+            return LifecycleError("Sealed Experiment is read-only")
+        if self._state == _CHECKPOINT:
+            return LifecycleError("Checkpointed Experiment is read-only")
+        return LifecycleError(f"Experiment commit has failed: {self._commit_error}")
+
+    def _check_unsealed(self) -> None:
+        if self._state != _UNSEALED:
+            raise self._read_only_error()
+
+    def _session_or_raise(self) -> Session:
+        self._check_unsealed()
+        assert self._session is not None
+        return self._session
+
+    def _committed(self) -> SealedState:
+        if self._state == _COMMIT_FAILED:
+            raise self._read_only_error()
+        if self._sealed is None:
+            raise LifecycleError("Experiment must be committed before accessing this view")
+        return self._sealed
+
+    @property
+    def _registry(self) -> LocalRegistry:
+        return self._session.registry if self._session is not None else self._committed().registry
+
+    # --- properties ---------------------------------------------------------------------------------
+
+    @property
+    def image_name(self) -> str:
+        """Requested name (unsealed, failed), or the ref name of the sealed artifact."""
+        if self._state == _SEALED:
+            assert self._sealed is not None
+            return str(self._sealed.image_name)
+        assert self._session is not None
+        return str(self._session.requested)
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        if self._sealed is not None:
+            return dict(self._sealed.manifest.annotations)
+        assert self._session is not None
+        return dict(self._session.annotations)
+
+    @property
+    def attachment_names(self) -> list[str]:
+        _, descriptors, _ = self._attachment_view()
+        return sorted(descriptors)
+
+    @property
+    def runs(self) -> list[SealedRun]:
+        """Closed runs by ascending run id (open runs are not listed)."""
+        if self._sealed is not None:
+            sealed = self._sealed
+            return [SealedRun(sealed.registry.blobs, run, self._holder) for run in sealed.content.runs]
+        assert self._session is not None
+        session = self._session
+        with session.lock:
+            return [SealedRun(session.registry.blobs, session.runs[k], self._holder) for k in sorted(session.runs)]
+
+    @property
+    def status(self) -> str | None:
+        return self._sealed.status if self._sealed is not None else None
+
+    @property
+    def lifecycle_reason(self) -> str | None:
+        return self._sealed.reason if self._sealed is not None else None
+
+    @property
+    def artifact(self) -> Artifact:
+        """The committed artifact (or the checkpoint artifact in the failed-checkpoint state)."""
+        sealed = self._committed()
+        return _artifact(sealed.registry, sealed.image_name, sealed.manifest_digest, self._holder)
+
+    def __repr__(self) -> str:
+        state = {_UNSEALED: "unsealed", _SEALED: "sealed"}.get(self._state, "failed")
+        open_runs = self._session.open_runs if self._session is not None else 0
+        return f"Experiment(image_name='{self.image_name}', state='{state}', open_runs={open_runs})"
+
+    # --- attachments --------------------------------------------------------------------------------
+
+    def _attachment_view(self) -> tuple[BlobStore, Mapping[str, Descriptor], Mapping[str, str]]:
+        if self._sealed is not None:
+            table = self._sealed.content.attachments
+            return self._sealed.registry.blobs, table.descriptors, table.filenames
+        assert self._session is not None
+        return self._session.registry.blobs, dict(self._session.attachments), dict(self._session.filenames)
+
+    def _attachment_blobs(self) -> BlobStore:
+        return self._session_or_raise().registry.blobs
+
+    def _check_writable(self) -> None:
+        self._check_unsealed()
+
+    def _reserve_attachment(self, name: str) -> None:
+        self._session_or_raise().reserve_attachment(name)
+
+    def _add_attachment(self, name: str, desc: Descriptor, filename: str | None = None) -> None:
+        session = self._session_or_raise()
+        with session.lock:
+            self._check_unsealed()
+            session.add_attachment(name, desc, filename)
+
+    # --- mutation -------------------------------------------------------------------------------------
+
+    def set_annotation(self, key: str, value: str) -> None:
+        """Set a manifest annotation (keys under ``org.ommx.v1.`` are reserved: ValueError)."""
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidArgumentTypeError("Annotation key and value must be str")
+        if key.startswith(mt.RESERVED_ANNOTATION_PREFIX):
+            raise InvalidInputError(f"Annotation key `{key}` is reserved for OMMX metadata")
+        session = self._session_or_raise()
+        with session.lock:
+            self._check_unsealed()
+            session.set_annotation(key, value)
+
+    def set_autosave_policy(self, policy: AutosavePolicy) -> None:
+        """Choose when Run closes publish OMMX-format draft checkpoints; resets the schedule."""
+        if not isinstance(policy, AutosavePolicy):
+            raise InvalidArgumentTypeError(f"Expected an AutosavePolicy, got {type(policy).__name__}")
+        self._session_or_raise().set_policy(policy)
+
+    def run(self) -> Run:
+        """A new Run; its id is allocated now and never reused."""
+        session = self._session_or_raise()
+        with session.lock:
+            self._check_unsealed()
+            return Run(self, session.allocate_run())
+
+    # --- commit -----------------------------------------------------------------------------------------
+
+    def commit(self) -> Artifact:
+        """Publish the experiment (publish semantics) and seal this object; returns the Artifact."""
+        session = self._session_or_raise()
+        with session.lock:
+            self._check_unsealed()
+            if session.open_runs:
+                raise LifecycleError(
+                    f"Cannot commit Experiment while {session.open_runs} Run handle(s) are still open"
+                )
+            try:
+                built = session.build(FINISHED, parquet=True)
+            except rp.MixedParameterTypesError as exc:
+                self._fail_commit(str(exc))
+                raise LifecycleError(str(exc)) from exc
+            requested = session.requested
+            try:
+                session.registry.publish(requested, built.manifest_digest, config_bytes=built.config_bytes)
+            except RefConflictError as exc:
+                current = session.registry.resolve(requested)
+                raise RefConflictError(
+                    f"Local registry ref {requested} already points to {current}; "
+                    f"experiment manifest {built.manifest_digest} was not published"
+                ) from exc
+            self._seal(session, built)
+            self._cleanup_checkpoints(session)
+        return self.artifact
+
+    def _fail_commit(self, reason: str) -> None:
+        self._state = _COMMIT_FAILED
+        self._commit_error = reason
+        assert self._session is not None
+        self._session.writable = False
+
+    def _seal(self, session: Session, built: Any) -> None:
+        session.writable = False
+        self._sealed = SealedState(
+            session.registry,
+            self._holder,
+            session.requested,
+            built.manifest_digest,
+            built.manifest,
+            built.config,
+            built.content,
+        )
+        self._state = _SEALED
+
+    @staticmethod
+    def _cleanup_checkpoints(session: Session) -> None:
+        try:
+            session.journal.discard()
+            session.registry.remove(checkpoint_ref(session.registry, session.requested))
+        except Exception as exc:  # best effort, as OMMX
+            log.warning("Checkpoint of %s not removed after commit: %s", session.requested, exc)
+
+    # --- context manager -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Experiment:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> Literal[False]:
+        if self._state != _UNSEALED:
+            return False
+        if exc_type is None:
+            self.commit()
+            return False
+        self._publish_failure(exc_type, exc_value)
+        return False
+
+    def _publish_failure(self, exc_type: type[BaseException], exc_value: BaseException | None) -> None:
+        session = self._session
+        assert session is not None
+        status, reason = failure_outcome(exc_type, exc_value)
+        with session.lock:
+            if session.open_runs:
+                log.warning(
+                    "%d open Run(s) of %s are not included in the %s checkpoint", session.open_runs, session.requested, status
+                )
+            session.writable = False
+            digest = session.try_checkpoint(status, reason)
+            self._state = _CHECKPOINT
+            self._commit_error = reason
+            if digest is None:
+                return
+            try:
+                self._sealed = SealedState.open(
+                    session.registry, checkpoint_ref(session.registry, session.requested), digest, self._holder,
+                    allowed=CHECKPOINT_STATUSES,
+                )
+            except Exception as exc:
+                log.warning("Checkpoint %s of %s could not be reopened: %s", digest, session.requested, exc)
+
+    # --- fork / rename / save / push ----------------------------------------------------------------------------
+
+    def fork(self, image_name: str | None = None, *, store_trace: bool = False) -> Experiment:
+        """A new unsealed child whose ``subject`` is this manifest; everything carried by descriptor."""
+        image = None if image_name is None else ImageName.parse(image_name)
+        sealed = self._committed()
+        size = sealed.registry.blobs.size(sealed.manifest_digest)
+        child, session = Experiment._new_unsealed(
+            sealed.registry,
+            image,
+            holder=self._holder,
+            store_trace=store_trace,
+            subject=Descriptor(mt.OCI_MANIFEST, sealed.manifest_digest, size),
+        )
+        params = sealed.params_by_run()
+        session.carry([(r, params.get(r.run_id, {})) for r in sealed.content.runs], sealed.content.attachments)
+        return child
+
+    def rename(self, image_name: str) -> None:
+        """Unsealed: change the name commit publishes (moving checkpoints). Sealed: publish an alias."""
+        image = ImageName.parse(image_name)
+        if self._state == _UNSEALED:
+            self._rename_unsealed(image)
+            return
+        sealed = self._committed()
+        sealed.registry.alias(image, sealed.manifest_digest)
+        sealed.image_name = image
+        if self._session is not None:
+            self._session.requested = image
+
+    def _rename_unsealed(self, image: ImageName) -> None:
+        session = self._session_or_raise()
+        with session.lock:
+            old = session.requested
+            if old == image:
+                return
+            had_checkpoint = checkpoint_updated_at(session.registry, old) is not None
+            session.requested = image
+            try:
+                session.journal.move(image)
+            except Exception as exc:
+                log.warning("Checkpoint journal of %s not moved to %s: %s", old, image, exc)
+            if had_checkpoint:
+                try:
+                    session.registry.remove(checkpoint_ref(session.registry, old))
+                except Exception as exc:
+                    log.warning("Checkpoint of %s not removed on rename: %s", old, exc)
+                success = session.try_checkpoint("draft") is not None
+                session.schedule.attempted(len(session.runs), success)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the committed (or checkpoint) artifact as a ``.ommx`` archive; fails if ``path`` exists."""
+        from ..format.archive import write_archive
+
+        sealed = self._committed()
+        write_archive(sealed.registry, sealed.manifest_digest, str(sealed.image_name), path)
+
+    def push(self) -> None:
+        """Push the committed artifact to the remote registry named by its image name."""
+        self.artifact.push()
+
+    # --- run parameters ------------------------------------------------------------------------------------------
+
+    def run_parameters_df(self) -> pd.DataFrame:
+        """Wide table of run parameters (index ``run_id``; nullable dtypes; §1.4)."""
+        if self._sealed is not None:
+            sealed = self._sealed
+            layer = sealed.parquet_layer()
+            if layer is not None:
+                return rp.decode_parquet(sealed.registry.blobs.path(layer.digest))
+            return rp.table_to_dataframe(sealed.table(), sealed.run_ids())
+        assert self._session is not None
+        session = self._session
+        with session.lock:
+            params = {k: dict(v) for k, v in session.params.items()}
+            run_ids = list(session.runs)
+        return rp.params_to_dataframe(params, run_ids)
+
+    @property
+    def run_parameters_parquet(self) -> Path:
+        """Path of the Parquet run-parameter table (committed experiments only).
+
+        Our artifacts: the Parquet layer's blob file in the CAS (never modify it).
+        Others (e.g. written by OMMX 3): a file derived once from the MessagePack
+        layer under ``<root>/.oxe-derived/<manifest hex>.parquet``.
+        """
+        sealed = self._committed()
+        layer = sealed.parquet_layer()
+        if layer is not None:
+            return sealed.registry.blobs.path(layer.digest)
+        target = sealed.registry.root / DERIVED_DIR / f"{sealed.manifest_digest.split(':', 1)[1]}.parquet"
+        if not target.exists():
+            from ..engine.atomic import atomic_write_bytes
+
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(target, rp.encode_parquet(sealed.table(), sealed.run_ids()))
+        return target

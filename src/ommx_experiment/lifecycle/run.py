@@ -1,0 +1,381 @@
+"""Runs: the mutable :class:`Run` handle and the read-only :class:`SealedRun` view (§1.5, §1.7).
+
+A Run is allocated by ``Experiment.run()`` (its id is taken then and never
+reused), optionally entered as a context manager, and closed exactly once
+(``finish()`` or context exit) with status ``finished``, ``failed`` or
+``interrupted``. Closing hands the run to the session, which journals it. A Run
+garbage-collected while open is *abandoned*: its data is dropped and the
+session's open-run counter released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import weakref
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import LifecycleError
+from ..format.codec import FINISHED
+from ..format.content import AttachmentContent, RunContent, SolveContent
+from ..format.run_params import normalise_param
+from .attachments import AttachmentReader, AttachmentWriter
+from .session import failure_outcome
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import TracebackType
+
+    from ..engine.blobstore import BlobStore
+    from ..engine.oci import Descriptor
+    from ..format.run_params import ParamValue
+    from .recorder import RunOwner
+
+log = logging.getLogger(__name__)
+
+_OPEN, _ENTERED, _CLOSED = "open", "entered", "closed"
+_TRACER_SCOPE = "ommx.experiment"
+
+
+_TRACER: list[Any] = []
+
+
+def _tracer() -> Any:
+    if not _TRACER:
+        try:
+            from opentelemetry import trace
+        except ImportError:
+            _TRACER.append(None)
+        else:  # a ProxyTracer: follows a provider installed later
+            _TRACER.append(trace.get_tracer(_TRACER_SCOPE))
+    return _TRACER[0]
+
+
+_PROVIDER_ENV: list[bool] = []
+
+
+def _tracing_active() -> bool:
+    """True when a ``Run`` span could be recorded: an OpenTelemetry tracer provider is set.
+
+    Without one, OpenTelemetry's ProxyTracer hands out non-recording spans, so
+    starting one only costs time (about 20 µs a Run). Not imported yet means no
+    provider was set, unless ``OTEL_PYTHON_TRACER_PROVIDER`` names one to load.
+    """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        if not _PROVIDER_ENV:
+            _PROVIDER_ENV.append("OTEL_PYTHON_TRACER_PROVIDER" in os.environ)  # read once, like OpenTelemetry
+        return _PROVIDER_ENV[0]
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
+def _start_span(run_id: int) -> Any:
+    """An OpenTelemetry ``Run`` span with attribute ``ommx.run.id``, or None.
+
+    None without opentelemetry and while no tracer provider is set (the span
+    would not be recorded; see :func:`_tracing_active`).
+    """
+    if not _tracing_active():
+        return None
+    tracer = _tracer()
+    if tracer is None:
+        return None
+    span = tracer.start_as_current_span("Run")
+    handle = span.__enter__()
+    try:
+        handle.set_attribute("ommx.run.id", run_id)
+    except BaseException:
+        span.__exit__(None, None, None)
+        raise
+    return span
+
+
+_EXACT = (bool, int, float, str)
+_NO_ATTACHMENTS = AttachmentContent()  # shared by every run without attachments (immutable)
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+class Run(AttachmentWriter):
+    """One run of an unsealed Experiment. Created by :meth:`Experiment.run`."""
+
+    _attachment_owner = "Run"
+
+    def __init__(self, experiment: RunOwner, run_id: int) -> None:
+        self._experiment = experiment
+        self._session = experiment._session_or_raise()
+        self._run_id = run_id
+        self._state = _OPEN
+        self._params: dict[str, ParamValue] = {}
+        self._attachments: dict[str, Descriptor] = {}
+        self._filenames: dict[str, str] = {}
+        self._solves: list[SolveContent] = []
+        self._samplings: list[SolveContent] = []
+        self._trace: Descriptor | None = None
+        self._span: Any = None
+        self._capture: Any = None  # tracing.RunCapture while a store_trace Run is entered
+        self._finalizer = weakref.finalize(self, self._session.release_run)
+
+    def __repr__(self) -> str:
+        if self._state == _CLOSED:
+            return "Run(finished=True)"
+        return f"Run(run_id={self._run_id})"
+
+    @property
+    def run_id(self) -> int:
+        """This run's id (0-based, allocated by ``Experiment.run()``)."""
+        self._check_not_closed()
+        return self._run_id
+
+    # --- state checks ---------------------------------------------------------------------
+
+    def _check_not_closed(self) -> None:
+        if self._state == _CLOSED:
+            raise LifecycleError("Run has already been finished")
+
+    def _check_writable(self) -> None:
+        self._check_not_closed()
+        self._experiment._check_unsealed()
+        if self._session.store_trace and self._state != _ENTERED:
+            raise LifecycleError("store_trace=True requires using Run as a context manager")
+
+    # --- parameters -------------------------------------------------------------------------
+
+    def log_parameter(self, name: str, value: bool | int | float | str) -> None:
+        """Record one parameter (bool, int64, float or str); the same name again overwrites."""
+        kind = type(value)
+        if kind not in _EXACT or (kind is int and not _I64_MIN <= value <= _I64_MAX):  # type: ignore[operator]
+            value = normalise_param(value)  # subclasses, errors
+        if type(name) is not str:
+            from ..errors import InvalidArgumentTypeError
+
+            raise InvalidArgumentTypeError(f"argument 'name': expected str, got {type(name).__name__}")
+        # Hot path (a sweep logs ~10 per run): the full check only when it may fail.
+        # session.writable is cleared whenever the Experiment leaves the unsealed state.
+        if self._state is not _ENTERED or not self._session.writable:
+            self._check_writable()
+        self._params[name] = value
+
+    # --- attachments (AttachmentWriter hooks) ----------------------------------------------------
+
+    def _attachment_blobs(self) -> BlobStore:
+        return self._session.registry.blobs
+
+    def _reserve_attachment(self, name: str) -> None:
+        with self._session.lock:
+            if name in self._attachments:
+                raise LifecycleError(f"Attachment `{name}` already exists")
+
+    def _add_attachment(self, name: str, desc: Descriptor, filename: str | None = None) -> None:
+        with self._session.lock:
+            self._check_writable()
+            self._reserve_attachment(name)
+            self._attachments[name] = desc
+            if filename is not None:
+                self._filenames[name] = filename
+
+    # --- hooks for solves/samplings/traces (solve.py, tracing.py) ------------------------------
+
+    def _record_solve(self, solve: SolveContent) -> None:
+        with self._session.lock:
+            self._solves.append(solve)
+
+    def _record_sampling(self, sampling: SolveContent) -> None:
+        with self._session.lock:
+            self._samplings.append(sampling)
+
+    def _set_trace(self, trace: Descriptor) -> None:
+        with self._session.lock:
+            if self._trace is not None:
+                raise LifecycleError(f"Run {self._run_id} already has a trace")
+            self._trace = trace
+
+    # --- adapter calls (solve.py) --------------------------------------------------------------
+
+    def log_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """Solve with ``adapter.solve`` and record a Solve; see :func:`ommx_experiment.lifecycle.solve.log_solve`."""
+        from . import solve
+
+        return solve.log_solve(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
+
+    def log_sample(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """Sample with ``adapter.sample`` and record a Sampling; see :func:`ommx_experiment.lifecycle.solve.log_sample`."""
+        from . import solve
+
+        return solve.log_sample(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
+
+    def open_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """A manual solve scope (``OpenSolve``); see :func:`ommx_experiment.lifecycle.solve.open_solve`."""
+        from . import solve
+
+        return solve.open_solve(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
+
+    # --- closing -------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Close the run as ``finished`` (only outside an active ``with`` block)."""
+        self._check_not_closed()
+        if self._state == _ENTERED:
+            raise LifecycleError(
+                "Run context is active; finish() is performed automatically on normal Run context-manager exit"
+            )
+        if self._session.store_trace:
+            raise LifecycleError(
+                "store_trace=True requires using Run as a context manager; use `with experiment.run() as run:`"
+            )
+        self._close(FINISHED, None)
+
+    def _close(self, status: str, reason: str | None) -> None:
+        with self._session.lock:
+            if self._state == _CLOSED:
+                return
+            self._state = _CLOSED
+            self._finalizer.detach()
+            attachments = (
+                AttachmentContent(self._attachments, self._filenames) if self._attachments else _NO_ATTACHMENTS
+            )
+            content = RunContent(
+                run_id=self._run_id,
+                status=status,
+                reason=reason,
+                attachments=attachments,
+                trace=self._trace,
+                solves=tuple(self._solves),
+                samplings=tuple(self._samplings),
+            )
+            self._session.close_run(content, self._params)
+
+    # --- context manager -------------------------------------------------------------------------
+
+    def __enter__(self) -> Run:
+        self._check_not_closed()
+        if self._state == _ENTERED:
+            raise LifecycleError("Run context has already been entered")
+        if self._session.store_trace:
+            from .tracing import RunCapture
+
+            self._capture = RunCapture.start(self._run_id)  # TraceUnavailableError without opentelemetry
+        else:
+            self._span = _start_span(self._run_id)
+        self._state = _ENTERED
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> Literal[False]:
+        if self._state == _CLOSED:
+            return False
+        if self._state != _ENTERED:
+            raise LifecycleError("Run context has not been entered")
+        span, self._span = self._span, None
+        capture, self._capture = self._capture, None
+        if exc_type is None:
+            if span is not None:
+                span.__exit__(None, None, None)
+            if capture is not None:
+                self._store_trace(capture)
+            self._state = _OPEN
+            self._close(FINISHED, None)
+            return False
+        if span is not None:
+            with contextlib.suppress(Exception):
+                span.__exit__(exc_type, exc_value, traceback)
+        if capture is not None:
+            self._store_trace_best_effort(capture, exc_value)
+        status, reason = failure_outcome(exc_type, exc_value)
+        try:
+            self._close(status, reason)
+        except Exception as exc:  # the body's exception wins
+            log.warning("Run %s could not be recorded as %s: %s", self._run_id, status, exc)
+        return False
+
+    def _store_trace(self, capture: Any) -> None:
+        """Normal exit: a failure closing the span keeps the Run entered; a failure storing abandons it."""
+        from .tracing import store_run_trace
+
+        try:
+            capture.close_span()
+        except BaseException:
+            self._capture = capture
+            raise
+        try:
+            store_run_trace(self, capture)
+        except BaseException:
+            self._state = _CLOSED
+            self._finalizer()  # abandoned: released, not recorded
+            raise
+
+    def _store_trace_best_effort(self, capture: Any, exc: BaseException | None) -> None:
+        from .tracing import store_run_trace
+
+        try:
+            store_run_trace(self, capture, exc)
+        except Exception as store_exc:
+            log.warning("Run %s: trace not stored: %s", self._run_id, store_exc)
+
+
+class SealedRun(AttachmentReader):
+    """A read-only view of a closed run (in a sealed or unsealed Experiment)."""
+
+    def __init__(self, blobs: BlobStore, content: RunContent, keepalive: Any = None) -> None:
+        self._blobs = blobs
+        self._content = content
+        self._keepalive = keepalive  # temp-registry holder: keeps the directory alive
+
+    def _attachment_view(self) -> tuple[BlobStore, Mapping[str, Descriptor], Mapping[str, str]]:
+        return self._blobs, self._content.attachments.descriptors, self._content.attachments.filenames
+
+    @property
+    def run_id(self) -> int:
+        return self._content.run_id
+
+    @property
+    def status(self) -> str:
+        """How the Run scope closed: ``finished``, ``failed`` or ``interrupted``."""
+        return self._content.status
+
+    @property
+    def lifecycle_reason(self) -> str | None:
+        return self._content.reason if self._content.status != FINISHED else None
+
+    @property
+    def attachment_names(self) -> list[str]:
+        return self._content.attachments.sorted_names()
+
+    @property
+    def trace(self) -> Any:
+        """The stored OTLP trace (``ommx.tracing.TraceResult`` if installed, else ``tracing.TraceResult``), or None."""
+        if self._content.trace is None:
+            return None
+        from .tracing import load_trace
+
+        return load_trace(self._blobs.get(self._content.trace.digest))
+
+    @property
+    def solves(self) -> list[Any]:
+        return self._calls("solves")
+
+    @property
+    def samplings(self) -> list[Any]:
+        return self._calls("samplings")
+
+    def _calls(self, kind: str) -> list[Any]:
+        calls = sorted(getattr(self._content, kind), key=lambda c: c.call_id)
+        if not calls:
+            return []
+        from . import solve  # issue 4: Solve / Sampling views
+
+        view = solve.Solve if kind == "solves" else solve.Sampling
+        return [view(self._blobs, call, self._keepalive) for call in calls]
+
+    def __repr__(self) -> str:
+        c = self._content
+        return (
+            f"SealedRun(run_id={c.run_id}, status='{c.status}', attachments={len(c.attachments.descriptors)}, "
+            f"solves={len(c.solves)}, samplings={len(c.samplings)})"
+        )
+

@@ -1,0 +1,195 @@
+"""Protocol paths the loopback docker-registry cannot produce: a Bearer-token flow,
+403, persistent 5xx and an image index. A small real HTTP server on 127.0.0.1 plays
+registry (and token server); our client talks to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from helpers.credentials import clear_ambient_credentials
+
+from ommx_experiment import media_types as mt
+from ommx_experiment.edges.remote import pull_artifact
+from ommx_experiment.engine.digest import sha256_digest
+from ommx_experiment.engine.oci import Descriptor, Manifest
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.errors import (
+    InvalidRemoteArtifactError,
+    RemoteArtifactAuthenticationError,
+    RemoteArtifactAuthorizationError,
+    RemoteArtifactTransportError,
+)
+
+USER, PASSWORD, TOKEN = "tok-user", "T0ken-Pa55", "issued-token-42"
+CONFIG = mt.OCI_EMPTY_CONFIG_BYTES
+LAYER = b"served by the stub"
+MANIFEST = Manifest(
+    mt.GENERIC_ARTIFACT_TYPE,
+    Descriptor(mt.OCI_EMPTY_CONFIG, sha256_digest(CONFIG), len(CONFIG)),
+    (Descriptor(mt.OCTET_STREAM, sha256_digest(LAYER), len(LAYER)),),
+).to_bytes()
+BLOBS = {sha256_digest(CONFIG): CONFIG, sha256_digest(LAYER): LAYER}
+
+Route = Callable[[BaseHTTPRequestHandler], tuple[int, dict[str, str], bytes]]
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_ambient_credentials(tmp_path, monkeypatch)
+
+
+class _Server:
+    def __init__(self, route: Route) -> None:
+        self.requests: list[tuple[str, str, str | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                outer.requests.append((self.command, self.path, self.headers.get("Authorization")))
+                status, headers, body = route(self)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_HEAD = do_POST = do_PUT = _serve
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _serve_content(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+    if "/manifests/" in handler.path:
+        return 200, {"Content-Type": mt.OCI_MANIFEST, "Docker-Content-Digest": sha256_digest(MANIFEST)}, MANIFEST
+    digest = handler.path.rsplit("/", 1)[-1]
+    if "/blobs/" in handler.path and digest in BLOBS:
+        return 200, {"Content-Type": "application/octet-stream"}, BLOBS[digest]
+    return 404, {"Content-Type": "application/json"}, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"x"}]}'
+
+
+def _token_registry(handler: BaseHTTPRequestHandler, host: str) -> tuple[int, dict[str, str], bytes]:
+    if handler.path.startswith("/token"):
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if handler.headers.get("Authorization") != expected:
+            return 401, {}, b""
+        return 200, {"Content-Type": "application/json"}, json.dumps({"token": TOKEN}).encode()
+    if handler.headers.get("Authorization") != f"Bearer {TOKEN}":
+        challenge = f'Bearer realm="http://{host}/token",service="stub",scope="repository:tests/tok:pull"'
+        return 401, {"WWW-Authenticate": challenge}, b'{"errors":[{"code":"UNAUTHORIZED","message":"auth"}]}'
+    return _serve_content(handler)
+
+
+@pytest.fixture
+def token_server() -> Iterator[_Server]:
+    holder: dict[str, str] = {}
+    with _Server(lambda h: _token_registry(h, holder["host"])) as server:
+        holder["host"] = server.host
+        yield server
+
+
+def _env_creds(monkeypatch: pytest.MonkeyPatch, host: str, password: str) -> None:
+    monkeypatch.setenv("OMMX_BASIC_AUTH_DOMAIN", host)
+    monkeypatch.setenv("OMMX_BASIC_AUTH_USERNAME", USER)
+    monkeypatch.setenv("OMMX_BASIC_AUTH_PASSWORD", password)
+
+
+def test_bearer_token_flow(tmp_path: Path, token_server: _Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    _env_creds(monkeypatch, token_server.host, PASSWORD)
+    dst = LocalRegistry.at(tmp_path / "dst")
+    assert pull_artifact(dst, f"{token_server.host}/tests/tok:v1", quiet=True) == sha256_digest(MANIFEST)
+    assert dst.blobs.get(sha256_digest(LAYER)) == LAYER
+    token_requests = [r for r in token_server.requests if r[1].startswith("/token")]
+    assert len(token_requests) == 1  # the token is reused for the blob downloads
+    assert "service=stub" in token_requests[0][1] and "scope=repository" in token_requests[0][1]
+    registry_requests = [r for r in token_server.requests if not r[1].startswith("/token")]
+    assert registry_requests[-1][2] == f"Bearer {TOKEN}"
+
+
+def test_bearer_token_refused(
+    tmp_path: Path, token_server: _Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "not-the-Pa55word"
+    _env_creds(monkeypatch, token_server.host, wrong)
+    dst = LocalRegistry.at(tmp_path / "dst")
+    with pytest.raises(RemoteArtifactAuthenticationError, match="token server") as info:
+        pull_artifact(dst, f"{token_server.host}/tests/tok:v1", quiet=True)
+    assert wrong not in str(info.value) + repr(info.value) + caplog.text
+    assert dst.list_refs() == []
+
+
+def test_anonymous_bearer_token(tmp_path: Path, token_server: _Server) -> None:
+    dst = LocalRegistry.at(tmp_path / "dst")
+    with pytest.raises(RemoteArtifactAuthenticationError, match="no credentials were found"):
+        pull_artifact(dst, f"{token_server.host}/tests/tok:v1", quiet=True)
+    token_requests = [r for r in token_server.requests if r[1].startswith("/token")]
+    assert token_requests and token_requests[0][2] is None  # asked anonymously, without an Authorization header
+
+
+def test_forbidden_is_authorization_error(tmp_path: Path) -> None:
+    body = b'{"errors":[{"code":"DENIED","message":"requested access to the resource is denied"}]}'
+    with _Server(lambda h: (403, {"Content-Type": "application/json"}, body)) as server:
+        with pytest.raises(RemoteArtifactAuthorizationError, match="DENIED"):
+            pull_artifact(LocalRegistry.at(tmp_path / "dst"), f"{server.host}/tests/x:v1", quiet=True)
+
+
+def test_persistent_5xx_is_transport_error_after_bounded_retries(tmp_path: Path) -> None:
+    with _Server(lambda h: (503, {}, b"")) as server:
+        with pytest.raises(RemoteArtifactTransportError, match=server.host):
+            pull_artifact(LocalRegistry.at(tmp_path / "dst"), f"{server.host}/tests/x:v1", quiet=True)
+    assert len(server.requests) == 3
+
+
+def test_transient_5xx_is_retried(tmp_path: Path) -> None:
+    failures = iter([True])
+
+    def route(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        if next(failures, False):
+            return 502, {}, b""
+        return _serve_content(handler)
+
+    with _Server(route) as server:
+        digest = pull_artifact(LocalRegistry.at(tmp_path / "dst"), f"{server.host}/tests/x:v1", quiet=True)
+    assert digest == sha256_digest(MANIFEST)
+
+
+def test_image_index_is_rejected(tmp_path: Path) -> None:
+    index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}).encode()
+    with _Server(lambda h: (200, {"Content-Type": mt.OCI_INDEX}, index)) as server:
+        with pytest.raises(InvalidRemoteArtifactError, match="image.index"):
+            pull_artifact(LocalRegistry.at(tmp_path / "dst"), f"{server.host}/tests/x:v1", quiet=True)
+
+
+def test_blob_longer_than_declared_is_rejected(tmp_path: Path) -> None:
+    def route(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        status, headers, body = _serve_content(handler)
+        return status, headers, body + b"extra" if "/blobs/" in handler.path else body
+
+    with _Server(route) as server:
+        dst = LocalRegistry.at(tmp_path / "dst")
+        with pytest.raises(InvalidRemoteArtifactError, match="declared"):
+            pull_artifact(dst, f"{server.host}/tests/x:v1", quiet=True)
+    assert dst.list_refs() == [] and not any(dst.blobs.iter_digests())

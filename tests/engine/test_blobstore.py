@@ -1,0 +1,313 @@
+"""BlobStore: the CAS under ``blobs/sha256``, real files, real subprocesses."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ommx_experiment.engine import atomic
+from ommx_experiment.engine.blobstore import BlobStore, StoredBlob
+from ommx_experiment.errors import BlobNotFoundError, DigestMismatchError
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> BlobStore:
+    s = BlobStore(tmp_path / "root")
+    s.ensure_dirs()
+    return s
+
+
+def _files(store: BlobStore) -> list[str]:
+    return sorted(p.name for p in store.dir.iterdir())
+
+
+def test_put_bytes_stores_exact_bytes_under_digest(store: BlobStore) -> None:
+    data = b"hello blob"
+    stored = store.put_bytes(data)
+    assert stored == StoredBlob(_digest(data), len(data))
+    path = store.path(stored.digest)
+    assert path == store.dir / hashlib.sha256(data).hexdigest()
+    assert path.read_bytes() == data
+    assert path.stat().st_mode & 0o777 == 0o666 & ~atomic.UMASK
+    assert store.get(stored.digest) == data
+    assert store.exists(stored.digest) and store.size(stored.digest) == len(data)
+    assert _files(store) == [hashlib.sha256(data).hexdigest()]
+
+
+def test_put_file_and_stream_and_chunks_agree(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 17)  # spans several 1 MiB chunks
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    a = store.put_file(src)
+    b = store.put_stream(io.BytesIO(data))
+    c = store.put_chunks([data[:5], data[5:]])
+    assert a == b == c == StoredBlob(_digest(data), len(data))
+    assert b"".join(store.iter_chunks(a.digest)) == data
+    with store.open(a.digest) as fh:
+        assert fh.read() == data
+    assert _files(store) == [hashlib.sha256(data).hexdigest()]
+
+
+def test_put_is_idempotent_and_touches_mtime(store: BlobStore) -> None:
+    stored = store.put_bytes(b"x" * 100)
+    path = store.path(stored.digest)
+    os.utime(path, (1_000_000, 1_000_000))
+    assert store.put_bytes(b"x" * 100) == stored
+    assert path.stat().st_mtime > 1_000_000
+    os.utime(path, (1_000_000, 1_000_000))
+    assert store.put_chunks([b"x" * 50, b"x" * 50]) == stored  # the streaming path touches too
+    assert path.stat().st_mtime > 1_000_000
+    assert _files(store) == [path.name]
+
+
+def test_expected_digest_mismatch_leaves_nothing(store: BlobStore, tmp_path: Path) -> None:
+    wrong = _digest(b"something else")
+    with pytest.raises(DigestMismatchError, match=wrong):
+        store.put_bytes(b"data", expected_digest=wrong)
+    src = tmp_path / "f"
+    src.write_bytes(b"data")
+    with pytest.raises(DigestMismatchError, match=str(src)):
+        store.put_file(src, expected_digest=wrong)
+    with pytest.raises(DigestMismatchError):
+        store.put_stream(io.BytesIO(b"data"), expected_digest=wrong)
+    assert _files(store) == []
+
+
+def test_corrupt_blob_is_detected_and_repaired_by_a_put(store: BlobStore) -> None:
+    data = b"the real content"
+    digest = _digest(data)
+    path = store.path(digest)
+    path.write_bytes(b"the fake content")  # same size, wrong bytes
+    assert not store.verify(digest, len(data))
+    with pytest.raises(DigestMismatchError, match=digest):
+        store.get(digest)
+    with pytest.raises(DigestMismatchError, match=digest):
+        b"".join(store.iter_chunks(digest))
+    assert store.put_bytes(data) == StoredBlob(digest, len(data))
+    assert path.read_bytes() == data
+    assert store.verify(digest, len(data))
+    assert _files(store) == [path.name]
+
+
+def test_truncated_blob_is_repaired_by_put_file(store: BlobStore, tmp_path: Path) -> None:
+    data = os.urandom(100_000)
+    digest = _digest(data)
+    store.path(digest).write_bytes(data[:10])
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    store.put_file(src)
+    assert store.get(digest) == data
+
+
+def test_missing_blob_errors_name_the_digest(store: BlobStore) -> None:
+    digest = _digest(b"absent")
+    for call in (store.get, store.size, store.open):
+        with pytest.raises(BlobNotFoundError, match=f"Failed to read blob {digest}"):
+            call(digest)
+    with pytest.raises(BlobNotFoundError, match="Failed to read blob"):
+        store.touch([digest])
+    assert not store.exists(digest) and not store.verify(digest)
+
+
+def test_invalid_digest_is_rejected(store: BlobStore) -> None:
+    for bad in ("sha256:" + "A" * 64, "sha512:" + "a" * 128, "sha256:abc", "../etc/passwd"):
+        with pytest.raises(DigestMismatchError, match="Invalid blob digest"):
+            store.path(bad)
+
+
+def test_iter_digests_ignores_temp_and_foreign_files(store: BlobStore) -> None:
+    stored = store.put_bytes(b"a")
+    (store.dir / atomic.temp_name("blob-")).write_bytes(b"t")
+    (store.dir / ".blob-xyz.tmp").write_bytes(b"t")
+    (store.dir / ("A" * 64)).write_bytes(b"t")
+    (store.dir / ("a" * 63)).write_bytes(b"t")
+    (store.dir / ("b" * 64)).mkdir()
+    assert list(store.iter_digests()) == [stored.digest]
+
+
+def test_delete_if_older_rechecks_mtime(store: BlobStore) -> None:
+    stored = store.put_bytes(b"old")
+    path = store.path(stored.digest)
+    os.utime(path, (100, 100))
+    assert store.delete_if_older(stored.digest, cutoff=50) is False
+    assert path.exists()
+    assert store.delete_if_older(stored.digest, cutoff=200) is True
+    assert not path.exists()
+    assert store.delete_if_older(stored.digest, cutoff=200) is False
+
+
+def test_clean_stale_temp_files_only_removes_dead_owners(store: BlobStore) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = store.dir / f".oxe-blob-{dead_pid}-abcdefabcdef.tmp"
+    live = store.dir / atomic.temp_name("blob-")
+    stale_view = store.root / f".oxe-w{dead_pid}-abcdefabcdef.tmp"  # an index.json rewrite
+    foreign = store.dir / ".blob-123456.tmp"  # OMMX's: never ours to delete
+    for p in (stale, stale_view, live, foreign):
+        p.write_bytes(b"x")
+    assert store.clean_stale_temp_files() == 0  # too young for the default age
+    assert store.clean_stale_temp_files(older_than=0) == 2
+    assert not stale.exists() and not stale_view.exists()
+    assert live.exists() and foreign.exists()
+
+
+def test_staging_publishes_all_and_leaves_no_temp_files(store: BlobStore) -> None:
+    with store.staging() as staging:
+        a = staging.add_bytes(b"layer-a")
+        b = staging.add_chunks([b"layer-", b"b"], expected_digest=_digest(b"layer-b"), max_size=7)
+        assert store.exists(a.digest) is False  # staged blobs are invisible
+        assert list(store.iter_digests()) == []
+        staging.publish(a)
+        staging.publish(b)
+        staging.publish(b)  # idempotent
+    assert store.get(a.digest) == b"layer-a" and store.get(b.digest) == b"layer-b"
+    assert sorted(_files(store)) == sorted([a.digest[7:], b.digest[7:]])
+
+
+def test_staging_failure_publishes_nothing(store: BlobStore) -> None:
+    with pytest.raises(DigestMismatchError, match="larger than the declared 3 bytes"), store.staging() as staging:
+        staging.add_bytes(b"fine")
+        staging.add_chunks([b"too", b"long"], max_size=3, source="remote layer")
+    with pytest.raises(DigestMismatchError, match="remote"), store.staging() as staging:
+        staging.add_bytes(b"fine")
+        staging.add_chunks([b"x"], expected_digest=_digest(b"y"), source="remote")
+    assert _files(store) == []
+
+
+_PUT_256 = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {src!r})
+from ommx_experiment.engine.blobstore import BlobStore
+stored = BlobStore(Path({root!r})).put_file(Path({path!r}))
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(stored.digest, stored.size, hwm)
+"""
+
+
+def test_put_file_memory_is_bounded(tmp_path: Path) -> None:
+    size = 256 << 20
+    block = os.urandom(1 << 20)
+    src = tmp_path / "big.bin"
+    hasher = hashlib.sha256()
+    with open(src, "wb") as fh:
+        for i in range(size >> 20):
+            chunk = block[:-4] + i.to_bytes(4, "big")
+            hasher.update(chunk)
+            fh.write(chunk)
+    root = tmp_path / "root"
+    script = textwrap.dedent(_PUT_256.format(src=str(SRC), root=str(root), path=str(src)))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    digest, stored_size, hwm_kib = proc.stdout.split()
+    assert digest == "sha256:" + hasher.hexdigest()
+    assert int(stored_size) == size
+    # VmHWM is this child's own peak RSS (ru_maxrss would include the parent's peak,
+    # which Linux carries across fork+exec).
+    assert int(hwm_kib) * 1024 < 100 << 20
+    src.unlink()
+    assert BlobStore(root).verify(digest, size)
+
+
+# --- the hash-first put_file and same-size repairs ----------------------------------------------------------
+
+
+def _count_temp_creations(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every ``atomic.temp_name`` file opened in ``blobs/sha256`` from now on."""
+    created: list[str] = []
+    real_open = os.open
+
+    def counting(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        p = Path(os.fsdecode(path))  # type: ignore[arg-type]
+        if p.parent == store.dir and atomic.is_temp_name(p.name):
+            created.append(p.name)
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", counting)
+    return created
+
+
+def test_put_file_of_a_stored_blob_writes_no_temp_copy_and_touches(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(2 * (1 << 20) + 5)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    created = _count_temp_creations(store, monkeypatch)
+    first = store.put_file(src)
+    assert len(created) == 1  # the counter sees the copy of a new blob
+    path = store.path(first.digest)
+    os.utime(path, (1_000_000, 1_000_000))
+    before = _files(store)
+    assert store.put_file(src) == first
+    assert len(created) == 1 and _files(store) == before
+    assert path.stat().st_mtime > 1_000_000
+
+
+def test_same_size_corrupt_blob_is_replaced_by_put_bytes_and_put_file(store: BlobStore, tmp_path: Path) -> None:
+    data = b"the right content, 33 bytes long!"
+    digest = _digest(data)
+    src = tmp_path / "right"
+    src.write_bytes(data)
+    for put in (store.put_bytes, lambda _: store.put_file(src)):
+        store.path(digest).write_bytes(bytes(reversed(data)))  # same size, wrong bytes
+        with pytest.raises(DigestMismatchError, match=digest):
+            store.get(digest)
+        assert put(data) == StoredBlob(digest, len(data))
+        assert store.get(digest) == data
+        assert _files(store) == [digest[len("sha256:") :]]
+
+
+class _RewrittenOnRewind:
+    """A real unbuffered file that another writer rewrites between put_file's two passes."""
+
+    def __init__(self, path: Path, replacement: bytes) -> None:
+        self.path = path
+        self.replacement = replacement
+        self.fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by __exit__
+
+    def __enter__(self) -> _RewrittenOnRewind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fh.close()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        with open(self.path, "r+b") as writer:  # same inode: the open handle sees the new bytes
+            writer.write(self.replacement)
+            writer.truncate()
+        return self.fh.seek(offset, whence)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.fh, name)
+
+
+@pytest.mark.parametrize("replacement", [b"changed!", b"a longer replacement than the original bytes"])
+def test_put_file_stores_the_bytes_it_copied_when_the_file_changes(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replacement: bytes
+) -> None:
+    from ommx_experiment.engine import blobstore
+
+    src = tmp_path / "moving.bin"
+    original = b"original"
+    src.write_bytes(original)
+    rewriting = lambda path, mode="rb": _RewrittenOnRewind(Path(path), replacement)  # noqa: E731
+    monkeypatch.setattr(blobstore, "open", rewriting, raising=False)
+    stored = store.put_file(src)
+    assert stored == StoredBlob(_digest(replacement), len(replacement))
+    assert store.get(stored.digest) == replacement
+    assert not store.exists(_digest(original))
+    assert _files(store) == [stored.digest[len("sha256:") :]]

@@ -1,0 +1,366 @@
+"""Checkpoints: AutosavePolicy, the journal, pins, OMMX-format slots, restore, crash safety (§3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry
+from ommx_experiment.engine.names import ImageName
+from ommx_experiment.engine.oci import Manifest
+from ommx_experiment.format.codec import ExperimentConfig
+from ommx_experiment.format.journal import checkpoint_ref, pin_name, read_journal
+
+NAME = "example.com/team/ck:v1"
+WORKER = Path(__file__).resolve().parents[1] / "workers" / "experiment_worker.py"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _slot_config(name: str = NAME) -> ExperimentConfig | None:
+    registry = LocalRegistry.default()
+    digest = registry.resolve(checkpoint_ref(registry, ImageName.parse(name)))
+    if digest is None:
+        return None
+    manifest = Manifest.parse(registry.blobs.get(digest))
+    return ExperimentConfig.parse(registry.blobs.get(manifest.config.digest))
+
+
+def _close_runs(exp: Experiment, n: int) -> None:
+    for _ in range(n):
+        with exp.run() as run:
+            run.log_parameter("i", run.run_id)
+
+
+# --- AutosavePolicy values ----------------------------------------------------------------------------
+
+
+def test_policy_reprs_and_validation() -> None:
+    assert repr(AutosavePolicy.every_run_close()) == "AutosavePolicy.every_run_close()"
+    assert repr(AutosavePolicy.every_n_runs(2)) == "AutosavePolicy.every_n_runs(2)"
+    assert repr(AutosavePolicy.min_interval(1.5)) == "AutosavePolicy.min_interval(1.5)"
+    assert repr(AutosavePolicy.disabled()) == "AutosavePolicy.disabled()"
+    assert AutosavePolicy.min_interval(0) == AutosavePolicy.min_interval(0.0)
+    with pytest.raises(ValueError, match="greater than zero"):
+        AutosavePolicy.every_n_runs(0)
+    for bad in (float("inf"), -1.0, float("nan")):
+        with pytest.raises(ValueError, match="finite and non-negative"):
+            AutosavePolicy.min_interval(bad)
+    with pytest.raises(TypeError):
+        Experiment(NAME).set_autosave_policy("every")  # type: ignore[arg-type]
+
+
+def test_every_n_runs_schedule() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.every_n_runs(2))
+    _close_runs(exp, 1)
+    assert _slot_config() is None
+    _close_runs(exp, 1)
+    config = _slot_config()
+    assert config is not None and config.status == "draft" and len(config.runs) == 2
+    assert config.requested_image_name == NAME
+    exp.commit()
+    assert _slot_config() is None
+
+
+def test_every_run_close_publishes_each_time() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.every_run_close())
+    for n in range(1, 4):
+        _close_runs(exp, 1)
+        assert len(_slot_config().runs) == n
+
+
+def test_default_policy_is_min_interval_60() -> None:
+    exp = Experiment(NAME)
+    assert exp._session.schedule.policy == AutosavePolicy.min_interval(60.0)
+    _close_runs(exp, 3)
+    assert len(_slot_config().runs) == 1  # first close at once, then at most one per minute
+    journal = read_journal(LocalRegistry.default(), ImageName.parse(NAME))
+    assert [run.run_id for run, _ in journal.runs] == [0, 1, 2]
+
+
+def test_disabled_policy_writes_no_draft_but_journals() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 2)
+    assert _slot_config() is None
+    restored = Experiment.restore_from_checkpoint(NAME)
+    assert [r.run_id for r in restored.runs] == [0, 1]
+
+
+def test_failed_exit_publishes_checkpoint_even_when_disabled() -> None:
+    with pytest.raises(RuntimeError):
+        with Experiment(NAME) as exp:
+            exp.set_autosave_policy(AutosavePolicy.disabled())
+            _close_runs(exp, 1)
+            raise RuntimeError("solve failed")
+    config = _slot_config()
+    assert config.status == "failed" and config.reason == "RuntimeError: solve failed"
+
+
+# --- journal ---------------------------------------------------------------------------------------------
+
+
+def test_journal_rows_are_o1_per_close() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    registry = LocalRegistry.default()
+    _close_runs(exp, 5)
+    rows = registry.db.query("SELECT run_id FROM oxe_journal_runs ORDER BY run_id")
+    assert [r[0] for r in rows] == [0, 1, 2, 3, 4]
+    # The session row is written once, not per close (that would touch a second page per run).
+    sessions = registry.db.query("SELECT COUNT(*) FROM oxe_journal_sessions WHERE requested_name = ?", (NAME,))
+    assert sessions[0][0] == 1
+    snapshot = read_journal(registry, ImageName.parse(NAME))
+    assert snapshot is not None and max(r.run_id for r, _ in snapshot.runs) + 1 == 5
+
+
+def test_restore_from_journal_has_params_attachments_annotations() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    exp.log_attachment("top", "application/octet-stream", b"top-level")
+    with exp.run() as run:
+        run.log_parameter("b", True)
+        run.log_parameter("f", float("nan"))
+        run.log_parameter("s", "x")
+        run.log_file("f1", __file__, filename="src.py")
+    exp.set_annotation("com.example.k", "v")
+    restored = Experiment.restore_from_checkpoint(NAME)
+    assert restored.get_blob("top") == b"top-level"
+    assert restored.annotations == {"com.example.k": "v"}
+    df = restored.run_parameters_df()
+    assert df.loc[0, "b"] == True and df.loc[0, "s"] == "x"  # noqa: E712
+    import math
+
+    assert math.isnan(df.loc[0, "f"])
+    assert restored.runs[0].get_blob("f1") == Path(__file__).read_bytes()
+    with restored.run() as run:
+        assert run.run_id == 1
+    restored.commit()
+    registry = LocalRegistry.default()
+    assert read_journal(registry, ImageName.parse(NAME)) is None
+    assert registry.resolve(pin_name(registry.registry_id, ImageName.parse(NAME))) is None
+    assert Experiment.load(NAME).runs[0].get_blob("f1") == Path(__file__).read_bytes()
+
+
+def test_new_session_replaces_old_journal_at_first_write() -> None:
+    old = Experiment(NAME)
+    old.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(old, 3)
+    new = Experiment(NAME)
+    new.set_autosave_policy(AutosavePolicy.disabled())
+    assert len(Experiment.restore_from_checkpoint(NAME).runs) == 3  # not replaced before a durable write
+    _close_runs(new, 1)
+    assert [r.run_id for r in Experiment.restore_from_checkpoint(NAME).runs] == [0]
+    assert LocalRegistry.default().db.query("SELECT count(*) FROM oxe_journal_runs")[0][0] == 1
+
+
+def test_pin_chain_keeps_journaled_blobs_reachable() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    exp.log_attachment("a", "x/y", b"A")
+    with exp.run() as run:
+        run.log_attachment("b", "x/y", b"B")
+    with exp.run() as run:
+        run.log_attachment("c", "x/y", b"C")
+    registry = LocalRegistry.default()
+    pin = registry.resolve(pin_name(registry.registry_id, ImageName.parse(NAME)))
+    reached = {d for d, _ in registry.closure(pin)}
+    for payload in (b"A", b"B", b"C"):
+        from ommx_experiment.engine.digest import sha256_digest
+
+        assert sha256_digest(payload) in reached
+    chain = 0
+    digest = pin
+    while digest is not None:
+        chain += 1
+        digest = Manifest.parse(registry.blobs.get(digest)).subject
+        digest = digest.digest if digest else None
+    assert chain == 3
+
+
+def test_restore_missing_is_runtime_error() -> None:
+    with pytest.raises(RuntimeError, match="No Experiment checkpoint found for requested image example.com/none/x:v1"):
+        Experiment.restore_from_checkpoint("example.com/none/x:v1")
+
+
+def test_restore_prefers_newer_slot_over_journal() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 2)
+    time.sleep(0.01)
+    exp._session.publish_checkpoint("draft")  # slot newer than the journal: same content
+    registry = LocalRegistry.default()
+    restored = Experiment.restore_from_checkpoint(NAME)
+    subject = restored._session.subject
+    assert subject is not None and subject.digest == registry.resolve(checkpoint_ref(registry, ImageName.parse(NAME)))
+    assert [r.run_id for r in restored.runs] == [0, 1]
+
+
+def test_rename_moves_checkpoint_and_journal() -> None:
+    exp = Experiment(NAME)
+    _close_runs(exp, 2)  # default policy: a draft exists for NAME
+    assert _slot_config() is not None
+    exp.rename("example.com/team/renamed:v1")
+    assert _slot_config() is None
+    config = _slot_config("example.com/team/renamed:v1")
+    assert config.status == "draft" and len(config.runs) == 2
+    with pytest.raises(RuntimeError, match="No Experiment checkpoint"):
+        Experiment.restore_from_checkpoint(NAME)
+    assert len(Experiment.restore_from_checkpoint("example.com/team/renamed:v1").runs) == 2
+
+
+def test_restore_of_restored_session_continues_run_ids() -> None:
+    exp = Experiment(NAME)
+    _close_runs(exp, 2)
+    restored = Experiment.restore_from_checkpoint(NAME)
+    _close_runs(restored, 1)
+    again = Experiment.restore_from_checkpoint(NAME)
+    assert [r.run_id for r in again.runs] == [0, 1, 2]
+
+
+# --- crash safety in subprocesses ---------------------------------------------------------------------------
+
+
+def _worker(root: Path, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _fresh(root: Path, *args: str) -> dict:
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
+    proc = subprocess.run([sys.executable, str(WORKER), *args], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("policy", "kill_after"), [("default", 1), ("default", 5), ("disabled", 3), ("every", 4)])
+def test_sigkill_after_n_closes_restores_exactly_those_runs(registry_root: Path, policy: str, kill_after: int) -> None:
+    args = ["sweep", NAME, "20", "--step"] + ([] if policy == "default" else ["--policy", policy])
+    proc = _worker(registry_root, *args)
+    try:
+        for i in range(kill_after):
+            assert proc.stdout.readline().strip() == f"closed {i}"
+            if i < kill_after - 1:
+                proc.stdin.write("\n")
+                proc.stdin.flush()
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    state = _fresh(registry_root, "restore", NAME)
+    assert [r["run_id"] for r in state["runs"]] == list(range(kill_after))
+    assert all(r["status"] == "finished" for r in state["runs"])
+    assert state["attachments"] == {"shared": b"experiment-level".hex()}
+    for r in state["runs"]:
+        assert r["attachments"] == {"blob": f"payload-{r['run_id']}".encode().hex()}
+    assert state["params"] == {str(i): {"i": i, "x": i / 2} for i in range(kill_after)}
+
+
+def test_sigkill_during_commit_never_damages_committed(registry_root: Path) -> None:
+    baseline = _fresh_commit(registry_root, "example.com/team/base:v1", 3)
+    for attempt, delay in enumerate((0.0, 0.02, 0.05, 0.1, 0.2)):
+        name = f"example.com/team/crash:{attempt}"
+        proc = _worker(registry_root, "sweep", name, "15", "--then-commit")
+        lines = []
+        while len(lines) < 15:
+            lines.append(proc.stdout.readline().strip())
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        registry = LocalRegistry.at(registry_root)
+        if registry.resolve(name) is not None:
+            state = _fresh(registry_root, "dump", name)
+            assert state["status"] == "finished"
+        else:
+            state = _fresh(registry_root, "restore", name)
+        assert [r["run_id"] for r in state["runs"]] == list(range(15))
+        assert state["params"]["14"] == {"i": 14, "x": 7.0}
+        assert _fresh(registry_root, "dump", "example.com/team/base:v1") == baseline
+
+
+def _fresh_commit(root: Path, name: str, n: int) -> dict:
+    proc = _worker(root, "sweep", name, str(n), "--then-commit")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return _fresh(root, "dump", name)
+
+
+def test_failed_worker_checkpoint_restored_in_fresh_process(registry_root: Path) -> None:
+    proc = _worker(registry_root, "fail", NAME, "2")
+    out, err = proc.communicate(timeout=120)
+    assert "failed" in out, err
+    state = _fresh(registry_root, "restore", NAME)
+    assert [r["run_id"] for r in state["runs"]] == [0, 1]
+    assert state["status"] is None
+
+
+# --- journal rows of the old (v1) format ------------------------------------------------------------------
+
+
+def _v1_row(run_id: int, status: str, reason: str | None, params: list[list[object]], attachments: dict) -> str:
+    """A run row exactly as the first journal writer produced it (dict, floats as ``float.hex``)."""
+    body = {
+        "run_id": run_id, "status": status, "reason": reason, "attachments": attachments,
+        "filenames": {name: f"{name}.bin" for name in attachments}, "trace": None, "solves": [], "samplings": [],
+        "params": params,
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_restore_reads_journal_rows_in_the_old_format() -> None:
+    import math
+
+    from ommx_experiment.edges import catalog
+
+    registry = LocalRegistry.default()
+    blob = registry.blobs.put_bytes(b"old-format payload")
+    desc = {"mediaType": "application/octet-stream", "digest": blob.digest, "size": blob.size, "annotations": {}}
+    rows = [
+        _v1_row(0, "finished", None, [
+            ["x", "f", (0.1).hex()], ["n", "f", float("nan").hex()], ["b", "b", True],
+            ["i", "i", -(2**63)], ["s", "s", "é"],
+        ], {"f": desc}),
+        _v1_row(1, "failed", "RuntimeError: boom", [["x", "f", (-0.0).hex()], ["i", "i", 2**63 - 1]], {}),
+    ]
+    header = json.dumps({"annotations": {"com.example.k": "v"}, "subject": None, "next_run_id": 2})
+    with registry.db.write("test: journal in the old format") as conn:
+        conn.execute(
+            "INSERT INTO oxe_journal_sessions VALUES (?, ?, ?, ?, ?)",
+            (NAME, "old-session", header, None, "2026-01-01T00:00:00+00:00"),
+        )
+        conn.executemany(
+            "INSERT INTO oxe_journal_runs VALUES (?, ?, ?)", [("old-session", i, r) for i, r in enumerate(rows)]
+        )
+
+    [listed] = catalog.list_experiment_checkpoints()
+    assert (listed.requested_image_name, listed.status, listed.run_count) == (NAME, "draft", 2)
+    assert listed.updated_at == "2026-01-01T00:00:00+00:00"  # v1 rows carry no close time
+
+    restored = Experiment.restore_from_checkpoint(NAME)
+    assert [(r.run_id, r.status, r.lifecycle_reason) for r in restored.runs] == [
+        (0, "finished", None), (1, "failed", "RuntimeError: boom"),
+    ]
+    assert restored.annotations == {"com.example.k": "v"}
+    assert restored.runs[0].get_blob("f") == b"old-format payload"
+    df = restored.run_parameters_df()
+    assert df.loc[0, "x"] == 0.1 and math.copysign(1.0, df.loc[1, "x"]) == -1.0
+    assert math.isnan(df.loc[0, "n"]) and df.loc[0, "b"] == True  # noqa: E712
+    assert df["i"].tolist() == [-(2**63), 2**63 - 1] and df.loc[0, "s"] == "é"
+    _close_runs(restored, 1)  # appends a v2 row to the adopted session
+    again = Experiment.restore_from_checkpoint(NAME)
+    assert [r.run_id for r in again.runs] == [0, 1, 2]
+    assert again.run_parameters_df().loc[2, "i"] == 2
