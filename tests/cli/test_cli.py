@@ -233,7 +233,7 @@ def test_gc_dry_run_then_delete(reg: Populated, capsys: pytest.CaptureFixture[st
     orphans = dry["orphan_candidates"]["digests"]
     assert "Orphans" in ok(capsys, "gc", "--grace-period", "0s")
     assert all(LocalRegistry.at(reg.root).blobs.exists(d) for d in orphans)
-    done = ok_json(capsys, "gc", "--delete", "--grace-period", "0s")
+    done = ok_json(capsys, "gc", "--delete", "--grace-period", "0s", "--exclusive")
     assert done["deleted"]["digests"] == orphans
     assert not any(LocalRegistry.at(reg.root).blobs.exists(d) for d in orphans)
     assert ok_json(capsys, "gc", "--grace-period", "0s")["orphan_candidates"]["count"] == 0

@@ -72,7 +72,7 @@ def test_gc_json_and_delete(reg: Populated) -> None:
     assert dry.returncode == 0, dry.stderr
     orphans = json.loads(dry.stdout)["orphan_candidates"]["digests"]
     assert orphans
-    done = run_cli("gc", "--delete", "--grace-period", "0s", root=reg.root)
+    done = run_cli("gc", "--delete", "--grace-period", "0s", "--exclusive", root=reg.root)
     assert done.returncode == 0, done.stderr
     assert "Deleted" in done.stdout
     for name in ("oci-layout", "index.json", "index.sqlite3"):

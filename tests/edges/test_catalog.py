@@ -349,7 +349,7 @@ def test_listing_sessions_of_our_experiment_api(registry_root: Path) -> None:
         assert [r.image_name for r in catalog.list_experiments()] == ["example.com/api/done:v1"]
         drafts = catalog.list_experiment_checkpoints()
     assert all(r.requested_image_name == "example.com/api/live:v1" for r in drafts)
-    report = maintenance.gc(delete=True, grace_period="0s")
+    report = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert report.missing_blobs == () and report.invalid_manifests == ()
     assert live.run_parameters_df()["a"].tolist() == [2]
 

@@ -74,7 +74,7 @@ def test_orphans_by_age_and_delete_only_old_ones(registry: LocalRegistry) -> Non
     assert not registry.blobs.exists(old_orphan) and registry.blobs.exists(young_orphan)
     assert all(registry.blobs.exists(d) for d, _ in registry.closure(keep))
     assert "Deleted 1 blobs" in done.summary()
-    zero = maintenance.gc(delete=True, grace_period="0s")
+    zero = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert _digests(zero.deleted_blobs) == {young_orphan}
 
 
@@ -98,7 +98,7 @@ def test_fork_parent_is_kept_through_the_subject_chain(registry: LocalRegistry) 
     registry.publish("example.com/t/child:v1", child_digest, config_bytes=cfg)
     assert maintenance.remove_image("example.com/t/parent:v1") == parent_digest
     _age_all(registry)
-    report = maintenance.gc(delete=True, grace_period="0s")
+    report = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     reachable = _digests(report.reachable_blobs)
     assert {parent_digest, grand_digest, child_digest} <= reachable
     assert {d for d, _ in registry.closure(parent_digest)} <= reachable
@@ -116,7 +116,7 @@ def test_journal_pins_keep_journaled_runs(registry: LocalRegistry) -> None:
     pin = put(registry, mt.OCI_MANIFEST, second.to_bytes()).digest
     registry.replace(f"{repo}:pin-{'e' * 64}", pin)
     _age_all(registry)
-    report = maintenance.gc(delete=True, grace_period="0s")
+    report = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert {run_blob.digest, second_run.digest, first.digest, pin} <= _digests(report.reachable_blobs)
     assert report.deleted_blobs == ()
 
@@ -129,7 +129,7 @@ def test_journal_blob_digests_are_roots(registry: LocalRegistry, monkeypatch: py
     monkeypatch.setattr(
         checkpoints, "journal_blob_digests", lambda reg: [journaled_digest, plain, "junk"], raising=False
     )
-    report = maintenance.gc(delete=True, grace_period="0s")
+    report = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert {r.kind for r in report.roots} == {"protected_digest"}
     assert {d for d, _ in registry.closure(journaled_digest)} | {plain} <= _digests(report.reachable_blobs)
     assert report.deleted_blobs == () and report.invalid_manifests == ()
@@ -194,7 +194,7 @@ def test_never_touches_layout_index_locks_or_foreign_files(registry: LocalRegist
     for path in [*foreign, *fixed, outside]:
         os.utime(path, (OLD, OLD), follow_symlinks=True)
     _age_all(registry)
-    report = maintenance.gc(delete=True, grace_period="0s")
+    report = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert report.orphan_candidates == report.deferred_blobs == report.missing_blobs == ()
     assert report.invalid_manifests == () and report.deleted_blobs == ()
     for path in foreign:
@@ -247,7 +247,7 @@ def test_journaled_blobs_survive_gc_without_their_pin_ref(registry: LocalRegistr
     assert registry.list_refs() == []  # nothing but the journal names these blobs now
     assert {sha256_digest(p) for p in payloads} <= checkpoints.journal_blob_digests(registry)
     _age_all(registry)
-    report = maintenance.gc(delete=True, grace_period="0s")
+    report = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert {r.kind for r in report.roots} == {"protected_digest"}
     assert {sha256_digest(p) for p in payloads} <= _digests(report.reachable_blobs)
     assert report.missing_blobs == () and report.invalid_manifests == ()

@@ -139,7 +139,7 @@ def test_prune_candidates_kinds_and_delete(registry: LocalRegistry) -> None:
     # only refs went; gc then sees the blobs as orphans
     layer = Manifest.parse(registry.blobs.get(a)).layers[0].digest
     assert layer in {b.digest for b in maintenance.gc(grace_period="0s").orphan_candidates}
-    deleted = maintenance.gc(delete=True, grace_period="0s")
+    deleted = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert layer in {b.digest for b in deleted.deleted_blobs} and deleted.deleted_size >= 1
     assert layer not in {b.digest for b in maintenance.gc(grace_period="0s").orphan_candidates}
 

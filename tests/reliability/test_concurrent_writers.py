@@ -88,13 +88,13 @@ def test_in_flight_blob_of_another_process_survives_zero_grace_gc(registry_root:
     try:
         digest = proc.stdout.readline().strip()  # type: ignore[union-attr]
         assert registry.blobs.exists(digest)
-        report = gc(delete=True, grace_period="0s")
+        report = gc(delete=True, grace_period="0s", exclusive=True)
         assert digest in {b.digest for b in report.orphan_candidates}
         assert digest in {b.digest for b in report.skipped_blobs} and registry.blobs.exists(digest)
     finally:
         proc.communicate("\n", timeout=60)
     assert len(list((registry_root / LEASE_DIR).glob("*.lease"))) == 1
-    report = gc(delete=True, grace_period="0s")
+    report = gc(delete=True, grace_period="0s", exclusive=True)
     assert digest in {b.digest for b in report.deleted_blobs} and not registry.blobs.exists(digest)
     assert list((registry_root / LEASE_DIR).glob("*.lease")) == []
 
@@ -134,7 +134,7 @@ def test_release_after_the_gc_read_refs_still_protects(registry_root: Path) -> N
     assert holder["x"] not in {b.digest for b in done.deleted_blobs}
     assert registry.blobs.exists(holder["x"])
     # the next pass sees the ref; nothing of it is a candidate
-    assert holder["x"] in {b.digest for b in maintenance.gc(delete=True, grace_period="0s").reachable_blobs}
+    assert holder["x"] in {b.digest for b in maintenance.gc(delete=True, grace_period="0s", exclusive=True).reachable_blobs}
 
 
 def test_manifest_written_after_the_listing_is_walked(registry_root: Path) -> None:

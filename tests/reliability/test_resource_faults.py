@@ -180,7 +180,7 @@ def test_blob_deleted_or_corrupted_behind_our_back(registry_root: Path) -> None:
     with pytest.raises(OmmxExperimentError, match=corrupt_manifest):
         Experiment.load("example.com/rel/corrupt:v1")
     # nothing else broke: the healthy experiment loads, a deleting GC keeps all of it
-    done = gc(delete=True, grace_period="0s")
+    done = gc(delete=True, grace_period="0s", exclusive=True)
     assert all(registry.blobs.exists(d) for d, _ in registry.closure(healthy.artifact.manifest_digest))
     assert Experiment.load("example.com/rel/healthy:v1").get_blob("doc") == b"healthy payload"
     assert doc.digest not in {b.digest for b in done.deleted_blobs}

@@ -330,7 +330,7 @@ def gcloop(stop: Path) -> dict[str, Any]:
     passes, deleted, errors = 0, 0, []
     while not stop.exists():
         try:
-            report = gc(delete=True, grace_period="0s")
+            report = gc(delete=True, grace_period="0s", exclusive=True)
             deleted += len(report.deleted_blobs)
             list_experiments()
         except Exception as exc:

@@ -46,8 +46,12 @@ def cmd_restore_ref(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from ..edges.maintenance import gc
+    from ..errors import InvalidInputError
 
-    report = gc(root=c.root_arg(args), delete=args.delete, grace_period=args.grace_period)
+    try:
+        report = gc(root=c.root_arg(args), delete=args.delete, grace_period=args.grace_period, exclusive=args.exclusive)
+    except InvalidInputError as exc:  # a grace too short to share the root with OMMX 3: a usage error
+        raise c.UsageError(str(exc)) from exc
     if args.json:
         c.emit_json(_gc_json(report))
         return 0
@@ -156,11 +160,15 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
     p = c.add_command(
         sub, "gc", cmd_gc, parents=[root, js],
         summary="find (dry run, the default) or delete blobs no ref, checkpoint or subject chain reaches",
-        example="ommx-experiment gc\nommx-experiment gc --delete --grace-period 1h",
+        example="ommx-experiment gc\nommx-experiment gc --delete\nommx-experiment gc --delete --grace-period 1h --exclusive",
     )
     p.add_argument("--delete", action="store_true", help="delete the orphan blobs (default: report only)")
     p.add_argument("--grace-period", metavar="D", type=c.duration, default="24h",
-                   help="keep orphans younger than D: 30s, 15m, 24h, 7d (default: 24h)")
+                   help="keep orphans younger than D: 30s, 15m, 24h, 7d (default: 24h; "
+                        "with --delete, shorter than 24h needs --exclusive)")
+    p.add_argument("--exclusive", action="store_true",
+                   help="assert that no OMMX 3 process writes to this root, allowing --delete with a grace "
+                        "shorter than 24h (OMMX 3's in-flight blobs are protected only by their age)")
 
     p = c.add_command(
         sub, "prune-anonymous", cmd_prune_anonymous, parents=[root, js],

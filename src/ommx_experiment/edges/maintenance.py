@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from ..engine.digest import is_valid_digest, is_valid_hex
 from ..engine.durations import parse_duration_seconds
-from ..engine.locks import GC_EXCLUSION_LOCK, flock_exclusive
+from ..engine.locks import gc_exclusion
 from ..engine.manifest_links import GC, parse_manifest_links
 from ..engine.names import ImageName, is_anonymous
 from ..errors import InvalidInputError, OmmxExperimentError, RefNotFoundError, RegistryError
@@ -320,19 +320,51 @@ def _delete(registry: LocalRegistry, report: GcReport, grace_seconds: int, refs_
     )
 
 
-def gc(*, root: str | Path | None = None, delete: bool = False, grace_period: str = "24h") -> GcReport:
+SHARED_MIN_GRACE_SECONDS = 24 * 3600
+"""OMMX 3's default grace period: the shortest one a deleting GC may use beside OMMX 3 writers."""
+
+
+def check_grace(grace_seconds: int, *, exclusive: bool, root: str | Path | None = None) -> None:
+    """Refuse a deleting GC whose grace is shorter than :data:`SHARED_MIN_GRACE_SECONDS` unless
+    the caller asserts that no OMMX 3 process writes to the root (``exclusive``).
+
+    OMMX 3 protects the blobs of a commit in progress (written, no ref yet) only by
+    their mtime: it takes no lock between its blob writes and its ref insert and
+    leaves no lease we could see. A shorter grace would delete them.
+    """
+    if exclusive or grace_seconds >= SHARED_MIN_GRACE_SECONDS:
+        return
+    from ..engine.root import get_local_registry_root
+
+    where = get_local_registry_root() if root is None else Path(root)
+    raise InvalidInputError(
+        f"grace_period {grace_seconds}s is shorter than 24h: blobs an OMMX 3 process wrote for a commit "
+        f"in progress in {where} would be deleted (OMMX publishes no in-flight state). Pass exclusive=True "
+        "(CLI: --exclusive) only when no OMMX 3 process writes to this root"
+    )
+
+
+def gc(
+    *, root: str | Path | None = None, delete: bool = False, grace_period: str = "24h", exclusive: bool = False
+) -> GcReport:
     """Report (dry run, the default) or delete CAS blobs unreachable from any root.
 
     ``grace_period`` (``30s``, ``15m``, ``24h``, ``7d``, bare seconds) is
-    validated before the registry is opened (ValueError). With ``delete=True``
-    the whole pass holds ``.gc-exclusion.lock`` and our own stale temp files are
-    removed too. SQLite is never modified.
+    validated before the registry is opened (ValueError). A deleting pass with
+    a grace shorter than 24 h is refused (ValueError) unless ``exclusive=True``
+    asserts that no OMMX 3 process writes to this root (:func:`check_grace`);
+    our own writers are protected at any grace by their leases. With
+    ``delete=True`` the whole pass holds ``.gc-exclusion.lock``, the index is
+    checked (``PRAGMA quick_check``) before anything is deleted, and our own
+    stale temp files are removed too. SQLite is never modified.
     """
     grace_seconds = parse_duration_seconds(grace_period)
+    if delete:
+        check_grace(grace_seconds, exclusive=exclusive, root=root)
     registry = _open(root)
     if not delete:
         return _mark_and_sweep(registry, grace_seconds)
-    with flock_exclusive(registry.root / GC_EXCLUSION_LOCK):
+    with gc_exclusion(registry.root):
         report, refs_read_at_ns = _mark_and_sweep_timed(registry, grace_seconds)
         report = _delete(registry, report, grace_seconds, refs_read_at_ns)
         registry.blobs.clean_stale_temp_files()

@@ -366,6 +366,33 @@ class BlobStore:
                 except FileNotFoundError:
                     raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
 
+    def touch_verified(self, blobs: Iterable[tuple[str, int | None, str]]) -> None:
+        """Check that every ``(digest, size or None, role)`` blob exists with that size, and touch it.
+
+        One pass under ``blobs/.lock``. Every blob that is missing or has another
+        size is named (with its role, e.g. ``layer 3 of manifest sha256:…``) in one
+        :class:`BlobNotFoundError`; nothing is touched then. Used inside the
+        publish window (``locks.gc_exclusion``), where no deleting GC can run.
+        """
+        wanted = list(blobs)
+        problems: list[str] = []
+        with flock_exclusive(self._lock_path):
+            for digest, size, role in wanted:
+                path = self.path(digest)
+                try:
+                    actual = path.stat().st_size
+                except FileNotFoundError:
+                    problems.append(f"{digest} ({role}): not found")
+                    continue
+                if size is not None and actual != size:
+                    problems.append(f"{digest} ({role}): {actual} bytes, expected {size}")
+            if not problems:
+                for digest, _, _ in wanted:
+                    os.utime(self.path(digest))
+        if problems:
+            shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+            raise BlobNotFoundError(f"Failed to read blob {shown} in {self.dir}")
+
     def release(self, digests: Iterable[str]) -> None:
         """Drop this process's leases on ``digests`` (a ref now reaches them)."""
         self._leases.release(digests)

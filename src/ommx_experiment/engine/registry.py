@@ -6,13 +6,17 @@ Source of truth: OMMX's ``refs`` table plus the CAS. ``index.json`` is a view
 (:mod:`layout_view`) regenerated after each of our ref writes and by
 :meth:`LocalRegistry.sync`. Ref writes follow OMMX's semantics: *publish*
 inserts if absent (same digest: no-op; other digest: :class:`RefConflictError`),
-*replace* upserts (checkpoint slots only), *remove* returns the old digest,
-*restore* and *alias* re-verify the manifest closure under
-``.gc-exclusion.lock`` before inserting.
+*replace* upserts (checkpoint slots and pins), *remove* returns the old digest.
+Every write that makes blobs reachable (publish, replace, alias, restore,
+``publish_staged``) runs in the *publish window* (:meth:`LocalRegistry.publish_window`,
+``.gc-exclusion.lock`` held ``LOCK_EX``): the manifest's closure is checked to be
+on disk and touched, then the ref row is written; a missing blob raises
+:class:`BlobNotFoundError` naming it and publishes nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -32,7 +36,7 @@ from . import layout_view
 from .blobstore import BlobStore
 from .digest import is_valid_digest
 from .index_db import Database
-from .locks import GC_EXCLUSION_LOCK, flock_exclusive
+from .locks import gc_exclusion
 from .manifest_links import CLOSURE, ManifestLinks, parse_manifest_links
 from .names import ImageName
 from .root import get_local_registry_root, on_reset
@@ -145,17 +149,7 @@ class LocalRegistry:
 
     def closure(self, digest: str) -> list[tuple[str, int | None]]:
         """``(digest, size)`` of the manifest, config, layers and the locally present subject chain."""
-        out: list[tuple[str, int | None]] = []
-        seen: set[str] = set()
-        current: str | None = digest
-        while current is not None and current not in seen:
-            seen.add(current)
-            _, facts = self.read_manifest(current)
-            out.append((current, None))
-            out.append((facts.config_digest, facts.config_size))
-            out.extend(facts.layers)
-            current = facts.subject if facts.subject and self.blobs.exists(facts.subject) else None
-        return out
+        return [(blob, size) for blob, size, _ in self._closure_items(digest, chain=True)]
 
     def verify_closure(self, digest: str) -> None:
         """Raise unless every blob of the closure exists with its declared size."""
@@ -169,55 +163,132 @@ class LocalRegistry:
                 raise BlobNotFoundError(f"Blob {blob} of manifest {digest} has {actual} bytes, expected {size}")
         return closure
 
+    def _closure_items(
+        self, digest: str, *, chain: bool, facts: ManifestLinks | None = None, strict_subject: bool = False
+    ) -> list[tuple[str, int | None, str]]:
+        """``(digest, size, role)`` of the manifest's closure.
+
+        ``chain``: follow the subject chain while it is present locally (each
+        subject manifest read and its links listed). Otherwise only the direct
+        links: config, layers, and the subject manifest itself when it is present
+        (with ``strict_subject``, also when absent, so that the check fails).
+        """
+        out: list[tuple[str, int | None, str]] = []
+        seen: set[str] = set()
+        current: str | None = digest
+        while current is not None and current not in seen:
+            seen.add(current)
+            if facts is None or current != digest:
+                _, links = self.read_manifest(current)
+            else:
+                links = facts
+            what = f"manifest {current}"
+            out.append((current, None, "manifest" if current == digest else f"subject manifest {current}"))
+            out.append((links.config_digest, links.config_size, f"config of {what}"))
+            out.extend((d, size, f"layer {i} of {what}") for i, (d, size) in enumerate(links.layers))
+            subject = links.subject
+            if subject is None:
+                break
+            if not chain:
+                if strict_subject or self.blobs.exists(subject):
+                    out.append((subject, None, f"subject of {what}"))
+                break
+            current = subject if self.blobs.exists(subject) else None
+        return out
+
     # --- ref writes ----------------------------------------------------------
+
+    def publish_window(self) -> contextlib.AbstractContextManager[None]:
+        """The *publish window*: ``.gc-exclusion.lock`` held ``LOCK_EX`` (re-entrant per thread).
+
+        No deleting GC (ours or OMMX's) runs while it is held. Every ref write
+        below opens one around its closure check and its SQLite write; a caller
+        that writes the blobs of a manifest (commit, checkpoint, pin) opens it
+        around those writes too, so that a GC cannot delete them between the
+        write and the ref. Keep it short: OMMX's GC waits for it.
+        """
+        return gc_exclusion(self.root)
 
     def publish(self, name: ImageName | str, manifest_digest: str, *, config_bytes: bytes | None = None) -> bool:
         """Insert ``name → manifest_digest`` unless present.
 
         Returns True if inserted, False if it already pointed there; raises
-        :class:`RefConflictError` naming both digests otherwise. The manifest
-        blob must already be stored; cache rows are written in the same
-        transaction (exact bytes), as OMMX does.
+        :class:`RefConflictError` naming both digests otherwise. Inside the
+        publish window the manifest, its config, its layers and its subject (when
+        present) are checked to exist with their declared sizes and touched; a
+        missing one raises :class:`BlobNotFoundError` naming it and nothing is
+        published. Cache rows are written in the same transaction (exact bytes),
+        as OMMX does.
         """
         image = ImageName.parse(name)
-        manifest_bytes, facts = self.read_manifest(manifest_digest)
-        with self.db.write(f"publish {image}") as conn:
-            inserted = conn.execute(
-                "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name, reference) DO NOTHING",
-                (image.repository, image.reference, manifest_digest, _now()),
-            ).rowcount == 1
-            if not inserted:
+        return self._write_ref(image, manifest_digest, config_bytes, replace=False) is None
+
+    def replace(
+        self,
+        name: ImageName | str,
+        manifest_digest: str,
+        *,
+        config_bytes: bytes | None = None,
+        strict_subject: bool = False,
+    ) -> str | None:
+        """Upsert ``name → manifest_digest`` (checkpoint slots, pins); returns the previous digest.
+
+        Same closure check as :meth:`publish`; ``strict_subject`` makes a declared
+        but absent subject manifest an error too (pin chains).
+        """
+        image = ImageName.parse(name)
+        previous = self._write_ref(image, manifest_digest, config_bytes, replace=True, strict_subject=strict_subject)
+        return previous or None
+
+    def _write_ref(
+        self,
+        image: ImageName,
+        manifest_digest: str,
+        config_bytes: bytes | None,
+        *,
+        replace: bool,
+        chain: bool = False,
+        strict_subject: bool = False,
+    ) -> str | None:
+        """The one ref write that makes blobs reachable. Publish: None if inserted, the digest if
+        unchanged. Replace: the previous digest, or "" if there was none."""
+        verb = "replace" if replace else "publish"
+        with self.publish_window():
+            manifest_bytes, facts = self.read_manifest(manifest_digest)
+            items = self._closure_items(manifest_digest, chain=chain, facts=facts, strict_subject=strict_subject)
+            try:
+                self.blobs.touch_verified(items)
+            except BlobNotFoundError as exc:
+                raise BlobNotFoundError(f"{exc}; {image} was not published").with_traceback(None) from None
+            with self.db.write(f"{verb} {image}") as conn:
                 row = _select_ref(conn, image)
-                assert row is not None  # the INSERT conflicted, so the row exists in this transaction
-                current = row[0]
-                if current != manifest_digest:
+                if replace:
+                    conn.execute(
+                        "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(name, reference) DO UPDATE SET manifest_digest = excluded.manifest_digest, "
+                        "updated_at = excluded.updated_at",
+                        (image.repository, image.reference, manifest_digest, _now()),
+                    )
+                    result: str | None = row[0] if row else ""
+                elif row is None:
+                    conn.execute(
+                        "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?)",
+                        (image.repository, image.reference, manifest_digest, _now()),
+                    )
+                    result = None
+                elif row[0] != manifest_digest:
                     raise RefConflictError(
-                        f"Local registry ref {image} already points to {current}; "
+                        f"Local registry ref {image} already points to {row[0]}; "
                         f"manifest {manifest_digest} was not published"
                     )
-            _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
+                else:
+                    result = row[0]
+                _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
+                if replace:
+                    _prune_cache_rows(conn)
         self._release(manifest_digest, facts)
-        self._refresh_view(step=f"publish {image}")
-        return inserted
-
-    def replace(self, name: ImageName | str, manifest_digest: str, *, config_bytes: bytes | None = None) -> str | None:
-        """Upsert ``name → manifest_digest`` (checkpoint slots); returns the previous digest."""
-        image = ImageName.parse(name)
-        manifest_bytes, facts = self.read_manifest(manifest_digest)
-        with self.db.write(f"replace {image}") as conn:
-            row = _select_ref(conn, image)
-            conn.execute(
-                "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(name, reference) DO UPDATE SET manifest_digest = excluded.manifest_digest, "
-                "updated_at = excluded.updated_at",
-                (image.repository, image.reference, manifest_digest, _now()),
-            )
-            _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
-            _prune_cache_rows(conn)
-        self._release(manifest_digest, facts)
-        self._refresh_view(step=f"replace {image}")
-        return str(row[0]) if row else None
+        self._refresh_view(step=f"{verb} {image}")
+        return result
 
     def remove(
         self,
@@ -263,7 +334,7 @@ class LocalRegistry:
         inserted, False unchanged, :class:`RefConflictError` if ``name`` points
         elsewhere (the blobs stay, unreferenced, for GC).
         """
-        with flock_exclusive(self.root / GC_EXCLUSION_LOCK):
+        with self.publish_window():
             self.blobs.touch(digest for digest, blob in staged.items() if blob is None)
             for digest, blob in staged.items():
                 if blob is not None and digest != manifest_digest:
@@ -280,10 +351,7 @@ class LocalRegistry:
         so a deleting GC cannot remove a blob in between.
         """
         image = ImageName.parse(name)
-        with flock_exclusive(self.root / GC_EXCLUSION_LOCK):
-            closure = self._verified_closure(manifest_digest)
-            self.blobs.touch(d for d, _ in closure)
-            return self.publish(image, manifest_digest)
+        return self._write_ref(image, manifest_digest, None, replace=False, chain=True) is None
 
     def restore(self, name: ImageName | str, manifest_digest: str) -> bool:
         """Re-create a removed ref (``restore_image``). True inserted, False unchanged."""

@@ -266,15 +266,16 @@ def publish_manifest(
     given, is stored again idempotently and fills OMMX's config cache row).
     Publish semantics: ``RefConflictError`` if ``image`` points elsewhere.
     """
-    if config_bytes is not None:
-        registry.blobs.put_bytes(config_bytes, expected_digest=manifest.config.digest)
-    for desc in (manifest.config, *manifest.layers):
-        if registry.blobs.size(desc.digest) != desc.size:
-            raise InvalidArtifactError(
-                f"Cannot publish {image}: blob {desc.digest} is stored with a size other than {desc.size}"
-            )
-    stored = registry.blobs.put_bytes(manifest.to_bytes())
-    registry.publish(image, stored.digest, config_bytes=config_bytes)
+    with registry.publish_window():  # no GC between the manifest write and the ref (closure checked there)
+        if config_bytes is not None:
+            registry.blobs.put_bytes(config_bytes, expected_digest=manifest.config.digest)
+        for desc in (manifest.config, *manifest.layers):
+            if registry.blobs.size(desc.digest) != desc.size:
+                raise InvalidArtifactError(
+                    f"Cannot publish {image}: blob {desc.digest} is stored with a size other than {desc.size}"
+                )
+        stored = registry.blobs.put_bytes(manifest.to_bytes())
+        registry.publish(image, stored.digest, config_bytes=config_bytes)
     return Artifact._open(registry, image, stored.digest, keep_alive=keep_alive)
 
 

@@ -341,7 +341,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
     def commit(self) -> Artifact:
         """Publish the experiment (publish semantics) and seal this object; returns the Artifact."""
         session = self._session_or_raise()
-        with session.lock:
+        with session.lock, session.registry.publish_window():  # no GC between the blob writes and the ref
             self._check_unsealed()
             if session.open_runs:
                 raise LifecycleError(

@@ -316,7 +316,7 @@ class Session:
             return None
 
     def publish_checkpoint(self, status: str, reason: str | None = None) -> str:
-        with self.lock:
+        with self.lock, self.registry.publish_window():
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
             self.registry.replace(checkpoint_ref(self.registry, self.requested), built.manifest_digest, config_bytes=built.config_bytes)
             return built.manifest_digest
