@@ -1,0 +1,110 @@
+"""Subprocess worker for the issue-16 fault tests (tests/reliability/test_gc_interop.py and friends).
+
+The registry root comes from ``OMMX_LOCAL_REGISTRY_ROOT``. Commands (each prints one JSON line last)::
+
+    fault_worker.py committer TAG N       # N experiments example.com/fw/<TAG>:<i> (a run with params and a
+                                          # fresh attachment each); outcome per commit: {"ok": digest} or
+                                          # {"error": class, "message", "published": ref after the failure}
+    fault_worker.py check NAMES_JSON      # load each name (ours): params + attachment bytes, closure complete
+    fault_worker.py gcloop STOP           # our gc(delete=True) (24h) + refused gc("0s") until STOP exists
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def payload(tag: str, i: int) -> bytes:
+    """The run attachment of commit ``i`` of ``tag``: unique, a few KiB."""
+    seed = hashlib.sha256(f"{tag}-{i}".encode()).digest()
+    return seed * 128
+
+
+def committer(tag: str, n: int) -> dict[str, Any]:
+    from ommx_experiment import Experiment
+    from ommx_experiment.engine.registry import LocalRegistry
+
+    outcomes: dict[str, dict[str, str]] = {}
+    for i in range(n):
+        name = f"example.com/fw/{tag}:{i}"
+        exp = Experiment(name)
+        with exp.run() as run:
+            run.log_parameter("tag", tag)
+            run.log_parameter("i", i)
+            run.log_attachment("payload", "application/octet-stream", payload(tag, i))
+        try:
+            outcomes[name] = {"ok": exp.commit().manifest_digest}
+        except Exception as exc:
+            outcomes[name] = {
+                "error": type(exc).__name__,
+                "message": str(exc)[:300],
+                "published": str(LocalRegistry.default().resolve(name)),
+            }
+    return {"outcomes": outcomes}
+
+
+def check(names: list[str]) -> dict[str, Any]:
+    from ommx_experiment import Experiment
+    from ommx_experiment.engine.registry import LocalRegistry
+
+    reg = LocalRegistry.default()
+    problems = []
+    for name in names:
+        try:
+            digest = reg.resolve(name)
+            assert digest is not None, "no ref"
+            for blob, size in reg.closure(digest):
+                if not reg.blobs.verify(blob, size):
+                    problems.append(f"{name}: blob {blob} missing or corrupt")
+            exp = Experiment.load(name)
+            tag, i = name.rsplit("/", 1)[1].split(":")
+            run = exp.runs[0]
+            if run.get_blob("payload") != payload(tag, int(i)):
+                problems.append(f"{name}: payload differs")
+            row = exp.run_parameters_df().iloc[0]
+            if str(row["tag"]) != tag or int(row["i"]) != int(i):
+                problems.append(f"{name}: params {dict(row)}")
+        except Exception as exc:
+            problems.append(f"{name}: {exc!r}")
+    return {"problems": problems, "checked": len(names)}
+
+
+def gcloop(stop: Path) -> dict[str, Any]:
+    from ommx_experiment import gc
+
+    passes, refused, deleted, errors = 0, 0, 0, []
+    while not stop.exists():
+        try:
+            deleted += len(gc(delete=True).deleted_blobs)
+            passes += 1
+        except Exception as exc:
+            errors.append(repr(exc))
+        try:
+            gc(delete=True, grace_period="0s")
+            errors.append("gc(delete=True, grace_period='0s') was not refused")
+        except ValueError:
+            refused += 1
+        time.sleep(0.01)
+    return {"passes": passes, "refused": refused, "deleted": deleted, "errors": errors}
+
+
+def main(argv: list[str]) -> None:
+    command, *args = argv
+    if command == "committer":
+        out = committer(args[0], int(args[1]))
+    elif command == "check":
+        out = check(json.loads(args[0]))
+    elif command == "gcloop":
+        out = gcloop(Path(args[0]))
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
