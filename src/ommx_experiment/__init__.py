@@ -54,6 +54,8 @@ _EXPORTS: dict[str, str] = {
     "remove_image": "edges.maintenance",
     "restore_image": "edges.maintenance",
     "size": "edges.maintenance",
+    "recover": "edges.recovery",
+    "RecoveryReport": "edges.recovery",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -59,6 +59,17 @@ class RootAlreadySetError(RegistryError):
     """``set_local_registry_root`` after the root was set or resolved."""
 
 
+class RegistryCorruptError(RegistryError):
+    """``index.sqlite3`` is corrupt (SQLite: malformed / not a database). Writes stop until
+    ``ommx-experiment recover`` rebuilds it; the message names the file and that command."""
+
+
+class RegistryIndexLostError(RegistryError):
+    """``index.sqlite3`` is missing or empty in a root that holds blobs or ``index.json`` refs.
+
+    Nothing is created or rewritten; ``ommx-experiment recover`` rebuilds the refs."""
+
+
 class BlobNotFoundError(RegistryError):
     """A blob named by a digest is absent from the CAS. Message contains ``Failed to read blob``."""
 

@@ -174,7 +174,9 @@ def test_alias_follows_subject_chain(registry: LocalRegistry) -> None:
 def test_layout_files(registry: LocalRegistry) -> None:
     assert (registry.root / "oci-layout").read_bytes() == b'{"imageLayoutVersion":"1.0.0"}'
     doc = json.loads((registry.root / "index.json").read_bytes())
+    marks = doc.pop("annotations")
     assert doc == {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+    assert set(marks) == {"org.ommx-experiment.registry-id"}  # our mark: unmarked entries are foreign
 
 
 def test_index_entries_are_oci_descriptors(registry: LocalRegistry) -> None:
@@ -188,7 +190,7 @@ def test_index_entries_are_oci_descriptors(registry: LocalRegistry) -> None:
             "digest": a,
             "size": registry.blobs.size(a),
             "artifactType": "application/org.ommx.v1.artifact",
-            "annotations": {"org.opencontainers.image.ref.name": name},
+            "annotations": {"org.opencontainers.image.ref.name": name, "org.ommx-experiment.view": "1"},
         }
         for name in sorted([f"example.com/x@{a}", "example.com/x:v1"], key=lambda n: ImageName.parse(n).reference)
     ]

@@ -31,6 +31,8 @@ from . import artifacts, common, delegated, listing, upkeep
 __all__ = ["build_parser", "main", "subcommands"]
 
 EXIT_INTERRUPTED = 130
+# Commands that do not open the registry first (``recover`` repairs it; ``inspect`` reads a file).
+_NO_REGISTRY = frozenset({"inspect", "recover", "demo"})
 # Our error tree, the builtins it mirrors (what OMMX-compatible code raises), and a missing
 # optional dependency: one line each. Anything else is a bug and keeps its traceback.
 _FAILURES = (OmmxExperimentError, common.CliFailure, RuntimeError, ValueError, KeyError, OSError, ImportError)
@@ -101,6 +103,8 @@ def _dispatch(argv: list[str]) -> int:
             common.use_root(argparse.Namespace(root=root))
         return delegated.run_delegated(argv[i], argv[i + 1 :], raw[argv[i]])
     args = parser.parse_args(argv)
+    if args.command not in _NO_REGISTRY:
+        common.preflight(args)
     return int(args.func(args))
 
 

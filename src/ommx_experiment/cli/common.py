@@ -162,6 +162,24 @@ def open_registry(args: argparse.Namespace) -> Any:
     return LocalRegistry.default() if root is None else LocalRegistry.at(root)
 
 
+def preflight(args: argparse.Namespace) -> None:
+    """Open the registry and check its index once per command (``PRAGMA quick_check``).
+
+    A lost index fails here (``RegistryIndexLostError``: exit 1, naming the file and
+    ``recover``); a corrupt one is reported as a warning (reads go on where SQLite
+    can; every write fails with ``RegistryCorruptError``).
+    """
+    from ..errors import RegistryCorruptError
+
+    registry = open_registry(args)
+    try:
+        registry.db.quick_check()
+        if registry.db.is_poisoned():
+            raise RegistryCorruptError(f"{registry.db.path} is marked corrupt ({registry.db.corrupt_marker})")
+    except RegistryCorruptError as exc:
+        sys.stderr.write(f"warning: {exc}; writes are stopped. Run `{PROG} recover --root {registry.root}`\n")
+
+
 def require_local(args: argparse.Namespace, name: str) -> str:
     """The manifest digest of ``name`` in the registry; a clear error if it is not there."""
     from ..errors import RefNotFoundError

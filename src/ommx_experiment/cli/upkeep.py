@@ -1,4 +1,4 @@
-"""Registry upkeep: ``rm``, ``restore-ref``, ``gc``, ``prune-anonymous``, ``sync``."""
+"""Registry upkeep: ``rm``, ``restore-ref``, ``gc``, ``prune-anonymous``, ``recover``, ``sync``."""
 
 from __future__ import annotations
 
@@ -138,6 +138,38 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- recover -----------------------------------------------------------------------------------------
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from ..edges.recovery import recover
+    from ..engine.root import get_local_registry_root
+
+    root = c.root_arg(args) or get_local_registry_root()
+    report = recover(root=root, dry_run=args.dry_run, adopt_unreferenced=not args.no_adopt_unreferenced)
+    if args.json:
+        c.emit_json({
+            "root": str(report.root),
+            "state": report.state,
+            "dry_run": report.dry_run,
+            "rebuilt": report.rebuilt,
+            "moved_aside": [str(p) for p in report.moved_aside],
+            "registry_id": report.registry_id,
+            "restored": [vars_of(r) for r in report.restored],
+            "skipped": [vars_of(r) for r in report.skipped],
+            "journal_rows": report.journal_rows,
+            "salvage_errors": list(report.salvage_errors),
+            "foreign_entries": report.foreign_entries,
+        })
+        return 0
+    sys.stdout.write(report.summary() + "\n")
+    return 0
+
+
+def vars_of(ref: Any) -> dict[str, str]:
+    return {"image_name": ref.image_name, "manifest_digest": ref.manifest_digest, "source": ref.source, "note": ref.note}
+
+
 # --- registration ----------------------------------------------------------------------------------
 
 
@@ -178,6 +210,15 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
     p.add_argument("--delete", action="store_true", help="remove the refs (default: list candidates only)")
     p.add_argument("--experiments", action="store_true", help="include anonymous experiments")
     p.add_argument("--older-than", metavar="D", type=c.duration, help="only refs updated at least D ago")
+
+    p = c.add_command(
+        sub, "recover", cmd_recover, parents=[root, js],
+        summary="rebuild a lost, emptied or corrupt index.sqlite3 from the damaged file, index.json and the blobs",
+        example="ommx-experiment recover --dry-run\nommx-experiment recover --root /data/ommx",
+    )
+    p.add_argument("--dry-run", action="store_true", help="change nothing; report what would be restored")
+    p.add_argument("--no-adopt-unreferenced", action="store_true",
+                   help="only list OMMX manifests no ref reaches (default: give each a recovered.local/... ref)")
 
     c.add_command(
         sub, "sync", cmd_sync, parents=[root, js],

@@ -468,7 +468,13 @@ def _write_backfill(conn: Any, entry: _Backfill) -> None:
 def _open(root: str | Path | None) -> LocalRegistry:
     from ..engine.registry import LocalRegistry
 
-    return LocalRegistry.default() if root is None else LocalRegistry.at(root)
+    registry = LocalRegistry.default() if root is None else LocalRegistry.at(root)
+    if registry.db.is_poisoned():
+        _warn(
+            f"{registry.db.path} is marked corrupt: this listing may miss refs on damaged pages, and writes are "
+            f"stopped. Run `ommx-experiment recover --root {registry.root}`"
+        )
+    return registry
 
 
 def _check_prefix(prefix: object) -> str | None:

@@ -4,8 +4,9 @@
 own roots:
 
 - roots: every ``refs`` row (named, anonymous, checkpoint), then the blobs our
-  checkpoint journal still needs (protected digests: a manifest among them is
-  walked, any other blob is just kept);
+  checkpoint journal still needs and the manifests of foreign ``index.json``
+  entries (skopeo, oras: protected digests; a manifest among them is walked,
+  any other blob is just kept);
 - mark: each root manifest, its config, its layers and its ``subject`` chain,
   breadth-first with a deque (never recursion); referenced-but-absent blobs are
   ``missing_blobs`` (kind ``ref_manifest|config|layer|subject|protected_digest``),
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..engine import layout_view
 from ..engine.digest import is_valid_digest, is_valid_hex
 from ..engine.durations import parse_duration_seconds
 from ..engine.locks import gc_exclusion
@@ -301,6 +303,7 @@ def _mark_and_sweep_timed(registry: LocalRegistry, grace_seconds: int) -> tuple[
     traversal = _Traversal(registry)
     traversal.add_refs()
     traversal.add_protected(_journal_roots(registry))
+    traversal.add_protected(sorted(layout_view.foreign_digests(registry.root)))  # skopeo/oras entries
     traversal.run()
     return traversal.report(registry.root, grace_seconds, time.time()), traversal.refs_read_at_ns
 
@@ -365,6 +368,9 @@ def gc(
     if not delete:
         return _mark_and_sweep(registry, grace_seconds)
     with gc_exclusion(registry.root):
+        # Never sweep from a damaged refs table: SQLite only notices corruption on pages it reads.
+        registry.db.check_writable("gc")
+        registry.db.quick_check()
         report, refs_read_at_ns = _mark_and_sweep_timed(registry, grace_seconds)
         report = _delete(registry, report, grace_seconds, refs_read_at_ns)
         registry.blobs.clean_stale_temp_files()

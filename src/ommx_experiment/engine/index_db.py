@@ -17,17 +17,26 @@ The database is shared with OMMX 3 (registry-sharing.md §4, §7 rules 10–15):
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sqlite3
 import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import RegistryError
+from ..errors import RegistryCorruptError, RegistryError, RegistryIndexLostError
+from . import atomic
 
 DB_NAME = "index.sqlite3"
+CORRUPT_MARKER = ".oxe-index-corrupt"
+"""Created in the root when SQLite reports corruption; writes stop until ``recover`` removes it."""
+RECOVER_HINT = "ommx-experiment recover"
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+_POISONED: set[str] = set()  # index paths this process saw corrupt
 OMMX_USER_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
 
@@ -97,8 +106,8 @@ def _all_migrations() -> list[tuple[str, ...]]:
 class Database:
     """Thread-local SQLite connections to one registry's index, plus transactions."""
 
-    def __init__(self, root: Path) -> None:
-        self.path = root / DB_NAME
+    def __init__(self, root: Path, *, path: Path | None = None) -> None:
+        self.path = root / DB_NAME if path is None else path
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._guard = threading.Lock()
@@ -128,7 +137,7 @@ class Database:
             with contextlib.suppress(sqlite3.OperationalError):
                 conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.Error as exc:
-            raise RegistryError(f"Failed to open the registry index {self.path}: {exc}") from exc
+            raise translate_error(exc, self.path, "open the registry index") from exc
         return conn
 
     @staticmethod
@@ -172,53 +181,114 @@ class Database:
         """A ``BEGIN IMMEDIATE`` transaction; committed on success, rolled back on any exception.
 
         ``step`` names the operation in error messages. Keep the body short and
-        free of file I/O: OMMX waits at most 30 s for our write lock.
+        free of file I/O: OMMX waits at most 30 s for our write lock. Refused
+        (:class:`RegistryCorruptError`) once the index is known to be corrupt.
         """
         with write_transaction(self.conn(), self.path, step) as conn:
             yield conn
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """A deferred read transaction: one consistent snapshot for several SELECTs."""
+        """A deferred read transaction: one consistent snapshot for several SELECTs.
+
+        SQLite errors raised inside the block become :class:`RegistryError`
+        (:class:`RegistryCorruptError` for corruption).
+        """
         conn = self.conn()
-        conn.execute("BEGIN")
         try:
-            yield conn
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise translate_error(exc, self.path, "read the registry index") from exc
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """Run one SELECT in autocommit mode."""
         try:
             return self.conn().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise RegistryError(f"Failed to query the registry index {self.path}: {exc}") from exc
+            raise translate_error(exc, self.path, "query the registry index") from exc
+
+    # --- corruption ----------------------------------------------------------
+
+    @property
+    def corrupt_marker(self) -> Path:
+        return self.path.parent / CORRUPT_MARKER
+
+    def is_poisoned(self) -> bool:
+        """Whether this index is known to be corrupt (seen by this process, or marked by another)."""
+        return str(self.path) in _POISONED or self.corrupt_marker.exists()
+
+    def check_writable(self, step: str = "write") -> None:
+        """Raise :class:`RegistryCorruptError` if the index is known to be corrupt (a set lookup and one ``stat``)."""
+        check_writable(self.path, step)
+
+    def quick_check(self) -> None:
+        """``PRAGMA quick_check(1)``: raise :class:`RegistryCorruptError` (and mark the index) unless ok."""
+        try:
+            result = self.conn().execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise translate_error(exc, self.path, "check the registry index") from exc
+        if result != "ok":
+            raise _corrupt(self.path, "check the registry index", str(result))
 
     # --- schema --------------------------------------------------------------
 
-    def initialise(self) -> None:
-        """Create OMMX's schema if the file is new, then bring our tables up to date."""
-        conn = self.conn()
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            with self.write("create registry schema") as wconn:
-                if wconn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    if _table_names(wconn) - {"sqlite_sequence"}:
-                        raise RegistryError(
-                            f"{self.path} has tables but user_version 0: not an OMMX registry index"
-                        )
-                    for stmt in OMMX_DDL:
-                        wconn.execute(stmt)
-                    wconn.execute(f"PRAGMA user_version = {OMMX_USER_VERSION}")
-            version = OMMX_USER_VERSION
-        if version != OMMX_USER_VERSION:
-            raise RegistryError(
-                f"{self.path} has schema user_version {version}; this library shares only version "
-                f"{OMMX_USER_VERSION} with OMMX 3 (open the root once with OMMX 3 to migrate it)"
+    def initialise(self, *, rebuild: bool = False) -> None:
+        """Create OMMX's schema if the file is new, then bring our tables up to date.
+
+        A missing or logically empty index (no tables, whatever the file size) in a
+        root that already holds blobs or ``index.json`` refs is not new: it was
+        lost. Unless ``rebuild`` (``recover``), :class:`RegistryIndexLostError` is
+        raised and nothing is created or rewritten. So is an index with OMMX's
+        schema that we never opened (no ``oxe_meta``) and no refs, while
+        ``index.json`` lists refs (re-created by another tool after a loss).
+        """
+        if not rebuild and not self.path.exists():
+            self._refuse_if_used("is missing")
+        try:
+            conn = self.conn()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                if not rebuild and not _table_names(conn) - {"sqlite_sequence"}:
+                    self._refuse_if_used("is empty (no tables)")
+                with self.write("create registry schema") as wconn:
+                    if wconn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        if _table_names(wconn) - {"sqlite_sequence"}:
+                            raise RegistryError(
+                                f"{self.path} has tables but user_version 0: not an OMMX registry index"
+                            )
+                        for stmt in OMMX_DDL:
+                            wconn.execute(stmt)
+                        wconn.execute(f"PRAGMA user_version = {OMMX_USER_VERSION}")
+                version = OMMX_USER_VERSION
+            if version != OMMX_USER_VERSION:
+                raise RegistryError(
+                    f"{self.path} has schema user_version {version}; this library shares only version "
+                    f"{OMMX_USER_VERSION} with OMMX 3 (open the root once with OMMX 3 to migrate it)"
+                )
+            self._check_ommx_shape(conn)
+            fresh_to_us = "oxe_meta" not in _table_names(conn)
+            if not rebuild and fresh_to_us and conn.execute("SELECT COUNT(*) FROM refs").fetchone()[0] == 0:
+                self._refuse_if_used("has no refs and was never opened by ommx-experiment", blobs=False)
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise translate_error(exc, self.path, "open the registry index") from exc
+
+    def _refuse_if_used(self, state: str, *, blobs: bool = True) -> None:
+        """Raise :class:`RegistryIndexLostError` if the root shows prior use (blobs, ``index.json`` refs)."""
+        root = self.path.parent
+        entries = index_json_entry_count(root)
+        n_blobs = _count_blobs(root) if blobs else 0
+        if entries or n_blobs:
+            raise RegistryIndexLostError(
+                f"{self.path} {state} but {root} holds {n_blobs} blobs and index.json lists {entries} refs; "
+                f"nothing was changed. Run `{RECOVER_HINT} --root {root}` to rebuild the refs from index.json "
+                "and the blobs"
             )
-        self._check_ommx_shape(conn)
-        self._migrate()
 
     def _check_ommx_shape(self, conn: sqlite3.Connection) -> None:
         for table, columns in OMMX_COLUMNS.items():
@@ -261,11 +331,9 @@ class Database:
 
     def registry_id(self) -> str:
         """The registry's id (32 lowercase hex), created with ``INSERT OR IGNORE`` as OMMX does."""
-        row = self.conn().execute(
-            "SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'"
-        ).fetchone()
-        if row:
-            return str(row[0])
+        rows = self.query("SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'")
+        if rows:
+            return str(rows[0][0])
         with self.write("create registry id") as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO ommx_local_registry_metadata(key, value) VALUES ('registry_id', ?)",
@@ -277,8 +345,8 @@ class Database:
         return str(row[0])
 
     def refs_version(self) -> int:
-        row = self.conn().execute("SELECT value FROM oxe_meta WHERE key = 'refs_version'").fetchone()
-        return int(row[0]) if row else 0
+        rows = self.query("SELECT value FROM oxe_meta WHERE key = 'refs_version'")
+        return int(str(rows[0][0])) if rows else 0
 
 
 def _is_read_only_error(exc: sqlite3.Error) -> bool:
@@ -303,14 +371,21 @@ def connect(target: Path | str, *, uri: bool = False) -> sqlite3.Connection:
 def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterator[sqlite3.Connection]:
     """A ``BEGIN IMMEDIATE`` transaction on ``conn`` (a connection to ``path``).
 
-    Committed on success, rolled back on any exception; a failed BEGIN or COMMIT
-    raises RegistryError naming ``step`` and ``path``. :meth:`Database.write` runs
-    on the registry's connection; callers that need other connection settings
-    (the checkpoint journal's ``synchronous = NORMAL``) pass their own.
+    Committed on success, rolled back on any exception; a failed BEGIN or COMMIT,
+    and an SQLite error raised by the body, raise RegistryError naming ``step``
+    and ``path`` (:class:`RegistryCorruptError` for corruption). Refused before
+    BEGIN once the index is known to be corrupt. :meth:`Database.write` runs on
+    the registry's connection; callers that need other connection settings (the
+    checkpoint journal's ``synchronous = NORMAL``) pass their own.
     """
+    check_writable(path, step)
     _begin_immediate(conn, path, step)
     try:
         yield conn
+    except sqlite3.Error as exc:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise translate_error(exc, path, step) from exc
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
@@ -320,6 +395,8 @@ def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterat
     except sqlite3.Error as exc:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+        if is_corruption(exc):
+            raise translate_error(exc, path, f"commit {step}") from exc
         raise RegistryError(f"Failed to commit {step} in {path}: {exc}") from exc
 
 
@@ -332,10 +409,88 @@ def _begin_immediate(conn: sqlite3.Connection, path: Path, step: str) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
             return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+        except sqlite3.DatabaseError as exc:
+            if is_corruption(exc):
+                raise translate_error(exc, path, f"begin {step}") from exc
+            if not isinstance(exc, sqlite3.OperationalError) or ("locked" not in str(exc) and "busy" not in str(exc)):
                 raise RegistryError(f"Failed to begin {step} in {path}: {exc}") from exc
             if time.monotonic() > deadline:
                 raise RegistryError(f"Failed to begin {step} in {path}: {exc} (waited 60 s)") from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+# --- corruption and loss ---------------------------------------------------------------------------
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """Whether an SQLite error means a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), by error code."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc)
+    return isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text)
+
+
+def translate_error(exc: sqlite3.Error, path: Path, step: str) -> RegistryError:
+    """The error of our tree for an SQLite error during ``step`` on the index at ``path``.
+
+    Corruption marks the index (in this process and with ``<root>/.oxe-index-corrupt``,
+    so other processes stop writing too) and gives :class:`RegistryCorruptError`.
+    """
+    if is_corruption(exc):
+        _mark_corrupt(path, step, exc)
+        return _corrupt(path, step, str(exc))
+    return RegistryError(f"Failed to {step} in {path}: {exc}")
+
+
+def check_writable(path: Path, step: str) -> None:
+    """Raise :class:`RegistryCorruptError` if the index at ``path`` is known to be corrupt."""
+    if str(path) in _POISONED or (path.name == DB_NAME and os.path.exists(path.parent / CORRUPT_MARKER)):
+        raise _corrupt(path, step, "marked corrupt earlier")
+
+
+def clear_corruption(path: Path) -> None:
+    """Forget the corruption of the index at ``path`` (``recover`` rebuilt it)."""
+    _POISONED.discard(str(path))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path.parent / CORRUPT_MARKER)
+
+
+def _corrupt(path: Path, step: str, detail: str) -> RegistryCorruptError:
+    root = path.parent
+    return RegistryCorruptError(
+        f"{path} is corrupt ({detail}, while trying to {step}); writes to this registry are stopped. "
+        f"Run `{RECOVER_HINT} --root {root}` to rebuild it (the damaged file is kept beside it)"
+    )
+
+
+def _mark_corrupt(path: Path, step: str, exc: BaseException) -> None:
+    _POISONED.add(str(path))
+    marker = path.parent / CORRUPT_MARKER
+    if marker.exists():
+        return
+    note = json.dumps({"time": datetime.now(UTC).isoformat(), "pid": os.getpid(), "step": step, "error": str(exc)})
+    with contextlib.suppress(OSError):  # a read-only root: the in-process flag still stops our writes
+        atomic.create_new_bytes(marker, note.encode() + b"\n")
+
+
+def index_json_entry_count(root: Path) -> int:
+    """Entries in ``<root>/index.json`` (0 if absent; 1 if present but unreadable: it held something)."""
+    try:
+        document = json.loads((root / "index.json").read_bytes())
+    except FileNotFoundError:
+        return 0
+    except (OSError, ValueError):
+        return 1
+    manifests = document.get("manifests") if isinstance(document, dict) else None
+    return len(manifests) if isinstance(manifests, list) else 0
+
+
+def _count_blobs(root: Path) -> int:
+    try:
+        entries = os.scandir(root / "blobs" / "sha256")
+    except FileNotFoundError:
+        return 0
+    with entries:
+        return sum(1 for e in entries if len(e.name) == 64 and all(c in "0123456789abcdef" for c in e.name))

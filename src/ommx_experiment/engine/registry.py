@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, ClassVar
 from .. import media_types as mt
 from ..errors import (
     BlobNotFoundError,
+    InvalidArtifactError,
     InvalidInputError,
     RefConflictError,
     RegistryError,
+    RegistryIndexLostError,
 )
 from . import layout_view
 from .blobstore import BlobStore
@@ -77,12 +79,13 @@ class LocalRegistry:
         except OSError as exc:
             raise RegistryError(f"Failed to create the registry at {self.root}: {exc}") from exc
         self.db = Database(self.root)
+        self._registry_id: str | None = None
         try:
             self.db.initialise()
-        except sqlite3.Error as exc:
-            raise RegistryError(f"Failed to open the registry index at {self.root}: {exc}") from exc
-        self._registry_id: str | None = None
-        self._refresh_view(step="open", only_if_stale=True, ensure_layout=True)
+            self._refresh_view(step="open", only_if_stale=True, ensure_layout=True)
+        except BaseException:
+            self.db.close()
+            raise
 
     # --- construction --------------------------------------------------------
 
@@ -249,6 +252,7 @@ class LocalRegistry:
         replace: bool,
         chain: bool = False,
         strict_subject: bool = False,
+        refresh: bool = True,
     ) -> str | None:
         """The one ref write that makes blobs reachable. Publish: None if inserted, the digest if
         unchanged. Replace: the previous digest, or "" if there was none."""
@@ -287,7 +291,8 @@ class LocalRegistry:
                 if replace:
                     _prune_cache_rows(conn)
         self._release(manifest_digest, facts)
-        self._refresh_view(step=f"{verb} {image}")
+        if refresh:
+            self._refresh_view(step=f"{verb} {image}")
         return result
 
     def remove(
@@ -384,10 +389,46 @@ class LocalRegistry:
         try:
             if ensure_layout:
                 layout_view.ensure_oci_layout(self.root)
-            if not only_if_stale or layout_view.is_stale(self.db):
+            adopted = self._adopt_foreign()
+            if adopted or not only_if_stale or layout_view.is_stale(self.db):
                 layout_view.regenerate(self.root, self.db)
+        except RegistryIndexLostError:
+            if step == "open":
+                raise
+            log.warning("index.json view of %s not refreshed after %s: the index looks lost", self.root, step)
         except (OSError, sqlite3.Error, RegistryError) as exc:
             log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
+
+    def _adopt_foreign(self) -> int:
+        """Adopt foreign ``index.json`` entries (skopeo, oras, any OCI tool) as refs; returns how many.
+
+        An entry is adopted when its name is a valid image name not in ``refs``
+        and its manifest is a complete OMMX artifact (``application/org.ommx.v1.*``,
+        closure checked in the publish window, as ``alias``). Anything else stays
+        a foreign entry, carried verbatim by the view and kept by our GC. A name
+        that ``refs`` maps elsewhere keeps the ``refs`` target (warning).
+        """
+        adopted = 0
+        for name, digest in layout_view.foreign_refs(self.root):
+            try:
+                image = ImageName.parse(name)
+                current = self.resolve(image)
+                if current == digest:
+                    continue
+                if current is not None:
+                    log.warning("index.json entry %s -> %s (written by another tool) ignored: the ref points to %s",
+                                name, digest, current)
+                    continue
+                if not self.blobs.exists(digest):
+                    continue
+                _, facts = self.read_manifest(digest)
+                if not facts.artifact_type.startswith("application/org.ommx.v1."):
+                    continue
+                self._write_ref(image, digest, None, replace=False, chain=True, refresh=False)
+                adopted += 1
+            except (InvalidInputError, RefConflictError, BlobNotFoundError, InvalidArtifactError) as exc:
+                log.debug("foreign index.json entry %s -> %s kept as it is: %s", name, digest, exc)
+        return adopted
 
 
 def _select_ref(conn: sqlite3.Connection, image: ImageName) -> tuple[str, str] | None:
@@ -431,6 +472,31 @@ def _prune_cache_rows(conn: sqlite3.Connection) -> None:
     conn.execute(
         "DELETE FROM experiment_configs WHERE config_digest NOT IN (SELECT config_digest FROM artifact_manifests)"
     )
+
+
+def insert_recovered_ref(db: Database, blobs: BlobStore, image: ImageName, manifest_digest: str, updated_at: str) -> None:
+    """``recover`` only: insert a ref row as it was (its ``updated_at``) plus OMMX's cache rows into ``db``.
+
+    The caller (holding ``.gc-exclusion.lock``, building a fresh index) decided
+    which rows to restore and checked closures where it wanted them.
+    """
+    facts: ManifestLinks | None
+    try:
+        manifest_bytes = blobs.get(manifest_digest)
+        facts = parse_manifest_links(manifest_bytes, manifest_digest, CLOSURE)
+    except (InvalidArtifactError, RegistryError):
+        manifest_bytes, facts = b"", None
+    config_bytes = None
+    if facts is not None and facts.artifact_type == mt.EXPERIMENT_ARTIFACT_TYPE:
+        with contextlib.suppress(RegistryError):
+            config_bytes = blobs.get(facts.config_digest)
+    with db.write(f"recover {image}") as conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?)",
+            (image.repository, image.reference, manifest_digest, updated_at),
+        )
+        if facts is not None:
+            _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
 
 
 def _reset_default_registry() -> None:
