@@ -44,6 +44,7 @@ MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 VIEW_MARK = "org.ommx-experiment.view"
+ALIAS_MARK = "org.ommx-experiment.alias-of"
 REGISTRY_ID_MARK = "org.ommx-experiment.registry-id"
 _ATTEMPTS = 5
 
@@ -89,7 +90,12 @@ def regenerate(root: Path, db: Database) -> int:
                 )
             entries = [e for e in (_entry(root, *r) for r in rows) if e is not None]
             names = {_ref_name(e) for e in entries}
-            carried = [e for e in foreign_entries(current) if _ref_name(e) is None or _ref_name(e) not in names]
+            refs = {(_ref_name(e), e["digest"]) for e in entries}
+            aliases = [e for e in _alias_entries(current) if (e["annotations"][ALIAS_MARK], e["digest"]) in refs]
+            carried = [
+                _as_alias(e, refs) for e in foreign_entries(current) if _ref_name(e) is None or _ref_name(e) not in names
+            ]
+            carried = aliases + carried
             document: dict[str, Any] = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries + carried}
             document["annotations"] = {REGISTRY_ID_MARK: "" if row is None else str(row[0])}
             data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -139,6 +145,26 @@ def foreign_refs(root: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _alias_entries(document: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Entries a foreign tool wrote under a non-canonical name of a ref we adopted (kept while the ref is)."""
+    return [e for e in _our_entries(document) if isinstance(e["annotations"].get(ALIAS_MARK), str)]
+
+
+def _as_alias(entry: dict[str, Any], refs: set[tuple[str | None, Any]]) -> dict[str, Any]:
+    """A foreign entry whose name canonicalises to a ref with the same digest becomes our alias entry
+    (so removing the ref removes it too, instead of the next write adopting it again)."""
+    name = _ref_name(entry)
+    if name is None:
+        return entry
+    try:
+        canonical = str(ImageName.parse(name))
+    except ValueError:
+        return entry
+    if (canonical, entry.get("digest")) not in refs:
+        return entry
+    return {**entry, "annotations": {**entry["annotations"], VIEW_MARK: "1", ALIAS_MARK: canonical}}
+
+
 def _our_entries(document: dict[str, Any] | None) -> list[dict[str, Any]]:
     if document is None:
         return []
@@ -172,9 +198,9 @@ def is_stale(db: Database) -> bool:
 
 
 def read_index(root: Path) -> dict[str, str]:
-    """Parse ``index.json`` into ``{ref name: manifest digest}`` of *our* entries (tests, diagnostics)."""
+    """Parse ``index.json`` into ``{ref name: manifest digest}`` of the entries written from ``refs``."""
     document = json.loads((root / INDEX_JSON).read_bytes())
-    foreign = {id(e) for e in foreign_entries(document)}
+    foreign = {id(e) for e in (*foreign_entries(document), *_alias_entries(document))}
     return {m["annotations"][REF_NAME]: m["digest"] for m in document["manifests"] if id(m) not in foreign}
 
 
