@@ -22,6 +22,24 @@ class InvalidInputError(OmmxExperimentError, ValueError):
     """A caller passed a value that is not acceptable (OMMX raises ValueError)."""
 
 
+class InvalidTextError(InvalidInputError, UnicodeEncodeError):
+    """A string that cannot be stored as UTF-8 (a lone surrogate), rejected when it is logged.
+
+    OMMX 3 raises ``UnicodeEncodeError`` there; this is one too (and a ValueError),
+    with ``what`` naming the field (``parameter name``, ``attachment name``, ...).
+    """
+
+    def __init__(self, what: str, value: str, start: int, end: int) -> None:
+        UnicodeEncodeError.__init__(self, "utf-8", value, start, end, f"{what}: surrogates not allowed")
+        self.what = what
+
+    def __str__(self) -> str:
+        return (
+            f"{self.what} cannot be stored as UTF-8: lone surrogate {self.object[self.start]!r} "
+            f"at position {self.start} of {self.object!r:.80}"
+        )
+
+
 class InvalidImageNameError(InvalidInputError):
     """An image reference that does not parse. Message starts ``Invalid image reference``."""
 

@@ -122,3 +122,116 @@ def test_non_string_keys_are_type_errors(bad: object) -> None:
         exp.log_attachment(bad, "application/octet-stream", b"x")  # type: ignore[arg-type]
     with exp.run() as run, pytest.raises(TypeError):
         run.log_parameter(bad, 1)  # type: ignore[arg-type]
+
+
+# --- lone surrogates and non-UTF-8 file names (issue 16, fault 5) --------------------------------------------
+
+# Each case runs inside `with exp.run() as run:` (or on `exp`) with `d` a scratch folder holding `f`.
+SURROGATE_CASES = {
+    "parameter name": 'run.log_parameter("\\ud800", 1)',
+    "parameter value": 'run.log_parameter("p", "x\\ud800")',
+    "run attachment name": 'run.log_json("\\ud800", 1)',
+    "run attachment media type": 'run.log_attachment("a", "text/\\udcff", b"x")',
+    "log_file filename": 'run.log_file("f", os.path.join(d, "f"), filename="\\ud800.txt")',
+    "experiment attachment name": 'exp.log_json("\\ud800", 1)',
+    "annotation value": 'exp.set_annotation("k", "\\ud800")',
+    "annotation key": 'exp.set_annotation("\\ud800", "v")',
+}
+
+_SURROGATE_SCRIPT = """
+import json, os, sys, tempfile
+from {module} import Experiment
+d = tempfile.mkdtemp()
+open(os.path.join(d, "f"), "w").write("x")
+open(os.path.join(d.encode(), b"a\\xff.txt"), "w").write("x")
+exp = Experiment("example.com/nk/poison:v1")
+for i in range(3):
+    with exp.run() as run:
+        run.log_parameter("i", i)
+out = {{}}
+try:
+    with exp.run() as run:
+        run.log_parameter("i", 3)
+        {stmt}
+    out["logged"] = "accepted"
+except Exception as exc:
+    out["logged"] = [c.__name__ for c in type(exc).__mro__]
+try:
+    exp.commit()
+    out["commit"] = "ok"
+except Exception as exc:
+    out["commit"] = type(exc).__name__ + ": " + str(exc)[:100]
+out["runs"] = len(Experiment.load("example.com/nk/poison:v1").runs) if out["commit"] == "ok" else None
+print(json.dumps(out))
+"""
+
+_NON_UTF8_FILE = 'run.log_file("g", os.path.join(d.encode(), b"a\\xff.txt").decode("utf-8", "surrogateescape"))'
+
+
+@pytest.mark.parametrize("case", [*SURROGATE_CASES, "non-UTF-8 file name"])
+def test_lone_surrogates_rejected_when_logged(case: str, registry_root: Path) -> None:
+    """As OMMX 3: the string is refused when it is logged (UnicodeEncodeError; for a file whose
+    name is not UTF-8, RuntimeError), the session keeps its good runs and commits them."""
+    import json
+    import subprocess
+    import sys
+
+    stmt = SURROGATE_CASES.get(case, _NON_UTF8_FILE)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SURROGATE_SCRIPT.format(module="ommx_experiment", stmt=stmt)],
+        env=sup.env(registry_root), capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if case == "non-UTF-8 file name":
+        assert out["logged"][:2] == ["LifecycleError", "OmmxExperimentError"] and "RuntimeError" in out["logged"]
+    else:
+        assert out["logged"][0] == "InvalidTextError"
+        assert {"UnicodeEncodeError", "ValueError", "OmmxExperimentError"} <= set(out["logged"])
+    # the failed run is recorded as failed (its body raised); the three good runs commit and load
+    assert out["commit"] == "ok" and out["runs"] == 4, out
+
+
+@pytest.mark.ommx3
+@pytest.mark.parametrize("case", [*SURROGATE_CASES, "non-UTF-8 file name"])
+def test_lone_surrogates_same_exception_family_as_ommx3(case: str, ommx3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    stmt = SURROGATE_CASES.get(case, _NON_UTF8_FILE)
+    theirs = ommx3.run_json(_SURROGATE_SCRIPT.format(module="ommx.experiment", stmt=stmt), root=tmp_path / "theirs")
+    expected = "RuntimeError" if case == "non-UTF-8 file name" else "UnicodeEncodeError"
+    assert theirs["logged"] != "accepted" and expected in theirs["logged"], theirs
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _SURROGATE_SCRIPT.format(module="ommx_experiment", stmt=stmt)],
+        env=sup.env(tmp_path / "ours"), capture_output=True, text=True, timeout=120,
+    )
+    ours = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert expected in ours["logged"], ours
+    assert ours["commit"] == theirs["commit"] == "ok"
+
+
+def test_watcher_reports_a_non_utf8_file_name(tmp_path: Path) -> None:
+    """A file in a watched folder whose name is not UTF-8 is not attached; stop() reports it as
+    WatcherError; the other files are attached and the experiment commits."""
+    import os
+
+    from ommx_experiment.errors import WatcherError
+
+    folder = tmp_path / "watched"
+    folder.mkdir()
+    exp = Experiment("example.com/nk/watch:v1")
+    run = exp.run()
+    watcher = run.watch(folder)
+    watcher.start()
+    with open(os.path.join(bytes(folder), b"bad\xff.txt"), "wb") as fh:
+        fh.write(b"bad name")
+    (folder / "good.txt").write_bytes(b"good name")
+    with pytest.raises(WatcherError, match="valid UTF-8 file name"):
+        watcher.stop()
+    run.finish()
+    exp.commit()
+    names = set(exp.runs[0].attachment_names) | set(exp.attachment_names)
+    assert "good.txt" in names and not any("bad" in n for n in names)

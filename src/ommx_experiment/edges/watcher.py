@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..engine.text import is_utf8_text
 from ..errors import LifecycleError, WatcherError
 
 if TYPE_CHECKING:
@@ -286,6 +287,7 @@ class Watcher:
         self._paths: dict[str, _PathState] = {}
         self._attached: list[Attached] = []
         self._errors: list[BaseException] = []
+        self._bad_names: set[str] = set()  # non-UTF-8 relative paths already reported
         self._lock = threading.Lock()
         self._observer: Any = None
         self._thread: threading.Thread | None = None
@@ -561,6 +563,14 @@ class Watcher:
     def _attempt(self, path: str, complete_hint: bool) -> _Attempt:
         rel = self._rel(path)
         if rel is None or not self._filter.accepts(rel) or self._under_symlink(rel):
+            return "skipped"
+        if not is_utf8_text(rel):  # an attachment name must be UTF-8; reported once, from stop()
+            if rel not in self._bad_names:
+                self._bad_names.add(rel)
+                raise WatcherError(
+                    f"`{rel.encode('utf-8', 'surrogateescape')!r}` in the watched folder {self._folder} "
+                    "does not have a valid UTF-8 file name; not attached"
+                )
             return "skipped"
         try:
             st = os.lstat(path)

@@ -20,6 +20,7 @@ from ..engine.digest import is_valid_digest
 from ..engine.names import ImageName, anonymous_artifact_name
 from ..engine.oci import Descriptor, FrozenMap, Manifest
 from ..engine.registry import LocalRegistry
+from ..engine.text import check_annotation_text, check_text
 from ..errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -319,6 +320,9 @@ class ArtifactDraft:
         self._check_open()
         if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise TypeError(f"blob must be bytes, got {type(blob).__name__}")
+        check_text(media_type, "layer media type")
+        for key, value in (annotations or {}).items():
+            check_annotation_text(key, value)
         stored = self._registry.blobs.put_bytes(bytes(blob))
         desc = Descriptor(media_type, stored.digest, stored.size, FrozenMap(annotations or {}))
         self._layers.append(desc)
@@ -354,6 +358,7 @@ class ArtifactDraft:
         self._check_open()
         if not isinstance(key, str) or not isinstance(value, str):
             raise InvalidInputError(f"Annotation key and value must be str, got {key!r}: {value!r}")
+        check_annotation_text(key, value)
         self._annotations[key] = value
 
     def commit(self) -> Artifact:

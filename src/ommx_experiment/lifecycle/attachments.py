@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
 from ..engine.oci import Descriptor, FrozenMap
+from ..engine.text import check_text, is_utf8_text
 from ..errors import AttachmentNotFoundError, InvalidArgumentTypeError, InvalidInputError, LifecycleError
 from ..format.codec import is_valid_basename
 from ..format.payload import (
@@ -140,6 +141,12 @@ class AttachmentWriter:
         export = filename if filename is not None else source.name
         if not isinstance(export, str) or not is_valid_basename(export):
             raise LifecycleError(f"Invalid attachment filename `{export}`: must be a non-empty basename")
+        if filename is None and not is_utf8_text(export):  # a file name that is not UTF-8 (OMMX's message)
+            shown = os.fsencode(source).decode("utf-8", "backslashreplace")
+            raise LifecycleError(f"Attachment file `{shown}` does not have a valid UTF-8 filename")
+        check_text(export, "attachment filename")
+        if media_type is not None:
+            _check_str(media_type, "media_type")
         if media_type is None:
             with open(source, "rb") as fh:
                 media_type = sniff_media_type(fh.read(SNIFF_BYTES))
@@ -175,6 +182,7 @@ class AttachmentWriter:
 def _check_str(value: object, what: str) -> None:
     if not isinstance(value, str):
         raise InvalidArgumentTypeError(f"argument '{what}': expected str, got {type(value).__name__}")
+    check_text(value, f"attachment {what.replace('_', ' ')}")  # as OMMX 3: UnicodeEncodeError at log time
 
 
 # --- the reader mixin --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ..engine.clock import parse_timestamp
 from ..engine.names import ImageName, anonymous_experiment_name
 from ..engine.oci import Descriptor
 from ..engine.registry import LocalRegistry
+from ..engine.text import check_annotation_text
 from ..errors import InvalidArgumentTypeError, InvalidInputError, LifecycleError, RefConflictError
 from ..format import run_params as rp
 from ..format.codec import CHECKPOINT_STATUSES, FINISHED
@@ -318,6 +319,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
             raise InvalidArgumentTypeError("Annotation key and value must be str")
         if key.startswith(mt.RESERVED_ANNOTATION_PREFIX):
             raise InvalidInputError(f"Annotation key `{key}` is reserved for OMMX metadata")
+        check_annotation_text(key, value)
         session = self._session_or_raise()
         with session.lock:
             self._check_unsealed()

@@ -27,9 +27,13 @@ def collapse_whitespace(text: str) -> str:
 
 def _message(exc: BaseException) -> str:
     try:
-        return str(exc)
+        text = str(exc)
     except Exception:  # a broken __str__ must not hide the original failure
         return ""
+    if text.isascii():
+        return text
+    # A lone surrogate (e.g. a non-UTF-8 file name in the message) cannot be stored: escape it.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def normalise_reason(text: str) -> str:

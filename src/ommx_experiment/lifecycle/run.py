@@ -17,6 +17,7 @@ import sys
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..engine.text import check_parameter_text
 from ..errors import LifecycleError
 from ..format.codec import FINISHED
 from ..format.content import AttachmentContent, RunContent, SolveContent
@@ -151,6 +152,7 @@ class Run(AttachmentWriter):
             from ..errors import InvalidArgumentTypeError
 
             raise InvalidArgumentTypeError(f"argument 'name': expected str, got {type(name).__name__}")
+        check_parameter_text(name, value)  # lone surrogates are rejected when logged, as OMMX 3 does
         # Hot path (a sweep logs ~10 per run): the full check only when it may fail.
         # session.writable is cleared whenever the Experiment leaves the unsealed state.
         if self._state is not _ENTERED or not self._session.writable:
