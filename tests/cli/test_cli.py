@@ -348,3 +348,42 @@ def test_show_with_root_option(reg: Populated, tmp_path: Path, capsys: pytest.Ca
     assert ok_json(capsys, "show", SWEEP, "--root", str(reg.root))["manifest_digest"] == reg.sweep_digest
     root._reset_for_tests()
     assert "is not in the Local Registry" in fail(capsys, "show", SWEEP, "--root", str(tmp_path / "empty"))
+
+
+# --- strict JSON (issue 16, fault 7) ---------------------------------------------------------------------
+
+
+def _reject_constant(token: str) -> Any:
+    raise AssertionError(f"not JSON: {token}")
+
+
+def test_json_output_is_strict(registry_root: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """NaN and ±Infinity parameters are written as null by `show --json` and `params --format json`,
+    so strict parsers (Python with parse_constant refusing them, Node's JSON.parse) accept the output."""
+    import shutil
+    import subprocess
+
+    from ommx_experiment import Experiment
+
+    name = "example.com/cli/nonfinite:v1"
+    exp = Experiment(name)
+    for value in (float("nan"), float("inf"), float("-inf"), 1.5):
+        with exp.run() as run:
+            run.log_parameter("x", value)
+    exp.commit()
+    outputs = {
+        "show": ok(capsys, "show", name, "--json"),
+        "params": ok(capsys, "params", name, "--format", "json"),
+    }
+    for label, text in outputs.items():
+        doc = json.loads(text, parse_constant=_reject_constant)
+        assert "NaN" not in text and "Infinity" not in text, label
+        node = shutil.which("node")
+        if node is not None:
+            proc = subprocess.run([node, "-e", "JSON.parse(require('fs').readFileSync(0, 'utf8'))"],
+                                  input=text, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, (label, proc.stderr)
+        outputs[label] = doc
+    params = outputs["params"]
+    assert [r["x"] for r in params] == [None, None, None, 1.5]
+    assert [r["parameters"]["x"] for r in outputs["show"]["runs"]] == [None, None, None, 1.5]

@@ -22,7 +22,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         c.emit_json(found)
     else:
-        sys.stdout.write(json.dumps(found["manifest"], indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(c.dumps_strict(found["manifest"]) + "\n")
     return 0
 
 

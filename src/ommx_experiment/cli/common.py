@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -239,7 +240,35 @@ def text(value: object) -> Any:
 
 
 def emit_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(dumps_strict(value) + "\n")
+
+
+def dumps_strict(value: Any) -> str:
+    """Strict JSON (RFC 8259) for every ``--json`` / ``--format json`` output.
+
+    NaN and ±Infinity (Python floats, NumPy scalars) and pandas' missing values
+    are written as ``null``, as JavaScript's ``JSON.stringify`` does: ``NaN`` is not
+    JSON and strict parsers (Node, Perl, Go) reject it. Use ``--format csv`` or
+    Parquet to keep them. Anything else JSON cannot hold is written as its ``str``.
+    """
+    return json.dumps(_finite(value), indent=2, ensure_ascii=False, allow_nan=False, default=str)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    module = type(obj).__module__ or ""
+    if module.startswith("numpy") and hasattr(obj, "item"):
+        return _finite(obj.item())
+    if module.startswith("pandas") and type(obj).__name__ in ("NAType", "NaTType"):
+        return None
+    return obj
 
 
 def label(name: str, value: object) -> str:

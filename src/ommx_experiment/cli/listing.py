@@ -190,7 +190,7 @@ def _render_params(df: Any, fmt: str) -> str:
         return str(df.to_csv())
     if fmt == "json":
         records = [{"run_id": run_id, **params} for run_id, params in _params_by_run(df).items()]
-        return json.dumps(records, indent=2, ensure_ascii=False) + "\n"
+        return c.dumps_strict(records) + "\n"
     names = [str(col) for col in df.columns]
     out = c.table("run_id", *names, right=("run_id",), wide=names)
     for run_id, row in df.iterrows():
