@@ -170,6 +170,14 @@ def test_inspect_ref_archive_and_layout_dir(reg: Populated, tmp_path: Path, caps
     assert found["image_name"] == SWEEP and found["manifest_digest"] == reg.sweep_digest
 
 
+def test_inspect_device_says_inspect(registry_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`inspect /dev/null` fails (1) with a message about inspecting, not importing (issue 16, fault 10)."""
+    line = fail(capsys, "inspect", "/dev/null")
+    assert line == "error: Cannot inspect /dev/null: not a .ommx archive or an OCI layout directory (character device)"
+    line = fail(capsys, "import", "/dev/null")
+    assert line.startswith("error: Cannot import /dev/null: not a .ommx archive")
+
+
 def test_inspect_bad_target_is_usage_error(reg: Populated, capsys: pytest.CaptureFixture[str]) -> None:
     assert "neither an existing archive" in fail(capsys, "inspect", "Not A Name", code=2)
 
@@ -335,9 +343,9 @@ def test_params_keep_nan_inf_and_gaps_apart(registry_root: Path, capsys: pytest.
         with exp.run():
             pass
     rows = json.loads(ok(capsys, "params", name, "--format", "json"))
-    assert rows[0] == {"run_id": 0, "label": "é", "x": float("inf")}
-    assert rows[1]["x"] != rows[1]["x"]  # NaN stays a value
-    assert rows[2] == {"run_id": 2}
+    assert rows[0] == {"run_id": 0, "label": "é", "x": None}  # strict JSON: ±inf and NaN are null
+    assert "x" in rows[1] and rows[1]["x"] is None  # NaN stays a value (null), not a gap
+    assert rows[2] == {"run_id": 2}  # a gap is an absent key
     table = ok(capsys, "params", name).splitlines()
     assert [line.split() for line in table] == [["run_id", "label", "x"], ["0", "é", "inf"], ["1", "é", "nan"], ["2"]]
     assert ok_json(capsys, "show", name)["runs"][2]["parameters"] == {}

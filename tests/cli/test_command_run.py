@@ -102,13 +102,24 @@ def test_commit_flag_and_auto_resume_after_commit_is_refused(tmp_path: Path, reg
     assert done.stdout.strip().splitlines()[-1].startswith("sha256:")
     assert [r.status for r in Experiment.load("one:v1").runs] == ["finished"]
     again = cli(registry_root, "run", "one:v1", "--", "true", cwd=tmp_path)
-    assert again.returncode == 2 and "already committed" in again.stderr
+    assert again.returncode == 1 and "already committed" in again.stderr  # a failure, not a usage error
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path: Path, registry_root: Path) -> None:
     result = cli(registry_root, "run", "none:v1", "--resume", "--", "true", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "no checkpoint" in result.stderr
+    assert result.returncode == 1  # issue 16, fault 10: a failure (exit 1), not a usage error (2)
+    assert result.stderr.startswith("error: --resume: no checkpoint")
+
+
+def test_commit_missing_exits_1(tmp_path: Path, registry_root: Path) -> None:
+    """`commit NAME` with nothing to commit is a failure (1); only a malformed command line is usage (2)."""
+    missing = cli(registry_root, "commit", "example.com/none/missing:v1", cwd=tmp_path)
+    assert missing.returncode == 1, missing.stderr
+    assert missing.stderr.startswith("error: No Experiment checkpoint found") and len(missing.stderr.splitlines()) == 1
+    bad = cli(registry_root, "commit", "Bad Name", cwd=tmp_path)
+    assert bad.returncode == 2 and "Invalid image reference" in bad.stderr
+    bad_run = cli(registry_root, "run", "Bad Name", "--", "true", cwd=tmp_path)
+    assert bad_run.returncode == 2 and "Invalid image reference" in bad_run.stderr
 
 
 def test_command_not_found_is_a_failed_run(tmp_path: Path, registry_root: Path) -> None:

@@ -60,7 +60,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import InvalidInputError, LifecycleError, OmmxExperimentError
+from ..errors import InvalidImageNameError, InvalidInputError, LifecycleError, OmmxExperimentError
 
 __all__ = [
     "CommandFailed",
@@ -462,9 +462,12 @@ def main_run(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     try:
         experiment = open_experiment(options.name, resume=options.resume)
-    except OmmxExperimentError as exc:
+    except InvalidImageNameError as exc:  # NAME itself is malformed: a usage error
         _error(str(exc))
         return EXIT_USAGE
+    except OmmxExperimentError as exc:  # no checkpoint to resume, already committed, registry errors
+        _error(str(exc))
+        return 1
     try:
         outcome = run_command(options, experiment=experiment)
     except OmmxExperimentError as exc:
@@ -488,10 +491,10 @@ def main_commit(argv: Sequence[str]) -> int:
         return EXIT_USAGE
     try:
         result = commit_experiment(args[0])
-    except LifecycleError as exc:
+    except InvalidImageNameError as exc:  # NAME itself is malformed: a usage error
         _error(str(exc))
         return EXIT_USAGE
-    except OmmxExperimentError as exc:
+    except OmmxExperimentError as exc:  # no checkpoint of NAME, ref conflict, registry errors
         _error(str(exc))
         return 1
     _print_commit(result)

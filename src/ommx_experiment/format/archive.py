@@ -21,6 +21,7 @@ import leaves no blob, no ref and no temp file behind.
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import logging
 import os
@@ -188,8 +189,27 @@ class _Input:
     blob: Callable[[Descriptor, str], StagedBlob]  # (descriptor, role) -> staged, verified blob
 
 
+_VERB: contextvars.ContextVar[str] = contextvars.ContextVar("archive_verb", default="import")
+
+
 def _fail(source: str, message: str) -> ArchiveError:
-    return ArchiveError(f"Cannot import {source}: {message}")
+    """``Cannot import|inspect <source>: <message>`` (the verb of the operation in progress)."""
+    return ArchiveError(f"Cannot {_VERB.get()} {source}: {message}")
+
+
+def _kind_of(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a directory (None if it is one, or absent)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, kind in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _check_oci_layout(data: bytes | None, source: str, *, required: bool) -> None:
@@ -504,6 +524,17 @@ def inspect_archive(path: str | os.PathLike[str]) -> ArchiveManifest:
     """Read the ref name and manifest of a ``.ommx`` file or layout directory without importing it."""
     target = Path(path)
     source = str(path)
+    token = _VERB.set("inspect")
+    try:
+        return _inspect(target, source)
+    finally:
+        _VERB.reset(token)
+
+
+def _inspect(target: Path, source: str) -> ArchiveManifest:
+    kind = _kind_of(target)
+    if kind is not None:
+        raise _fail(source, f"not a .ommx archive or an OCI layout directory ({kind})")
     try:
         index, blobs = _inspect_tar(target) if target.is_file() else _inspect_dir(target)
         entry = _index_entry(index, source)
@@ -529,4 +560,7 @@ def import_path(registry: LocalRegistry, path: str | os.PathLike[str]) -> tuple[
         return import_archive(registry, target)
     if target.is_dir():
         return import_layout_dir(registry, target)
+    kind = _kind_of(target)
+    if kind is not None:
+        raise _fail(str(path), f"not a .ommx archive or an OCI layout directory ({kind})")
     raise ArchiveError(f"Path must be a file or a directory: {path}")
