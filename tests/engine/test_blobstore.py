@@ -311,3 +311,97 @@ def test_put_file_stores_the_bytes_it_copied_when_the_file_changes(
     assert store.get(stored.digest) == replacement
     assert not store.exists(_digest(original))
     assert _files(store) == [stored.digest[len("sha256:") :]]
+
+
+# --- temp files of killed writers (issue 16, fault 9) -----------------------------------------------------------
+
+_KILLED_IMPORT = """
+import os, sys
+from ommx_experiment.engine import blobstore
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.format.archive import import_path
+def publish(self, staged):
+    os.kill(os.getpid(), 9)  # SIGKILL between staging and publication
+blobstore.Staging.publish = publish
+import_path(LocalRegistry.at(sys.argv[1]), sys.argv[2])
+"""
+
+_PAUSED_IMPORT = """
+import sys
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.format.archive import import_path
+def publish_staged(self, *args, **kwargs):  # everything staged; the publish window not yet taken
+    print("staged", flush=True)
+    sys.stdin.readline()
+    raise SystemExit(0)
+LocalRegistry.publish_staged = publish_staged
+import_path(LocalRegistry.at(sys.argv[1]), sys.argv[2])
+"""
+
+_KILLED_BLOB_WRITE = """
+import os, sys
+from ommx_experiment.engine import blobstore
+from ommx_experiment.engine.registry import LocalRegistry
+def publish(self, tmp, digest, size):
+    os.kill(os.getpid(), 9)  # SIGKILL after the temp file is written, before its link
+blobstore.BlobStore._publish = publish
+LocalRegistry.at(sys.argv[1]).blobs.put_bytes(os.urandom(4096))
+"""
+
+
+def _stage_temps(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / "blobs" / "sha256").iterdir() if atomic.is_temp_name(p.name))
+
+
+def test_killed_import_staging_is_removed_by_the_next_import(tmp_path: Path) -> None:
+    """A SIGKILLed import leaves its staging temps in blobs/sha256; the next import (another
+    process) removes them at once, whatever their age, and leaves a *live* importer's alone."""
+    from ommx_experiment.engine.registry import LocalRegistry
+    from ommx_experiment.format.archive import import_path
+    from ommx_experiment.lifecycle.artifact import ArtifactDraft
+
+    source = LocalRegistry.at(tmp_path / "source")
+    draft = ArtifactDraft.new("example.com/t/imp:v1", registry=source)
+    for i in range(5):
+        draft.add_layer("application/octet-stream", os.urandom(1000 + i))
+    draft.commit().save(tmp_path / "a.ommx")
+    root = tmp_path / "root"
+    LocalRegistry.at(root)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_IMPORT, str(root), str(tmp_path / "a.ommx")], env=env)
+    assert killed.returncode == -9
+    left = _stage_temps(root)
+    assert len(left) >= 5 and all(".oxe-stage-" in n for n in left)
+    paused = subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_IMPORT, str(root), str(tmp_path / "a.ommx")],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert paused.stdout is not None and paused.stdout.readline().strip() == "staged"
+        live = sorted(set(_stage_temps(root)) - set(left))
+        assert live and set(left) <= set(_stage_temps(root)) | set(left)
+        import_path(LocalRegistry.at(root), tmp_path / "a.ommx")  # the next import, in this process
+        remaining = _stage_temps(root)
+        assert not set(left) & set(remaining)  # the dead importer's temps are gone
+        assert set(live) <= set(remaining)  # the live importer's are not
+    finally:
+        paused.communicate("\n", timeout=60)
+    assert _stage_temps(root) == []  # the live importer cleaned up after itself
+
+
+def test_killed_blob_write_temp_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    from ommx_experiment.engine.registry import LocalRegistry
+
+    root = tmp_path / "root"
+    LocalRegistry.at(root)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BLOB_WRITE, str(root)], env=env)
+    assert killed.returncode == -9
+    assert [n for n in _stage_temps(root) if n.startswith(".oxe-blob-")]
+    writer = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom ommx_experiment.engine.registry import LocalRegistry\n"
+         "LocalRegistry.at(sys.argv[1]).blobs.put_bytes(b'next write')", str(root)],
+        env=env, capture_output=True, text=True,
+    )
+    assert writer.returncode == 0, writer.stderr
+    assert _stage_temps(root) == []

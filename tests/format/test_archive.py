@@ -6,8 +6,10 @@ import io
 import json
 import os
 import subprocess
+import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -359,3 +361,61 @@ def test_export_and_import_stream_large_blobs(source: LocalRegistry, target: Loc
     assert export_peak < 6 << 20, export_peak
     assert import_peak < 6 << 20, import_peak
     assert target.blobs.verify(stored.digest, size)
+
+
+# --- a killed save (issue 16, fault 9) ------------------------------------------------------------------------
+
+_SAVE = """
+import os, sys
+from ommx_experiment.engine import atomic
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.format.archive import write_archive
+mode, root, digest, dest = sys.argv[1:]
+if mode == "kill":
+    def boom(*args, **kwargs):
+        os.kill(os.getpid(), 9)  # SIGKILL after the archive is written, before its link
+    atomic.publish_noclobber = boom
+else:
+    real = atomic.publish_noclobber
+    def pause(*args, **kwargs):
+        print("written", flush=True)
+        sys.stdin.readline()
+        return real(*args, **kwargs)
+    atomic.publish_noclobber = pause
+write_archive(LocalRegistry.at(root), digest, "example.com/tests/archive:v1", dest)
+"""
+
+
+def _archive_temps(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.startswith(".oxe-archive-"))
+
+
+def test_killed_save_temp_is_removed_by_the_next_save(source: LocalRegistry, tmp_path: Path) -> None:
+    """SIGKILL inside save leaves `.oxe-archive-*.tmp` in the user's folder; the next save into that
+    folder removes it (its lock is free), but never the temp of a save still in progress."""
+    art = _generic(source)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    args = [str(source.root), art.manifest_digest]
+    killed = subprocess.run([sys.executable, "-c", _SAVE, "kill", *args, str(folder / "killed.ommx")], env=env)
+    assert killed.returncode == -9
+    dead = _archive_temps(folder)
+    assert len(dead) == 1 and not (folder / "killed.ommx").exists()
+    paused = subprocess.Popen(
+        [sys.executable, "-c", _SAVE, "pause", *args, str(folder / "slow.ommx")],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert paused.stdout is not None and paused.stdout.readline().strip() == "written"
+        live = [p for p in _archive_temps(folder) if p not in dead]
+        assert len(live) == 1
+        old = time.time() - 3600  # both look old: only the lock tells them apart
+        for p in (*dead, *live):
+            os.utime(p, (old, old))
+        write_archive(source, art.manifest_digest, NAME, folder / "next.ommx")
+        assert _archive_temps(folder) == live
+    finally:
+        paused.communicate("\n", timeout=60)
+    assert paused.returncode == 0
+    assert sorted(p.name for p in folder.iterdir()) == ["next.ommx", "slow.ommx"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,9 +38,20 @@ UMASK = _umask()
 PUBLIC_FILE_MODE = 0o666 & ~UMASK
 
 
-def temp_name(stem: str = "") -> str:
-    """A dot-prefixed, non-digest name for a temp file owned by this process."""
-    return f"{TEMP_PREFIX}{stem}{os.getpid()}-{secrets.token_hex(6)}{TEMP_SUFFIX}"
+_TEMP_RE = re.compile(
+    r"\.oxe-(?P<stem>[A-Za-z_-]*?)(?P<pid>\d+)(?:-(?P<token>[0-9a-f]{12}))?-[0-9a-f]{12}\.tmp"
+)
+
+
+def temp_name(stem: str = "", *, owner: str | None = None) -> str:
+    """A dot-prefixed, non-digest name for a temp file owned by this process.
+
+    ``owner`` (12 lowercase hex: this process's lease token, see
+    ``blobstore._Leases``) makes the name tell whether its writer is alive
+    without trusting the pid, which the system may reuse.
+    """
+    middle = "" if owner is None else f"-{owner}"
+    return f"{TEMP_PREFIX}{stem}{os.getpid()}{middle}-{secrets.token_hex(6)}{TEMP_SUFFIX}"
 
 
 def is_temp_name(name: str) -> bool:
@@ -47,18 +59,18 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
 
 
+def temp_owner(name: str) -> tuple[int, str | None] | None:
+    """``(pid, owner token or None)`` of one of our temp names, or None if it does not parse."""
+    match = _TEMP_RE.fullmatch(name)
+    if match is None:
+        return None
+    return int(match["pid"]), match["token"]
+
+
 def temp_owner_pid(name: str) -> int | None:
     """The pid embedded in one of our temp names, or None if it does not parse."""
-    if not is_temp_name(name):
-        return None
-    core = name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)]
-    head = core.rsplit("-", 1)[0]
-    digits = ""
-    for ch in reversed(head):
-        if not ch.isdigit():
-            break
-        digits = ch + digits
-    return int(digits) if digits else None
+    owner = temp_owner(name)
+    return None if owner is None else owner[0]
 
 
 def fsync_dir(path: Path) -> None:
@@ -71,7 +83,9 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def temp_file(folder: Path, *, stem: str = "", mode: int = 0o600) -> Iterator[tuple[Path, BinaryIO]]:
+def temp_file(
+    folder: Path, *, stem: str = "", mode: int = 0o600, owner: str | None = None
+) -> Iterator[tuple[Path, BinaryIO]]:
     """Create a temp file in ``folder``; yield ``(path, handle)``; always remove it.
 
     The caller publishes it with :func:`publish_replace` or :func:`publish_noclobber`
@@ -79,7 +93,7 @@ def temp_file(folder: Path, *, stem: str = "", mode: int = 0o600) -> Iterator[tu
     with ``link`` the data lives on under the final name; with ``rename`` the
     temp name is already gone).
     """
-    path = folder / temp_name(stem)
+    path = folder / temp_name(stem, owner=owner)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     handle = os.fdopen(fd, "wb")
     try:

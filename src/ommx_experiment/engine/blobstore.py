@@ -66,6 +66,7 @@ class _Leases:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._fd = -1
+        self._token = ""
         self._held: set[str] = set()
         self._last_release = 0
 
@@ -75,15 +76,26 @@ class _Leases:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / atomic.temp_name("lease-")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        token = secrets.token_hex(6)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            os.rename(tmp, self.dir / f"{os.getpid()}-{secrets.token_hex(6)}{LEASE_SUFFIX}")
+            os.rename(tmp, self.dir / f"{os.getpid()}-{token}{LEASE_SUFFIX}")
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._pid, self._fd, self._held = os.getpid(), fd, set()
+        self._pid, self._fd, self._held, self._token = os.getpid(), fd, set(), token
+
+    def owner_token(self) -> str:
+        """This process's lease token (creating the lease file once): temp files named with it
+        are known dead as soon as the lease is (:func:`lease_is_live`), whatever their age."""
+        with self._lock:
+            try:
+                self._ensure_open()
+            except OSError as exc:
+                raise RegistryError(f"Failed to create the lease file in {self.dir}: {exc}") from exc
+            return self._token
 
     def acquire(self, digest: str) -> None:
         with self._lock:
@@ -160,6 +172,50 @@ def read_live_leases(root: Path, refs_read_at_ns: int, *, remove_dead: bool = Fa
     return leased
 
 
+def lease_is_live(root: Path, pid: int, token: str) -> bool:
+    """Whether the process that owns lease ``<pid>-<token>`` is alive (it holds its lease file's lock)."""
+    try:
+        fd = os.open(root / LEASE_DIR / f"{pid}-{token}{LEASE_SUFFIX}", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_dead_temp_files(root: Path, folder: Path) -> int:
+    """Remove the lease-owned temp files in ``folder`` whose writer is dead; returns the count.
+
+    A writer killed with SIGKILL leaves its temp files (blob writes, import
+    staging); its lease tells at once that it is gone. Temp files without an
+    owner token are left to :meth:`BlobStore.clean_stale_temp_files` (age-based).
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    verdicts: dict[tuple[int, str], bool] = {}
+    for entry in entries:
+        if not entry.name.startswith(atomic.TEMP_PREFIX):
+            continue
+        owner = atomic.temp_owner(entry.name)
+        if owner is None or owner[1] is None:
+            continue
+        key = (owner[0], owner[1])
+        if key not in verdicts:
+            verdicts[key] = lease_is_live(root, *key)
+        if not verdicts[key]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 def _lease_pid(name: str) -> int | None:
     head = name.split("-", 1)[0]
     return int(head) if head.isdigit() else None
@@ -194,6 +250,7 @@ class BlobStore:
         self.dir = root / "blobs" / "sha256"
         self._lock_path = root / BLOB_LOCK
         self._leases = _leases_for(Path(root).absolute())
+        self._next_cleanup = 0.0  # time.monotonic() of the next dead-temp sweep of blobs/sha256
 
     # --- paths ---------------------------------------------------------------
 
@@ -335,9 +392,11 @@ class BlobStore:
         """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
         bytes the caller already hashed (then they are not hashed again)."""
         tmp: Path | str = self.dir
+        owner = self._leases.owner_token()
+        self.remove_dead_temp_files(throttled=True)
         try:
             self.ensure_dirs()
-            with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
+            with atomic.temp_file(self.dir, stem="blob-", owner=owner) as (tmp, handle):
                 if known is None:
                     hasher = StreamingDigest()
                     _copy_chunks(chunks, handle, hasher, source=source)
@@ -392,6 +451,15 @@ class BlobStore:
         if problems:
             shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
             raise BlobNotFoundError(f"Failed to read blob {shown} in {self.dir}")
+
+    def remove_dead_temp_files(self, *, throttled: bool = False) -> int:
+        """Remove temp files in ``blobs/sha256`` left by killed writers of ours (see
+        :func:`remove_dead_temp_files`); ``throttled``: at most once a minute per process."""
+        now = time.monotonic()
+        if throttled and now < self._next_cleanup:
+            return 0
+        self._next_cleanup = now + 60.0
+        return remove_dead_temp_files(self.root, self.dir)
 
     def release(self, digests: Iterable[str]) -> None:
         """Drop this process's leases on ``digests`` (a ref now reaches them)."""
@@ -451,8 +519,17 @@ class BlobStore:
             except FileNotFoundError:
                 continue
         for entry in entries:
-            pid = atomic.temp_owner_pid(entry.name)
-            if pid is None or _pid_alive(pid):
+            owner = atomic.temp_owner(entry.name)
+            if owner is None:
+                continue
+            pid, token = owner
+            if token is not None:  # lease-owned: dead as soon as its lease is, whatever its age
+                if not lease_is_live(self.root, pid, token):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        removed += 1
+                continue
+            if _pid_alive(pid):
                 continue
             try:
                 if now - entry.stat(follow_symlinks=False).st_mtime >= older_than:
@@ -532,9 +609,12 @@ class Staging:
     def __init__(self, store: BlobStore) -> None:
         self.store = store
         self._paths: list[Path] = []
+        self._owner: str | None = None
 
     def __enter__(self) -> Staging:
         self.store.ensure_dirs()
+        self._owner = self.store._leases.owner_token()
+        self.store.remove_dead_temp_files()  # staging temps of killed imports and pulls
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -552,7 +632,7 @@ class Staging:
         source: str = "stream",
     ) -> StagedBlob:
         """Write ``chunks`` to a temp file, hashing; verify ``expected_digest`` and ``max_size``."""
-        path = self.store.dir / atomic.temp_name("stage-")
+        path = self.store.dir / atomic.temp_name("stage-", owner=self._owner)
         hasher = StreamingDigest()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -21,11 +21,14 @@ import leaves no blob, no ref and no temp file behind.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import errno
+import fcntl
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +145,46 @@ def _exists_error(dest: Path) -> ArchiveExistsError:
     return ArchiveExistsError(f"Failed to create archive at {dest}: file already exists")
 
 
+ARCHIVE_TEMP_STEM = "archive-"
+ARCHIVE_TEMP_MIN_AGE = 5.0  # seconds: covers the instant between creating a temp and locking it
+
+
+def remove_dead_archive_temps(folder: Path) -> int:
+    """Remove ``.oxe-archive-*.tmp`` files a killed ``save`` left in ``folder``; returns the count.
+
+    A save holds ``flock(LOCK_EX)`` on its temp file for its whole life, so a temp
+    whose lock can be taken, and that is older than a few seconds, is dead. Only
+    our own temp-name pattern is touched, only in the destination folder.
+    """
+    removed = 0
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(atomic.TEMP_PREFIX + ARCHIVE_TEMP_STEM)]
+    except OSError:
+        return 0
+    now = time.time()
+    for entry in entries:
+        if not atomic.is_temp_name(entry.name):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < ARCHIVE_TEMP_MIN_AGE:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a save in progress
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
 def write_archive(registry: LocalRegistry, manifest_digest: str, ref_name: str, path: str | os.PathLike[str]) -> None:
     """Export one manifest and its config/layer blobs to a new ``.ommx`` file at ``path``.
 
@@ -158,8 +201,10 @@ def write_archive(registry: LocalRegistry, manifest_digest: str, ref_name: str, 
         raise _exists_error(dest)
     index = image_index_bytes([(Descriptor(mt.OCI_MANIFEST, manifest_digest, len(manifest_bytes)), ref_name)])
     blobs = [(manifest.config.digest, manifest.config.size), *((d.digest, d.size) for d in manifest.layers)]
+    remove_dead_archive_temps(dest.parent)
     try:
-        with atomic.temp_file(dest.parent, stem="archive-") as (tmp, out):
+        with atomic.temp_file(dest.parent, stem=ARCHIVE_TEMP_STEM) as (tmp, out):
+            fcntl.flock(out.fileno(), fcntl.LOCK_EX)  # held until closed: a live save is never swept
             write_entry(out, "oci-layout", OCI_LAYOUT_BYTES)
             write_entry(out, _blob_entry_name(manifest_digest), manifest_bytes)
             for digest, size in blobs:
