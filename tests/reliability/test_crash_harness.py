@@ -54,7 +54,28 @@ def _kill_loop(tmp_path: Path, kills: int) -> dict[str, object]:
             reports.append(report)
     temps = [p for d in (root, root / "blobs" / "sha256") for p in d.iterdir() if atomic.is_temp_name(p.name)]
     assert all(atomic.temp_owner_pid(p.name) is not None for p in temps)
+    _next_operation_removes_dead_temps(root, tmp_path / "scratch")
     return reports[-1]
+
+
+def _next_operation_removes_dead_temps(root: Path, scratch: Path) -> None:
+    """Issue 16, fault 9: every writer is dead now. One import and one save (the next operation on
+    the root and on the folder) leave no blob/staging temp in blobs/sha256 and no archive temp in
+    the folder. (Archive temps younger than 5 s are spared, as a save may have just created one:
+    the dead ones are aged first.)"""
+    scratch.mkdir(exist_ok=True)
+    old = time.time() - 60
+    for p in scratch.iterdir():
+        if p.name.startswith(".oxe-archive-"):
+            os.utime(p, (old, old))
+    proc = subprocess.run(
+        [sup.sys.executable, str(sup.TESTS / "workers" / "fault_worker.py"), "tidy", str(scratch)],
+        env=sup.env(root), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    left = [p.name for p in (root / "blobs" / "sha256").iterdir() if atomic.is_temp_name(p.name)]
+    assert left == [], left
+    assert [p.name for p in scratch.iterdir() if atomic.is_temp_name(p.name)] == []
 
 
 @pytest.mark.parametrize("kills", [pytest.param(30, id="30"), pytest.param(300, id="300", marks=pytest.mark.stress)])

@@ -7,6 +7,8 @@ The registry root comes from ``OMMX_LOCAL_REGISTRY_ROOT``. Commands (each prints
                                           # {"error": class, "message", "published": ref after the failure}
     fault_worker.py check NAMES_JSON      # load each name (ours): params + attachment bytes, closure complete
     fault_worker.py gcloop STOP           # our gc(delete=True) (24h) + refused gc("0s") until STOP exists
+    fault_worker.py tidy SCRATCH          # the "next operation" after kills: one import of an archive found in
+                                          # SCRATCH (or one blob write) and one save into SCRATCH
 """
 
 from __future__ import annotations
@@ -93,6 +95,23 @@ def gcloop(stop: Path) -> dict[str, Any]:
     return {"passes": passes, "refused": refused, "deleted": deleted, "errors": errors}
 
 
+def tidy(scratch: Path) -> dict[str, Any]:
+    from ommx_experiment import Experiment
+    from ommx_experiment.engine.registry import LocalRegistry
+
+    archives = sorted(p for p in scratch.glob("*.ommx") if p.name != "tidy.ommx")
+    if archives:
+        exp = Experiment.import_archive(archives[0])
+    else:
+        LocalRegistry.default().blobs.put_bytes(b"tidy")
+        exp = Experiment("example.com/fw/tidy:v1")
+        exp.commit()
+    target = scratch / "tidy.ommx"
+    target.unlink(missing_ok=True)
+    exp.save(target)
+    return {"imported": bool(archives)}
+
+
 def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "committer":
@@ -101,6 +120,8 @@ def main(argv: list[str]) -> None:
         out = check(json.loads(args[0]))
     elif command == "gcloop":
         out = gcloop(Path(args[0]))
+    elif command == "tidy":
+        out = tidy(Path(args[0]))
     else:
         raise SystemExit(f"unknown command {command!r}")
     print(json.dumps(out), flush=True)

@@ -109,7 +109,7 @@ def workload(side_path: Path, seed: int) -> None:
     LocalRegistry.default()
     rng = random.Random(seed)
     side = Side(side_path)
-    scratch = side_path.parent / f"scratch-{seed}"
+    scratch = side_path.parent / "scratch"  # shared: a save sweeps the temps of killed earlier saves
     scratch.mkdir(exist_ok=True)
     print("ready", flush=True)
     committed: list[tuple[str, Any]] = []
@@ -133,7 +133,7 @@ def workload(side_path: Path, seed: int) -> None:
             tmp.log_json("origin", {"seed": seed, "k": k})
             _runs(tmp, f"tmp:{name}", side, rng, rng.randrange(1, 3))
             tmp.commit()
-            path = scratch / f"{k}.ommx"
+            path = scratch / f"{seed}-{k}.ommx"
             tmp.save(path)
             imported = Experiment.import_archive(path)
             committed.append((name, imported))
