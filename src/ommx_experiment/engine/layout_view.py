@@ -70,7 +70,7 @@ def regenerate(root: Path, db: Database) -> int:
     with flock_exclusive(root / VIEW_LOCK):
         for _ in range(_ATTEMPTS):
             before = _stat_key(root / INDEX_JSON)
-            current = read_document(root)
+            current = _current_document(root, before)
             with db.read() as conn:
                 version = int(conn.execute("SELECT value FROM oxe_meta WHERE key = 'refs_version'").fetchone()[0])
                 viewed = conn.execute("SELECT value FROM oxe_meta WHERE key = 'view_version'").fetchone()
@@ -101,12 +101,31 @@ def regenerate(root: Path, db: Database) -> int:
             data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
             if _stat_key(root / INDEX_JSON) == before:
                 atomic.atomic_write_bytes(root / INDEX_JSON, data)
+                _remember(root, document)
                 break
         else:
             log.warning("index.json of %s kept changing under another writer; left as it is", root)
             return len(entries)
         _record_version(db, version)
     return len(entries)
+
+
+# The last document this process wrote per root, keyed by the file's (inode, size, mtime):
+# while the file is unchanged, no other tool wrote it, and it need not be parsed again.
+_WRITTEN: dict[str, tuple[tuple[int, int, int] | None, dict[str, Any]]] = {}
+
+
+def _remember(root: Path, document: dict[str, Any]) -> None:
+    _WRITTEN[str(root)] = (_stat_key(root / INDEX_JSON), document)
+
+
+def _current_document(root: Path, key: tuple[int, int, int] | None = None) -> dict[str, Any] | None:
+    """``index.json`` as it is now: the document we wrote last if the file did not change since."""
+    key = _stat_key(root / INDEX_JSON) if key is None else key
+    cached = _WRITTEN.get(str(root))
+    if cached is not None and key is not None and cached[0] == key:
+        return cached[1]
+    return read_document(root)
 
 
 def read_document(root: Path) -> dict[str, Any] | None:
@@ -130,7 +149,7 @@ def foreign_entries(document: dict[str, Any] | None) -> list[dict[str, Any]]:
 def foreign_digests(root: Path) -> set[str]:
     """Manifest digests of the foreign entries of ``index.json`` (GC roots: never collected by us)."""
     return {
-        str(e["digest"]) for e in foreign_entries(read_document(root))
+        str(e["digest"]) for e in foreign_entries(_current_document(root))
         if isinstance(e.get("digest"), str) and is_valid_digest(e["digest"])
     }
 
@@ -138,7 +157,7 @@ def foreign_digests(root: Path) -> set[str]:
 def foreign_refs(root: Path) -> list[tuple[str, str]]:
     """``(ref name, manifest digest)`` of the foreign entries that name a ref."""
     out = []
-    for entry in foreign_entries(read_document(root)):
+    for entry in foreign_entries(_current_document(root)):
         name, digest = _ref_name(entry), entry.get("digest")
         if name is not None and isinstance(digest, str) and is_valid_digest(digest):
             out.append((name, digest))
