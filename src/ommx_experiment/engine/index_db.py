@@ -93,6 +93,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE oxe_journal_sessions ADD COLUMN next_run_id INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE oxe_journal_sessions ADD COLUMN columns TEXT NOT NULL DEFAULT '{}'",
         "ALTER TABLE oxe_journal_sessions ADD COLUMN sealing TEXT",
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN slot_digest TEXT",
         "UPDATE oxe_journal_sessions SET next_run_id = COALESCE(json_extract(header, '$.next_run_id'), 0)",
         "CREATE TABLE IF NOT EXISTS oxe_journal_writers ("
         " writer_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,"

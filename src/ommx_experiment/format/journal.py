@@ -270,6 +270,8 @@ class JournalSnapshot:
     updated_at: str
     next_run_id: int = 0
     columns: Mapping[str, str] = field(default_factory=dict)
+    slot_digest: str | None = None
+    """The OMMX-format checkpoint our writers last published from this journal (never newer than it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,6 +601,11 @@ class Journal:
                 raise LifecycleError(f"Attachment `{name}` already exists") from None
             conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
+
+    def note_checkpoint(self, manifest_digest: str) -> None:
+        """Remember that our OMMX-format checkpoint slot now holds ``manifest_digest``, built from this journal."""
+        with journal_write(self.registry, f"journal {self.requested}: checkpoint") as conn:
+            conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
 
     def set_annotation(self, key: str, value: str) -> Mapping[str, str]:
         """Set one annotation of the shared session (others' keys kept); returns all annotations."""
@@ -1081,12 +1088,13 @@ def _read_session(
     with registry.db.read() as conn:
         if session_id is not None:
             row = conn.execute(
-                "SELECT session_id, header, updated_at, next_run_id, columns FROM oxe_journal_sessions WHERE session_id = ?",
+                "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
+                "WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
         else:
             row = conn.execute(
-                "SELECT session_id, header, updated_at, next_run_id, columns FROM oxe_journal_sessions "
+                "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
                 "WHERE requested_name = ?",
                 (str(requested),),
             ).fetchone()
@@ -1117,6 +1125,7 @@ def _read_session(
         updated_at=updated_at,
         next_run_id=int(row[3]),
         columns=dict(json.loads(str(row[4]) or "{}")),
+        slot_digest=None if row[5] is None else str(row[5]),
     )
 
 

@@ -58,6 +58,17 @@ def _artifact(registry: LocalRegistry, image: ImageName, digest: str, holder: An
     return Artifact._open(registry, image, digest, keep_alive=holder)
 
 
+def _slot_wins(slot: tuple[str, str], journal: Any) -> bool:
+    """The OMMX-format slot is restored instead of the journal only when someone else wrote it later.
+
+    A slot our writers published from this journal (``slot_digest``) is a copy of
+    an older state of it: the journal, which every writer appends to, wins.
+    """
+    if journal.slot_digest == slot[0]:
+        return False
+    return parse_timestamp(slot[1]) > parse_timestamp(journal.updated_at)
+
+
 class Experiment(AttachmentWriter, AttachmentReader):
     """An optimisation experiment: runs, parameters and attachments, committed as one OCI artifact.
 
@@ -213,7 +224,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
                 f"No Experiment checkpoint found for requested image {requested} at "
                 f"{checkpoint_ref(registry, requested)}: no checkpoint ref and no journal"
             )
-        if slot is not None and (journal is None or parse_timestamp(slot[1]) > parse_timestamp(journal.updated_at)):
+        if slot is not None and (journal is None or _slot_wins(slot, journal)):
             return cls._restore_slot(registry, requested, slot[0])
         assert journal is not None
         self, session = cls._new_unsealed(

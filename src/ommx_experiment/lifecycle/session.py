@@ -441,6 +441,8 @@ class Session:
         with self.lock:
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
             self.registry.replace(checkpoint_ref(self.registry, self.requested), built.manifest_digest, config_bytes=built.config_bytes)
+            if self.journal.started:
+                self.journal.note_checkpoint(built.manifest_digest)
             return built.manifest_digest
 
     # --- building ---------------------------------------------------------------------------
