@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
+from ..engine import index_db
 from ..engine.clock import now_timestamp, parse_timestamp
 from ..engine.index_db import connect, write_transaction
 from ..engine.names import ImageName, checkpoint_name
@@ -483,10 +484,14 @@ class Journal:
     def _append_fast(self, run_id: int, body: str) -> bool:
         row = (self.session_id, run_id, body, self.session_id)
         conn = _journal_conn(self.registry)
+        started = time.monotonic()
         try:
             return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1  # autocommit: one implicit transaction
-        except sqlite3.OperationalError as exc:  # e.g. SQLITE_BUSY_SNAPSHOT, which skips the busy handler
-            if "locked" not in str(exc) and "busy" not in str(exc):
+        except sqlite3.OperationalError as exc:
+            # SQLITE_BUSY_SNAPSHOT and friends skip the busy handler: retry in a BEGIN IMMEDIATE,
+            # unless the busy handler already waited its whole budget (a lock held for long).
+            waited = time.monotonic() - started
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or waited >= 0.9 * index_db.BUSY_TIMEOUT_MS / 1000:
                 raise JournalWriteError(self.unsaved_message(run_id, exc)) from exc
         with journal_write(self.registry, f"journal {self.requested} run {run_id}") as conn:
             return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1
@@ -1068,6 +1073,33 @@ def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName) -> None:
         target = new_base.with_tag(ref.reference.replace(old_hash, new_hash, 1))
         registry.replace(target, digest)
         registry.remove(ref, expected_digest=digest)
+
+
+def settle(registry: LocalRegistry, requested: ImageName) -> None:
+    """Finish or undo a commit of ``requested`` whose committer died midway (before anyone reads the journal).
+
+    The committer marks the session ``sealing`` with the manifest digest before it
+    publishes the ref. Dead with the ref at that digest: the commit happened, only
+    its cleanup is left, so the journal is dropped (with a tombstone). Dead before
+    that: the mark is cleared and the experiment is unsealed again.
+    """
+    rows = registry.db.query(
+        "SELECT session_id, sealing FROM oxe_journal_sessions WHERE requested_name = ? AND sealing IS NOT NULL",
+        (str(requested),),
+    )
+    if not rows or not _sealer_dead(registry.root, str(rows[0][1])):
+        return
+    session_id, (_, _, digest) = str(rows[0][0]), str(rows[0][1]).partition(" ")
+    journal = Journal(registry, requested, session_id)
+    if digest and registry.resolve(requested) == digest:
+        with contextlib.suppress(Exception):  # the OMMX-format slot, as commit would
+            registry.remove(checkpoint_ref(registry, requested))
+        journal.discard(digest)
+        return
+    with journal_write(registry, f"journal {requested}: undo a dead commit") as conn:
+        conn.execute(
+            "UPDATE oxe_journal_sessions SET sealing = NULL WHERE session_id = ? AND sealing = ?", (session_id, rows[0][1])
+        )
 
 
 def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:

@@ -55,7 +55,7 @@ class RunLog:
         self.path = os.fspath(path)
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.ftruncate(self._fd, _INITIAL_SIZE)
+            _allocate(self._fd, 0, _INITIAL_SIZE)
             self._mm = mmap.mmap(self._fd, _INITIAL_SIZE)
         except OSError as exc:
             raise RegistryError(f"Failed to create the open-run log {self.path}: {exc}") from exc
@@ -88,11 +88,20 @@ class RunLog:
         while size < needed:
             size *= 2
         try:
-            os.ftruncate(self._fd, size)
+            _allocate(self._fd, self._size, size - self._size)
             self._mm.resize(size)
         except OSError as exc:
             raise RegistryError(f"Failed to grow the open-run log {self.path} to {size} bytes: {exc}") from exc
         self._size = size
+
+
+def _allocate(fd: int, offset: int, length: int) -> None:
+    """Reserve the blocks now: a store into a mapped page the file system cannot back is SIGBUS.
+
+    ``posix_fallocate`` fails with ENOSPC at once on a full disk, where a sparse
+    ``ftruncate`` would let a later append kill the process.
+    """
+    os.posix_fallocate(fd, offset, length)
 
 
 def read_records(data: bytes) -> list[tuple[Any, ...]]:

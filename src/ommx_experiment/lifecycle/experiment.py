@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..format import run_params as rp
 from ..format.codec import CHECKPOINT_STATUSES, FINISHED
-from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal
+from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal, settle
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
 from .run import Run, SealedRun
@@ -193,6 +193,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         """
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
+        settle(registry, requested)
         if read_journal(registry, requested) is None:
             committed = registry.resolve(requested)
             if committed is not None:
@@ -217,6 +218,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         """
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
+        settle(registry, requested)
         journal = read_journal(registry, requested)
         slot = checkpoint_updated_at(registry, requested)
         if journal is None and slot is None:
