@@ -59,7 +59,7 @@ from .content import AttachmentContent, ExperimentContent, RunContent, SolveCont
 from .run_log import CLOSED, OPEN, OpenRun, RunLog, read_log
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from ..engine.registry import LocalRegistry
     from .codec import ExperimentConfig
@@ -310,6 +310,7 @@ class Journal:
         self._lock: WriterLock | None = None
         self._ids: list[int] = []
         self._block = 1
+        self._parsed: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] = {}  # run rows already decoded
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -478,6 +479,7 @@ class Journal:
             recorded = self._append_slow(run, params, body, blobs)
         if not recorded:
             self._keep_late(run, params, blobs)
+        self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))
 
@@ -580,6 +582,10 @@ class Journal:
 
     # --- run-level logs of open runs ----------------------------------------------------------------
 
+    def log_append(self) -> Callable[[tuple[Any, ...]], None]:
+        """The append of this writer's open-run log (a no-op once the writer left)."""
+        return self.log.append if self.log is not None else _ignore
+
     def log_open(self, record: tuple[Any, ...]) -> None:
         """Append a record about an open run to this writer's open-run log (started journals only)."""
         if self.log is not None:
@@ -645,7 +651,7 @@ class Journal:
 
     def snapshot(self) -> JournalSnapshot | None:
         """Every writer's closed runs and attachments, in one consistent read."""
-        return _read_session(self.registry, session_id=self.session_id) if self.session_id else None
+        return _read_session(self.registry, session_id=self.session_id, cache=self._parsed) if self.session_id else None
 
     # --- recovery and commit --------------------------------------------------------------------------------
 
@@ -862,6 +868,10 @@ class Journal:
         stored = store.put_bytes(manifest.to_bytes())
         self.registry.replace(writer_pin_name(self.registry.registry_id, self.requested, self.identity.writer_id), stored.digest)
         return stored.digest
+
+
+def _ignore(record: tuple[Any, ...]) -> None:
+    return None
 
 
 _INSERT_RUN = "INSERT OR REPLACE INTO oxe_journal_runs VALUES (?, ?, ?)"
@@ -1109,14 +1119,41 @@ def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:
     _remove_pins(registry, requested)
 
 
+def _decode_rows(
+    rows: list[Any], cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None
+) -> list[tuple[RunContent, dict[str, ParamValue], int | None]]:
+    if cache is None:
+        return [_parse_run_row(str(body)) for _, body in rows]
+    out: list[tuple[RunContent, dict[str, ParamValue], int | None]] = []
+    seen: set[int] = set()
+    for run_id, body in rows:
+        text = str(body)
+        hit = cache.get(run_id)
+        if hit is not None and hit[0] == text:
+            out.append((hit[1], hit[2], hit[1].finished_ns))
+        else:
+            run, params, closed_ns = _parse_run_row(text)
+            cache[run_id] = (text, run, params)
+            out.append((run, params, closed_ns))
+        seen.add(run_id)
+    for stale in set(cache) - seen:
+        del cache[stale]
+    return out
+
+
 def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapshot | None:
     """The journal of ``requested`` in one consistent snapshot, or None."""
     return _read_session(registry, requested=requested)
 
 
 def _read_session(
-    registry: LocalRegistry, *, requested: ImageName | None = None, session_id: str | None = None
+    registry: LocalRegistry,
+    *,
+    requested: ImageName | None = None,
+    session_id: str | None = None,
+    cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None = None,
 ) -> JournalSnapshot | None:
+    """One session's snapshot; ``cache`` (run id → body, decoded row) spares decoding rows seen before."""
     with registry.db.read() as conn:
         if session_id is not None:
             row = conn.execute(
@@ -1133,7 +1170,9 @@ def _read_session(
         if row is None:
             return None
         sid = str(row[0])
-        run_rows = conn.execute("SELECT body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)).fetchall()
+        run_rows = conn.execute(
+            "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)
+        ).fetchall()
         att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
     descriptors: dict[str, Descriptor] = {}
     filenames: dict[str, str] = {}
@@ -1142,7 +1181,7 @@ def _read_session(
         descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
         if obj.get("filename") is not None:
             filenames[str(name)] = str(obj["filename"])
-    parsed = [_parse_run_row(str(body)) for (body,) in run_rows]
+    parsed = _decode_rows(run_rows, cache)
     updated_at = str(row[2])
     newest_ns = max((ns for _, _, ns in parsed if ns is not None), default=None)
     if newest_ns is not None:  # run rows carry their own close time

@@ -43,6 +43,9 @@ from ..errors import RegistryError
 MAGIC = b"OXERLOG1"
 HEADER = 16
 _RECORD = struct.Struct("<II")
+_pack = _RECORD.pack
+_dumps = marshal.dumps
+_crc32 = zlib.crc32
 _INITIAL_SIZE = 1 << 20
 
 OPEN, PARAM, ATTACHMENT, SOLVE, SAMPLING, TRACE, CLOSED, DROPPED = "o", "p", "a", "s", "m", "t", "c", "d"
@@ -64,16 +67,21 @@ class RunLog:
         self._pos = HEADER
 
     def append(self, record: tuple[Any, ...]) -> None:
-        """Append one record; it survives the process from the moment this returns."""
-        data = marshal.dumps(record)
-        end = self._pos + _RECORD.size + len(data)
-        if end + _RECORD.size > self._size:
-            self._grow(end + _RECORD.size)
-        self._mm[self._pos : end] = _RECORD.pack(len(data), zlib.crc32(data)) + data
+        """Append one record; it survives the process from the moment this returns (a no-op once closed)."""
+        data = _dumps(record)
+        pos = self._pos
+        end = pos + 8 + len(data)
+        if end + 8 > self._size:
+            if self._fd < 0:
+                return
+            self._grow(end + 8)
+        self._mm[pos:end] = _pack(len(data), _crc32(data)) + data
         self._pos = end
 
     def reset(self) -> None:
         """Forget every record (no run of this writer is open any more)."""
+        if self._fd < 0:
+            return
         self._mm[HEADER : self._pos] = bytes(self._pos - HEADER)
         self._pos = HEADER
 
@@ -82,6 +90,7 @@ class RunLog:
             self._mm.close()
             os.close(self._fd)
             self._fd = -1
+            self._size = 0  # every later append takes the (no-op) slow path
 
     def _grow(self, needed: int) -> None:
         size = self._size
