@@ -649,6 +649,22 @@ class Journal:
             )
         self.columns = columns
 
+    def has_attachment(self, name: str) -> bool:
+        """True when some writer already added the experiment-level attachment ``name``."""
+        rows = self.registry.db.query(
+            "SELECT 1 FROM oxe_journal_attachments WHERE session_id = ? AND name = ?", (self.session_id, name)
+        )
+        return bool(rows)
+
+    def header_and_count(self) -> tuple[JournalHeader, int] | None:
+        """The session's header and its number of closed runs, without reading the runs."""
+        with self.registry.db.read() as conn:
+            row = conn.execute("SELECT header FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,)).fetchone()
+            if row is None:
+                return None
+            count = conn.execute("SELECT count(*) FROM oxe_journal_runs WHERE session_id = ?", (self.session_id,)).fetchone()
+        return JournalHeader.parse(str(row[0])), int(count[0])
+
     def snapshot(self) -> JournalSnapshot | None:
         """Every writer's closed runs and attachments, in one consistent read."""
         return _read_session(self.registry, session_id=self.session_id, cache=self._parsed) if self.session_id else None
@@ -1139,6 +1155,42 @@ def _decode_rows(
     for stale in set(cache) - seen:
         del cache[stale]
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHead:
+    """What restore needs to choose between the journal and an OMMX-format slot (no rows decoded)."""
+
+    session_id: str
+    updated_at: str
+    slot_digest: str | None
+
+
+def journal_head(registry: LocalRegistry, requested: ImageName) -> JournalHead | None:
+    """The journal of ``requested``: session id, ``updated_at`` (newest close included), our last slot digest."""
+    with registry.db.read() as conn:
+        row = conn.execute(
+            "SELECT session_id, updated_at, slot_digest FROM oxe_journal_sessions WHERE requested_name = ?",
+            (str(requested),),
+        ).fetchone()
+        if row is None:
+            return None
+        newest = conn.execute(
+            "SELECT MAX(json_extract(body, '$[5]')) FROM oxe_journal_runs WHERE session_id = ? "
+            "AND json_type(body) = 'array'",
+            (row[0],),
+        ).fetchone()[0]
+    updated_at = str(row[1])
+    if isinstance(newest, int):
+        closed = datetime.fromtimestamp(newest / 1e9, UTC)
+        if closed > parse_timestamp(updated_at):
+            updated_at = closed.isoformat()
+    return JournalHead(str(row[0]), updated_at, None if row[2] is None else str(row[2]))
+
+
+def has_journal(registry: LocalRegistry, requested: ImageName) -> bool:
+    """True when ``requested`` has a journal (an unsealed draft), without reading it."""
+    return bool(registry.db.query("SELECT 1 FROM oxe_journal_sessions WHERE requested_name = ?", (str(requested),)))
 
 
 def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapshot | None:

@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..format import run_params as rp
 from ..format.codec import CHECKPOINT_STATUSES, FINISHED
-from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal, settle
+from ..format.journal import checkpoint_ref, checkpoint_updated_at, has_journal, journal_head, settle
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
 from .run import Run, SealedRun
@@ -194,7 +194,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
         settle(registry, requested)
-        if read_journal(registry, requested) is None:
+        if not has_journal(registry, requested):
             committed = registry.resolve(requested)
             if committed is not None:
                 raise LifecycleError(f"Experiment {requested} is already committed as {committed}; it cannot be joined")
@@ -219,7 +219,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
         settle(registry, requested)
-        journal = read_journal(registry, requested)
+        journal = journal_head(registry, requested)
         slot = checkpoint_updated_at(registry, requested)
         if journal is None and slot is None:
             raise LifecycleError(
