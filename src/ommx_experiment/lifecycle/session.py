@@ -427,23 +427,27 @@ class Session:
             self.schedule = AutosaveSchedule(policy, self.closed)
 
     def _autosave(self) -> None:
-        success = self.try_checkpoint("draft") is not None
+        success = self.try_checkpoint("draft", copy=True) is not None
         self.schedule.attempted(self.closed, success)
 
-    def try_checkpoint(self, status: str, reason: str | None = None) -> str | None:
-        """Publish an OMMX-format checkpoint; failures are logged and give None (the journal is the durable record)."""
+    def try_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str | None:
+        """Publish an OMMX-format checkpoint; failures are logged and give None (the journal is the durable record).
+
+        ``copy``: an autosave draft, a copy of the journal's state for OMMX 3; restore
+        never prefers it over the journal that every writer keeps appending to.
+        """
         try:
-            return self.publish_checkpoint(status, reason)
+            return self.publish_checkpoint(status, reason, copy=copy)
         except Exception as exc:
             log.warning("Experiment checkpoint (%s) of %s not published: %s", status, self.requested, exc)
             return None
 
-    def publish_checkpoint(self, status: str, reason: str | None = None) -> str:
+    def publish_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str:
         with self.lock:
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
             self.registry.replace(checkpoint_ref(self.registry, self.requested), built.manifest_digest, config_bytes=built.config_bytes)
             if self.journal.started:
-                self.journal.note_checkpoint(built.manifest_digest)
+                self.journal.note_checkpoint(built.manifest_digest if copy else None)
             return built.manifest_digest
 
     # --- building ---------------------------------------------------------------------------
