@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -116,6 +117,7 @@ class Run(AttachmentWriter):
         self._span: Any = None
         self._capture: Any = None  # tracing.RunCapture while a store_trace Run is entered
         self._finalizer = weakref.finalize(self, self._session.release_run)
+        self._started_ns = time.time_ns()  # run metadata (format.run_meta): start = allocation
 
     def __repr__(self) -> str:
         if self._state == _CLOSED:
@@ -243,6 +245,8 @@ class Run(AttachmentWriter):
                 trace=self._trace,
                 solves=tuple(self._solves),
                 samplings=tuple(self._samplings),
+                started_ns=self._started_ns,
+                finished_ns=time.time_ns(),
             )
             self._session.close_run(content, self._params)
 

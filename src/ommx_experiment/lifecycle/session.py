@@ -152,13 +152,11 @@ class SealedState:
         return out
 
     def parquet_layer(self) -> Descriptor | None:
-        """Our Parquet run-parameter layer (always the last layer), if this artifact has one."""
-        if not self.manifest.layers:
-            return None
-        layer = self.manifest.layers[-1]
-        if layer.media_type == mt.PARQUET and layer.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE:
-            return layer
-        return None
+        """Our Parquet run-parameter layer (among our trailing layers), if this artifact has one."""
+        from ..format.run_meta import trailing_layers
+
+        layer = trailing_layers(self.manifest).get(mt.PARQUET_RUN_PARAMS_TITLE)
+        return layer if layer is not None and layer.media_type == mt.PARQUET else None
 
 
 # --- unsealed --------------------------------------------------------------------------------------
@@ -326,10 +324,13 @@ class Session:
     def table(self) -> rp.ParameterTable:
         return rp.build_table(self.params, self.runs.keys())
 
-    def build(self, status: str, *, reason: str | None = None, requested: str | None = None, parquet: bool) -> BuiltArtifact:
+    def build(
+        self, status: str, *, reason: str | None = None, requested: str | None = None, parquet: bool, provenance: bool = True
+    ) -> BuiltArtifact:
         """Store every non-payload blob of the artifact and return it (no ref written).
 
-        Raises ``MixedParameterTypesError`` before anything is stored.
+        ``parquet``: append our analysis layers (``lifecycle.analysis``; ``provenance``
+        adds the provenance layer). Raises ``MixedParameterTypesError`` before anything is stored.
         """
         with self.lock:
             table = self.table()
@@ -337,8 +338,12 @@ class Session:
             msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
             extra: tuple[Descriptor, ...] = ()
             if parquet:
-                pq = blobs.put_bytes(rp.encode_parquet(table, self.runs.keys()))
-                extra = (Descriptor(mt.PARQUET, pq.digest, pq.size, FrozenMap({mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE})),)
+                from .analysis import analysis_layers
+
+                runs = [self.runs[k] for k in sorted(self.runs)]
+                extra = analysis_layers(
+                    blobs, table, runs, image_name=str(self.requested), subject=self.subject, provenance=provenance
+                )
             content = ExperimentContent(
                 AttachmentContent(self.attachments, self.filenames),
                 tuple(self.runs[k] for k in sorted(self.runs)),
