@@ -163,16 +163,47 @@ def open_registry(args: argparse.Namespace) -> Any:
 
 
 def require_local(args: argparse.Namespace, name: str) -> str:
-    """The manifest digest of ``name`` in the registry; a clear error if it is not there."""
+    """The manifest digest of ``name`` in the registry; a clear error if it is not there.
+
+    A name held only as an unsealed draft (the checkpoint journal of ``run``, or an
+    OMMX-format checkpoint) says so and how to commit or restore it; anything
+    else suggests pulling it, and names a similar local experiment if there is one.
+    """
     from ..errors import RefNotFoundError
 
     registry = open_registry(args)
     found = registry.resolve(name)
     if found is None:
+        draft = _draft_message(registry, name)
+        if draft is not None:
+            raise RefNotFoundError(draft)
+        hint = _similar_name(registry, name)
         raise RefNotFoundError(
-            f"{name} is not in the Local Registry at {registry.root} (pull it first: {PROG} pull '{name}')"
+            f"{name} is not in the Local Registry at {registry.root} ({hint}pull it first: {PROG} pull '{name}')"
         )
     return str(found)
+
+
+def _draft_message(registry: Any, name: str) -> str | None:
+    from ..edges.catalog import list_experiment_checkpoints
+
+    drafts = [r for r in list_experiment_checkpoints(name, root=registry.root) if r.requested_image_name == name]
+    if not drafts:
+        return None
+    draft = drafts[0]
+    return (
+        f"{name} is an unsealed {draft.status} experiment ({draft.run_count} runs), not committed yet: "
+        f"commit it with `{PROG} commit {shell_quote(name)}`, or resume it in Python with "
+        f"Experiment.restore_from_checkpoint({name!r})"
+    )
+
+
+def _similar_name(registry: Any, name: str) -> str:
+    import difflib
+
+    names = [str(r.image_name) for r in registry.list_refs() if ".ommx.local/" not in str(r.image_name)]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    return f"did you mean '{close[0]}'? Otherwise " if close else ""
 
 
 # --- output -----------------------------------------------------------------------------------------
