@@ -36,7 +36,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
 .meta{color:#555;font-size:13px} code{font-size:12px}
-table{border-collapse:collapse;font-size:12px} th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}
+table{border-collapse:collapse;font-size:12px} th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;white-space:nowrap}
 th{background:#f5f5f5;cursor:pointer;position:sticky;top:0} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .plots{display:flex;flex-wrap:wrap;gap:12px} figure.plot{margin:0;border:1px solid #ddd;padding:4px}
 .cards{display:flex;gap:12px;flex-wrap:wrap} .card{border:1px solid #ddd;border-radius:6px;padding:8px 14px}
@@ -234,7 +234,11 @@ def _run_table(data: ReportData) -> str:
         cells = []
         for column, value in zip(columns, record, strict=True):
             css = ' class="num"' if column in numeric else ""
-            cells.append(f'<td{css} data-v="{escape(_sort_key(value))}">{escape(fmt(value))}</td>')
+            shown = fmt(value)
+            if column == "manifest_digest" and len(shown) > 19:
+                css += f' title="{escape(shown)}"'
+                shown = shown[:19] + "…"
+            cells.append(f'<td{css} data-v="{escape(_sort_key(value))}">{escape(shown)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     note = f'<p class="meta">first {MAX_TABLE_ROWS} of {len(frame)} runs</p>' if len(frame) > MAX_TABLE_ROWS else ""
     return (

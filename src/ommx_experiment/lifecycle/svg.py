@@ -12,8 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from html import escape
 
-WIDTH, HEIGHT = 520, 300
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 28, 52
+WIDTH, HEIGHT = 580, 300
+_LEFT, _TOP, _BOTTOM = 64, 28, 52
+_RIGHT = 16
+LEGEND_WIDTH = 180  # extra right margin when a chart has a legend
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 STATUS_COLOURS = {"finished": "#2ca02c", "failed": "#d62728", "interrupted": "#ff7f0e", "infeasible": "#9467bd"}
 
@@ -57,8 +59,8 @@ def _frame(title: str, x_label: str, y_label: str, body: list[str], kind: str) -
     return head + "".join(body) + "</svg>"
 
 
-def _axes() -> list[str]:
-    x0, y0, x1, y1 = _LEFT, HEIGHT - _BOTTOM, WIDTH - _RIGHT, _TOP
+def _axes(right: int = _RIGHT) -> list[str]:
+    x0, y0, x1, y1 = _LEFT, HEIGHT - _BOTTOM, WIDTH - right, _TOP
     return [f'<path d="M{x0},{y1} L{x0},{y0} L{x1},{y0}" stroke="#333" fill="none"/>']
 
 
@@ -72,7 +74,9 @@ def scatter(
 ) -> str:
     """Points ``(x, y, series)``; one colour per series (legend when more than one)."""
     finite = [(x, y, s) for x, y, s in points if math.isfinite(x) and math.isfinite(y)]
-    body = _axes()
+    names = list(dict.fromkeys([*series_order, *(s for _, _, s in finite)]))
+    right = _RIGHT + (LEGEND_WIDTH if len(names) > 1 else 0)
+    body = _axes(right)
     if not finite:
         body.append(f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" fill="#777">no finite values</text>')
         return _frame(title, x_label, y_label, body, "scatter")
@@ -84,7 +88,7 @@ def scatter(
     x_lo, x_hi, y_lo, y_hi = x_lo - pad_x, x_hi + pad_x, y_lo - pad_y, y_hi + pad_y
 
     def px(x: float) -> float:
-        return _LEFT + (x - x_lo) / (x_hi - x_lo) * (WIDTH - _LEFT - _RIGHT)
+        return _LEFT + (x - x_lo) / (x_hi - x_lo) * (WIDTH - _LEFT - right)
 
     def py(y: float) -> float:
         return HEIGHT - _BOTTOM - (y - y_lo) / (y_hi - y_lo) * (HEIGHT - _BOTTOM - _TOP)
@@ -93,9 +97,8 @@ def scatter(
         body.append(f'<line x1="{px(t):.1f}" y1="{HEIGHT - _BOTTOM}" x2="{px(t):.1f}" y2="{HEIGHT - _BOTTOM + 4}" stroke="#333"/>')
         body.append(f'<text x="{px(t):.1f}" y="{HEIGHT - _BOTTOM + 16}" text-anchor="middle">{_fmt(t)}</text>')
     for t in ticks(y_lo, y_hi):
-        body.append(f'<line x1="{_LEFT - 4}" y1="{py(t):.1f}" x2="{WIDTH - _RIGHT}" y2="{py(t):.1f}" stroke="#eee"/>')
+        body.append(f'<line x1="{_LEFT - 4}" y1="{py(t):.1f}" x2="{WIDTH - right}" y2="{py(t):.1f}" stroke="#eee"/>')
         body.append(f'<text x="{_LEFT - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
-    names = list(dict.fromkeys([*series_order, *(s for _, _, s in finite)]))
     colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
     for x, y, s in finite:
         tip = escape(f"{s + ': ' if len(names) > 1 else ''}{x_label}={_fmt(x)}, {y_label}={_fmt(y)}")
@@ -110,10 +113,12 @@ def scatter(
 
 def _legend(names: Sequence[str], colour: Mapping[str, str]) -> list[str]:
     out = []
-    for i, name in enumerate(names[:12]):
-        y = _TOP + 6 + i * 14
-        out.append(f'<rect x="{WIDTH - _RIGHT - 150}" y="{y - 8}" width="9" height="9" fill="{colour[name]}"/>')
-        out.append(f'<text x="{WIDTH - _RIGHT - 137}" y="{y}">{escape(name[-26:])}</text>')
+    x = WIDTH - LEGEND_WIDTH + 4
+    for i, name in enumerate(names[:14]):
+        y = _TOP + 10 + i * 15
+        label = name if len(name) <= 30 else name[:29] + "…"
+        out.append(f'<rect x="{x}" y="{y - 8}" width="9" height="9" fill="{colour[name]}"/>')
+        out.append(f'<text x="{x + 13}" y="{y}">{escape(label)}<title>{escape(name)}</title></text>')
     return out
 
 
@@ -121,10 +126,11 @@ def stacked_bars(
     categories: Sequence[str], counts: Mapping[str, Sequence[int]], *, title: str, x_label: str, y_label: str = "runs"
 ) -> str:
     """One bar per category, stacked by key of ``counts`` (each a list aligned with ``categories``)."""
-    body = _axes()
+    right = _RIGHT + (LEGEND_WIDTH if counts else 0)
+    body = _axes(right)
     totals = [sum(series[i] for series in counts.values()) for i in range(len(categories))]
     top = max(totals, default=0) or 1
-    slot = (WIDTH - _LEFT - _RIGHT) / max(len(categories), 1)
+    slot = (WIDTH - _LEFT - right) / max(len(categories), 1)
     bar = max(min(slot * 0.7, 60), 2)
 
     def py(v: float) -> float:
@@ -132,7 +138,7 @@ def stacked_bars(
 
     for t in ticks(0, top):
         if t == int(t):
-            body.append(f'<line x1="{_LEFT - 4}" y1="{py(t):.1f}" x2="{WIDTH - _RIGHT}" y2="{py(t):.1f}" stroke="#eee"/>')
+            body.append(f'<line x1="{_LEFT - 4}" y1="{py(t):.1f}" x2="{WIDTH - right}" y2="{py(t):.1f}" stroke="#eee"/>')
             body.append(f'<text x="{_LEFT - 6}" y="{py(t) + 4:.1f}" text-anchor="end">{int(t)}</text>')
     keys = list(counts)
     colour = {k: STATUS_COLOURS.get(k, PALETTE[i % len(PALETTE)]) for i, k in enumerate(keys)}
