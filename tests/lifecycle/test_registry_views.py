@@ -72,7 +72,7 @@ def test_sql_views_over_the_whole_registry(study: dict[str, Experiment]) -> None
     assert sql("SELECT count(*) AS n FROM runs WHERE duration_s >= 0").loc[0, "n"] == 8
     con = duckdb_connection("example.com/views/")
     try:
-        assert con.sql("SELECT count(DISTINCT image_name) FROM runs").fetchone() == (2,)
+        assert con.sql("SELECT count(DISTINCT image_name) FROM runs").fetchall() == [(2,)]
     finally:
         con.close()
 
