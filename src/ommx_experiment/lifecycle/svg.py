@@ -12,10 +12,10 @@ import math
 from collections.abc import Mapping, Sequence
 from html import escape
 
-WIDTH, HEIGHT = 580, 300
+WIDTH, HEIGHT = 540, 300
 _LEFT, _TOP, _BOTTOM = 64, 28, 52
 _RIGHT = 16
-LEGEND_WIDTH = 180  # extra right margin when a chart has a legend
+LEGEND_WIDTH = 160  # extra right margin when a chart has a legend
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 STATUS_COLOURS = {"finished": "#2ca02c", "failed": "#d62728", "interrupted": "#ff7f0e", "infeasible": "#9467bd"}
 
