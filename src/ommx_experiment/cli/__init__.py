@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import OmmxExperimentError
-from . import analysis, artifacts, common, delegated, listing, upkeep
+from . import analysis, artifacts, common, completion, delegated, listing, upkeep
 
 __all__ = ["build_parser", "main", "subcommands"]
 
@@ -69,6 +69,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     artifacts.register(sub, root, js)
     upkeep.register(sub, root, js)
     raw = delegated.register(sub, root, js)
+    completion.register(sub, root, js)
     return parser, raw
 
 

@@ -36,8 +36,22 @@ class CliParser(argparse.ArgumentParser):
     """argparse with one-line usage errors: ``error: <message> (see '<prog> --help')``, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        hint = did_you_mean(message)
+        sys.stderr.write(f"error: {message}{hint} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def did_you_mean(message: str) -> str:
+    """``"; did you mean 'show'?"`` for argparse's ``invalid choice: 'shwo' (choose from ...)``, else ``""``."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found is None:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2)) or [c.strip() for c in found.group(2).split(",")]
+    close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 # --- shared options (argparse "parents") --------------------------------------------------------

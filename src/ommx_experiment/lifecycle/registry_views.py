@@ -245,8 +245,12 @@ def sql(query: str, *, root: str | Path | None = None) -> pd.DataFrame:
     if not isinstance(query, str):
         raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
     con = duckdb_connection(root=root)
+    duckdb = _duckdb()
     try:
-        result = con.sql(query)
+        try:
+            result = con.sql(query)
+        except duckdb.Error as exc:
+            raise InvalidInputError(f"SQL query failed: {exc}") from exc
         if result is None:
             import pandas as pd
 
