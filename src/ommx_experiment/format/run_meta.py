@@ -100,13 +100,10 @@ def meta_column_names(parameter_names: Sequence[str]) -> dict[str, str]:
     return {name: displaced(name, taken) for name in ("run_id", *RUN_META_COLUMNS)}
 
 
-def _us(ns: int | None) -> int | None:
-    return None if ns is None else ns // 1000
-
-
 def run_meta_row(run: RunContent) -> list[Any]:
     """The metadata cells of one run, in :data:`RUN_META_COLUMNS` order (timestamps in µs)."""
-    started, finished = _us(run.started_ns), _us(run.finished_ns)
+    started = None if run.started_ns is None else run.started_ns // 1000
+    finished = None if run.finished_ns is None else run.finished_ns // 1000
     duration = None if started is None or finished is None else (finished - started) / 1e6  # from the stored µs
     reason = run.reason if run.status != "finished" else None
     return [run.status, reason, started, finished, duration, len(run.solves), len(run.samplings)]
@@ -118,13 +115,16 @@ def runs_columns(runs: Sequence[RunContent], table: ParameterTable) -> list[Colu
     index = frame_index(table, by_id)
     names = column_order(table, by_id)
     renamed = meta_column_names(names)
-    rows = [run_meta_row(by_id[r]) if r in by_id else [None] * len(RUN_META_COLUMNS) for r in index]
+    empty = [None] * len(RUN_META_COLUMNS)
+    rows = [run_meta_row(by_id[r]) if r in by_id else empty for r in index]
+    cells = list(zip(*rows, strict=True)) if rows else [() for _ in RUN_META_COLUMNS]
     columns = [Column(renamed["run_id"], INT64, index, required=True)]
-    for i, (name, kind) in enumerate(zip(RUN_META_COLUMNS, _RUN_META_KINDS, strict=True)):
-        columns.append(Column(renamed[name], kind, [row[i] for row in rows]))
+    for name, kind, values in zip(RUN_META_COLUMNS, _RUN_META_KINDS, cells, strict=True):
+        columns.append(Column(renamed[name], kind, list(values)))
     by_name = {c.name: c for c in table.columns}
     for name in names:
-        get = dict(by_name[name].values).get
+        values = by_name[name].values
+        get = (values.to_dict() if hasattr(values, "to_dict") else dict(values)).get
         columns.append(Column(name, by_name[name].type, [get(r) for r in index]))
     return columns
 

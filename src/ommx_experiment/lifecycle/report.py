@@ -305,8 +305,8 @@ def _status_plots(data: ReportData) -> str:
             if what == "solves" and state == "finished" and not _missing(row[feasible]) and not bool(row[feasible]):
                 state = "infeasible"
             outcome.append(state)
-        keys = [k for k in ("finished", "infeasible", "failed", "interrupted") if k in outcome]
-        counts = {k: [0] * len(distinct) for k in keys}
+        keys: list[str] = [k for k in ("finished", "infeasible", "failed", "interrupted") if k in outcome]
+        counts: dict[str, list[int]] = {k: [0] * len(distinct) for k in keys}
         position = {fmt(v): i for i, v in enumerate(distinct)}
         for value, state in zip(values, outcome, strict=True):
             if not _missing(value):

@@ -38,7 +38,8 @@ def ticks(low: float, high: float, n: int = 5) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.ceil(low / step) * step
-    out, value = [], first
+    out: list[float] = []
+    value = first
     while value <= high + step * 1e-9 and len(out) < 50:
         out.append(round(value, 12))
         value += step
