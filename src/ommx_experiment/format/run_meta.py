@@ -123,8 +123,8 @@ def runs_columns(runs: Sequence[RunContent], table: ParameterTable) -> list[Colu
         columns.append(Column(renamed[name], kind, list(values)))
     by_name = {c.name: c for c in table.columns}
     for name in names:
-        values = by_name[name].values
-        get = (values.to_dict() if hasattr(values, "to_dict") else dict(values)).get
+        column_values = by_name[name].values
+        get = (column_values.to_dict() if hasattr(column_values, "to_dict") else dict(column_values)).get
         columns.append(Column(name, by_name[name].type, [get(r) for r in index]))
     return columns
 

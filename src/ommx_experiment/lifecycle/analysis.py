@@ -180,9 +180,9 @@ def provenance(sealed: Any) -> dict[str, Any] | None:
 
 
 def _session_table(session: Any) -> tuple[list[RunContent], rp.ParameterTable]:
-    with session.lock:
-        runs = [session.runs[k] for k in sorted(session.runs)]
-        params = {k: dict(v) for k, v in session.params.items()}
+    view = session.view()  # every writer's closed runs (a shared session)
+    runs = [view.runs[k] for k in sorted(view.runs)]
+    params = {k: dict(v) for k, v in view.params.items()}
     try:
         table = rp.build_table(params, [r.run_id for r in runs])
     except rp.MixedParameterTypesError as exc:
