@@ -69,7 +69,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     artifacts.register(sub, root, js)
     upkeep.register(sub, root, js)
     raw = delegated.register(sub, root, js)
-    completion.register(sub, root, js)
+    completion.register(sub, root, js).set_defaults(top_parser=parser)
     return parser, raw
 
 

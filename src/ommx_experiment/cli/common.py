@@ -216,7 +216,7 @@ def _similar_name(registry: Any, name: str) -> str:
     import difflib
 
     names = [str(r.image_name) for r in registry.list_refs() if ".ommx.local/" not in str(r.image_name)]
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.9)
     return f"did you mean '{close[0]}'? Otherwise " if close else ""
 
 

@@ -58,13 +58,12 @@ def script(shell: str, parser: argparse.ArgumentParser) -> str:
 
 
 def cmd_completion(args: argparse.Namespace) -> int:
-    from . import build_parser
-
-    sys.stdout.write(script(args.shell, build_parser()[0]))
+    sys.stdout.write(script(args.shell, args.top_parser))  # set by cli.build_parser (no import cycle)
     return 0
 
 
-def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParser) -> None:
+def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add ``completion``; the caller sets ``top_parser`` on it (the parser to describe)."""
     p = c.add_command(
         sub, "completion", cmd_completion, parents=[root],
         summary="print a shell completion script (bash, zsh, fish)",
@@ -76,3 +75,4 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
         "ommx-experiment completion fish > ~/.config/fish/completions/ommx-experiment.fish",
     )
     p.add_argument("shell", metavar="SHELL", choices=SHELLS, help="bash, zsh or fish")
+    return p
