@@ -163,13 +163,11 @@ class SealedState:
         return out
 
     def parquet_layer(self) -> Descriptor | None:
-        """Our Parquet run-parameter layer (always the last layer), if this artifact has one."""
-        if not self.manifest.layers:
-            return None
-        layer = self.manifest.layers[-1]
-        if layer.media_type == mt.PARQUET and layer.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE:
-            return layer
-        return None
+        """Our Parquet run-parameter layer (among our trailing layers), if this artifact has one."""
+        from ..format.run_meta import trailing_layers
+
+        layer = trailing_layers(self.manifest).get(mt.PARQUET_RUN_PARAMS_TITLE)
+        return layer if layer is not None and layer.media_type == mt.PARQUET else None
 
 
 # --- unsealed --------------------------------------------------------------------------------------
@@ -460,10 +458,12 @@ class Session:
         requested: str | None = None,
         parquet: bool,
         view: SessionView | None = None,
+        provenance: bool = True,
     ) -> BuiltArtifact:
         """Store every non-payload blob of the artifact and return it (no ref written).
 
-        Raises ``MixedParameterTypesError`` before anything is stored.
+        ``parquet``: append our analysis layers (``lifecycle.analysis``; ``provenance``
+        adds the provenance layer). Raises ``MixedParameterTypesError`` before anything is stored.
         """
         state = view if view is not None else self.view()
         table = rp.build_table(state.params, state.runs.keys())
@@ -471,8 +471,12 @@ class Session:
         msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
         extra: tuple[Descriptor, ...] = ()
         if parquet:
-            pq = blobs.put_bytes(rp.encode_parquet(table, state.runs.keys()))
-            extra = (Descriptor(mt.PARQUET, pq.digest, pq.size, FrozenMap({mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE})),)
+            from .analysis import analysis_layers
+
+            runs = [state.runs[k] for k in sorted(state.runs)]
+            extra = analysis_layers(
+                blobs, table, runs, image_name=str(self.requested), subject=state.subject, provenance=provenance
+            )
         content = ExperimentContent(
             AttachmentContent(state.attachments, state.filenames),
             tuple(state.runs[k] for k in sorted(state.runs)),
