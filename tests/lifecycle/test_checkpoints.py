@@ -16,7 +16,7 @@ from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry
 from ommx_experiment.engine.names import ImageName
 from ommx_experiment.engine.oci import Manifest
 from ommx_experiment.format.codec import ExperimentConfig
-from ommx_experiment.format.journal import checkpoint_ref, pin_name, read_journal
+from ommx_experiment.format.journal import checkpoint_ref, pin_refs, read_journal
 
 NAME = "example.com/team/ck:v1"
 WORKER = Path(__file__).resolve().parents[1] / "workers" / "experiment_worker.py"
@@ -146,7 +146,7 @@ def test_restore_from_journal_has_params_attachments_annotations() -> None:
     restored.commit()
     registry = LocalRegistry.default()
     assert read_journal(registry, ImageName.parse(NAME)) is None
-    assert registry.resolve(pin_name(registry.registry_id, ImageName.parse(NAME))) is None
+    assert pin_refs(registry, ImageName.parse(NAME)) == []
     assert Experiment.load(NAME).runs[0].get_blob("f1") == Path(__file__).read_bytes()
 
 
@@ -159,7 +159,14 @@ def test_new_session_replaces_old_journal_at_first_write() -> None:
     assert len(Experiment.restore_from_checkpoint(NAME).runs) == 3  # not replaced before a durable write
     _close_runs(new, 1)
     assert [r.run_id for r in Experiment.restore_from_checkpoint(NAME).runs] == [0]
-    assert LocalRegistry.default().db.query("SELECT count(*) FROM oxe_journal_runs")[0][0] == 1
+    # `old` is still alive in this process: its session is detached, not dropped, and it can still commit
+    rows = LocalRegistry.default().db.query("SELECT requested_name, count(*) FROM oxe_journal_sessions s "
+                                            "JOIN oxe_journal_runs r USING (session_id) GROUP BY requested_name")
+    assert sorted((str(n).split(":")[-1].split("-late-")[0], c) for n, c in rows) == [("v1", 1), ("v1", 3)]
+    old.commit()
+    assert len(Experiment.load(NAME).runs) == 3
+    with pytest.raises(RuntimeError, match="already points to"):
+        new.commit()  # OMMX's rule: the first commit of a name wins
 
 
 def test_pin_chain_keeps_journaled_blobs_reachable() -> None:
@@ -171,7 +178,8 @@ def test_pin_chain_keeps_journaled_blobs_reachable() -> None:
     with exp.run() as run:
         run.log_attachment("c", "x/y", b"C")
     registry = LocalRegistry.default()
-    pin = registry.resolve(pin_name(registry.registry_id, ImageName.parse(NAME)))
+    [pin_ref] = pin_refs(registry, ImageName.parse(NAME))  # one writer: one pin chain
+    pin = registry.resolve(pin_ref)
     reached = {d for d, _ in registry.closure(pin)}
     for payload in (b"A", b"B", b"C"):
         from ommx_experiment.engine.digest import sha256_digest
@@ -218,12 +226,28 @@ def test_rename_moves_checkpoint_and_journal() -> None:
 
 
 def test_restore_of_restored_session_continues_run_ids() -> None:
+    import gc
+
     exp = Experiment(NAME)
     _close_runs(exp, 2)
+    del exp  # its writer leaves and gives its reserved ids back
+    gc.collect()
     restored = Experiment.restore_from_checkpoint(NAME)
     _close_runs(restored, 1)
+    del restored
+    gc.collect()
     again = Experiment.restore_from_checkpoint(NAME)
     assert [r.run_id for r in again.runs] == [0, 1, 2]
+
+
+def test_restore_beside_a_live_writer_never_reuses_its_ids() -> None:
+    exp = Experiment(NAME)
+    _close_runs(exp, 2)
+    restored = Experiment.restore_from_checkpoint(NAME)  # joins: exp still writes to the same journal
+    _close_runs(restored, 1)
+    _close_runs(exp, 1)
+    ids = [r.run_id for r in Experiment.restore_from_checkpoint(NAME).runs]
+    assert ids[:2] == [0, 1] and len(ids) == len(set(ids)) == 4
 
 
 # --- crash safety in subprocesses ---------------------------------------------------------------------------
@@ -339,7 +363,8 @@ def test_restore_reads_journal_rows_in_the_old_format() -> None:
     header = json.dumps({"annotations": {"com.example.k": "v"}, "subject": None, "next_run_id": 2})
     with registry.db.write("test: journal in the old format") as conn:
         conn.execute(
-            "INSERT INTO oxe_journal_sessions VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
             (NAME, "old-session", header, None, "2026-01-01T00:00:00+00:00"),
         )
         conn.executemany(

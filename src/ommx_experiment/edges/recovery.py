@@ -56,15 +56,11 @@ from ..engine.names import ImageName, checkpoint_name
 from ..engine.oci import MAX_MANIFEST_BYTES
 from ..errors import InvalidInputError, OmmxExperimentError
 from ..format.codec import ExperimentConfig
-from ..format.journal import pin_name
+from ..format.journal import pin_name, writer_pin_name
 
-SALVAGED_TABLES = (
-    "ommx_local_registry_metadata",
-    "refs",
-    "oxe_journal_sessions",
-    "oxe_journal_runs",
-    "oxe_journal_attachments",
-)
+SALVAGED_TABLES = ("ommx_local_registry_metadata", "refs")
+"""Salvaged besides every ``oxe_journal_*`` table (the checkpoint journal, whatever its version)."""
+JOURNAL_PREFIX = "oxe_journal_"
 RECOVERED_HOST = "recovered.local"
 
 
@@ -146,7 +142,7 @@ def recover(
             registry_id=plan.registry_id,
             restored=tuple(plan.restored),
             skipped=tuple(plan.skipped),
-            journal_rows={t: len(salvage.rows.get(t, [])) for t in SALVAGED_TABLES if t.startswith("oxe_journal")},
+            journal_rows={t: len(rows) for t, rows in salvage.rows.items() if t.startswith(JOURNAL_PREFIX)},
             salvage_errors=tuple(salvage.errors),
             foreign_entries=len(layout_view.foreign_refs(path)),
         )
@@ -240,7 +236,13 @@ def _salvage(db_file: Path) -> _Salvage:
     if conn is None:
         return out
     try:
-        for table in SALVAGED_TABLES:
+        try:
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        except sqlite3.Error as exc:
+            out.errors.append(f"sqlite_master: {exc}")
+            names = []
+        journal = sorted(n for n in names if n.startswith(JOURNAL_PREFIX))
+        for table in (*SALVAGED_TABLES, *journal):
             _salvage_table(conn, table, out)
     finally:
         conn.close()
@@ -326,11 +328,22 @@ def _plan(root: Path, salvage: _Salvage, adopt_unreferenced: bool) -> _Plan:
         if isinstance(ref, str) and isinstance(target, str) and (ours or _is_ommx_manifest(blobs, target)):
             offer(ref, target, "index.json", None, verify=True)
     columns = salvage.columns.get("oxe_journal_sessions", [])
+    requested_of: dict[str, str] = {}
     for row in salvage.rows.get("oxe_journal_sessions", []):
         rec = dict(zip(columns, row, strict=False))
-        if rec.get("pin_digest"):
+        requested_of[str(rec.get("session_id"))] = str(rec.get("requested_name"))
+        if rec.get("pin_digest"):  # the single pin of a journal written before per-writer pins
             with contextlib.suppress(InvalidInputError):
                 pin = pin_name(plan.registry_id, ImageName.parse(str(rec["requested_name"])))
+                offer(str(pin), str(rec["pin_digest"]), "journal pin", None, verify=True)
+    columns = salvage.columns.get("oxe_journal_writers", [])
+    for row in salvage.rows.get("oxe_journal_writers", []):
+        rec = dict(zip(columns, row, strict=False))
+        requested = requested_of.get(str(rec.get("session_id")))
+        if rec.get("pin_digest") and requested is not None:
+            with contextlib.suppress(InvalidInputError):
+                image = ImageName.parse(requested)
+                pin = writer_pin_name(plan.registry_id, image, str(rec["session_id"]), str(rec["writer_id"]))
                 offer(str(pin), str(rec["pin_digest"]), "journal pin", None, verify=True)
     _plan_unreferenced(root, plan, taken, offer, adopt_unreferenced)
     return plan
@@ -551,13 +564,18 @@ def _build(root: Path, temp: Path, salvage: _Salvage, plan: _Plan) -> None:
                         "INSERT OR IGNORE INTO ommx_local_registry_metadata(key, value) VALUES (?, ?)",
                         (rec["key"], str(rec.get("value", ""))),
                     )
-            for table in SALVAGED_TABLES:
-                if not table.startswith("oxe_journal"):
+            for table, rows in salvage.rows.items():
+                if not table.startswith(JOURNAL_PREFIX):
                     continue
+                present = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+                if not present:
+                    continue  # a journal table this version does not have
                 columns = salvage.columns.get(table, [])
-                for row in salvage.rows.get(table, []):
-                    marks = ", ".join("?" for _ in columns)
-                    conn.execute(f"INSERT OR IGNORE INTO {table}({', '.join(columns)}) VALUES ({marks})", row)
+                keep = [i for i, c in enumerate(columns) if c in present]
+                names = ", ".join(columns[i] for i in keep)
+                marks = ", ".join("?" for _ in keep)
+                for row in rows:
+                    conn.execute(f"INSERT OR IGNORE INTO {table}({names}) VALUES ({marks})", [row[i] for i in keep])
         for ref in list(plan.restored):
             try:
                 insert_recovered_ref(db, blobs, ImageName.parse(ref.image_name), ref.manifest_digest,

@@ -14,13 +14,16 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..engine.text import check_parameter_text
-from ..errors import LifecycleError
+from ..errors import LifecycleError, ParameterTypeError
+from ..format import run_log
 from ..format.codec import FINISHED
 from ..format.content import AttachmentContent, RunContent, SolveContent
+from ..format.journal import PARAM_KIND, call_to_obj
 from ..format.run_params import normalise_param
 from .attachments import AttachmentReader, AttachmentWriter
 from .session import failure_outcome
@@ -116,7 +119,10 @@ class Run(AttachmentWriter):
         self._trace: Descriptor | None = None
         self._span: Any = None
         self._capture: Any = None  # tracing.RunCapture while a store_trace Run is entered
-        self._finalizer = weakref.finalize(self, self._session.release_run)
+        self._started_ns = time.time_ns()
+        self._journal = self._session.journal  # open-run log and column types (format.journal)
+        self._log_append = self._journal.log_append()
+        self._finalizer = weakref.finalize(self, self._session.release_run, run_id)
 
     def __repr__(self) -> str:
         if self._state == _CLOSED:
@@ -157,7 +163,10 @@ class Run(AttachmentWriter):
         # session.writable is cleared whenever the Experiment leaves the unsealed state.
         if self._state is not _ENTERED or not self._session.writable:
             self._check_writable()
+        if self._journal.columns.get(name) != PARAM_KIND[type(value)]:
+            self._session.check_param(name, value)  # ParameterTypeError: the run stays usable
         self._params[name] = value
+        self._log_append(("p", self._run_id, name, value))  # run_log.PARAM: survives a kill from here on
 
     # --- attachments (AttachmentWriter hooks) ----------------------------------------------------
 
@@ -176,22 +185,26 @@ class Run(AttachmentWriter):
             self._attachments[name] = desc
             if filename is not None:
                 self._filenames[name] = filename
+            self._journal.log_open((run_log.ATTACHMENT, self._run_id, name, desc.to_dict(), filename))
 
     # --- hooks for solves/samplings/traces (solve.py, tracing.py) ------------------------------
 
     def _record_solve(self, solve: SolveContent) -> None:
         with self._session.lock:
             self._solves.append(solve)
+            self._journal.log_open((run_log.SOLVE, self._run_id, call_to_obj(solve)))
 
     def _record_sampling(self, sampling: SolveContent) -> None:
         with self._session.lock:
             self._samplings.append(sampling)
+            self._journal.log_open((run_log.SAMPLING, self._run_id, call_to_obj(sampling)))
 
     def _set_trace(self, trace: Descriptor) -> None:
         with self._session.lock:
             if self._trace is not None:
                 raise LifecycleError(f"Run {self._run_id} already has a trace")
             self._trace = trace
+            self._journal.log_open((run_log.TRACE, self._run_id, trace.to_dict()))
 
     # --- adapter calls (solve.py) --------------------------------------------------------------
 
@@ -229,11 +242,11 @@ class Run(AttachmentWriter):
         self._close(FINISHED, None)
 
     def _close(self, status: str, reason: str | None) -> None:
+        """Record the run. ``ParameterTypeError`` leaves it open (fix the value, close again);
+        any other failure closes the handle and says where the run's data was kept."""
         with self._session.lock:
             if self._state == _CLOSED:
                 return
-            self._state = _CLOSED
-            self._finalizer.detach()
             attachments = (
                 AttachmentContent(self._attachments, self._filenames) if self._attachments else _NO_ATTACHMENTS
             )
@@ -245,8 +258,21 @@ class Run(AttachmentWriter):
                 trace=self._trace,
                 solves=tuple(self._solves),
                 samplings=tuple(self._samplings),
+                started_ns=self._started_ns,
+                finished_ns=time.time_ns(),
             )
-            self._session.close_run(content, self._params)
+            try:
+                self._session.close_run(content, self._params)
+            except ParameterTypeError:
+                raise
+            except BaseException:
+                self._mark_closed()
+                raise
+            self._mark_closed()
+
+    def _mark_closed(self) -> None:
+        self._state = _CLOSED
+        self._finalizer.detach()
 
     # --- context manager -------------------------------------------------------------------------
 
@@ -373,6 +399,11 @@ class SealedRun(AttachmentReader):
 
         view = solve.Solve if kind == "solves" else solve.Sampling
         return [view(self._blobs, call, self._keepalive) for call in calls]
+
+    def _repr_html_(self) -> str:
+        from .report import run_card
+
+        return run_card(self)
 
     def __repr__(self) -> str:
         c = self._content
