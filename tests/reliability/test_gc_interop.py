@@ -25,7 +25,13 @@ import pytest
 
 from ommx_experiment import Experiment, LocalRegistry
 from ommx_experiment.engine.digest import sha256_digest
-from ommx_experiment.errors import BlobNotFoundError, InvalidInputError, OmmxExperimentError
+from ommx_experiment.errors import (
+    BlobNotFoundError,
+    InvalidInputError,
+    JournalWriteError,
+    LifecycleError,
+    OmmxExperimentError,
+)
 
 from . import _support as sup
 
@@ -72,6 +78,8 @@ for name in {names!r}:
     try:
         e = Experiment.load(name)
         tag, i = name.rsplit("/", 1)[1].split(":")
+        if tag.startswith("w") and int(i) % 2:
+            continue  # our committers attach a payload to even commits only
         if e.runs[0].get_blob("payload") != payload(tag, int(i)):
             problems.append(name + ": payload differs")
     except Exception as exc:
@@ -127,16 +135,19 @@ def _check_ommx(ommx3: Any, root: Path, names: list[str]) -> None:
 
 
 def _commit_outcome(exp: Experiment, name: str) -> str:
-    """``published`` (the commit loads) or ``refused`` (BlobNotFoundError, nothing published, unsealed)."""
+    """``published`` (the commit loads) or ``refused`` (nothing published, unsealed): BlobNotFoundError
+    naming the lost blob, or JournalWriteError when a run whose close was not durable cannot be
+    saved (its blob is gone) — both RuntimeErrors of our tree."""
     registry = LocalRegistry.default()
     try:
         art = exp.commit()
-    except BlobNotFoundError as exc:
-        assert "Failed to read blob" in str(exc) and name in str(exc)
+    except (BlobNotFoundError, JournalWriteError) as exc:
+        assert "Failed to read blob" in str(exc) and "not published" in str(exc), exc
         assert isinstance(exc, RuntimeError) and isinstance(exc, OmmxExperimentError)
         assert registry.resolve(name) is None
         assert name not in (registry.root / "index.json").read_text()
-        exp.run().finish()  # still unsealed: a new run can be opened and closed
+        with pytest.raises(LifecycleError, match="must be committed"):  # unsealed, not commit-failed
+            exp.artifact
         return "refused"
     assert art.image_name == name and registry.resolve(name) == art.manifest_digest
     for blob, size in registry.closure(art.manifest_digest):
@@ -214,10 +225,13 @@ def test_ommx_zero_grace_gc_beside_an_open_run_never_yields_a_broken_commit(ommx
     BlobNotFoundError with nothing published; it never returns a broken commit."""
     name = "example.com/fw/open-run:v1"
     exp = Experiment(name)
-    with exp.run() as run:
-        run.log_parameter("i", 0)
-        run.log_attachment("payload", "application/octet-stream", b"payload of an open run" * 50)
-        ommx3.run_json(_OMMX_GC_ONCE.format(grace="0s"), root=registry_root)
+    try:
+        with exp.run() as run:
+            run.log_parameter("i", 0)
+            run.log_attachment("payload", "application/octet-stream", b"payload of an open run" * 50)
+            ommx3.run_json(_OMMX_GC_ONCE.format(grace="0s"), root=registry_root)
+    except JournalWriteError as exc:  # the close could not pin the collected blob: said loudly
+        assert "Failed to read blob" in str(exc) and "stays in this session" in str(exc)
     outcome = _commit_outcome(exp, name)
     if outcome == "published":
         load = ommx3.run_json(
@@ -345,9 +359,11 @@ def test_our_gc_beside_ommx3_commits(ommx3: Any, tmp_path: Path) -> None:
     ],
 )
 def test_ommx_gc_beside_our_commits(ommx3: Any, tmp_path: Path, grace: str, per_writer: int) -> None:
-    """OMMX 3's gc(delete=True) at 0 s / 1 s grace in a loop beside 2 of our committing processes:
-    every commit() that returned loads in both libraries with its params and payload; a commit
-    that raised raised BlobNotFoundError and published nothing; OMMX's GC keeps making passes
+    """OMMX 3's gc(delete=True) at 0 s / 1 s grace in a loop beside 2 of our committing processes
+    (runs with parameters; every other one with a run attachment): every parameter-only commit
+    succeeds; every commit() that returned loads in both libraries with its params and payload; a commit
+    that raised raised BlobNotFoundError or JournalWriteError (its run's blob was collected before
+    the close could pin it) and published nothing; OMMX's GC keeps making passes
     (the publish windows never starve it)."""
     root = tmp_path / "registry"
     stop = tmp_path / "stop"
@@ -373,9 +389,11 @@ def test_ommx_gc_beside_our_commits(ommx3: Any, tmp_path: Path, grace: str, per_
     assert len(outcomes) == 2 * per_writer
     failed = {n: o for n, o in outcomes.items() if "ok" not in o}
     for name, outcome in failed.items():
-        assert outcome["error"] == "BlobNotFoundError" and outcome["published"] == "None", (name, outcome)
+        assert outcome["error"] in ("BlobNotFoundError", "JournalWriteError"), (name, outcome)
+        assert outcome["published"] == "None" and "Failed to read blob" in outcome["message"], (name, outcome)
     published = sorted(n for n, o in outcomes.items() if "ok" in o)
-    assert published, outcomes
+    # Parameter-only commits write all their blobs inside the publish window: they always succeed.
+    assert {n for n in outcomes if int(n.rsplit(":", 1)[1]) % 2} <= set(published), failed
     _check_ours(root, published)
     _check_ommx(ommx3, root, published)
 

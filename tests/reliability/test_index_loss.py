@@ -26,7 +26,7 @@ import pytest
 from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry, gc, list_experiments
 from ommx_experiment.edges.recovery import recover
 from ommx_experiment.engine.index_db import CORRUPT_MARKER
-from ommx_experiment.errors import RegistryCorruptError, RegistryIndexLostError
+from ommx_experiment.errors import RegistryCorruptError, RegistryError, RegistryIndexLostError
 
 from . import _support as sup
 
@@ -217,10 +217,13 @@ def test_corrupt_page_surfaces_as_our_error_and_stops_writes(registry_root: Path
         list_experiments()
     fresh = Experiment("example.com/il/after:v1")
     fresh.set_autosave_policy(AutosavePolicy.disabled())
-    with fresh.run() as run:  # its journal write is refused (the lead's journal raises or logs it)
-        run.log_parameter("i", 1)
-    with pytest.raises(RegistryCorruptError):
+    with pytest.raises(RegistryError) as closing:  # the Run close cannot be journaled: said loudly
+        with fresh.run() as run:
+            run.log_parameter("i", 1)
+    assert "corrupt" in str(closing.value) and str(registry_root / DB) in str(closing.value)
+    with pytest.raises(RegistryError) as committing:
         fresh.commit()
+    assert "corrupt" in str(committing.value)
     with pytest.raises(RegistryCorruptError):
         gc(delete=True, grace_period="0s", exclusive=True)
     assert _db_state(registry_root) == state  # not one byte written into the damaged index

@@ -2,8 +2,8 @@
 
 The registry root comes from ``OMMX_LOCAL_REGISTRY_ROOT``. Commands (each prints one JSON line last)::
 
-    fault_worker.py committer TAG N       # N experiments example.com/fw/<TAG>:<i> (a run with params and a
-                                          # fresh attachment each); outcome per commit: {"ok": digest} or
+    fault_worker.py committer TAG N       # N experiments example.com/fw/<TAG>:<i> (a run with params, and a
+                                          # fresh attachment when i is even); outcome per commit: {"ok": digest} or
                                           # {"error": class, "message", "published": ref after the failure}
     fault_worker.py check NAMES_JSON      # load each name (ours): params + attachment bytes, closure complete
     fault_worker.py gcloop STOP           # our gc(delete=True) (24h) + refused gc("0s") until STOP exists
@@ -30,15 +30,20 @@ def payload(tag: str, i: int) -> bytes:
 def committer(tag: str, n: int) -> dict[str, Any]:
     from ommx_experiment import Experiment
     from ommx_experiment.engine.registry import LocalRegistry
+    from ommx_experiment.errors import JournalWriteError
 
     outcomes: dict[str, dict[str, str]] = {}
     for i in range(n):
         name = f"example.com/fw/{tag}:{i}"
         exp = Experiment(name)
-        with exp.run() as run:
-            run.log_parameter("tag", tag)
-            run.log_parameter("i", i)
-            run.log_attachment("payload", "application/octet-stream", payload(tag, i))
+        try:
+            with exp.run() as run:
+                run.log_parameter("tag", tag)
+                run.log_parameter("i", i)
+                if i % 2 == 0:  # odd commits carry only parameters: their blobs are all written by commit()
+                    run.log_attachment("payload", "application/octet-stream", payload(tag, i))
+        except JournalWriteError:
+            pass  # the close could not be made durable (its blob was collected): commit must refuse
         try:
             outcomes[name] = {"ok": exp.commit().manifest_digest}
         except Exception as exc:
@@ -66,7 +71,7 @@ def check(names: list[str]) -> dict[str, Any]:
             exp = Experiment.load(name)
             tag, i = name.rsplit("/", 1)[1].split(":")
             run = exp.runs[0]
-            if run.get_blob("payload") != payload(tag, int(i)):
+            if int(i) % 2 == 0 and run.get_blob("payload") != payload(tag, int(i)):
                 problems.append(f"{name}: payload differs")
             row = exp.run_parameters_df().iloc[0]
             if str(row["tag"]) != tag or int(row["i"]) != int(i):
