@@ -36,7 +36,10 @@ def _deleted_index_fds() -> list[str]:
 
 
 def _refs_seen_by_another_process(root: Path) -> list[str]:
-    code = "import json, sqlite3, sys; print(json.dumps(sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT name FROM refs'))))"
+    code = (
+        "import json, sqlite3, sys; "
+        "print(json.dumps(sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT name FROM refs'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(root / "index.sqlite3")], capture_output=True, text=True, check=True)
     return list(json.loads(out.stdout))
 
