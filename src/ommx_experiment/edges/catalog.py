@@ -532,18 +532,22 @@ def list_experiment_checkpoints(
     statuses: Iterable[str] | None = None,
     root: str | Path | None = None,
     strict: bool = False,
+    include_journal: bool = False,
 ) -> list[ExperimentCheckpointRef]:
-    """Experiment checkpoints of this registry: OMMX-format checkpoint refs plus our journal's drafts.
+    """Experiment checkpoints of this registry: its OMMX-format checkpoint refs, as OMMX lists them.
 
     ``statuses`` (``draft``/``failed``/``interrupted``; empty = all) is checked
     before the registry is opened. ``prefix`` matches the *requested* image
-    name. One entry per requested name: when both an OMMX-format checkpoint
-    and a journal draft exist, the one ``restore_from_checkpoint`` would use
-    (the checkpoint only if strictly newer). Sorted by requested name, then
-    checkpoint ref. Refs in the checkpoint repository that are not checkpoints
-    (a non-64-hex tag, or a generic artifact such as our journal pins) are
-    skipped silently; inconsistent checkpoints and unreadable journals are
-    skipped with a warning (``strict``: RuntimeError).
+    name. Sorted by requested name, then checkpoint ref. Refs in the
+    checkpoint repository that are not checkpoints (a non-64-hex tag, or a
+    generic artifact such as our journal pins) are skipped silently;
+    inconsistent checkpoints are skipped with a warning (``strict``: RuntimeError).
+
+    ``include_journal=True`` adds the drafts held only in our checkpoint journal
+    (``from_journal=True``), one entry per requested name: when both an
+    OMMX-format checkpoint and a journal draft exist, the one
+    ``restore_from_checkpoint`` would use (the checkpoint only if strictly
+    newer); an unreadable journal is skipped like an inconsistent checkpoint.
     """
     prefix = _check_prefix(prefix)
     wanted = _check_statuses(statuses)
@@ -555,7 +559,8 @@ def list_experiment_checkpoints(
 
     scan = _Scan(registry, strict=strict, experiments=True)
     refs = [ref for row in scan.rows(keep) if (ref := _checkpoint_ref(scan, row)) is not None]
-    refs = _newest_per_name([*refs, *_journal_drafts(scan, prefix)])
+    if include_journal:
+        refs = _newest_per_name([*refs, *_journal_drafts(scan, prefix)])
     selected = [
         r for r in refs if _prefix_ok(prefix, r.requested_image_name) and (not wanted or r.status in wanted)
     ]
