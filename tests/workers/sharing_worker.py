@@ -81,10 +81,10 @@ class Interleaving:
         self.expected.append(name)
 
     def ours_run_close(self) -> None:
-        if not self.open_sessions or self.rng.random() < 0.2:
+        if not self.open_sessions or self.rng.random() < 0.15:
             experiment = self.ox.Experiment(self._name("ours-open"))
             policy = self.ox.AutosavePolicy
-            every_close = self.rng.random() < 0.3
+            every_close = self.rng.random() < 0.25
             experiment.set_autosave_policy(policy.every_run_close() if every_close else policy.min_interval(60.0))
             self.open_sessions.append(experiment)
         with self.rng.choice(self.open_sessions).run() as run:
@@ -218,7 +218,7 @@ def peer(seed: int) -> None:
         lib = "ommx" if i % 2 else "ours"
         if subprocess.run([sys.executable, __file__, "commit", lib, name]).returncode == 0:
             print(name, flush=True)
-        time.sleep(0.2)
+        time.sleep(0.5)
 
 
 def _lib(which: str) -> Any:

@@ -193,11 +193,19 @@ class Database:
         with self.connections.operation(JOURNAL) as conn, write_transaction(conn, self.path, step):
             yield conn
 
-    @contextlib.contextmanager
-    def journal_conn(self) -> Iterator[sqlite3.Connection]:
-        """The journal connection in autocommit mode, for one statement (one implicit transaction)."""
-        with self.connections.operation(JOURNAL) as conn:
-            yield conn
+    def journal_execute(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        """One statement on the journal connection in autocommit mode (one implicit transaction).
+
+        Returns the row count; SQLite errors propagate unchanged (the Run-close
+        fast path retries a busy one in :meth:`journal_write`).
+        """
+        shared = self.connections
+        with shared.lock:
+            conn = shared.enter(JOURNAL)
+            try:
+                return conn.execute(sql, params).rowcount
+            finally:
+                shared.depth -= 1
 
     # --- schema --------------------------------------------------------------
 
@@ -353,32 +361,35 @@ class SharedConnections:
     - one ``RLock`` serialises all our use of the file in this process;
     - at the start of each outermost operation (while OMMX 3 is loaded): re-take
       the locks our SQLite believes it holds (SHARED on the database, DMS on the
-      ``-shm``), then ``stat`` the ``-wal``; missing or another inode → close every
-      connection and reopen;
+      ``-shm``), then check the ``-wal`` our connections use: unlinked → close
+      every connection and reopen;
     - a read-only *sentinel* connection, opened after the first read and closed
       last, keeps every close of ours from checkpointing or unlinking anything;
     - no transaction outlives an operation.
+
+    Three *keeper* descriptors serve the checks: the database and ``-shm`` (to
+    take the locks through) and the ``-wal`` (its link count drops to 0 when it
+    is unlinked; ``fstat`` is cheaper than ``stat`` of the path).
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.wal_path = path + "-wal"
         self.lock = threading.RLock()
         #: Nesting of operations by the thread holding :attr:`lock` (checks run at depth 0 only).
         self.depth = 0
         self._conns: dict[str, sqlite3.Connection] = {}
         self._sentinel: sqlite3.Connection | None = None
-        self._wal_id: tuple[int, int] | None = None
         self._keep_db = -1
         self._keep_shm = -1
-        #: How often a replaced ``-wal`` made us reopen (tests and benchmarks read it).
+        self._keep_wal = -1
+        #: How often an unlinked ``-wal`` made us reopen (tests and benchmarks read it).
         self.reopens = 0
 
     # --- operations ------------------------------------------------------------------------------
 
     def enter(self, kind: str) -> sqlite3.Connection:
         """Start an operation (the caller holds :attr:`lock`; it decrements :attr:`depth` at the end)."""
-        if self.depth == 0 and self._wal_id is not None and other_sqlite_loaded():
+        if self.depth == 0 and self._keep_wal >= 0 and (_other_sqlite_seen or other_sqlite_loaded()):
             self.revalidate()
         conn = self._conns.get(kind)
         if conn is None:
@@ -396,10 +407,9 @@ class SharedConnections:
                 self.depth -= 1
 
     def revalidate(self) -> None:
-        """Re-take our POSIX locks, then reopen everything if the ``-wal`` was replaced."""
-        if self._keep_db >= 0:
-            self._retake_locks()
-        if self._wal_id is not None and _file_id(self.wal_path) != self._wal_id:
+        """Re-take our POSIX locks, then reopen everything if the ``-wal`` was unlinked."""
+        self._retake_locks()
+        if os.fstat(self._keep_wal).st_nlink == 0:
             self.reopens += 1
             self._close_all(keep_shared_lock=True)
 
@@ -427,7 +437,7 @@ class SharedConnections:
         return conn
 
     def _guard(self) -> None:
-        """After the main connection's first read in WAL mode: the sentinel, the keepers, the ``-wal`` inode.
+        """After the main connection's first read in WAL mode: the sentinel and the keepers.
 
         Not for a rollback journal (WAL unsupported there: no ``-wal`` to lose, no
         lock held between transactions) nor a read-only fallback (it cannot
@@ -442,9 +452,10 @@ class SharedConnections:
                 self._keep_db = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
             if self._keep_shm < 0:
                 self._keep_shm = os.open(self.path + "-shm", os.O_RDONLY | os.O_CLOEXEC)
+            if self._keep_wal < 0:
+                self._keep_wal = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            self._close_keepers()  # an unreadable -shm: reads fail anyway; nothing to re-take
-        self._wal_id = _file_id(self.wal_path)
+            self._close_keepers()  # an unreadable -shm or -wal: reads fail anyway; nothing to re-take
 
     # --- the checks ------------------------------------------------------------------------------
 
@@ -459,8 +470,7 @@ class SharedConnections:
         while True:
             try:
                 fcntl.lockf(self._keep_db, fcntl.LOCK_SH | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
-                if self._keep_shm >= 0:
-                    fcntl.lockf(self._keep_shm, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, _SHM_DMS)
+                fcntl.lockf(self._keep_shm, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, _SHM_DMS)
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EAGAIN):
@@ -479,34 +489,32 @@ class SharedConnections:
         ``-shm`` for the new ones (one mapping per inode per library), so a
         reopen closes them all. Closing drops every lock the process holds on the
         file, OMMX's included: on a reopen the database's SHARED lock is taken
-        back through the keeper at once.
+        back through its keeper at once.
         """
         conns = [*self._conns.values(), *([self._sentinel] if self._sentinel is not None else [])]
         self._conns.clear()
         self._sentinel = None
-        self._wal_id = None
         for conn in conns:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
-        if keep_shared_lock and self._keep_db >= 0:
+        keep_db = self._keep_db if keep_shared_lock else -1
+        if keep_db >= 0:
             with contextlib.suppress(OSError):
-                fcntl.lockf(self._keep_db, fcntl.LOCK_SH | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
-            _close_fd(self._keep_shm)  # the -shm may be another file now
-            self._keep_shm = -1
-        else:
-            self._close_keepers()
+                fcntl.lockf(keep_db, fcntl.LOCK_SH | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
+            self._keep_db = -1  # kept open, not closed: closing it would drop the lock again
+        self._close_keepers()
+        self._keep_db = keep_db
 
     def _close_keepers(self) -> None:
-        _close_fd(self._keep_shm)
-        _close_fd(self._keep_db)
-        self._keep_db = self._keep_shm = -1
+        for fd in (self._keep_wal, self._keep_shm, self._keep_db):
+            _close_fd(fd)
+        self._keep_db = self._keep_shm = self._keep_wal = -1
 
     def _forget(self) -> None:
         """In a forked child: the parent's connections and locks are not ours (never close them here)."""
         _INHERITED.extend([*self._conns.values(), *([self._sentinel] if self._sentinel is not None else [])])
         self._conns.clear()
         self._sentinel = None
-        self._wal_id = None
         self._close_keepers()  # the child holds no POSIX locks: closing its copies releases nothing
         self.lock = threading.RLock()
         self.depth = 0
@@ -589,14 +597,6 @@ def _open_read_only(path: str) -> sqlite3.Connection:
 
 def _uri(path: str, query: str) -> str:
     return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + query
-
-
-def _file_id(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def _close_fd(fd: int) -> None:

@@ -479,8 +479,7 @@ class Journal:
     def _append_fast(self, run_id: int, body: str) -> bool:
         row = (self.session_id, run_id, body, self.session_id)
         try:
-            with self.registry.db.journal_conn() as conn:
-                return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1  # autocommit: one implicit transaction
+            return self.registry.db.journal_execute(_INSERT_RUN_IF_OPEN, row) == 1  # autocommit: one implicit transaction
         except sqlite3.OperationalError as exc:  # e.g. SQLITE_BUSY_SNAPSHOT, which skips the busy handler
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise JournalWriteError(self.unsaved_message(run_id, exc)) from exc
