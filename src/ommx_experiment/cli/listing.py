@@ -313,7 +313,8 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
 
     p = c.add_command(
         sub, "checkpoints", cmd_checkpoints, parents=[root, js],
-        summary="list experiment checkpoints (draft, failed, interrupted) that can be restored",
+        summary="list experiment checkpoints (draft, failed, interrupted) that can be restored: OMMX-format "
+        "checkpoints and our journal's drafts (SOURCE); RESTORE marks the one restore uses",
         example="ommx-experiment checkpoints --status failed",
     )
     p.add_argument("prefix", nargs="?", metavar="PREFIX", help="only requested names starting with this string")
