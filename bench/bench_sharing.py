@@ -7,7 +7,9 @@ OMMX's calls. These rows show what that costs on the paths users repeat most:
 
 - ``run close``: median ``Run.__exit__`` over 400 runs with no parameter type
   change (the journal's O(1) fast path), default autosave policy;
-- ``run enter+exit``: the whole ``with experiment.run():`` of an empty Run;
+- ``run enter+exit``: the whole ``with experiment.run():`` of an empty Run, and the same
+  once ``opentelemetry.trace`` is imported (no provider set): the Run then makes OMMX's
+  OpenTelemetry calls (``get_tracer``, ``start_as_current_span``, ``get_current_span``);
 - ``list_experiments`` / ``list_experiment_checkpoints``: median of 20 warm calls
   on a root holding 40 experiments;
 - ``Experiment.load``: median of 20 warm loads.
@@ -48,6 +50,15 @@ with ox.Experiment("bench.example.com/sharing/runs:v1") as experiment:
         if i:
             closes.append(end - before)
             whole.append(end - start)
+import opentelemetry.trace  # from now on a Run makes OMMX's OpenTelemetry calls (no provider set)
+spans = []
+with ox.Experiment("bench.example.com/sharing/spans:v1") as experiment:
+    for i in range(401):
+        start = time.perf_counter()
+        with experiment.run() as run:
+            run.log_parameter("seed", i)
+        if i:
+            spans.append(time.perf_counter() - start)
 for k in range(40):
     with ox.Experiment(f"bench.example.com/sharing/e{{k:02d}}:v1") as experiment:
         with experiment.run() as run:
@@ -68,6 +79,7 @@ def timed(fn, n=20):
 print(json.dumps({{
     "run close": median_us(closes),
     "run enter+exit": median_us(whole),
+    "run enter+exit, opentelemetry imported": median_us(spans),
     "list_experiments": timed(ox.list_experiments),
     "list_experiment_checkpoints": timed(ox.list_experiment_checkpoints),
     "Experiment.load": timed(lambda: ox.Experiment.load("bench.example.com/sharing/e07:v1")),
