@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
+from ..engine import index_db
 from ..engine.clock import now_timestamp, parse_timestamp
 from ..engine.names import ImageName, checkpoint_name
 from ..engine.oci import Descriptor, FrozenMap, Manifest, parse_descriptor
@@ -56,7 +57,7 @@ from .content import AttachmentContent, ExperimentContent, RunContent, SolveCont
 from .run_log import CLOSED, OPEN, OpenRun, RunLog, read_log
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
 
     from ..engine.registry import LocalRegistry
     from .codec import ExperimentConfig
@@ -268,6 +269,8 @@ class JournalSnapshot:
     updated_at: str
     next_run_id: int = 0
     columns: Mapping[str, str] = field(default_factory=dict)
+    slot_digest: str | None = None
+    """The OMMX-format checkpoint our writers last published from this journal (never newer than it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +308,7 @@ class Journal:
         self._lock: WriterLock | None = None
         self._ids: list[int] = []
         self._block = 1
+        self._parsed: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] = {}  # run rows already decoded
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -473,15 +477,20 @@ class Journal:
             recorded = self._append_slow(run, params, body, blobs)
         if not recorded:
             self._keep_late(run, params, blobs)
+        self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))
 
     def _append_fast(self, run_id: int, body: str) -> bool:
         row = (self.session_id, run_id, body, self.session_id)
+        started = time.monotonic()
         try:
             return self.registry.db.journal_execute(_INSERT_RUN_IF_OPEN, row) == 1  # autocommit: one implicit transaction
-        except sqlite3.OperationalError as exc:  # e.g. SQLITE_BUSY_SNAPSHOT, which skips the busy handler
-            if "locked" not in str(exc) and "busy" not in str(exc):
+        except sqlite3.OperationalError as exc:
+            # SQLITE_BUSY_SNAPSHOT and friends skip the busy handler: retry in a BEGIN IMMEDIATE,
+            # unless the busy handler already waited its whole budget (a lock held for long).
+            waited = time.monotonic() - started
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or waited >= 0.9 * index_db.BUSY_TIMEOUT_MS / 1000:
                 raise JournalWriteError(self.unsaved_message(run_id, exc)) from exc
         with journal_write(self.registry, f"journal {self.requested} run {run_id}") as conn:
             return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1
@@ -570,6 +579,10 @@ class Journal:
 
     # --- run-level logs of open runs ----------------------------------------------------------------
 
+    def log_append(self) -> Callable[[tuple[Any, ...]], None]:
+        """The append of this writer's open-run log (a no-op once the writer left)."""
+        return self.log.append if self.log is not None else _ignore
+
     def log_open(self, record: tuple[Any, ...]) -> None:
         """Append a record about an open run to this writer's open-run log (started journals only)."""
         if self.log is not None:
@@ -596,6 +609,11 @@ class Journal:
                 raise LifecycleError(f"Attachment `{name}` already exists") from None
             conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
+
+    def note_checkpoint(self, manifest_digest: str) -> None:
+        """Remember that our OMMX-format checkpoint slot now holds ``manifest_digest``, built from this journal."""
+        with journal_write(self.registry, f"journal {self.requested}: checkpoint") as conn:
+            conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
 
     def set_annotation(self, key: str, value: str) -> Mapping[str, str]:
         """Set one annotation of the shared session (others' keys kept); returns all annotations."""
@@ -628,9 +646,25 @@ class Journal:
             )
         self.columns = columns
 
+    def has_attachment(self, name: str) -> bool:
+        """True when some writer already added the experiment-level attachment ``name``."""
+        rows = self.registry.db.query(
+            "SELECT 1 FROM oxe_journal_attachments WHERE session_id = ? AND name = ?", (self.session_id, name)
+        )
+        return bool(rows)
+
+    def header_and_count(self) -> tuple[JournalHeader, int] | None:
+        """The session's header and its number of closed runs, without reading the runs."""
+        with self.registry.db.read() as conn:
+            row = conn.execute("SELECT header FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,)).fetchone()
+            if row is None:
+                return None
+            count = conn.execute("SELECT count(*) FROM oxe_journal_runs WHERE session_id = ?", (self.session_id,)).fetchone()
+        return JournalHeader.parse(str(row[0])), int(count[0])
+
     def snapshot(self) -> JournalSnapshot | None:
         """Every writer's closed runs and attachments, in one consistent read."""
-        return _read_session(self.registry, session_id=self.session_id) if self.session_id else None
+        return _read_session(self.registry, session_id=self.session_id, cache=self._parsed) if self.session_id else None
 
     # --- recovery and commit --------------------------------------------------------------------------------
 
@@ -849,6 +883,10 @@ class Journal:
         return stored.digest
 
 
+def _ignore(record: tuple[Any, ...]) -> None:
+    return None
+
+
 _INSERT_RUN = "INSERT OR REPLACE INTO oxe_journal_runs VALUES (?, ?, ?)"
 _INSERT_RUN_IF_OPEN = (
     "INSERT INTO oxe_journal_runs SELECT ?, ?, ? WHERE EXISTS "
@@ -1039,11 +1077,96 @@ def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName) -> None:
         registry.remove(ref, expected_digest=digest)
 
 
+def settle(registry: LocalRegistry, requested: ImageName) -> None:
+    """Finish or undo a commit of ``requested`` whose committer died midway (before anyone reads the journal).
+
+    The committer marks the session ``sealing`` with the manifest digest before it
+    publishes the ref. Dead with the ref at that digest: the commit happened, only
+    its cleanup is left, so the journal is dropped (with a tombstone). Dead before
+    that: the mark is cleared and the experiment is unsealed again.
+    """
+    rows = registry.db.query(
+        "SELECT session_id, sealing FROM oxe_journal_sessions WHERE requested_name = ? AND sealing IS NOT NULL",
+        (str(requested),),
+    )
+    if not rows or not _sealer_dead(registry.root, str(rows[0][1])):
+        return
+    session_id, (_, _, digest) = str(rows[0][0]), str(rows[0][1]).partition(" ")
+    journal = Journal(registry, requested, session_id)
+    if digest and registry.resolve(requested) == digest:
+        with contextlib.suppress(Exception):  # the OMMX-format slot, as commit would
+            registry.remove(checkpoint_ref(registry, requested))
+        journal.discard(digest)
+        return
+    with journal_write(registry, f"journal {requested}: undo a dead commit") as conn:
+        conn.execute(
+            "UPDATE oxe_journal_sessions SET sealing = NULL WHERE session_id = ? AND sealing = ?", (session_id, rows[0][1])
+        )
+
+
 def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:
     """Drop the journal of ``requested`` whoever wrote it (and its pins)."""
     with journal_write(registry, f"journal discard {requested}") as conn:
         _drop_journal(conn, str(requested))
     _remove_pins(registry, requested)
+
+
+def _decode_rows(
+    rows: list[Any], cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None
+) -> list[tuple[RunContent, dict[str, ParamValue], int | None]]:
+    if cache is None:
+        return [_parse_run_row(str(body)) for _, body in rows]
+    out: list[tuple[RunContent, dict[str, ParamValue], int | None]] = []
+    seen: set[int] = set()
+    for run_id, body in rows:
+        text = str(body)
+        hit = cache.get(run_id)
+        if hit is not None and hit[0] == text:
+            out.append((hit[1], hit[2], hit[1].finished_ns))
+        else:
+            run, params, closed_ns = _parse_run_row(text)
+            cache[run_id] = (text, run, params)
+            out.append((run, params, closed_ns))
+        seen.add(run_id)
+    for stale in set(cache) - seen:
+        del cache[stale]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHead:
+    """What restore needs to choose between the journal and an OMMX-format slot (no rows decoded)."""
+
+    session_id: str
+    updated_at: str
+    slot_digest: str | None
+
+
+def journal_head(registry: LocalRegistry, requested: ImageName) -> JournalHead | None:
+    """The journal of ``requested``: session id, ``updated_at`` (newest close included), our last slot digest."""
+    with registry.db.read() as conn:
+        row = conn.execute(
+            "SELECT session_id, updated_at, slot_digest FROM oxe_journal_sessions WHERE requested_name = ?",
+            (str(requested),),
+        ).fetchone()
+        if row is None:
+            return None
+        newest = conn.execute(
+            "SELECT MAX(json_extract(body, '$[5]')) FROM oxe_journal_runs WHERE session_id = ? "
+            "AND json_type(body) = 'array'",
+            (row[0],),
+        ).fetchone()[0]
+    updated_at = str(row[1])
+    if isinstance(newest, int):
+        closed = datetime.fromtimestamp(newest / 1e9, UTC)
+        if closed > parse_timestamp(updated_at):
+            updated_at = closed.isoformat()
+    return JournalHead(str(row[0]), updated_at, None if row[2] is None else str(row[2]))
+
+
+def has_journal(registry: LocalRegistry, requested: ImageName) -> bool:
+    """True when ``requested`` has a journal (an unsealed draft), without reading it."""
+    return bool(registry.db.query("SELECT 1 FROM oxe_journal_sessions WHERE requested_name = ?", (str(requested),)))
 
 
 def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapshot | None:
@@ -1052,24 +1175,32 @@ def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapsh
 
 
 def _read_session(
-    registry: LocalRegistry, *, requested: ImageName | None = None, session_id: str | None = None
+    registry: LocalRegistry,
+    *,
+    requested: ImageName | None = None,
+    session_id: str | None = None,
+    cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None = None,
 ) -> JournalSnapshot | None:
+    """One session's snapshot; ``cache`` (run id → body, decoded row) spares decoding rows seen before."""
     with registry.db.read() as conn:
         if session_id is not None:
             row = conn.execute(
-                "SELECT session_id, header, updated_at, next_run_id, columns FROM oxe_journal_sessions WHERE session_id = ?",
+                "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
+                "WHERE session_id = ?",
                 (session_id,),
             ).fetchone()
         else:
             row = conn.execute(
-                "SELECT session_id, header, updated_at, next_run_id, columns FROM oxe_journal_sessions "
+                "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
                 "WHERE requested_name = ?",
                 (str(requested),),
             ).fetchone()
         if row is None:
             return None
         sid = str(row[0])
-        run_rows = conn.execute("SELECT body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)).fetchall()
+        run_rows = conn.execute(
+            "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)
+        ).fetchall()
         att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
     descriptors: dict[str, Descriptor] = {}
     filenames: dict[str, str] = {}
@@ -1078,7 +1209,7 @@ def _read_session(
         descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
         if obj.get("filename") is not None:
             filenames[str(name)] = str(obj["filename"])
-    parsed = [_parse_run_row(str(body)) for (body,) in run_rows]
+    parsed = _decode_rows(run_rows, cache)
     updated_at = str(row[2])
     newest_ns = max((ns for _, _, ns in parsed if ns is not None), default=None)
     if newest_ns is not None:  # run rows carry their own close time
@@ -1093,6 +1224,7 @@ def _read_session(
         updated_at=updated_at,
         next_run_id=int(row[3]),
         columns=dict(json.loads(str(row[4]) or "{}")),
+        slot_digest=None if row[5] is None else str(row[5]),
     )
 
 

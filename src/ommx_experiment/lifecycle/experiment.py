@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..format import run_params as rp
 from ..format.codec import CHECKPOINT_STATUSES, FINISHED
-from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal
+from ..format.journal import checkpoint_ref, checkpoint_updated_at, has_journal, journal_head, settle
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
 from .run import Run, SealedRun
@@ -56,6 +56,17 @@ def _artifact(registry: LocalRegistry, image: ImageName, digest: str, holder: An
     from .artifact import Artifact
 
     return Artifact._open(registry, image, digest, keep_alive=holder)
+
+
+def _slot_wins(slot: tuple[str, str], journal: Any) -> bool:
+    """The OMMX-format slot is restored instead of the journal only when someone else wrote it later.
+
+    A slot our writers published from this journal (``slot_digest``) is a copy of
+    an older state of it: the journal, which every writer appends to, wins.
+    """
+    if journal.slot_digest == slot[0]:
+        return False
+    return parse_timestamp(slot[1]) > parse_timestamp(journal.updated_at)
 
 
 class Experiment(AttachmentWriter, AttachmentReader):
@@ -182,7 +193,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
         """
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
-        if read_journal(registry, requested) is None:
+        settle(registry, requested)
+        if not has_journal(registry, requested):
             committed = registry.resolve(requested)
             if committed is not None:
                 raise LifecycleError(f"Experiment {requested} is already committed as {committed}; it cannot be joined")
@@ -206,14 +218,15 @@ class Experiment(AttachmentWriter, AttachmentReader):
         """
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
-        journal = read_journal(registry, requested)
+        settle(registry, requested)
+        journal = journal_head(registry, requested)
         slot = checkpoint_updated_at(registry, requested)
         if journal is None and slot is None:
             raise LifecycleError(
                 f"No Experiment checkpoint found for requested image {requested} at "
                 f"{checkpoint_ref(registry, requested)}: no checkpoint ref and no journal"
             )
-        if slot is not None and (journal is None or parse_timestamp(slot[1]) > parse_timestamp(journal.updated_at)):
+        if slot is not None and (journal is None or _slot_wins(slot, journal)):
             return cls._restore_slot(registry, requested, slot[0])
         assert journal is not None
         self, session = cls._new_unsealed(
