@@ -254,6 +254,27 @@ class Session:
             if self.schedule.due(len(self.runs)):
                 self._autosave()
 
+    def record_closed_runs(self, runs: Sequence[tuple[RunContent, dict[str, ParamValue]]]) -> None:
+        """Record runs closed elsewhere (an ``Experiment.sweep`` batch; ids from :meth:`allocate_ids`):
+        memory, then one journal write for the whole batch, then the autosave policy."""
+        with self.lock:
+            if not self.writable:
+                raise LifecycleError(f"Experiment {self.requested} is no longer unsealed; {len(runs)} sweep run(s) not recorded")
+            for run, params in runs:
+                self.runs[run.run_id] = run
+                if params:
+                    self.params[run.run_id] = params
+            self._journal(runs=runs, new_blobs=[blob for run, _ in runs for blob in run_blobs(run)])
+            if self.schedule.due(len(self.runs)):
+                self._autosave()
+
+    def allocate_ids(self, count: int) -> range:
+        """``count`` fresh run ids for :meth:`record_closed_runs` (never reused, like ``allocate_run``)."""
+        with self.lock:
+            start = self.next_run_id
+            self.next_run_id += count
+            return range(start, start + count)
+
     # --- attachments ----------------------------------------------------------------------
 
     def reserve_attachment(self, name: str) -> None:

@@ -1,0 +1,403 @@
+"""``Experiment.sweep``: one Run per parameter dict, computed on any executor, recorded by the driver.
+
+The *driver* is the process that calls ``sweep``; it owns the Experiment and is
+its only writer. Each parameter dict becomes one task, ``fn(recorder, params)``,
+run on the executor's workers with a
+:class:`~ommx_experiment.lifecycle.sweep_task.SweepRecorder`; the task returns a
+:class:`~ommx_experiment.lifecycle.sweep_task.TaskResult` (descriptors, plus
+inline payloads when the worker cannot see the registry root), and the driver
+records it as one closed Run. Results that arrived together are recorded with
+one journal write (``Session.record_closed_runs``), so the driver's cost per run
+falls as the workers get ahead of it. A sweep never needs several processes
+writing one experiment.
+
+Exactly once: every task carries a key ``<sweep token>-<index>``; the driver
+records the first result for a key and drops any later one (an engine that ran
+a task again after a worker died). A future that fails in the engine (a worker
+that died for good, a result that could not be sent) is recorded as a ``failed``
+run with the engine's error as its reason, like a task that raised.
+
+Resume (``resume=True``): a dict is skipped when a ``finished`` run of the
+experiment carries the same parameters (:func:`param_key`: canonical JSON of
+the dict; a run may carry more parameters than the dict names).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import secrets
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..edges.progress import task_progress
+from ..errors import InvalidArgumentTypeError, InvalidInputError, LifecycleError, ParameterOverflowError, RegistryError
+from ..format.codec import FAILED, FINISHED, INTERRUPTED
+from ..format.content import AttachmentContent, RunContent
+from ..format.run_params import FLOAT64, INT64, value_type
+from .reason import lifecycle_reason
+from .session import failure_outcome, failure_status
+from .sweep_engines import as_executor
+from .sweep_task import TaskResult, TaskSpec, as_param, execute, run_task
+
+if TYPE_CHECKING:
+    import concurrent.futures as cf
+    from collections.abc import Callable, Iterable, Sequence
+    from pathlib import Path
+
+    from ..engine.blobstore import BlobStore
+    from ..format.run_params import ParamValue
+    from .sweep_task import SweepRecorder
+
+__all__ = ["SweepSummary", "param_key", "sweep"]
+
+log = logging.getLogger(__name__)
+
+WINDOW = 1024  # tasks submitted and not yet recorded: bounds driver memory for huge sweeps
+BATCH = 256  # results recorded by one journal write (only what has already arrived is batched)
+
+
+@dataclass(frozen=True, slots=True)
+class SweepSummary:
+    """What ``Experiment.sweep`` did.
+
+    ``finished``/``failed``/``interrupted``: runs recorded by this call, by status.
+    ``skipped``: dicts that already had a finished run (``resume=True``).
+    ``run_ids``: for each parameter dict, in the order given, the run recorded
+    for it now or, when skipped, the finished run that matched it.
+    """
+
+    finished: int
+    failed: int
+    interrupted: int
+    skipped: int
+    run_ids: tuple[int, ...]
+    seconds: float
+
+    def __repr__(self) -> str:
+        return (
+            f"SweepSummary(finished={self.finished}, failed={self.failed}, interrupted={self.interrupted}, "
+            f"skipped={self.skipped}, seconds={self.seconds:.3f})"
+        )
+
+
+def sweep(
+    experiment: Any,
+    fn: Callable[[SweepRecorder, dict[str, ParamValue]], Any],
+    parameters: Iterable[Mapping[str, Any]],
+    *,
+    executor: object = None,
+    resume: bool = False,
+) -> SweepSummary:
+    """Run ``fn(recorder, params)`` once per dict and record each as one Run; see ``Experiment.sweep``."""
+    started = time.perf_counter()
+    session = experiment._session_or_raise()
+    if session.store_trace:
+        raise LifecycleError("Experiment.sweep does not capture traces on workers; use an Experiment without store_trace=True")
+    if not callable(fn):
+        raise InvalidArgumentTypeError(f"fn must be callable as fn(recorder, params), got {type(fn).__name__}")
+    engine = None if executor is None else as_executor(executor)
+    dicts = check_parameters(parameters)
+    run_ids: list[int | None] = [None] * len(dicts)
+    if resume:
+        for index, run_id in match_finished(experiment, dicts).items():
+            run_ids[index] = run_id
+    skipped = sum(run_id is not None for run_id in run_ids)
+    pending = [i for i, run_id in enumerate(run_ids) if run_id is None]
+    blobs = session.registry.blobs
+    driver = _Driver(experiment, blobs, secrets.token_hex(6), dicts)
+    name = str(session.requested)
+    with task_progress(f"sweep {name}", len(pending)) as advance:
+        if engine is None:
+            _run_here(driver, fn, pending, run_ids, advance)
+        else:
+            _run_on(engine, driver, fn, pending, run_ids, advance)
+    counts = driver.counts
+    assert all(run_id is not None for run_id in run_ids)
+    return SweepSummary(
+        counts[FINISHED], counts[FAILED], counts[INTERRUPTED], skipped,
+        tuple(r for r in run_ids if r is not None), time.perf_counter() - started,
+    )
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+
+def _run_here(driver: _Driver, fn: Any, pending: list[int], run_ids: list[int | None], advance: Any) -> None:
+    """No executor: each task runs in this thread, writing straight into the CAS."""
+    for index in pending:
+        result, error = execute(fn, driver.spec(index, pins=None), blobs=driver.blobs)
+        run_ids[index] = driver.record([result])[0]
+        advance(1)
+        if error is not None and not isinstance(error, Exception):
+            raise error  # KeyboardInterrupt / SystemExit in this process: recorded, then the sweep stops
+
+
+def _run_on(engine: cf.Executor, driver: _Driver, fn: Any, pending: list[int], run_ids: list[int | None], advance: Any) -> None:
+    """Submit at most :data:`WINDOW` tasks ahead; record each result as it arrives."""
+    pins = str(driver.blobs.pins_dir())
+    done: queue.SimpleQueue[cf.Future[TaskResult]] = queue.SimpleQueue()
+    inflight: dict[cf.Future[TaskResult], int] = {}
+    todo = iter(pending)
+    try:
+        while True:
+            while len(inflight) < WINDOW and (index := next(todo, None)) is not None:
+                future = engine.submit(run_task, fn, driver.spec(index, pins=pins))
+                inflight[future] = index
+                future.add_done_callback(done.put)
+            if not inflight:
+                break
+            try:
+                batch = [done.get(timeout=0.5)]  # a timeout keeps Ctrl-C responsive
+            except queue.Empty:
+                continue
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < BATCH:  # everything that arrived meanwhile: one journal write
+                    batch.append(done.get_nowait())
+            indices = [inflight.pop(future) for future in batch]
+            results = [_outcome(future, driver.spec(index, pins=pins)) for future, index in zip(batch, indices, strict=True)]
+            for index, run_id in zip(indices, driver.record(results), strict=True):
+                run_ids[index] = run_id
+            advance(len(batch))
+    except BaseException:
+        for future in inflight:
+            future.cancel()
+        raise
+    finally:
+        driver.drop_pins(pins)
+
+
+def _outcome(future: cf.Future[TaskResult], spec: TaskSpec) -> TaskResult:
+    """The task's result, or a ``failed`` result carrying the engine's error."""
+    try:
+        result = future.result()
+    except BaseException as exc:  # the engine failed the task (worker died for good, cancelled, unpicklable)
+        status = failure_status(type(exc))
+        return TaskResult(spec.key, spec.index, status, lifecycle_reason(exc), dict(spec.params))
+    if not isinstance(result, TaskResult):
+        reason = f"LifecycleError: the executor returned {type(result).__name__}, not a sweep task result"
+        return TaskResult(spec.key, spec.index, FAILED, reason, dict(spec.params))
+    return result
+
+
+# --- recording -----------------------------------------------------------------------------------------
+
+
+class _Driver:
+    """Records task results into the experiment, once per task key, a batch per journal write."""
+
+    def __init__(self, experiment: Any, blobs: BlobStore, token: str, dicts: list[dict[str, ParamValue]]) -> None:
+        self.experiment = experiment
+        self.blobs = blobs
+        self.token = token
+        self.dicts = dicts
+        self.root = str(os.path.abspath(blobs.root))
+        self.host = socket.gethostname()
+        self.recorded: dict[str, int] = {}
+        self.counts: dict[str, int] = {FINISHED: 0, FAILED: 0, INTERRUPTED: 0}
+
+    def spec(self, index: int, *, pins: str | None) -> TaskSpec:
+        return TaskSpec(f"{self.token}-{index}", index, self.dicts[index], self.root, pins, self.host)
+
+    def record(self, results: Sequence[TaskResult]) -> list[int]:
+        """Record ``results`` as closed runs with one journal write; the run id of each.
+
+        A key recorded before (by this call or an earlier one) is not recorded again:
+        its run id is the first one's.
+        """
+        fresh: dict[str, TaskResult] = {}
+        for result in results:
+            if result.key in self.recorded or result.key in fresh:
+                log.info("sweep task %s delivered again (worker %s): recorded once", result.key, result.worker)
+                _unlink(result.pin)
+            else:
+                fresh[result.key] = self._with_payloads(result)
+        if fresh:
+            session = self.experiment._session_or_raise()
+            ids = session.allocate_ids(len(fresh))
+            closed = [closed_run(run_id, result) for run_id, result in zip(ids, fresh.values(), strict=True)]
+            session.record_closed_runs(closed)
+            for (run, _), result in zip(closed, fresh.values(), strict=True):
+                _unlink(result.pin)  # the journal row (or this process's lease) protects the blobs from here on
+                self.recorded[result.key] = run.run_id
+                self.counts[run.status] = self.counts.get(run.status, 0) + 1
+        return [self.recorded[result.key] for result in results]
+
+    def _with_payloads(self, result: TaskResult) -> TaskResult:
+        """Store inline payloads in the CAS; lease and check the blobs a worker stored.
+
+        A blob that cannot be stored or is missing makes the run ``failed`` (with
+        that error as reason) and drops what it logged.
+        """
+        seen: set[str] = set()
+        try:
+            for desc in result.descriptors():
+                if desc.digest in seen:
+                    continue
+                seen.add(desc.digest)
+                data = result.inline.get(desc.digest)
+                if data is not None:
+                    self.blobs.put_bytes(data, expected_digest=desc.digest)
+                else:
+                    self.blobs.adopt(desc.digest, desc.size)
+        except (RegistryError, OSError) as exc:
+            return TaskResult(result.key, result.index, FAILED, lifecycle_reason(exc), result.params,
+                              pin=result.pin, worker=result.worker)
+        return result
+
+    def drop_pins(self, pins: str) -> None:
+        """Remove pin files of this sweep that no recorded result named (attempts lost with a worker)."""
+        prefix = f"{self.token}-"
+        with contextlib.suppress(OSError), os.scandir(pins) as entries:
+            for entry in entries:
+                if entry.name.startswith(prefix):
+                    _unlink(entry.path)
+
+
+def closed_run(run_id: int, result: TaskResult) -> tuple[RunContent, dict[str, ParamValue]]:
+    """The closed Run that records ``result`` under ``run_id``, and its parameters.
+
+    Parameters are checked again as ``Run.log_parameter`` checks them; a value
+    refused turns a ``finished`` task into a ``failed`` run with that error as
+    reason, keeping every other value.
+    """
+    status, reason = result.status, result.reason
+    params: dict[str, ParamValue] = {}
+    for name, value in result.params.items():
+        try:
+            if not isinstance(name, str):
+                raise InvalidArgumentTypeError(f"argument 'name': expected str, got {type(name).__name__}")
+            params[name] = as_param(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            if status == FINISHED:
+                status, reason = failure_outcome(type(exc), exc)
+    attachments = AttachmentContent(
+        {a.name: a.descriptor for a in result.attachments},
+        {a.name: a.filename for a in result.attachments if a.filename is not None},
+    )
+    content = RunContent(run_id, status, None if status == FINISHED else reason, attachments, None, result.solves, result.samplings)
+    return content, params
+
+
+def _unlink(path: str | Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+# --- parameters and resume -------------------------------------------------------------------------------
+
+
+def check_parameters(parameters: Iterable[Mapping[str, Any]]) -> list[dict[str, ParamValue]]:
+    """Each dict normalised (numpy scalars → Python values); every problem raised before any task runs.
+
+    Values must be bool, int64, float or str; within the sweep a column keeps one
+    type (int then float widens to float, as on commit).
+    """
+    if isinstance(parameters, Mapping | str | bytes):
+        raise InvalidArgumentTypeError("parameters must be an iterable of dicts, e.g. [{'seed': 0}, {'seed': 1}]")
+    kinds: dict[str, str] = {}
+    out: list[dict[str, ParamValue]] = []
+    for i, params in enumerate(parameters):
+        if not isinstance(params, Mapping):
+            raise InvalidArgumentTypeError(f"parameters[{i}]: expected a dict of parameters, got {type(params).__name__}")
+        row: dict[str, ParamValue] = {}
+        for name, raw in params.items():
+            if not isinstance(name, str):
+                raise InvalidArgumentTypeError(f"parameters[{i}]: parameter names must be str, got {name!r}")
+            row[name] = value = _normalise(i, name, raw)
+            kind, known = value_type(value), kinds.get(name)
+            if known is None or known == kind or {known, kind} == {INT64, FLOAT64}:
+                kinds[name] = FLOAT64 if {known, kind} == {INT64, FLOAT64} else kind
+            else:
+                raise InvalidInputError(
+                    f"parameters[{i}][{name!r}]: a {kind} value, but earlier dicts made column {name!r} {known}"
+                )
+        out.append(row)
+    return out
+
+
+def _normalise(i: int, name: str, raw: object) -> ParamValue:
+    try:
+        return as_param(raw)
+    except ParameterOverflowError as exc:
+        raise ParameterOverflowError(f"parameters[{i}][{name!r}]: {exc}") from exc
+    except TypeError as exc:
+        raise InvalidArgumentTypeError(f"parameters[{i}][{name!r}]: {exc}") from exc
+
+
+def param_key(params: Mapping[str, ParamValue]) -> str:
+    """The canonical JSON that decides whether two parameter dicts are equal (resume).
+
+    Names sorted; each value tagged by kind: booleans (``["b", true]``) never equal
+    numbers, strings (``["s", "1"]``) never equal numbers, and numbers compare by
+    value: ``1`` and ``1.0`` are equal (a column that widened int to float keeps
+    matching), NaN equals NaN, ``-0.0`` equals ``0``.
+    """
+    return json.dumps([[name, *_tagged(params[name])] for name in sorted(params)], separators=(",", ":"), ensure_ascii=False)
+
+
+def _tagged(value: object) -> tuple[str, Any]:
+    if hasattr(value, "item") and not isinstance(value, bool | int | float | str):
+        value = value.item()  # numpy scalar read back from a DataFrame
+    if isinstance(value, bool):
+        return "b", value
+    if isinstance(value, int):
+        return "n", value
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n", "nan"
+        if math.isinf(value):
+            return "n", "inf" if value > 0 else "-inf"
+        if value.is_integer():
+            return "n", int(value)
+        return "n", value
+    return "s", str(value)
+
+
+def match_finished(experiment: Any, dicts: list[dict[str, ParamValue]]) -> dict[int, int]:
+    """``{dict index: run id}`` for dicts that a finished run of ``experiment`` already covers.
+
+    A finished run covers a dict when it carries every name of the dict with an
+    equal value (:func:`param_key`); each run covers at most one dict of a sweep
+    that lists equal dicts several times (the lowest run ids first).
+    """
+    finished = [run.run_id for run in experiment.runs if run.status == FINISHED]
+    if not finished or not dicts:
+        return {}
+    rows = _param_rows(experiment.run_parameters_df(), set(finished))
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, params in enumerate(dicts):
+        groups.setdefault(tuple(sorted(params)), []).append(i)
+    matched: dict[int, int] = {}
+    for names, indices in groups.items():
+        pool: dict[str, list[int]] = {}
+        for run_id in finished:
+            row = rows.get(run_id, {})
+            if all(name in row for name in names):
+                pool.setdefault(param_key({name: row[name] for name in names}), []).append(run_id)
+        for i in indices:
+            candidates = pool.get(param_key(dicts[i]))
+            if candidates:
+                matched[i] = candidates.pop(0)
+    return matched
+
+
+def _param_rows(frame: Any, wanted: set[int]) -> dict[int, dict[str, Any]]:
+    """``{run id: {name: value}}`` from ``run_parameters_df()`` (missing values left out)."""
+    import pandas as pd
+
+    rows: dict[int, dict[str, Any]] = {run_id: {} for run_id in wanted}
+    index = [int(run_id) for run_id in frame.index.tolist()]
+    for column in frame.columns:
+        for run_id, value in zip(index, frame[column].tolist(), strict=True):
+            if run_id in wanted and value is not None and value is not pd.NA:
+                rows[run_id][str(column)] = value
+    return rows
