@@ -22,7 +22,7 @@ from ommx_experiment import Experiment, ExtraNotInstalledError, SweepSummary
 from ommx_experiment.errors import InvalidArgumentTypeError, InvalidInputError, LifecycleError, ParameterOverflowError
 from ommx_experiment.lifecycle.sweep import _Driver, param_key
 from ommx_experiment.lifecycle.sweep_engines import require_extra
-from ommx_experiment.lifecycle.sweep_task import TaskSpec, execute, run_task
+from ommx_experiment.lifecycle.sweep_task import TaskResult, TaskSpec, execute, run_task
 
 NAME = "example.com/team/sweep:v1"
 KEYS = ["seed", "capacity", "scale", "tag", "odd"]
@@ -301,3 +301,54 @@ def test_progress_bar_is_drawn_on_a_terminal_only(monkeypatch: pytest.MonkeyPatc
                 drawn += chunk
     os.close(master)
     assert b"sweep example.com/team/sweep:v1" in drawn and b"3/3" in drawn
+
+
+# --- column types and shared experiments ---------------------------------------------------------------------
+
+
+def test_a_dict_that_conflicts_with_the_experiments_column_types_is_refused_up_front() -> None:
+    exp = Experiment(NAME)
+    exp.sweep(st.failing_task, [{"seed": 0, "x": 1}])
+    with pytest.raises(InvalidInputError, match=r"parameters\[1\]\['x'\]: Run parameter `x` is a int64 column .* string value 'four'"):
+        exp.sweep(st.failing_task, [{"seed": 2}, {"seed": 4, "x": "four"}])
+    assert len(exp.runs) == 1
+
+
+def test_a_task_parameter_that_conflicts_fails_that_run_and_keeps_its_other_values() -> None:
+    exp = Experiment(NAME)
+    summary = exp.sweep(st.typed_task, [{"seed": 0}, {"seed": 1}, {"seed": 2}])
+    assert (summary.finished, summary.failed) == (2, 1)
+    rows = {row["params"]["seed"]: row for row in run_rows(exp)}
+    assert rows[1]["status"] == "failed" and "y" not in rows[1]["params"] and rows[1]["params"]["done"] is True
+    assert rows[1]["reason"].startswith("ParameterTypeError: Run parameter `y` is a float64 column")
+    assert rows[2]["params"]["y"] == 2.0  # int joins the float column
+    exp.commit()
+
+
+def test_resume_on_a_joined_experiment_sees_every_writers_runs() -> None:
+    params = [{"seed": 2 * i} for i in range(10)]
+    first = Experiment.join(NAME)
+    first.sweep(st.failing_task, params[:5])
+    second = Experiment.join(NAME)  # another writer of the same shared experiment
+    summary = second.sweep(st.failing_task, params, resume=True)
+    assert (summary.skipped, summary.finished) == (5, 5)
+    assert sorted(r["params"]["seed"] for r in run_rows(first)) == [2 * i for i in range(10)]
+    second.commit()
+    assert len(Experiment.load(NAME).runs) == 10
+
+
+def test_conflicting_types_within_one_recorded_batch_fail_the_later_run_only() -> None:
+    exp = Experiment(NAME)
+    blobs = exp._session_or_raise().registry.blobs
+    driver = _Driver(exp, blobs, "tok", [{"seed": 0}, {"seed": 1}, {"seed": 2}])
+    batch = [
+        TaskResult("tok-0", 0, "finished", None, {"seed": 0, "z": 1}),
+        TaskResult("tok-1", 1, "finished", None, {"seed": 1, "z": True}),
+        TaskResult("tok-2", 2, "finished", None, {"seed": 2, "z": 2.5}),
+    ]
+    assert driver.record(batch) == [0, 1, 2]
+    rows = run_rows(exp)
+    assert [r["status"] for r in rows] == ["finished", "failed", "finished"]
+    assert rows[1]["params"] == {"seed": 1} and rows[1]["reason"].startswith("ParameterTypeError: Run parameter `z` is a int64")
+    assert exp.run_parameters_df()["z"].tolist()[::2] == [1.0, 2.5]
+    exp.commit()

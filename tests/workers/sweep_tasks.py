@@ -70,6 +70,12 @@ def failing_task(run: Any, params: dict[str, Any]) -> None:
         raise ValueError(f"odd seed {params['seed']}\n  (multi-line)")
 
 
+def typed_task(run: Any, params: dict[str, Any]) -> None:
+    """Logs ``y``: 1.5, then "text", then 2 for seeds 0, 1, 2 (a column type conflict for seed 1); and ``done``."""
+    run.log_parameter("y", (1.5, "text", 2)[params["seed"]])
+    run.log_parameter("done", True)
+
+
 def raising_task(run: Any, params: dict[str, Any]) -> None:
     """Always raises (a failed run for any dict)."""
     raise RuntimeError("no luck")

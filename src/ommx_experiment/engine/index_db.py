@@ -88,6 +88,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE IF NOT EXISTS oxe_journal_attachments ("
         " session_id TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY(session_id, name))",
     ),
+    # shared unsealed experiments: many writers per session (format/journal.py, spec/experiment.md)
+    (
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN next_run_id INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN columns TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN sealing TEXT",
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN slot_digest TEXT",
+        "UPDATE oxe_journal_sessions SET next_run_id = COALESCE(json_extract(header, '$.next_run_id'), 0)",
+        "CREATE TABLE IF NOT EXISTS oxe_journal_writers ("
+        " writer_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,"
+        " started_at TEXT NOT NULL, pin_digest TEXT)",
+        "CREATE INDEX IF NOT EXISTS oxe_journal_writers_session ON oxe_journal_writers(session_id)",
+        "CREATE TABLE IF NOT EXISTS oxe_journal_sealed ("
+        " session_id TEXT PRIMARY KEY, requested_name TEXT NOT NULL, manifest_digest TEXT NOT NULL,"
+        " sealed_at TEXT NOT NULL)",
+    ),
 ]
 
 def _all_migrations() -> list[tuple[str, ...]]:

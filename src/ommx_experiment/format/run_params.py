@@ -126,7 +126,13 @@ _CONVERT: dict[str, Callable[[Any], ParamValue]] = {BOOL: bool, INT64: int, FLOA
 
 
 def normalise_param(value: object) -> ParamValue:
-    """``value`` as the builtin bool/int/float/str it is stored as; :func:`value_type`'s errors."""
+    """``value`` as the builtin bool/int/float/str it is stored as; :func:`value_type`'s errors.
+
+    numpy scalars (``np.int64``, ``np.float32``, ``np.bool_``, ``np.str_``, …) are
+    taken as their Python values (``.item()``): a superset of what OMMX accepts.
+    """
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
     return _CONVERT[value_type(value)](value)
 
 

@@ -38,7 +38,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..edges.progress import task_progress
-from ..errors import InvalidArgumentTypeError, InvalidInputError, LifecycleError, ParameterOverflowError, RegistryError
+from ..errors import (
+    InvalidArgumentTypeError,
+    InvalidInputError,
+    LifecycleError,
+    ParameterOverflowError,
+    ParameterTypeError,
+    RegistryError,
+)
 from ..format.codec import FAILED, FINISHED, INTERRUPTED
 from ..format.content import AttachmentContent, RunContent
 from ..format.run_params import FLOAT64, INT64, value_type
@@ -62,6 +69,7 @@ log = logging.getLogger(__name__)
 
 WINDOW = 1024  # tasks submitted and not yet recorded: bounds driver memory for huge sweeps
 BATCH = 256  # results recorded by one journal write (only what has already arrived is batched)
+_TYPE_RACE_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +113,12 @@ def sweep(
         raise InvalidArgumentTypeError(f"fn must be callable as fn(recorder, params), got {type(fn).__name__}")
     engine = None if executor is None else as_executor(executor)
     dicts = check_parameters(parameters)
+    for i, params in enumerate(dicts):
+        for name, value in params.items():
+            try:
+                session.check_param(name, value)  # the types the experiment's closed runs established
+            except ParameterTypeError as exc:
+                raise InvalidInputError(f"parameters[{i}][{name!r}]: {exc}") from exc
     run_ids: list[int | None] = [None] * len(dicts)
     if resume:
         for index, run_id in match_finished(experiment, dicts).items():
@@ -220,15 +234,23 @@ class _Driver:
             else:
                 fresh[result.key] = self._with_payloads(result)
         if fresh:
-            session = self.experiment._session_or_raise()
-            ids = session.allocate_ids(len(fresh))
-            closed = [closed_run(run_id, result) for run_id, result in zip(ids, fresh.values(), strict=True)]
-            session.record_closed_runs(closed)
-            for (run, _), result in zip(closed, fresh.values(), strict=True):
+            batch = list(fresh.values())
+            for (run, _), result in zip(self._write(batch), batch, strict=True):
                 _unlink(result.pin)  # the journal row (or this process's lease) protects the blobs from here on
                 self.recorded[result.key] = run.run_id
                 self.counts[run.status] = self.counts.get(run.status, 0) + 1
         return [self.recorded[result.key] for result in results]
+
+    def _write(self, results: list[TaskResult]) -> list[tuple[RunContent, dict[str, ParamValue]]]:
+        """One journal write for the batch; retried when another writer changed a column type meanwhile."""
+        session = self.experiment._session_or_raise()
+        for attempt in range(_TYPE_RACE_RETRIES):
+            try:  # runs come back in the order of ``results``
+                return session.record_closed_runs(len(results), _builder(results, _Columns(session)))
+            except ParameterTypeError:
+                if attempt == _TYPE_RACE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _with_payloads(self, result: TaskResult) -> TaskResult:
         """Store inline payloads in the CAS; lease and check the blobs a worker stored.
@@ -261,23 +283,49 @@ class _Driver:
                     _unlink(entry.path)
 
 
-def closed_run(run_id: int, result: TaskResult) -> tuple[RunContent, dict[str, ParamValue]]:
+class _Columns:
+    """Column types for one batch: those every writer's closed runs established, then the batch's own."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.kinds: dict[str, str] = {}
+
+    def check(self, name: str, value: ParamValue) -> None:
+        """``ParameterTypeError`` when ``value`` cannot join column ``name``; else the column takes it."""
+        self.session.check_param(name, value)
+        kind, known = value_type(value), self.kinds.get(name)
+        if known is not None and known != kind and {known, kind} != {INT64, FLOAT64}:
+            raise ParameterTypeError(name, known, kind, value)
+        self.kinds[name] = FLOAT64 if {known, kind} == {INT64, FLOAT64} else kind
+
+
+def _builder(results: list[TaskResult], columns: _Columns) -> Callable[[int], tuple[RunContent, dict[str, ParamValue]]]:
+    pending = iter(results)
+    return lambda run_id: closed_run(run_id, next(pending), columns.check)
+
+
+def closed_run(
+    run_id: int, result: TaskResult, check: Callable[[str, ParamValue], None]
+) -> tuple[RunContent, dict[str, ParamValue]]:
     """The closed Run that records ``result`` under ``run_id``, and its parameters.
 
-    Parameters are checked again as ``Run.log_parameter`` checks them; a value
-    refused turns a ``finished`` task into a ``failed`` run with that error as
-    reason, keeping every other value.
+    Each parameter is checked as ``Run.log_parameter`` checks it (``check``: the
+    column types); a value refused is left out and turns a ``finished`` task into
+    a ``failed`` run with that error as reason.
     """
     status, reason = result.status, result.reason
     params: dict[str, ParamValue] = {}
-    for name, value in result.params.items():
+    for name, raw in result.params.items():
         try:
             if not isinstance(name, str):
                 raise InvalidArgumentTypeError(f"argument 'name': expected str, got {type(name).__name__}")
-            params[name] = as_param(value)
+            value = as_param(raw)
+            check(name, value)
         except (TypeError, ValueError, OverflowError) as exc:
             if status == FINISHED:
                 status, reason = failure_outcome(type(exc), exc)
+            continue
+        params[name] = value
     attachments = AttachmentContent(
         {a.name: a.descriptor for a in result.attachments},
         {a.name: a.filename for a in result.attachments if a.filename is not None},
