@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers.sweep_support import dict_counts, pin_files, picture, run_rows
+from helpers.sweep_support import dict_counts, picture, pin_files, run_rows
 from workers import sweep_tasks as st
 
 from ommx_experiment import Experiment, ExtraNotInstalledError, SweepSummary
@@ -218,7 +218,7 @@ def test_sweep_refuses_sealed_and_store_trace_experiments_and_bad_executors() ->
     exp.commit()
     with pytest.raises(LifecycleError, match="read-only"):
         exp.sweep(st.failing_task, [{"seed": 0}])
-    with pytest.raises(InvalidArgumentTypeError, match="concurrent.futures.Executor"):
+    with pytest.raises(InvalidArgumentTypeError, match=r"concurrent\.futures\.Executor"):
         Experiment("example.com/team/other:v1").sweep(st.failing_task, [{"seed": 0}], executor=object())
     pytest.importorskip("opentelemetry.sdk")
     with pytest.raises(LifecycleError, match="store_trace"):

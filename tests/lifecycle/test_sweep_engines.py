@@ -82,42 +82,44 @@ def _check_all_finished_once(exp: Experiment, n: int) -> None:
 # --- Dask --------------------------------------------------------------------------------------------------
 
 
-def test_dask_sweep_of_100_tasks_with_one_highs_solve_each(dask_client: Any, registry_root: Path) -> None:
-    exp = Experiment("example.com/team/dask:v1")
-    summary = exp.sweep(st.solve_task, st.parameters(100), executor=dask_client.get_executor())
-    assert (summary.finished, summary.failed, summary.skipped) == (100, 0, 0)
-    _check_all_finished_once(exp, 100)
-    assert pin_files(registry_root) == []
-    exp.commit()
-    assert len(Experiment.load("example.com/team/dask:v1").runs) == 100
-
-
-def test_dask_worker_sigkilled_mid_sweep_every_dict_recorded_once(dask_client: Any, registry_root: Path) -> None:
-    """SIGKILL one worker process once 20 runs are recorded: Dask reruns its tasks elsewhere, nothing twice."""
+def test_dask_sweep_of_100_tasks_survives_a_worker_sigkill_every_dict_recorded_once(
+    dask_client: Any, registry_root: Path
+) -> None:
+    """100 tasks, one HiGHS solve each; one worker process SIGKILLed once 20 runs are recorded
+    (mid-task: every task sleeps 30 ms first). Dask reruns its tasks elsewhere; nothing is recorded twice."""
     victim = next(iter(dask_client.run(os.getpid).values()))
-    exp = Experiment("example.com/team/dask-kill:v1")
+    exp = Experiment("example.com/team/dask:v1")
     session = exp._session_or_raise()
     killed = threading.Event()
 
     def kill_when_busy() -> None:
         deadline = time.monotonic() + 60
-        while len(session.runs) < 20 and time.monotonic() < deadline:
+        while session.closed < 20 and time.monotonic() < deadline:  # runs this session recorded
             time.sleep(0.005)
         os.kill(victim, signal.SIGKILL)
         killed.set()
 
     killer = threading.Thread(target=kill_when_busy, daemon=True)
     killer.start()
-    summary = exp.sweep(st.slow_solve_task, st.parameters(100), executor=dask_client)  # a Client is accepted too
+    summary = exp.sweep(st.slow_solve_task, st.parameters(100), executor=dask_client.get_executor())
     killer.join(10)
     assert killed.is_set()
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)
-    assert (summary.finished, summary.failed) == (100, 0)
+    assert (summary.finished, summary.failed, summary.skipped) == (100, 0, 0)
     _check_all_finished_once(exp, 100)
     assert pin_files(registry_root) == []  # the killed attempt's pin went with the sweep
     exp.commit()
-    assert len(Experiment.load("example.com/team/dask-kill:v1").runs) == 100
+    assert len(Experiment.load("example.com/team/dask:v1").runs) == 100
+
+
+def test_a_dask_client_is_accepted_and_failures_keep_their_reason(dask_client: Any) -> None:
+    exp = Experiment("example.com/team/dask-fail:v1")
+    summary = exp.sweep(st.failing_task, [{"seed": i} for i in range(6)], executor=dask_client)
+    assert (summary.finished, summary.failed) == (3, 3)
+    assert {r["reason"] for r in run_rows(exp) if r["status"] == "failed"} == {
+        f"ValueError: odd seed {i} (multi-line)" for i in (1, 3, 5)
+    }
 
 
 # --- Ray ----------------------------------------------------------------------------------------------------

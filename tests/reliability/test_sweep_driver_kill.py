@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers.sweep_support import dict_counts, pin_files, picture
+from helpers.sweep_support import dict_counts, picture, pin_files
 from workers import sweep_tasks as st
 
 from ommx_experiment import Experiment, gc

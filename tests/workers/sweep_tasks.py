@@ -134,9 +134,8 @@ def _drive(argv: list[str]) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from workers import sweep_tasks as tasks  # workers import it by this name, not as __main__
-
     from ommx_experiment import Experiment
+    from workers import sweep_tasks as tasks  # workers import it by this name, not as __main__
 
     name, n, marks = argv[0], int(argv[1]), argv[2]
     resume = "--resume" in argv

@@ -6,10 +6,11 @@ run on the executor's workers with a
 :class:`~ommx_experiment.lifecycle.sweep_task.SweepRecorder`; the task returns a
 :class:`~ommx_experiment.lifecycle.sweep_task.TaskResult` (descriptors, plus
 inline payloads when the worker cannot see the registry root), and the driver
-records it as one closed Run. Results that arrived together are recorded with
-one journal write (``Session.record_closed_runs``), so the driver's cost per run
-falls as the workers get ahead of it. A sweep never needs several processes
-writing one experiment.
+records it as one closed Run. Results are recorded in batches, one journal
+write each (``Session.record_closed_runs``): a result waits at most
+:data:`FLUSH_SECONDS` for others, so the driver's cost per run falls as the
+workers get ahead of it. A sweep never needs several processes writing one
+experiment.
 
 Exactly once: every task carries a key ``<sweep token>-<index>``; the driver
 records the first result for a key and drops any later one (an engine that ran
@@ -68,7 +69,8 @@ __all__ = ["SweepSummary", "param_key", "sweep"]
 log = logging.getLogger(__name__)
 
 WINDOW = 1024  # tasks submitted and not yet recorded: bounds driver memory for huge sweeps
-BATCH = 256  # results recorded by one journal write (only what has already arrived is batched)
+BATCH = 256  # at most this many results per journal write
+FLUSH_SECONDS = 0.2  # a result waits at most this long for others to share its journal write
 _TYPE_RACE_RETRIES = 3
 
 
@@ -146,20 +148,25 @@ def sweep(
 
 def _run_here(driver: _Driver, fn: Any, pending: list[int], run_ids: list[int | None], advance: Any) -> None:
     """No executor: each task runs in this thread, writing straight into the CAS."""
+    batch = _Batch(driver, run_ids, advance)
     for index in pending:
         result, error = execute(fn, driver.spec(index, pins=None), blobs=driver.blobs)
-        run_ids[index] = driver.record([result])[0]
-        advance(1)
+        batch.add(index, result)
         if error is not None and not isinstance(error, Exception):
+            batch.flush()
             raise error  # KeyboardInterrupt / SystemExit in this process: recorded, then the sweep stops
+        if batch.due():
+            batch.flush()
+    batch.flush()
 
 
 def _run_on(engine: cf.Executor, driver: _Driver, fn: Any, pending: list[int], run_ids: list[int | None], advance: Any) -> None:
-    """Submit at most :data:`WINDOW` tasks ahead; record each result as it arrives."""
+    """Submit at most :data:`WINDOW` tasks ahead; record results in batches as they arrive."""
     pins = str(driver.blobs.pins_dir())
     done: queue.SimpleQueue[cf.Future[TaskResult]] = queue.SimpleQueue()
     inflight: dict[cf.Future[TaskResult], int] = {}
     todo = iter(pending)
+    batch = _Batch(driver, run_ids, advance)
     try:
         while True:
             while len(inflight) < WINDOW and (index := next(todo, None)) is not None:
@@ -168,24 +175,67 @@ def _run_on(engine: cf.Executor, driver: _Driver, fn: Any, pending: list[int], r
                 future.add_done_callback(done.put)
             if not inflight:
                 break
-            try:
-                batch = [done.get(timeout=0.5)]  # a timeout keeps Ctrl-C responsive
-            except queue.Empty:
-                continue
+            arrived: list[cf.Future[TaskResult]] = []
             with contextlib.suppress(queue.Empty):
-                while len(batch) < BATCH:  # everything that arrived meanwhile: one journal write
-                    batch.append(done.get_nowait())
-            indices = [inflight.pop(future) for future in batch]
-            results = [_outcome(future, driver.spec(index, pins=pins)) for future, index in zip(batch, indices, strict=True)]
-            for index, run_id in zip(indices, driver.record(results), strict=True):
-                run_ids[index] = run_id
-            advance(len(batch))
+                arrived.append(done.get(timeout=batch.wait()))  # a timeout keeps Ctrl-C responsive
+                while True:
+                    arrived.append(done.get_nowait())
+            for future in arrived:
+                index = inflight.pop(future)
+                batch.add(index, _outcome(future, driver.spec(index, pins=pins)))
+            if batch.due() or not inflight:
+                batch.flush()
+        batch.flush()
     except BaseException:
         for future in inflight:
             future.cancel()
+        batch.flush_quietly()  # tasks that finished are worth keeping
         raise
     finally:
         driver.drop_pins(pins)
+
+
+class _Batch:
+    """Results waiting for one journal write: written when :data:`FLUSH_SECONDS` have passed
+    since the first arrived, when :data:`BATCH` are waiting, or when nothing else can arrive."""
+
+    def __init__(self, driver: _Driver, run_ids: list[int | None], advance: Any) -> None:
+        self.driver = driver
+        self.run_ids = run_ids
+        self.advance = advance
+        self.indices: list[int] = []
+        self.results: list[TaskResult] = []
+        self.since = 0.0
+
+    def add(self, index: int, result: TaskResult) -> None:
+        if not self.results:
+            self.since = time.monotonic()
+        self.indices.append(index)
+        self.results.append(result)
+
+    def due(self) -> bool:
+        return bool(self.results) and (len(self.results) >= BATCH or time.monotonic() - self.since >= FLUSH_SECONDS)
+
+    def wait(self) -> float:
+        """How long to wait for more results before this batch is due."""
+        if not self.results:
+            return 0.5
+        return max(0.0, FLUSH_SECONDS - (time.monotonic() - self.since))
+
+    def flush(self) -> None:
+        if not self.results:
+            return
+        run_ids = self.driver.record(self.results)  # raises: the batch stays (flush_quietly may retry it)
+        for index, run_id in zip(self.indices, run_ids, strict=True):
+            self.run_ids[index] = run_id
+        self.advance(len(run_ids))
+        self.indices, self.results = [], []
+
+    def flush_quietly(self) -> None:
+        try:
+            self.flush()
+        except Exception as exc:  # the error that stopped the sweep matters more
+            log.warning("sweep: %d finished task(s) not recorded: %s", len(self.results), exc)
 
 
 def _outcome(future: cf.Future[TaskResult], spec: TaskSpec) -> TaskResult:
