@@ -20,8 +20,9 @@ from workers import sweep_tasks as st
 
 from ommx_experiment import Experiment, ExtraNotInstalledError, SweepSummary
 from ommx_experiment.errors import InvalidArgumentTypeError, InvalidInputError, LifecycleError, ParameterOverflowError
-from ommx_experiment.lifecycle.sweep import _Driver, param_key
+from ommx_experiment.lifecycle.sweep import _Driver
 from ommx_experiment.lifecycle.sweep_engines import require_extra
+from ommx_experiment.lifecycle.sweep_params import param_key
 from ommx_experiment.lifecycle.sweep_task import TaskResult, TaskSpec, execute, run_task
 
 NAME = "example.com/team/sweep:v1"

@@ -19,16 +19,14 @@ that died for good, a result that could not be sent) is recorded as a ``failed``
 run with the engine's error as its reason, like a task that raised.
 
 Resume (``resume=True``): a dict is skipped when a ``finished`` run of the
-experiment carries the same parameters (:func:`param_key`: canonical JSON of
-the dict; a run may carry more parameters than the dict names).
+experiment carries the same parameters (:func:`~ommx_experiment.lifecycle.sweep_params.param_key`:
+canonical JSON of the dict; a run may carry more parameters than the dict names).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import os
 import queue
 import secrets
@@ -41,9 +39,7 @@ from typing import TYPE_CHECKING, Any
 from ..edges.progress import task_progress
 from ..errors import (
     InvalidArgumentTypeError,
-    InvalidInputError,
     LifecycleError,
-    ParameterOverflowError,
     ParameterTypeError,
     RegistryError,
 )
@@ -53,6 +49,7 @@ from ..format.run_params import FLOAT64, INT64, value_type
 from .reason import lifecycle_reason
 from .session import failure_outcome, failure_status
 from .sweep_engines import as_executor
+from .sweep_params import check_parameters, match_finished
 from .sweep_task import TaskResult, TaskSpec, as_param, execute, run_task
 
 if TYPE_CHECKING:
@@ -64,7 +61,7 @@ if TYPE_CHECKING:
     from ..format.run_params import ParamValue
     from .sweep_task import SweepRecorder
 
-__all__ = ["SweepSummary", "param_key", "sweep"]
+__all__ = ["SweepSummary", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +111,7 @@ def sweep(
     if not callable(fn):
         raise InvalidArgumentTypeError(f"fn must be callable as fn(recorder, params), got {type(fn).__name__}")
     engine = None if executor is None else as_executor(executor)
-    dicts = check_parameters(parameters)
-    for i, params in enumerate(dicts):
-        for name, value in params.items():
-            try:
-                session.check_param(name, value)  # the types the experiment's closed runs established
-            except ParameterTypeError as exc:
-                raise InvalidInputError(f"parameters[{i}][{name!r}]: {exc}") from exc
+    dicts = check_parameters(parameters, session.check_param)
     run_ids: list[int | None] = [None] * len(dicts)
     if resume:
         for index, run_id in match_finished(experiment, dicts).items():
@@ -388,114 +379,3 @@ def _unlink(path: str | Path | None) -> None:
     if path is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-
-
-# --- parameters and resume -------------------------------------------------------------------------------
-
-
-def check_parameters(parameters: Iterable[Mapping[str, Any]]) -> list[dict[str, ParamValue]]:
-    """Each dict normalised (numpy scalars → Python values); every problem raised before any task runs.
-
-    Values must be bool, int64, float or str; within the sweep a column keeps one
-    type (int then float widens to float, as on commit).
-    """
-    if isinstance(parameters, Mapping | str | bytes):
-        raise InvalidArgumentTypeError("parameters must be an iterable of dicts, e.g. [{'seed': 0}, {'seed': 1}]")
-    kinds: dict[str, str] = {}
-    out: list[dict[str, ParamValue]] = []
-    for i, params in enumerate(parameters):
-        if not isinstance(params, Mapping):
-            raise InvalidArgumentTypeError(f"parameters[{i}]: expected a dict of parameters, got {type(params).__name__}")
-        row: dict[str, ParamValue] = {}
-        for name, raw in params.items():
-            if not isinstance(name, str):
-                raise InvalidArgumentTypeError(f"parameters[{i}]: parameter names must be str, got {name!r}")
-            row[name] = value = _normalise(i, name, raw)
-            kind, known = value_type(value), kinds.get(name)
-            if known is None or known == kind or {known, kind} == {INT64, FLOAT64}:
-                kinds[name] = FLOAT64 if {known, kind} == {INT64, FLOAT64} else kind
-            else:
-                raise InvalidInputError(
-                    f"parameters[{i}][{name!r}]: a {kind} value, but earlier dicts made column {name!r} {known}"
-                )
-        out.append(row)
-    return out
-
-
-def _normalise(i: int, name: str, raw: object) -> ParamValue:
-    try:
-        return as_param(raw)
-    except ParameterOverflowError as exc:
-        raise ParameterOverflowError(f"parameters[{i}][{name!r}]: {exc}") from exc
-    except TypeError as exc:
-        raise InvalidArgumentTypeError(f"parameters[{i}][{name!r}]: {exc}") from exc
-
-
-def param_key(params: Mapping[str, ParamValue]) -> str:
-    """The canonical JSON that decides whether two parameter dicts are equal (resume).
-
-    Names sorted; each value tagged by kind: booleans (``["b", true]``) never equal
-    numbers, strings (``["s", "1"]``) never equal numbers, and numbers compare by
-    value: ``1`` and ``1.0`` are equal (a column that widened int to float keeps
-    matching), NaN equals NaN, ``-0.0`` equals ``0``.
-    """
-    return json.dumps([[name, *_tagged(params[name])] for name in sorted(params)], separators=(",", ":"), ensure_ascii=False)
-
-
-def _tagged(value: object) -> tuple[str, Any]:
-    if hasattr(value, "item") and not isinstance(value, bool | int | float | str):
-        value = value.item()  # numpy scalar read back from a DataFrame
-    if isinstance(value, bool):
-        return "b", value
-    if isinstance(value, int):
-        return "n", value
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "n", "nan"
-        if math.isinf(value):
-            return "n", "inf" if value > 0 else "-inf"
-        if value.is_integer():
-            return "n", int(value)
-        return "n", value
-    return "s", str(value)
-
-
-def match_finished(experiment: Any, dicts: list[dict[str, ParamValue]]) -> dict[int, int]:
-    """``{dict index: run id}`` for dicts that a finished run of ``experiment`` already covers.
-
-    A finished run covers a dict when it carries every name of the dict with an
-    equal value (:func:`param_key`); each run covers at most one dict of a sweep
-    that lists equal dicts several times (the lowest run ids first).
-    """
-    finished = [run.run_id for run in experiment.runs if run.status == FINISHED]
-    if not finished or not dicts:
-        return {}
-    rows = _param_rows(experiment.run_parameters_df(), set(finished))
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, params in enumerate(dicts):
-        groups.setdefault(tuple(sorted(params)), []).append(i)
-    matched: dict[int, int] = {}
-    for names, indices in groups.items():
-        pool: dict[str, list[int]] = {}
-        for run_id in finished:
-            row = rows.get(run_id, {})
-            if all(name in row for name in names):
-                pool.setdefault(param_key({name: row[name] for name in names}), []).append(run_id)
-        for i in indices:
-            candidates = pool.get(param_key(dicts[i]))
-            if candidates:
-                matched[i] = candidates.pop(0)
-    return matched
-
-
-def _param_rows(frame: Any, wanted: set[int]) -> dict[int, dict[str, Any]]:
-    """``{run id: {name: value}}`` from ``run_parameters_df()`` (missing values left out)."""
-    import pandas as pd
-
-    rows: dict[int, dict[str, Any]] = {run_id: {} for run_id in wanted}
-    index = [int(run_id) for run_id in frame.index.tolist()]
-    for column in frame.columns:
-        for run_id, value in zip(index, frame[column].tolist(), strict=True):
-            if run_id in wanted and value is not None and value is not pd.NA:
-                rows[run_id][str(column)] = value
-    return rows
