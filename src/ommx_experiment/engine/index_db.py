@@ -351,6 +351,6 @@ def _begin_immediate(conn: sqlite3.Connection, path: Path, step: str) -> None:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise RegistryError(f"Failed to begin {step} in {path}: {exc}") from exc
             if time.monotonic() > deadline:
-                raise RegistryError(f"Failed to begin {step} in {path}: {exc} (waited 60 s)") from exc
+                raise RegistryError(f"Failed to begin {step} in {path}: {exc} (waited {BUSY_TIMEOUT_MS / 1000:g} s)") from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.5)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
+from ..engine import index_db
 from ..engine.clock import now_timestamp, parse_timestamp
 from ..engine.index_db import connect, write_transaction
 from ..engine.names import ImageName, checkpoint_name
@@ -58,7 +59,7 @@ from .content import AttachmentContent, ExperimentContent, RunContent, SolveCont
 from .run_log import CLOSED, OPEN, OpenRun, RunLog, read_log
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from ..engine.registry import LocalRegistry
     from .codec import ExperimentConfig
@@ -309,6 +310,7 @@ class Journal:
         self._lock: WriterLock | None = None
         self._ids: list[int] = []
         self._block = 1
+        self._parsed: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] = {}  # run rows already decoded
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -477,16 +479,21 @@ class Journal:
             recorded = self._append_slow(run, params, body, blobs)
         if not recorded:
             self._keep_late(run, params, blobs)
+        self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))
 
     def _append_fast(self, run_id: int, body: str) -> bool:
         row = (self.session_id, run_id, body, self.session_id)
         conn = _journal_conn(self.registry)
+        started = time.monotonic()
         try:
             return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1  # autocommit: one implicit transaction
-        except sqlite3.OperationalError as exc:  # e.g. SQLITE_BUSY_SNAPSHOT, which skips the busy handler
-            if "locked" not in str(exc) and "busy" not in str(exc):
+        except sqlite3.OperationalError as exc:
+            # SQLITE_BUSY_SNAPSHOT and friends skip the busy handler: retry in a BEGIN IMMEDIATE,
+            # unless the busy handler already waited its whole budget (a lock held for long).
+            waited = time.monotonic() - started
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or waited >= 0.9 * index_db.BUSY_TIMEOUT_MS / 1000:
                 raise JournalWriteError(self.unsaved_message(run_id, exc)) from exc
         with journal_write(self.registry, f"journal {self.requested} run {run_id}") as conn:
             return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1
@@ -529,7 +536,8 @@ class Journal:
         """
         blobs = _unique(blob for run, _ in runs for blob in run_blobs(run))
         pin = self._publish_pin(blobs) if blobs else self.pin_digest
-        rows = [(self.session_id, run.run_id, run_body(run, params), self.session_id) for run, params in runs]
+        bodies = [run_body(run, params) for run, params in runs]
+        rows = [(self.session_id, run.run_id, body, self.session_id) for (run, _), body in zip(runs, bodies, strict=True)]
         with journal_write(self.registry, f"journal {self.requested}: {len(rows)} sweep run(s)") as conn:
             columns = _session_columns(conn, self.session_id)
             before = dict(columns)
@@ -543,6 +551,8 @@ class Journal:
                 conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.columns = columns
         self.pin_digest = pin
+        for (run, params), body in zip(runs, bodies, strict=True):
+            self._parsed[run.run_id] = (body, run, dict(params))
 
     def unsaved_message(self, run_id: int, exc: BaseException) -> str:
         return (
@@ -608,6 +618,10 @@ class Journal:
 
     # --- run-level logs of open runs ----------------------------------------------------------------
 
+    def log_append(self) -> Callable[[tuple[Any, ...]], None]:
+        """The append of this writer's open-run log (a no-op once the writer left)."""
+        return self.log.append if self.log is not None else _ignore
+
     def log_open(self, record: tuple[Any, ...]) -> None:
         """Append a record about an open run to this writer's open-run log (started journals only)."""
         if self.log is not None:
@@ -671,9 +685,25 @@ class Journal:
             )
         self.columns = columns
 
+    def has_attachment(self, name: str) -> bool:
+        """True when some writer already added the experiment-level attachment ``name``."""
+        rows = self.registry.db.query(
+            "SELECT 1 FROM oxe_journal_attachments WHERE session_id = ? AND name = ?", (self.session_id, name)
+        )
+        return bool(rows)
+
+    def header_and_count(self) -> tuple[JournalHeader, int] | None:
+        """The session's header and its number of closed runs, without reading the runs."""
+        with self.registry.db.read() as conn:
+            row = conn.execute("SELECT header FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,)).fetchone()
+            if row is None:
+                return None
+            count = conn.execute("SELECT count(*) FROM oxe_journal_runs WHERE session_id = ?", (self.session_id,)).fetchone()
+        return JournalHeader.parse(str(row[0])), int(count[0])
+
     def snapshot(self) -> JournalSnapshot | None:
         """Every writer's closed runs and attachments, in one consistent read."""
-        return _read_session(self.registry, session_id=self.session_id) if self.session_id else None
+        return _read_session(self.registry, session_id=self.session_id, cache=self._parsed) if self.session_id else None
 
     # --- recovery and commit --------------------------------------------------------------------------------
 
@@ -892,6 +922,10 @@ class Journal:
         return stored.digest
 
 
+def _ignore(record: tuple[Any, ...]) -> None:
+    return None
+
+
 _INSERT_RUN = "INSERT OR REPLACE INTO oxe_journal_runs VALUES (?, ?, ?)"
 _INSERT_RUN_IF_OPEN = (
     "INSERT INTO oxe_journal_runs SELECT ?, ?, ? WHERE EXISTS "
@@ -1103,11 +1137,96 @@ def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName) -> None:
         registry.remove(ref, expected_digest=digest)
 
 
+def settle(registry: LocalRegistry, requested: ImageName) -> None:
+    """Finish or undo a commit of ``requested`` whose committer died midway (before anyone reads the journal).
+
+    The committer marks the session ``sealing`` with the manifest digest before it
+    publishes the ref. Dead with the ref at that digest: the commit happened, only
+    its cleanup is left, so the journal is dropped (with a tombstone). Dead before
+    that: the mark is cleared and the experiment is unsealed again.
+    """
+    rows = registry.db.query(
+        "SELECT session_id, sealing FROM oxe_journal_sessions WHERE requested_name = ? AND sealing IS NOT NULL",
+        (str(requested),),
+    )
+    if not rows or not _sealer_dead(registry.root, str(rows[0][1])):
+        return
+    session_id, (_, _, digest) = str(rows[0][0]), str(rows[0][1]).partition(" ")
+    journal = Journal(registry, requested, session_id)
+    if digest and registry.resolve(requested) == digest:
+        with contextlib.suppress(Exception):  # the OMMX-format slot, as commit would
+            registry.remove(checkpoint_ref(registry, requested))
+        journal.discard(digest)
+        return
+    with journal_write(registry, f"journal {requested}: undo a dead commit") as conn:
+        conn.execute(
+            "UPDATE oxe_journal_sessions SET sealing = NULL WHERE session_id = ? AND sealing = ?", (session_id, rows[0][1])
+        )
+
+
 def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:
     """Drop the journal of ``requested`` whoever wrote it (and its pins)."""
     with journal_write(registry, f"journal discard {requested}") as conn:
         _drop_journal(conn, str(requested))
     _remove_pins(registry, requested)
+
+
+def _decode_rows(
+    rows: list[Any], cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None
+) -> list[tuple[RunContent, dict[str, ParamValue], int | None]]:
+    if cache is None:
+        return [_parse_run_row(str(body)) for _, body in rows]
+    out: list[tuple[RunContent, dict[str, ParamValue], int | None]] = []
+    seen: set[int] = set()
+    for run_id, body in rows:
+        text = str(body)
+        hit = cache.get(run_id)
+        if hit is not None and hit[0] == text:
+            out.append((hit[1], hit[2], hit[1].finished_ns))
+        else:
+            run, params, closed_ns = _parse_run_row(text)
+            cache[run_id] = (text, run, params)
+            out.append((run, params, closed_ns))
+        seen.add(run_id)
+    for stale in set(cache) - seen:
+        del cache[stale]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHead:
+    """What restore needs to choose between the journal and an OMMX-format slot (no rows decoded)."""
+
+    session_id: str
+    updated_at: str
+    slot_digest: str | None
+
+
+def journal_head(registry: LocalRegistry, requested: ImageName) -> JournalHead | None:
+    """The journal of ``requested``: session id, ``updated_at`` (newest close included), our last slot digest."""
+    with registry.db.read() as conn:
+        row = conn.execute(
+            "SELECT session_id, updated_at, slot_digest FROM oxe_journal_sessions WHERE requested_name = ?",
+            (str(requested),),
+        ).fetchone()
+        if row is None:
+            return None
+        newest = conn.execute(
+            "SELECT MAX(json_extract(body, '$[5]')) FROM oxe_journal_runs WHERE session_id = ? "
+            "AND json_type(body) = 'array'",
+            (row[0],),
+        ).fetchone()[0]
+    updated_at = str(row[1])
+    if isinstance(newest, int):
+        closed = datetime.fromtimestamp(newest / 1e9, UTC)
+        if closed > parse_timestamp(updated_at):
+            updated_at = closed.isoformat()
+    return JournalHead(str(row[0]), updated_at, None if row[2] is None else str(row[2]))
+
+
+def has_journal(registry: LocalRegistry, requested: ImageName) -> bool:
+    """True when ``requested`` has a journal (an unsealed draft), without reading it."""
+    return bool(registry.db.query("SELECT 1 FROM oxe_journal_sessions WHERE requested_name = ?", (str(requested),)))
 
 
 def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapshot | None:
@@ -1116,8 +1235,13 @@ def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapsh
 
 
 def _read_session(
-    registry: LocalRegistry, *, requested: ImageName | None = None, session_id: str | None = None
+    registry: LocalRegistry,
+    *,
+    requested: ImageName | None = None,
+    session_id: str | None = None,
+    cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None = None,
 ) -> JournalSnapshot | None:
+    """One session's snapshot; ``cache`` (run id → body, decoded row) spares decoding rows seen before."""
     with registry.db.read() as conn:
         if session_id is not None:
             row = conn.execute(
@@ -1134,7 +1258,9 @@ def _read_session(
         if row is None:
             return None
         sid = str(row[0])
-        run_rows = conn.execute("SELECT body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)).fetchall()
+        run_rows = conn.execute(
+            "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)
+        ).fetchall()
         att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
     descriptors: dict[str, Descriptor] = {}
     filenames: dict[str, str] = {}
@@ -1143,7 +1269,7 @@ def _read_session(
         descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
         if obj.get("filename") is not None:
             filenames[str(name)] = str(obj["filename"])
-    parsed = [_parse_run_row(str(body)) for (body,) in run_rows]
+    parsed = _decode_rows(run_rows, cache)
     updated_at = str(row[2])
     newest_ns = max((ns for _, _, ns in parsed if ns is not None), default=None)
     if newest_ns is not None:  # run rows carry their own close time

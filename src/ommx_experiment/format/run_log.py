@@ -34,6 +34,7 @@ import marshal
 import mmap
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,56 +44,79 @@ from ..errors import RegistryError
 MAGIC = b"OXERLOG1"
 HEADER = 16
 _RECORD = struct.Struct("<II")
+_pack = _RECORD.pack
+_dumps = marshal.dumps
+_crc32 = zlib.crc32
 _INITIAL_SIZE = 1 << 20
 
 OPEN, PARAM, ATTACHMENT, SOLVE, SAMPLING, TRACE, CLOSED, DROPPED = "o", "p", "a", "s", "m", "t", "c", "d"
 
 
 class RunLog:
-    """The append side, owned by one writer (not thread-safe: callers hold the session lock)."""
+    """The append side, owned by one writer; safe to call from several threads."""
 
     def __init__(self, path: os.PathLike[str] | str) -> None:
         self.path = os.fspath(path)
         try:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.ftruncate(self._fd, _INITIAL_SIZE)
+            _allocate(self._fd, 0, _INITIAL_SIZE)
             self._mm = mmap.mmap(self._fd, _INITIAL_SIZE)
         except OSError as exc:
             raise RegistryError(f"Failed to create the open-run log {self.path}: {exc}") from exc
         self._size = _INITIAL_SIZE
         self._mm[0:HEADER] = MAGIC + bytes(HEADER - len(MAGIC))
         self._pos = HEADER
+        self._lock = threading.Lock()
 
     def append(self, record: tuple[Any, ...]) -> None:
-        """Append one record; it survives the process from the moment this returns."""
-        data = marshal.dumps(record)
-        end = self._pos + _RECORD.size + len(data)
-        if end + _RECORD.size > self._size:
-            self._grow(end + _RECORD.size)
-        self._mm[self._pos : end] = _RECORD.pack(len(data), zlib.crc32(data)) + data
-        self._pos = end
+        """Append one record; it survives the process from the moment this returns (a no-op once closed)."""
+        data = _dumps(record)
+        framed = _pack(len(data), _crc32(data)) + data
+        with self._lock:
+            pos = self._pos
+            end = pos + len(framed)
+            if end + 8 > self._size:
+                if self._fd < 0:
+                    return
+                self._grow(end + 8)
+            self._mm[pos:end] = framed
+            self._pos = end
 
     def reset(self) -> None:
         """Forget every record (no run of this writer is open any more)."""
-        self._mm[HEADER : self._pos] = bytes(self._pos - HEADER)
-        self._pos = HEADER
+        with self._lock:
+            if self._fd < 0:
+                return
+            self._mm[HEADER : self._pos] = bytes(self._pos - HEADER)
+            self._pos = HEADER
 
     def close(self) -> None:
-        if self._fd >= 0:
-            self._mm.close()
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                self._mm.close()
+                os.close(self._fd)
+                self._fd = -1
+                self._size = 0  # every later append takes the (no-op) slow path
 
     def _grow(self, needed: int) -> None:
         size = self._size
         while size < needed:
             size *= 2
         try:
-            os.ftruncate(self._fd, size)
+            _allocate(self._fd, self._size, size - self._size)
             self._mm.resize(size)
         except OSError as exc:
             raise RegistryError(f"Failed to grow the open-run log {self.path} to {size} bytes: {exc}") from exc
         self._size = size
+
+
+def _allocate(fd: int, offset: int, length: int) -> None:
+    """Reserve the blocks now: a store into a mapped page the file system cannot back is SIGBUS.
+
+    ``posix_fallocate`` fails with ENOSPC at once on a full disk, where a sparse
+    ``ftruncate`` would let a later append kill the process.
+    """
+    os.posix_fallocate(fd, offset, length)
 
 
 def read_records(data: bytes) -> list[tuple[Any, ...]]:

@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..format import run_params as rp
 from ..format.codec import CHECKPOINT_STATUSES, FINISHED
-from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal
+from ..format.journal import checkpoint_ref, checkpoint_updated_at, has_journal, journal_head, settle
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
 from .run import Run, SealedRun
@@ -194,7 +194,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
         """
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
-        if read_journal(registry, requested) is None:
+        settle(registry, requested)
+        if not has_journal(registry, requested):
             committed = registry.resolve(requested)
             if committed is not None:
                 raise LifecycleError(f"Experiment {requested} is already committed as {committed}; it cannot be joined")
@@ -218,7 +219,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
         """
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
-        journal = read_journal(registry, requested)
+        settle(registry, requested)
+        journal = journal_head(registry, requested)
         slot = checkpoint_updated_at(registry, requested)
         if journal is None and slot is None:
             raise LifecycleError(

@@ -278,11 +278,11 @@ class Session:
             self.carried_attachments.clear()
             self.carried_filenames.clear()
             if self.join:
-                snapshot = self.journal.snapshot()
-                if snapshot is not None:
-                    self.annotations = dict(snapshot.header.annotations)
-                    self.subject = snapshot.header.subject
-                    self.closed = len(snapshot.runs)
+                found = self.journal.header_and_count()
+                if found is not None:
+                    header, self.closed = found
+                    self.annotations = dict(header.annotations)
+                    self.subject = header.subject
                     self.schedule = AutosaveSchedule(self.schedule.policy, self.closed)
 
     def recover(self) -> list[int]:
@@ -424,7 +424,8 @@ class Session:
 
     def reserve_attachment(self, name: str) -> None:
         with self.lock:
-            if name in (self.view().attachments if self.journal.started else self.carried_attachments):
+            taken = self.journal.has_attachment(name) if self.journal.started else name in self.carried_attachments
+            if taken:
                 raise LifecycleError(f"Attachment `{name}` already exists")
 
     def add_attachment(self, name: str, desc: Descriptor, filename: str | None) -> None:
