@@ -10,6 +10,7 @@ import contextlib
 import json
 import multiprocessing
 import pickle
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -353,3 +354,33 @@ def test_conflicting_types_within_one_recorded_batch_fail_the_later_run_only() -
     assert rows[1]["params"] == {"seed": 1} and rows[1]["reason"].startswith("ParameterTypeError: Run parameter `z` is a int64")
     assert exp.run_parameters_df()["z"].tolist()[::2] == [1.0, 2.5]
     exp.commit()
+
+
+def test_ctrl_c_in_the_driver_keeps_what_finished_and_resume_does_the_rest(
+    pool: ProcessPoolExecutor, tmp_path: Path
+) -> None:
+    """KeyboardInterrupt while the driver waits (tasks 4+ held until then): pending futures are
+    cancelled, what finished is recorded once, and a resumed sweep runs exactly the rest."""
+    import _thread
+    import threading
+
+    gate = tmp_path / "gate"
+    params = [{"seed": 2 * i, "gate": str(gate)} for i in range(16)]
+    exp = Experiment(NAME)
+    session = exp._session_or_raise()
+
+    def interrupt_when_some_are_recorded() -> None:
+        while session.closed < 2:
+            time.sleep(0.005)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_when_some_are_recorded, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        exp.sweep(st.gated_task, params, executor=pool)
+    gate.touch()
+    done = sorted(row["params"]["seed"] for row in run_rows(exp))
+    assert 2 <= len(done) <= 4 and len(set(done)) == len(done)
+    assert all(row["status"] == "finished" for row in run_rows(exp))
+    summary = exp.sweep(st.gated_task, params, executor=pool, resume=True)
+    assert (summary.skipped, summary.finished) == (len(done), 16 - len(done))
+    assert sorted(row["params"]["seed"] for row in run_rows(exp)) == [2 * i for i in range(16)]

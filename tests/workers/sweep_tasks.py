@@ -76,6 +76,15 @@ def typed_task(run: Any, params: dict[str, Any]) -> None:
     run.log_parameter("done", True)
 
 
+def gated_task(run: Any, params: dict[str, Any]) -> None:
+    """Tasks from index 4 on wait (up to 60 s) until the file ``params['gate']`` exists."""
+    if run.task_index >= 4:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(params["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    run.log_parameter("passed", True)
+
+
 def raising_task(run: Any, params: dict[str, Any]) -> None:
     """Always raises (a failed run for any dict)."""
     raise RuntimeError("no luck")

@@ -216,17 +216,20 @@ class _Batch:
     def flush(self) -> None:
         if not self.results:
             return
-        run_ids = self.driver.record(self.results)  # raises: the batch stays (flush_quietly may retry it)
-        for index, run_id in zip(self.indices, run_ids, strict=True):
-            self.run_ids[index] = run_id
-        self.advance(len(run_ids))
+        # Taken out first: a flush that raised (perhaps after its journal write) is never retried,
+        # so no result can be recorded twice.
+        indices, results = self.indices, self.results
         self.indices, self.results = [], []
+        for index, run_id in zip(indices, self.driver.record(results), strict=True):
+            self.run_ids[index] = run_id
+        self.advance(len(results))
 
     def flush_quietly(self) -> None:
+        waiting = len(self.results)
         try:
             self.flush()
         except Exception as exc:  # the error that stopped the sweep matters more
-            log.warning("sweep: %d finished task(s) not recorded: %s", len(self.results), exc)
+            log.warning("sweep: %d finished task(s) not recorded: %s", waiting, exc)
 
 
 def _outcome(future: cf.Future[TaskResult], spec: TaskSpec) -> TaskResult:
