@@ -13,12 +13,15 @@ Columns: ``seconds`` (the ``sweep`` call: engine start-up excluded, reported as
 ``startup_s``), ``speedup`` (serial seconds / these seconds), ``record_ms``
 (driver time spent recording results, per run: storing/leasing payloads and the
 journal write, batched when results arrive together), ``batch`` (mean runs per
-journal write) and ``task_ms`` (mean task time inside the worker). Warm-up: the
-first 4 tasks of each engine are a separate sweep, not counted (worker imports).
+journal write), ``task_ms`` (mean task time inside the worker) and ``load1`` (the
+machine's 1-minute load average around the case: on 2 cores, 2 workers only run at
+full speed when nothing else does; compare ``task_ms`` with the serial row). Warm-up:
+the first 4 tasks of each engine are a separate sweep, not counted (worker imports).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from _common import REPO_ROOT, run_python, scratch_dir
@@ -86,12 +89,15 @@ if __name__ == "__main__":
 
 
 def _case(engine: str) -> dict[str, float]:
+    before = os.getloadavg()[0]
     with scratch_dir() as scratch:
         root = Path(scratch) / "registry"
         code = _DRIVER.format(engine=engine, size=SIZE, warmup=WARMUP, tasks=TASKS)
         src, bench = REPO_ROOT / "src", Path(__file__).resolve().parent
         env = {"OMMX_LOCAL_REGISTRY_ROOT": str(root), "PYTHONPATH": f"{bench}:{src}"}
-        return dict(run_python(code, env=env, cwd=bench).data)
+        data = dict(run_python(code, env=env, cwd=bench).data)
+    data["load"] = (before + os.getloadavg()[0]) / 2
+    return data
 
 
 def run() -> list[dict[str, object]]:
@@ -113,6 +119,7 @@ def run() -> list[dict[str, object]]:
                 "batch": round(data["runs"] / data["batches"], 1),
                 "task_ms": round(1000 * data["task_s"] / data["runs"], 1),
                 "startup_s": round(data["startup_s"], 2),
+                "load1": round(data["load"], 1),
             }
         )
     return rows
