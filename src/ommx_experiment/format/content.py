@@ -75,7 +75,12 @@ class SolveContent:
 
 @dataclass(frozen=True, slots=True)
 class RunContent:
-    """A closed Run holding descriptors."""
+    """A closed Run holding descriptors.
+
+    ``started_ns``/``finished_ns`` (``time.time_ns()`` at ``Experiment.run()`` and at
+    close) are ours: the config has no place for them (:mod:`~ommx_experiment.format.run_meta`
+    writes them to the ``runs.parquet`` layer); None when unknown (runs written by OMMX).
+    """
 
     run_id: int
     status: str = FINISHED

@@ -311,6 +311,7 @@ class Journal:
         self._ids: list[int] = []
         self._block = 1
         self._parsed: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] = {}  # run rows already decoded
+        self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -345,6 +346,7 @@ class Journal:
             raise
         self.pin_digest = pin
         self.started = True
+        self._forget_dropped()
 
     def _start_in(
         self,
@@ -375,7 +377,7 @@ class Journal:
                 raise LifecycleError(f"Experiment {name} is being committed by another process; it cannot be joined now")
         else:
             if row is not None:  # a new session replaces the draft of the name, as in OMMX
-                _drop_journal(conn, name)
+                self._dropped += _replace_journal(conn, self.registry.root, self.requested)
             self.session_id = self.session_id if (self.session_id and not join) else uuid.uuid4().hex
             next_id = max((r.run_id for r, _ in runs), default=-1) + 1
             self.columns = _columns_of((p for _, p in runs), {})
@@ -649,8 +651,8 @@ class Journal:
             conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
 
-    def note_checkpoint(self, manifest_digest: str) -> None:
-        """Remember that our OMMX-format checkpoint slot now holds ``manifest_digest``, built from this journal."""
+    def note_checkpoint(self, manifest_digest: str | None) -> None:
+        """Remember that the OMMX-format slot holds ``manifest_digest``, an autosave copy of this journal (None: not a copy)."""
         with journal_write(self.registry, f"journal {self.requested}: checkpoint") as conn:
             conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
 
@@ -843,10 +845,12 @@ class Journal:
                 )
             row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
             if row is not None and (self.session_id is None or row[0] == self.session_id):
-                _drop_journal(conn, name)
+                self._dropped += _drop_journal(conn, name)
             if self.session_id is not None:
                 _drop_session(conn, self.session_id)
-        _remove_pins(self.registry, self.requested)
+                conn.execute("DELETE FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,))
+                self._dropped.append(self.session_id)
+        self._forget_dropped()
 
     def move(self, new_name: ImageName) -> None:
         """Rename: the session and its pins follow to ``new_name`` (an older journal there is replaced)."""
@@ -858,13 +862,17 @@ class Journal:
             other = conn.execute(
                 "SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (str(new_name),)
             ).fetchone()
-            if other is not None:
-                _drop_journal(conn, str(new_name))
+            if other is not None and other[0] != self.session_id:
+                dropped = _replace_journal(conn, self.registry.root, new_name)
+            else:
+                dropped = []
             conn.execute(
                 "UPDATE oxe_journal_sessions SET requested_name = ?, updated_at = ? WHERE session_id = ?",
                 (str(new_name), now_timestamp(), self.session_id),
             )
-        _move_pins(self.registry, old, new_name)
+        for session_id in dropped:
+            _remove_pins(self.registry, new_name, session_id)
+        _move_pins(self.registry, old, new_name, str(self.session_id))
 
     # --- leaving ---------------------------------------------------------------------------------------
 
@@ -918,8 +926,15 @@ class Journal:
             mt.GENERIC_ARTIFACT_TYPE, Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size), tuple(blobs), subject
         )
         stored = store.put_bytes(manifest.to_bytes())
-        self.registry.replace(writer_pin_name(self.registry.registry_id, self.requested, self.identity.writer_id), stored.digest)
+        pin = writer_pin_name(self.registry.registry_id, self.requested, str(self.session_id), self.identity.writer_id)
+        self.registry.replace(pin, stored.digest)
         return stored.digest
+
+    def _forget_dropped(self) -> None:
+        """Remove the pins of sessions this handle dropped (their rows are gone, so are their claims)."""
+        dropped, self._dropped = self._dropped, []
+        for session_id in dropped:
+            _remove_pins(self.registry, self.requested, session_id)
 
 
 def _ignore(record: tuple[Any, ...]) -> None:
@@ -1085,15 +1100,35 @@ def _drop_session(conn: Any, session_id: str) -> None:
         conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
 
-def _drop_journal(conn: Any, name: str) -> None:
+def _drop_journal(conn: Any, name: str) -> list[str]:
+    """Delete the session of ``name`` and its rows; returns the dropped session ids (their pins are the caller's)."""
     row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
     if row is None:
-        return
+        return []
     _drop_session(conn, str(row[0]))
     conn.execute("DELETE FROM oxe_journal_sessions WHERE requested_name = ?", (name,))
-    # Rows whose session lost its name earlier are unreachable: drop them too.
-    for table in ("oxe_journal_runs", "oxe_journal_attachments"):
-        conn.execute(f"DELETE FROM {table} WHERE session_id NOT IN (SELECT session_id FROM oxe_journal_sessions)")
+    return [str(row[0])]
+
+
+def _replace_journal(conn: Any, root: Path, requested: ImageName) -> list[str]:
+    """Make room for a new session of ``requested``; returns the session ids dropped.
+
+    The old session is dropped when no live writer has it (OMMX overwrites its slot);
+    with live writers it is detached under ``<name>-late-<session id[:8]>`` so that they
+    keep writing (and may still commit under the name, OMMX's ref-conflict rules deciding).
+    """
+    name = str(requested)
+    row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
+    if row is None:
+        return []
+    session_id = str(row[0])
+    writers = conn.execute("SELECT writer_id FROM oxe_journal_writers WHERE session_id = ?", (session_id,)).fetchall()
+    if any(is_alive(root, str(w)) for (w,) in writers):
+        detached = str(late_name(requested, session_id))
+        dropped = _drop_journal(conn, detached)
+        conn.execute("UPDATE oxe_journal_sessions SET requested_name = ? WHERE session_id = ?", (detached, session_id))
+        return dropped
+    return _drop_journal(conn, name)
 
 
 def late_name(requested: ImageName, session_id: str) -> ImageName:
@@ -1106,29 +1141,38 @@ def _is_tag(reference: str) -> bool:
     return ":" not in reference
 
 
-def writer_pin_name(registry_id: str, requested: ImageName, writer_id: str) -> ImageName:
-    """``…/checkpoint:pin-<sha256(name)>-<writer id[:16]>``: one pin chain per writer, hidden from listings."""
-    return pin_name(registry_id, requested).with_tag(f"pin-{name_hash(requested)}-{writer_id[:16]}")
+def writer_pin_name(registry_id: str, requested: ImageName, session_id: str, writer_id: str) -> ImageName:
+    """``…/checkpoint:pin-<sha256(name)>-<session id[:8]>-<writer id[:16]>``: one chain per writer, hidden from listings."""
+    return pin_name(registry_id, requested).with_tag(f"pin-{name_hash(requested)}-{session_id[:8]}-{writer_id[:16]}")
 
 
-def pin_refs(registry: LocalRegistry, requested: ImageName) -> list[ImageName]:
+def pin_refs(registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> list[ImageName]:
+    """The pin refs of ``requested``: of one session, or (None) every session's and the legacy single pin."""
     base = pin_name(registry.registry_id, requested)
-    rows = registry.db.query(
-        "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
-        (base.repository, base.reference, base.reference + "-%"),
-    )
+    if session_id is not None:
+        rows = registry.db.query(
+            "SELECT reference FROM refs WHERE name = ? AND reference LIKE ?",
+            (base.repository, f"{base.reference}-{session_id[:8]}-%"),
+        )
+    else:
+        rows = registry.db.query(
+            "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
+            (base.repository, base.reference, base.reference + "-%"),
+        )
     return [base.with_tag(str(ref)) for (ref,) in rows]
 
 
-def _remove_pins(registry: LocalRegistry, requested: ImageName) -> None:
-    for ref in pin_refs(registry, requested):
+def _remove_pins(registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> None:
+    for ref in pin_refs(registry, requested, session_id):
         registry.remove(ref)
+    if session_id is not None:  # a session started before per-session pins had the name's single pin
+        registry.remove(pin_name(registry.registry_id, requested))
 
 
-def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName) -> None:
+def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName, session_id: str) -> None:
     old_hash, new_hash = name_hash(old), name_hash(new)
     new_base = pin_name(registry.registry_id, new)
-    for ref in pin_refs(registry, old):
+    for ref in [*pin_refs(registry, old, session_id), pin_name(registry.registry_id, old)]:
         digest = registry.resolve(ref)
         if digest is None:
             continue
@@ -1167,8 +1211,9 @@ def settle(registry: LocalRegistry, requested: ImageName) -> None:
 def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:
     """Drop the journal of ``requested`` whoever wrote it (and its pins)."""
     with journal_write(registry, f"journal discard {requested}") as conn:
-        _drop_journal(conn, str(requested))
-    _remove_pins(registry, requested)
+        dropped = _drop_journal(conn, str(requested))
+    for session_id in dropped:
+        _remove_pins(registry, requested, session_id)
 
 
 def _decode_rows(
@@ -1212,10 +1257,18 @@ def journal_head(registry: LocalRegistry, requested: ImageName) -> JournalHead |
         if row is None:
             return None
         newest = conn.execute(
-            "SELECT MAX(json_extract(body, '$[5]')) FROM oxe_journal_runs WHERE session_id = ? "
-            "AND json_type(body) = 'array'",
+            "SELECT MAX(CASE WHEN json_valid(body) AND substr(body, 1, 1) = '[' THEN json_extract(body, '$[5]') END) "
+            "FROM oxe_journal_runs WHERE session_id = ?",
             (row[0],),
         ).fetchone()[0]
+        # SQLite's JSON rejects NaN/Infinity, which Python writes for non-finite parameters: decode those rows here
+        odd = conn.execute(
+            "SELECT body FROM oxe_journal_runs WHERE session_id = ? AND NOT json_valid(body)", (row[0],)
+        ).fetchall()
+    for (body,) in odd:
+        closed_ns = _parse_run_row(str(body))[2]
+        if closed_ns is not None and (not isinstance(newest, int) or closed_ns > newest):
+            newest = closed_ns
     updated_at = str(row[1])
     if isinstance(newest, int):
         closed = datetime.fromtimestamp(newest / 1e9, UTC)

@@ -452,7 +452,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
 
     def _build_for_commit(self, session: Session, view: Any) -> Any:
         try:
-            return session.build(FINISHED, parquet=True, view=view)
+            return session.build(FINISHED, parquet=True, view=view, provenance=self._provenance)
         except rp.MixedParameterTypesError as exc:
             self._fail_commit(str(exc))
             raise LifecycleError(str(exc)) from exc
@@ -575,7 +575,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
             subject=Descriptor(mt.OCI_MANIFEST, sealed.manifest_digest, size),
         )
         params = sealed.params_by_run()
-        session.carry([(r, params.get(r.run_id, {})) for r in sealed.content.runs], sealed.content.attachments)
+        from .analysis import timed_runs  # run timing rides along (our runs.parquet layer)
+
+        session.carry([(r, params.get(r.run_id, {})) for r in timed_runs(sealed)], sealed.content.attachments)
         return child
 
     def rename(self, image_name: str) -> None:
@@ -650,3 +652,53 @@ class Experiment(AttachmentWriter, AttachmentReader):
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(target, rp.encode_parquet(sealed.table(), sealed.run_ids()))
         return target
+
+    # --- analysis views (lifecycle.analysis, lifecycle.report) --------------------------------------------------
+
+    _provenance = True  # class default; set_provenance() overrides it per experiment
+
+    def set_provenance(self, enabled: bool) -> None:
+        """Record (default) or leave out the provenance layer at commit (``OMMX_EXPERIMENT_PROVENANCE=0``: never)."""
+        if not isinstance(enabled, bool):
+            raise InvalidArgumentTypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+        self._provenance = enabled
+
+    def _analysis_source(self) -> Any:
+        if self._sealed is not None:
+            return self._sealed
+        if self._session is None:
+            raise self._read_only_error()
+        return self._session
+
+    def runs_df(self) -> pd.DataFrame:
+        """One row per closed run (index ``run_id``): ``status``, ``lifecycle_reason``, ``started_at``,
+        ``finished_at``, ``duration_s``, ``solves``, ``samplings``, then every parameter under its own name."""
+        from .analysis import runs_frame
+
+        return runs_frame(self._analysis_source())
+
+    def solves_df(self) -> pd.DataFrame:
+        """One row per Solve and Sampling: run, adapter, status, objective, feasibility, sense, time, parameters."""
+        from .analysis import solves_frame
+
+        return solves_frame(self._analysis_source())
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """What was recorded at commit (time, versions, host, git commit), or None (unsealed, or none recorded)."""
+        if self._sealed is None:
+            return None
+        from .analysis import provenance
+
+        return provenance(self._sealed)
+
+    def report(self, path: str | os.PathLike[str]) -> Path:
+        """Write a self-contained HTML report (summary, run table, plots, lineage, provenance) to ``path``."""
+        from .report import experiment_report
+
+        return experiment_report(self, Path(path))
+
+    def _repr_html_(self) -> str:
+        from .report import experiment_card
+
+        return experiment_card(self)

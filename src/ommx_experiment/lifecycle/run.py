@@ -398,6 +398,11 @@ class SealedRun(AttachmentReader):
         view = solve.Solve if kind == "solves" else solve.Sampling
         return [view(self._blobs, call, self._keepalive) for call in calls]
 
+    def _repr_html_(self) -> str:
+        from .report import run_card
+
+        return run_card(self)
+
     def __repr__(self) -> str:
         c = self._content
         return (

@@ -163,13 +163,11 @@ class SealedState:
         return out
 
     def parquet_layer(self) -> Descriptor | None:
-        """Our Parquet run-parameter layer (always the last layer), if this artifact has one."""
-        if not self.manifest.layers:
-            return None
-        layer = self.manifest.layers[-1]
-        if layer.media_type == mt.PARQUET and layer.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE:
-            return layer
-        return None
+        """Our Parquet run-parameter layer (among our trailing layers), if this artifact has one."""
+        from ..format.run_meta import trailing_layers
+
+        layer = trailing_layers(self.manifest).get(mt.PARQUET_RUN_PARAMS_TITLE)
+        return layer if layer is not None and layer.media_type == mt.PARQUET else None
 
 
 # --- unsealed --------------------------------------------------------------------------------------
@@ -446,23 +444,27 @@ class Session:
             self.schedule = AutosaveSchedule(policy, self.closed)
 
     def _autosave(self) -> None:
-        success = self.try_checkpoint("draft") is not None
+        success = self.try_checkpoint("draft", copy=True) is not None
         self.schedule.attempted(self.closed, success)
 
-    def try_checkpoint(self, status: str, reason: str | None = None) -> str | None:
-        """Publish an OMMX-format checkpoint; failures are logged and give None (the journal is the durable record)."""
+    def try_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str | None:
+        """Publish an OMMX-format checkpoint; failures are logged and give None (the journal is the durable record).
+
+        ``copy``: an autosave draft, a copy of the journal's state for OMMX 3; restore
+        never prefers it over the journal that every writer keeps appending to.
+        """
         try:
-            return self.publish_checkpoint(status, reason)
+            return self.publish_checkpoint(status, reason, copy=copy)
         except Exception as exc:
             log.warning("Experiment checkpoint (%s) of %s not published: %s", status, self.requested, exc)
             return None
 
-    def publish_checkpoint(self, status: str, reason: str | None = None) -> str:
+    def publish_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str:
         with self.lock:
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
             self.registry.replace(checkpoint_ref(self.registry, self.requested), built.manifest_digest, config_bytes=built.config_bytes)
             if self.journal.started:
-                self.journal.note_checkpoint(built.manifest_digest)
+                self.journal.note_checkpoint(built.manifest_digest if copy else None)
             return built.manifest_digest
 
     # --- building ---------------------------------------------------------------------------
@@ -475,10 +477,12 @@ class Session:
         requested: str | None = None,
         parquet: bool,
         view: SessionView | None = None,
+        provenance: bool = True,
     ) -> BuiltArtifact:
         """Store every non-payload blob of the artifact and return it (no ref written).
 
-        Raises ``MixedParameterTypesError`` before anything is stored.
+        ``parquet``: append our analysis layers (``lifecycle.analysis``; ``provenance``
+        adds the provenance layer). Raises ``MixedParameterTypesError`` before anything is stored.
         """
         state = view if view is not None else self.view()
         table = rp.build_table(state.params, state.runs.keys())
@@ -486,8 +490,12 @@ class Session:
         msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
         extra: tuple[Descriptor, ...] = ()
         if parquet:
-            pq = blobs.put_bytes(rp.encode_parquet(table, state.runs.keys()))
-            extra = (Descriptor(mt.PARQUET, pq.digest, pq.size, FrozenMap({mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE})),)
+            from .analysis import analysis_layers
+
+            runs = [state.runs[k] for k in sorted(state.runs)]
+            extra = analysis_layers(
+                blobs, table, runs, image_name=str(self.requested), subject=state.subject, provenance=provenance
+            )
         content = ExperimentContent(
             AttachmentContent(state.attachments, state.filenames),
             tuple(state.runs[k] for k in sorted(state.runs)),
