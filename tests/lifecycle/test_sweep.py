@@ -62,7 +62,10 @@ def test_in_process_sweep_records_one_run_per_dict_with_solve_and_attachment() -
     assert run.solves[0].adapter == "ommx_highs_adapter.adapter.OMMXHighsAdapter"
     assert run.solves[0].output.objective == 11.0
     exp.commit()
-    assert picture(Experiment.load(NAME)) == picture(exp)
+    loaded = Experiment.load(NAME)
+    assert picture(loaded) == picture(exp)
+    timing = loaded.runs_df()
+    assert timing["duration_s"].notna().all() and (timing["duration_s"] > 0).all()  # each task's own start and end
 
 
 def test_failed_tasks_are_recorded_as_a_with_run_block_records_them() -> None:

@@ -26,6 +26,7 @@ canonical JSON of the dict; a run may carry more parameters than the dict names)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -314,8 +315,9 @@ class _Driver:
                 else:
                     self.blobs.adopt(desc.digest, desc.size)
         except (RegistryError, OSError) as exc:
-            return TaskResult(result.key, result.index, FAILED, lifecycle_reason(exc), result.params,
-                              pin=result.pin, worker=result.worker)
+            return dataclasses.replace(
+                result, status=FAILED, reason=lifecycle_reason(exc), attachments=(), solves=(), samplings=(), inline={}
+            )
         return result
 
     def drop_pins(self, pins: str) -> None:
@@ -374,7 +376,10 @@ def closed_run(
         {a.name: a.descriptor for a in result.attachments},
         {a.name: a.filename for a in result.attachments if a.filename is not None},
     )
-    content = RunContent(run_id, status, None if status == FINISHED else reason, attachments, None, result.solves, result.samplings)
+    content = RunContent(
+        run_id, status, None if status == FINISHED else reason, attachments, None, result.solves, result.samplings,
+        started_ns=result.started_ns, finished_ns=result.finished_ns,  # the task's, on its worker's clock
+    )
     return content, params
 
 

@@ -95,6 +95,8 @@ class TaskResult:
     pin: str | None = None
     worker: str = ""
     seconds: float = 0.0
+    started_ns: int | None = None
+    finished_ns: int | None = None
 
     def descriptors(self) -> list[Descriptor]:
         """Every blob the recorded run will reference."""
@@ -241,7 +243,7 @@ class SweepRecorder(AttachmentWriter):
 
     # --- result -----------------------------------------------------------------------------
 
-    def _result(self, status: str, reason: str | None, pin: str | None, seconds: float) -> TaskResult:
+    def _result(self, status: str, reason: str | None, pin: str | None, started_ns: int, seconds: float) -> TaskResult:
         self._closed = True
         inline = dict(self._blobs.data) if isinstance(self._blobs, InlineBlobs) else {}
         return TaskResult(
@@ -257,6 +259,8 @@ class SweepRecorder(AttachmentWriter):
             pin=pin,
             worker=f"{socket.gethostname()}:{os.getpid()}",
             seconds=seconds,
+            started_ns=started_ns,
+            finished_ns=time.time_ns(),
         )
 
 
@@ -283,7 +287,7 @@ def execute(
 
     ``blobs``: the driver's own CAS (an in-process sweep); else chosen from the spec.
     """
-    started = time.perf_counter()
+    started, started_ns = time.perf_counter(), time.time_ns()
     store, pin = _blob_store(spec) if blobs is None else (blobs, None)
     recorder = SweepRecorder(spec, store)
     status, reason, error = FINISHED, None, None
@@ -296,7 +300,7 @@ def execute(
         if pin is not None:
             pin.close()
     pin_path = str(pin.path) if pin is not None and pin.digests else None
-    return recorder._result(status, reason, pin_path, time.perf_counter() - started), error
+    return recorder._result(status, reason, pin_path, started_ns, time.perf_counter() - started), error
 
 
 def _blob_store(spec: TaskSpec) -> tuple[BlobStore | InlineBlobs, PinFile | None]:
