@@ -147,12 +147,17 @@ class _LayerList:
         }
 
     def run(self, run: RunContent) -> RunRecord:
+        if not (run.attachments.descriptors or run.attachments.filenames or run.trace or run.solves or run.samplings):
+            return RunRecord(run.run_id, run.status, run.reason, _EMPTY_TABLE)  # a params-only run: nothing to lay out
         where = f"run {run.run_id}"
         attachments = self.table(run.attachments, where)
         trace = self.add_opt(run.trace)
         solves = [SolveRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.solves, where)]
         samplings = [SamplingRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.samplings, where)]
         return RunRecord(run.run_id, run.status, run.reason, attachments, trace, tuple(solves), tuple(samplings))
+
+
+_EMPTY_TABLE = AttachmentTable()
 
 
 def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveContent]:
