@@ -323,7 +323,12 @@ def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterat
     on the registry's connection; callers that need other connection settings
     (the checkpoint journal's ``synchronous = NORMAL``) pass their own.
     """
-    _begin_immediate(conn, path, step)
+    _rollback_leftover(conn)
+    try:
+        _begin_immediate(conn, path, step)
+    except BaseException:  # e.g. KeyboardInterrupt right after BEGIN returned: never leave it open
+        _rollback_leftover(conn)
+        raise
     try:
         yield conn
     except BaseException:
@@ -336,6 +341,13 @@ def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterat
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise RegistryError(f"Failed to commit {step} in {path}: {exc}") from exc
+
+
+def _rollback_leftover(conn: sqlite3.Connection) -> None:
+    """Roll back a transaction an interrupted operation left open on ``conn`` (its writes were never committed)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _begin_immediate(conn: sqlite3.Connection, path: Path, step: str) -> None:
