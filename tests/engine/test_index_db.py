@@ -105,3 +105,18 @@ def test_a_forked_child_opens_its_own_connections(registry_root: Path) -> None:
     ]
     with sqlite3.connect(registry_root / "index.sqlite3") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_transaction_left_open_by_an_interrupted_operation_is_rolled_back(registry_root: Path) -> None:
+    """E.g. a KeyboardInterrupt between ``BEGIN`` and the body: the next operation never reuses its snapshot."""
+    reg = LocalRegistry.at(registry_root)
+    digest = store_generic(reg, [(OCTET, b"a")])
+    with reg.db.connections.operation(index_db.MAIN) as conn:
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM refs").fetchone()  # a read snapshot, never ended
+    code = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute(\"INSERT INTO refs VALUES ('example.com/other/a', 'v1', ?, '2026-01-01T00:00:00+00:00')\", (sys.argv[2],))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(registry_root / "index.sqlite3"), digest], check=True)
+    assert [str(r.image_name) for r in reg.list_refs()] == ["example.com/other/a:v1"]

@@ -395,6 +395,8 @@ class SharedConnections:
         conn = self._conns.get(kind)
         if conn is None:
             conn = self._open(kind)
+        elif self.depth == 0 and conn.in_transaction:
+            _rollback_leftover(conn)  # an operation interrupted between BEGIN and its body: never reuse it
         self.depth += 1
         return conn
 
@@ -632,7 +634,12 @@ def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterat
     raises RegistryError naming ``step`` and ``path``. :meth:`Database.write` runs
     it on the main connection, :meth:`Database.journal_write` on the journal's.
     """
-    _begin_immediate(conn, path, step)
+    _rollback_leftover(conn)
+    try:
+        _begin_immediate(conn, path, step)
+    except BaseException:  # e.g. KeyboardInterrupt right after BEGIN returned: never leave it open
+        _rollback_leftover(conn)
+        raise
     try:
         yield conn
     except BaseException:
@@ -645,6 +652,13 @@ def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterat
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise RegistryError(f"Failed to commit {step} in {path}: {exc}") from exc
+
+
+def _rollback_leftover(conn: sqlite3.Connection) -> None:
+    """Roll back a transaction an interrupted operation left open on ``conn`` (its writes were never committed)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _begin_immediate(conn: sqlite3.Connection, path: Path, step: str) -> None:

@@ -57,7 +57,7 @@ from .content import AttachmentContent, ExperimentContent, RunContent, SolveCont
 from .run_log import CLOSED, OPEN, OpenRun, RunLog, read_log
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from ..engine.registry import LocalRegistry
     from .codec import ExperimentConfig
@@ -516,6 +516,42 @@ class Journal:
         self.columns = columns
         self.pin_digest = pin
         return True
+
+    def take_run_ids(self, count: int) -> list[int]:
+        """``count`` run ids for :meth:`append_closed_runs`: never open, so not in the open-run log."""
+        ids: list[int] = []
+        while len(ids) < count:
+            if not self._ids:
+                self._reserve()
+            ids.append(self._ids.pop())
+        return ids
+
+    def append_closed_runs(self, runs: Sequence[tuple[RunContent, Mapping[str, ParamValue]]]) -> None:
+        """Record runs that were never open in this process (a sweep's batch): one pin move, one transaction.
+
+        ``ParameterTypeError`` (nothing recorded) when a parameter conflicts with
+        the established column types; ``RunNotRecordedError`` (nothing recorded)
+        when the experiment was committed or replaced first.
+        """
+        blobs = _unique(blob for run, _ in runs for blob in run_blobs(run))
+        pin = self._publish_pin(blobs) if blobs else self.pin_digest
+        bodies = [run_body(run, params) for run, params in runs]
+        rows = [(self.session_id, run.run_id, body, self.session_id) for (run, _), body in zip(runs, bodies, strict=True)]
+        with journal_write(self.registry, f"journal {self.requested}: {len(rows)} sweep run(s)") as conn:
+            columns = _session_columns(conn, self.session_id)
+            before = dict(columns)
+            for _, params in runs:
+                columns.update(_column_update(columns, params) or {})  # raises ParameterTypeError on a conflict
+            if sum(conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount for row in rows) != len(rows):
+                raise RunNotRecordedError(self._gone_message(conn, f"{len(rows)} sweep run(s) were not recorded"))
+            if columns != before:
+                conn.execute("UPDATE oxe_journal_sessions SET columns = ? WHERE session_id = ?", (json.dumps(columns), self.session_id))
+            if pin != self.pin_digest:
+                conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
+        self.columns = columns
+        self.pin_digest = pin
+        for (run, params), body in zip(runs, bodies, strict=True):
+            self._parsed[run.run_id] = (body, run, dict(params))
 
     def unsaved_message(self, run_id: int, exc: BaseException) -> str:
         return (

@@ -26,6 +26,7 @@ from ..format.journal import PARAM_KIND, call_to_obj
 from ..format.run_params import normalise_param
 from .attachments import AttachmentReader, AttachmentWriter
 from .session import failure_outcome
+from .solve import AdapterCalls
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -94,7 +95,7 @@ _NO_ATTACHMENTS = AttachmentContent()  # shared by every run without attachments
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
-class Run(AttachmentWriter):
+class Run(AdapterCalls, AttachmentWriter):
     """One run of an unsealed Experiment. Created by :meth:`Experiment.run`."""
 
     _attachment_owner = "Run"
@@ -197,26 +198,6 @@ class Run(AttachmentWriter):
                 raise LifecycleError(f"Run {self._run_id} already has a trace")
             self._trace = trace
             self._journal.log_open((run_log.TRACE, self._run_id, trace.to_dict()))
-
-    # --- adapter calls (solve.py) --------------------------------------------------------------
-
-    def log_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """Solve with ``adapter.solve`` and record a Solve; see :func:`ommx_experiment.lifecycle.solve.log_solve`."""
-        from . import solve
-
-        return solve.log_solve(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
-
-    def log_sample(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """Sample with ``adapter.sample`` and record a Sampling; see :func:`ommx_experiment.lifecycle.solve.log_sample`."""
-        from . import solve
-
-        return solve.log_sample(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
-
-    def open_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """A manual solve scope (``OpenSolve``); see :func:`ommx_experiment.lifecycle.solve.open_solve`."""
-        from . import solve
-
-        return solve.open_solve(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
 
     # --- closing -------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..engine.oci import Descriptor, FrozenMap
 from ..errors import InvalidArgumentTypeError, InvalidArtifactError, InvalidInputError, LifecycleError
@@ -513,3 +513,19 @@ class Sampling(_CallView):
     @property
     def sampling_id(self) -> int:
         return self._call.call_id
+
+
+class AdapterCalls:
+    """``log_solve``, ``log_sample`` and ``open_solve`` for a :class:`~.recorder.RunRecorder` (Run, SweepRecorder)."""
+
+    def log_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """Solve with ``adapter.solve`` and record a Solve; see :func:`ommx_experiment.lifecycle.solve.log_solve`."""
+        return log_solve(cast("RunRecorder", self), adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
+
+    def log_sample(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """Sample with ``adapter.sample`` and record a Sampling; see :func:`ommx_experiment.lifecycle.solve.log_sample`."""
+        return log_sample(cast("RunRecorder", self), adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
+
+    def open_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """A manual solve scope (``OpenSolve``); see :func:`ommx_experiment.lifecycle.solve.open_solve`."""
+        return open_solve(cast("RunRecorder", self), adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
