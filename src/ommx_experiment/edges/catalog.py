@@ -135,6 +135,8 @@ class ExperimentCheckpointRef(_ExperimentCounts):
     annotations: Mapping[str, str]
     config_json: bytes = field(repr=False)
     from_journal: bool = False
+    slot_copy: str | None = field(default=None, repr=False, compare=False)
+    """Journal drafts: the OMMX-format slot our autosave last copied from this journal (never preferred to it)."""
 
     def __repr__(self) -> str:
         return f"ExperimentCheckpointRef(requested_image_name={self.requested_image_name!r}, {self._counts_repr()}"
@@ -616,7 +618,8 @@ def _newest_per_name(refs: list[ExperimentCheckpointRef]) -> list[ExperimentChec
             best[ref.requested_image_name] = ref
         elif ref.from_journal != other.from_journal:
             journal, slot = (ref, other) if ref.from_journal else (other, ref)
-            newer_slot = parse_timestamp(slot.updated_at) > parse_timestamp(journal.updated_at)
+            copy = journal.slot_copy is not None and journal.slot_copy == slot.manifest_digest
+            newer_slot = not copy and parse_timestamp(slot.updated_at) > parse_timestamp(journal.updated_at)
             best[ref.requested_image_name] = slot if newer_slot else journal
     return list(best.values())
 
@@ -737,7 +740,7 @@ def journal_draft(registry: LocalRegistry, requested: ImageName) -> ExperimentCh
     return ExperimentCheckpointRef(
         str(checkpoint_ref(registry, requested)), str(requested), None, None, snapshot.updated_at, "draft",
         len(config.runs), config.solve_count, config.sampling_count, snapshot.header.annotations,
-        config.to_bytes(), from_journal=True,
+        config.to_bytes(), from_journal=True, slot_copy=snapshot.slot_digest,
     )
 
 
