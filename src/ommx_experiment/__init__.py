@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # errors
     "OmmxExperimentError": "errors",
+    "ExtraNotInstalledError": "errors",
     "RemoteArtifactError": "errors",
     "RemoteArtifactNotFoundError": "errors",
     "RemoteArtifactAuthenticationError": "errors",
@@ -38,6 +39,9 @@ _EXPORTS: dict[str, str] = {
     "OpenSolve": "lifecycle.solve",
     "Solve": "lifecycle.solve",
     "Sampling": "lifecycle.solve",
+    "SweepRecorder": "lifecycle.sweep_task",
+    "SweepSummary": "lifecycle.sweep",
+    "RayExecutor": "lifecycle.sweep_engines",
     # catalog and maintenance
     "ExperimentRef": "edges.catalog",
     "ExperimentCheckpointRef": "edges.catalog",

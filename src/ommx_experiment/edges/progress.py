@@ -1,7 +1,8 @@
-"""Progress bars for long blob transfers.
+"""Progress bars for long blob transfers and for sweeps.
 
-A bar is shown only for blobs of at least :data:`MIN_BYTES` when stderr is a
-terminal and the caller did not ask for ``quiet``; otherwise every call is a no-op.
+A transfer bar is shown only for blobs of at least :data:`MIN_BYTES` when stderr
+is a terminal and the caller did not ask for ``quiet``; a sweep bar (tasks done
+of total) whenever stderr is a terminal. Otherwise every call is a no-op.
 ``rich`` is imported only when a bar is actually drawn.
 """
 
@@ -55,5 +56,33 @@ def transfer_progress(description: str, total: int, *, quiet: bool, stream: Text
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _isatty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+@contextmanager
+def task_progress(description: str, total: int, *, stream: TextIO | None = None) -> Iterator[Advance]:
+    """Yield ``advance(ntasks)``; draws a rich bar (done/total, elapsed, remaining) on a terminal stderr."""
+    stream = sys.stderr if stream is None else stream
+    if total <= 0 or not _isatty(stream):
+        yield _noop
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(file=stream), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)

@@ -49,7 +49,7 @@ from .. import media_types as mt
 from ..engine import atomic, layout_view
 from ..engine.blobstore import BlobStore
 from ..engine.digest import is_valid_digest
-from ..engine.index_db import DB_NAME, Database, clear_corruption
+from ..engine.index_db import DB_NAME, Database, clear_corruption, shared_connections
 from ..engine.locks import gc_exclusion
 from ..engine.manifest_links import CLOSURE, parse_manifest_links
 from ..engine.names import ImageName, checkpoint_name
@@ -181,17 +181,10 @@ def _forget_open_handles(root: Path) -> None:
     from ..engine.registry import LocalRegistry
 
     with LocalRegistry._instances_lock:
-        registry = LocalRegistry._instances.pop(root, None)
+        registry = LocalRegistry._instances.get(root)
     if registry is not None:
-        registry.db.close()
-    from ..format import journal
-
-    conns = getattr(journal._JOURNAL_CONNS, "by_path", None)
-    if conns is not None:
-        conn = conns.pop(str(root / DB_NAME), None)
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        registry.close()
+    shared_connections(root / DB_NAME).close()
 
 
 def _aside_candidates(db_path: Path) -> list[Path]:
@@ -583,6 +576,7 @@ def _build(root: Path, temp: Path, salvage: _Salvage, plan: _Plan) -> None:
             except OmmxExperimentError as exc:
                 plan.restored.remove(ref)
                 plan.skipped.append(RecoveredRef(ref.image_name, ref.manifest_digest, ref.source, str(exc)))
+        db.checkpoint()  # every frame into the file about to be renamed (closing ours never checkpoints)
     finally:
         db.close()
 

@@ -15,6 +15,14 @@ this process's lease file ``.oxe-leases/<pid>-<token>.lease`` (held with a
 shared ``flock`` for the life of the process); once a ref reaches it,
 :meth:`BlobStore.release` drops it. Our GC never deletes a digest leased by a
 live process other than its own calling thread (spec/registry.md §3).
+
+*Pins* hand a lease to another process: a live process opens a pins folder
+``.oxe-leases/<pid>-<token>.pins/`` beside its lease file (:meth:`BlobStore.pins_dir`),
+and a writer elsewhere (a sweep worker, on this host or another one that mounts
+the root) opens ``BlobStore(root, pin=PinFile(<that folder>/<name>.pin))``: its leases are
+appended to that pin file instead of its own lease file. A pin protects its
+digests while the folder's owner lives, whatever becomes of the writer; the owner
+deletes the pin file once a ref (or journal row) reaches them.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ import contextlib
 import fcntl
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import BlobNotFoundError, DigestMismatchError, RegistryError
 from . import atomic
@@ -45,6 +54,8 @@ from .locks import BLOB_LOCK, flock_exclusive
 CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the blob size
 LEASE_DIR = ".oxe-leases"
 LEASE_SUFFIX = ".lease"
+PINS_SUFFIX = ".pins"
+PIN_SUFFIX = ".pin"
 
 
 class _Leases:
@@ -65,8 +76,8 @@ class _Leases:
         self.dir = root / LEASE_DIR
         self._lock = threading.Lock()
         self._pid: int | None = None
+        self._name = ""
         self._fd = -1
-        self._token = ""
         self._held: set[str] = set()
         self._last_release = 0
 
@@ -76,16 +87,27 @@ class _Leases:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / atomic.temp_name("lease-")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        token = secrets.token_hex(6)
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            os.rename(tmp, self.dir / f"{os.getpid()}-{token}{LEASE_SUFFIX}")
+            os.rename(tmp, self.dir / f"{name}{LEASE_SUFFIX}")
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._pid, self._fd, self._held, self._token = os.getpid(), fd, set(), token
+        self._pid, self._name, self._fd, self._held = os.getpid(), name, fd, set()
+
+    def pins_dir(self) -> Path:
+        """This process's pins folder, created beside its lease file (opened now if needed)."""
+        with self._lock:
+            try:
+                self._ensure_open()
+                path = self.dir / f"{self._name}{PINS_SUFFIX}"
+                path.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise RegistryError(f"Failed to create a pins folder in {self.dir}: {exc}") from exc
+            return path
 
     def owner_token(self) -> str:
         """This process's lease token (creating the lease file once): temp files named with it
@@ -95,7 +117,7 @@ class _Leases:
                 self._ensure_open()
             except OSError as exc:
                 raise RegistryError(f"Failed to create the lease file in {self.dir}: {exc}") from exc
-            return self._token
+            return self._name.split("-", 1)[1]
 
     def acquire(self, digest: str) -> None:
         with self._lock:
@@ -124,6 +146,50 @@ class _Leases:
                 return  # still leased: over-protects until this process exits, never under-protects
             self._held.difference_update(gone)
             self._last_release = stamp
+
+
+class PinFile:
+    """Leases written into a pin file of another process's pins folder (see the module doc).
+
+    One writer per file: each line is appended before the blob is linked or
+    touched. On the folder owner's host the page cache makes it visible to every
+    process at once (as for lease files); a writer on another host passes
+    ``sync=True`` so each line is fsynced, which a shared filesystem needs before
+    a GC elsewhere can read it. The folder must exist (its owner created it);
+    once its owner is gone, a GC removes it and a later lease fails with
+    :class:`RegistryError`. :meth:`release` keeps the lines: the folder's owner
+    deletes the whole file when a ref reaches the blobs.
+    """
+
+    def __init__(self, path: Path, *, sync: bool = False) -> None:
+        self.path = path
+        self.sync = sync
+        self._lock = threading.Lock()
+        self._fd = -1
+        self.digests: set[str] = set()
+
+    def acquire(self, digest: str) -> None:
+        with self._lock:
+            if digest in self.digests:
+                return
+            try:
+                if self._fd < 0:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+                os.write(self._fd, f"+0 {digest}\n".encode())
+                if self.sync:
+                    os.fsync(self._fd)
+            except OSError as exc:
+                raise RegistryError(f"Failed to pin blob {digest} in {self.path}: {exc}") from exc
+            self.digests.add(digest)
+
+    def release(self, digests: Iterable[str]) -> None:
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 _LEASES: dict[Path, _Leases] = {}
@@ -158,15 +224,19 @@ def read_live_leases(root: Path, refs_read_at_ns: int, *, remove_dead: bool = Fa
         except FileNotFoundError:
             continue
         try:
+            pins = entry.path[: -len(LEASE_SUFFIX)] + PINS_SUFFIX
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 data = b"".join(fd_chunks(fd))
                 leased |= _parse_lease(data, _lease_pid(entry.name), me, refs_read_at_ns)
+                leased |= _read_pins(pins)
                 continue
             if remove_dead:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                shutil.rmtree(pins, ignore_errors=True)
+                if not os.path.lexists(pins):  # else a later GC tries again
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
         finally:
             os.close(fd)
     return leased
@@ -216,6 +286,23 @@ def remove_dead_temp_files(root: Path, folder: Path) -> int:
     return removed
 
 
+def _read_pins(folder: str) -> set[str]:
+    """Every digest named in the ``*.pin`` files of a live process's pins folder."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(PIN_SUFFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    pinned: set[str] = set()
+    for entry in entries:
+        try:
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            continue
+        pinned |= _parse_lease(data, None, (-1, -1), 0)
+    return pinned
+
+
 def _lease_pid(name: str) -> int | None:
     head = name.split("-", 1)[0]
     return int(head) if head.isdigit() else None
@@ -242,14 +329,24 @@ class StoredBlob:
     size: int
 
 
-class BlobStore:
-    """The CAS of one registry root. Thread- and process-safe."""
+class _LeaseSink(Protocol):
+    def acquire(self, digest: str) -> None: ...
 
-    def __init__(self, root: Path) -> None:
+    def release(self, digests: Iterable[str]) -> None: ...
+
+
+class BlobStore:
+    """The CAS of one registry root. Thread- and process-safe.
+
+    ``pin``: lease into that pin file rather than this process's lease file.
+    """
+
+    def __init__(self, root: Path, *, pin: PinFile | None = None) -> None:
         self.root = root
         self.dir = root / "blobs" / "sha256"
         self._lock_path = root / BLOB_LOCK
-        self._leases = _leases_for(Path(root).absolute())
+        self._leases: _LeaseSink = _leases_for(Path(root).absolute()) if pin is None else pin
+        self._own = _leases_for(Path(root).absolute())  # names our temp files (pin mode too)
         self._next_cleanup = 0.0  # time.monotonic() of the next dead-temp sweep of blobs/sha256
 
     # --- paths ---------------------------------------------------------------
@@ -392,7 +489,7 @@ class BlobStore:
         """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
         bytes the caller already hashed (then they are not hashed again)."""
         tmp: Path | str = self.dir
-        owner = self._leases.owner_token()
+        owner = self._own.owner_token()
         self.remove_dead_temp_files(throttled=True)
         try:
             self.ensure_dirs()
@@ -464,6 +561,21 @@ class BlobStore:
     def release(self, digests: Iterable[str]) -> None:
         """Drop this process's leases on ``digests`` (a ref now reaches them)."""
         self._leases.release(digests)
+
+    def pins_dir(self) -> Path:
+        """This process's pins folder for this root: pin files written there protect their
+        digests from our GC while this process lives (see the module doc)."""
+        return _leases_for(Path(self.root).absolute()).pins_dir()
+
+    def adopt(self, digest: str, size: int) -> None:
+        """Lease a blob that another process stored (e.g. under a pin), then check it is there.
+
+        Raises :class:`BlobNotFoundError` when it is missing or has another size.
+        """
+        self._leases.acquire(digest)
+        actual = self.size(digest)
+        if actual != size:
+            raise BlobNotFoundError(f"Failed to read blob {digest}: {actual} bytes in {self.dir}, expected {size}")
 
     def delete_unleased_if_older(self, digests: Iterable[str], cutoff: float, refs_read_at_ns: int) -> list[str]:
         """GC sweep: under one ``blobs/.lock``, unlink each blob that no live writer leases
@@ -613,7 +725,7 @@ class Staging:
 
     def __enter__(self) -> Staging:
         self.store.ensure_dirs()
-        self._owner = self.store._leases.owner_token()
+        self._owner = self.store._own.owner_token()
         self.store.remove_dead_temp_files()  # staging temps of killed imports and pulls
         return self
 

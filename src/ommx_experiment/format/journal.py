@@ -30,7 +30,6 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 from .. import media_types as mt
 from ..engine import index_db
 from ..engine.clock import now_timestamp, parse_timestamp
-from ..engine.index_db import connect, write_transaction
 from ..engine.names import ImageName, checkpoint_name
 from ..engine.oci import Descriptor, FrozenMap, Manifest, parse_descriptor
 from ..engine.writers import WRITERS_DIR, WriterIdentity, WriterLock, claim_if_dead, is_alive, log_path
@@ -59,7 +57,7 @@ from .content import AttachmentContent, ExperimentContent, RunContent, SolveCont
 from .run_log import CLOSED, OPEN, OpenRun, RunLog, read_log
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from ..engine.registry import LocalRegistry
     from .codec import ExperimentConfig
@@ -487,10 +485,9 @@ class Journal:
 
     def _append_fast(self, run_id: int, body: str) -> bool:
         row = (self.session_id, run_id, body, self.session_id)
-        conn = _journal_conn(self.registry)
         started = time.monotonic()
         try:
-            return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1  # autocommit: one implicit transaction
+            return self.registry.db.journal_execute(_INSERT_RUN_IF_OPEN, row) == 1  # autocommit: one implicit transaction
         except sqlite3.OperationalError as exc:
             # SQLITE_BUSY_SNAPSHOT and friends skip the busy handler: retry in a BEGIN IMMEDIATE,
             # unless the busy handler already waited its whole budget (a lock held for long).
@@ -519,6 +516,42 @@ class Journal:
         self.columns = columns
         self.pin_digest = pin
         return True
+
+    def take_run_ids(self, count: int) -> list[int]:
+        """``count`` run ids for :meth:`append_closed_runs`: never open, so not in the open-run log."""
+        ids: list[int] = []
+        while len(ids) < count:
+            if not self._ids:
+                self._reserve()
+            ids.append(self._ids.pop())
+        return ids
+
+    def append_closed_runs(self, runs: Sequence[tuple[RunContent, Mapping[str, ParamValue]]]) -> None:
+        """Record runs that were never open in this process (a sweep's batch): one pin move, one transaction.
+
+        ``ParameterTypeError`` (nothing recorded) when a parameter conflicts with
+        the established column types; ``RunNotRecordedError`` (nothing recorded)
+        when the experiment was committed or replaced first.
+        """
+        blobs = _unique(blob for run, _ in runs for blob in run_blobs(run))
+        pin = self._publish_pin(blobs) if blobs else self.pin_digest
+        bodies = [run_body(run, params) for run, params in runs]
+        rows = [(self.session_id, run.run_id, body, self.session_id) for (run, _), body in zip(runs, bodies, strict=True)]
+        with journal_write(self.registry, f"journal {self.requested}: {len(rows)} sweep run(s)") as conn:
+            columns = _session_columns(conn, self.session_id)
+            before = dict(columns)
+            for _, params in runs:
+                columns.update(_column_update(columns, params) or {})  # raises ParameterTypeError on a conflict
+            if sum(conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount for row in rows) != len(rows):
+                raise RunNotRecordedError(self._gone_message(conn, f"{len(rows)} sweep run(s) were not recorded"))
+            if columns != before:
+                conn.execute("UPDATE oxe_journal_sessions SET columns = ? WHERE session_id = ?", (json.dumps(columns), self.session_id))
+            if pin != self.pin_digest:
+                conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
+        self.columns = columns
+        self.pin_digest = pin
+        for (run, params), body in zip(runs, bodies, strict=True):
+            self._parsed[run.run_id] = (body, run, dict(params))
 
     def unsaved_message(self, run_id: int, exc: BaseException) -> str:
         return (
@@ -913,7 +946,6 @@ _INSERT_RUN_IF_OPEN = (
 PARAM_KIND: dict[type, str] = {bool: "bool", int: "int64", float: "float64", str: "string"}
 """Column type of each stored parameter value type (the names of ``format.run_params``)."""
 _KIND = PARAM_KIND
-JOURNAL_WAL_AUTOCHECKPOINT_PAGES = 8192  # WAL up to ~32 MiB between checkpoints of journal writes
 
 
 def _widens(established: str, incoming: str) -> bool:
@@ -1010,12 +1042,9 @@ def _without_missing(run: RunContent, registry: LocalRegistry) -> RunContent:
     )
 
 
-_JOURNAL_CONNS = threading.local()
-
-
 @contextlib.contextmanager
 def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connection]:
-    """A ``BEGIN IMMEDIATE`` transaction on this thread's *journal* connection.
+    """A ``BEGIN IMMEDIATE`` transaction on the registry's *journal* connection.
 
     Same database and transaction discipline as ``Database.write``, but the
     connection runs with ``PRAGMA synchronous = NORMAL``: in WAL mode a commit
@@ -1025,27 +1054,10 @@ def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connec
     Any SQLite failure is raised as ``JournalWriteError`` naming ``step``.
     """
     try:
-        with write_transaction(_journal_conn(registry), registry.db.path, step) as conn:
+        with registry.db.journal_write(step) as conn:
             yield conn
     except sqlite3.Error as exc:
         raise JournalWriteError(f"Failed to write the checkpoint journal {registry.db.path} ({step}): {exc}") from exc
-
-
-def _journal_conn(registry: LocalRegistry) -> sqlite3.Connection:
-    """This thread's journal connection to ``registry``'s database (``synchronous = NORMAL``)."""
-    conns: dict[str, sqlite3.Connection] | None = getattr(_JOURNAL_CONNS, "by_path", None)
-    if conns is None:
-        conns = _JOURNAL_CONNS.by_path = {}
-    key = str(registry.db.path)
-    conn = conns.get(key)
-    if conn is None:
-        conn = connect(key)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        # Each Run close appends a page or two to the WAL; checkpointing (two fsyncs)
-        # every 1,000 pages, SQLite's default, cost ~25 µs per close on this disk.
-        conn.execute(f"PRAGMA wal_autocheckpoint = {JOURNAL_WAL_AUTOCHECKPOINT_PAGES}")
-        conns[key] = conn
-    return conn
 
 
 def _attachment_body(desc: Descriptor, filename: str | None) -> str:

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from ..engine.blobstore import BlobStore
     from .artifact import Artifact
+    from .sweep import SweepSummary
 
 __all__ = ["AutosavePolicy", "Experiment"]
 
@@ -393,6 +394,12 @@ class Experiment(AttachmentWriter, AttachmentReader):
         with session.lock:
             self._check_unsealed()
             return Run(self, session.allocate_run())
+
+    def sweep(self, fn: Any, parameters: Any, *, executor: Any = None, resume: bool = False) -> SweepSummary:
+        """One Run per parameter dict: ``fn(recorder, params)`` on ``executor``, recorded here; see ``lifecycle.sweep``."""
+        from .sweep import sweep
+
+        return sweep(self, fn, parameters, executor=executor, resume=resume)
 
     # --- commit -----------------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ from .autosave import DEFAULT_POLICY, AutosavePolicy, AutosaveSchedule
 from .reason import lifecycle_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from ..engine.names import ImageName
     from ..engine.registry import LocalRegistry
@@ -380,6 +380,25 @@ class Session:
                 raise JournalWriteError(self.journal.unsaved_message(run_id, exc)) from exc
             del self.pending[run_id]
             self.closed += 1
+
+    def record_closed_runs(
+        self, count: int, build: Callable[[int], tuple[RunContent, dict[str, ParamValue]]]
+    ) -> list[tuple[RunContent, dict[str, ParamValue]]]:
+        """Record ``count`` runs closed elsewhere (an ``Experiment.sweep`` batch) with one journal write.
+
+        ``build(run_id)`` makes each run once its id is taken; no run is ever open
+        here, so a killed process leaves no half-recorded run. Returns what was recorded.
+        """
+        with self.lock:
+            if not self.writable:
+                raise LifecycleError(f"Experiment {self.requested} is no longer unsealed; {count} sweep run(s) not recorded")
+            self.start()
+            runs = [build(run_id) for run_id in self.journal.take_run_ids(count)]
+            self.journal.append_closed_runs(runs)
+            self.closed += len(runs)
+            if self.schedule.due(self.closed):
+                self._autosave()
+            return runs
 
     def _one_less_open(self) -> None:
         self.open_runs = max(0, self.open_runs - 1)
