@@ -32,7 +32,7 @@ def _owner(root: Path) -> subprocess.Popen[str]:
 
 
 def _kept_and_deleted() -> tuple[set[str], set[str]]:
-    report = gc(delete=True, grace_period="0s")
+    report = gc(delete=True, grace_period="0s", exclusive=True)
     return {b.digest for b in report.skipped_blobs}, {b.digest for b in report.deleted_blobs}
 
 
@@ -68,7 +68,7 @@ def test_pinning_into_the_folder_of_a_dead_owner_fails_and_publishes_nothing(reg
     owner = _owner(registry_root)
     pins = Path(owner.stdout.readline().strip())  # type: ignore[union-attr]
     owner.communicate("\n", timeout=60)
-    gc(delete=True, grace_period="0s")
+    gc(delete=True, grace_period="0s", exclusive=True)
     assert not pins.exists()
     with pytest.raises(RegistryError, match="Failed to pin blob"):
         BlobStore(registry.root, pin=PinFile(pins / "late.pin")).put_bytes(b"too late")

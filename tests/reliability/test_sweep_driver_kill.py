@@ -75,7 +75,7 @@ def test_driver_sigkilled_mid_sweep_then_resumed_records_exactly_the_missing_dic
     assert len(killed.runs) == N and set(dict_counts(killed, KEYS).values()) == {1}
     # The dead driver's pins protect nothing: a zero-grace GC removes its folder and the blobs of the
     # attempts it never recorded, and keeps everything both committed experiments reference.
-    gc(delete=True, grace_period="0s")
+    gc(delete=True, grace_period="0s", exclusive=True)
     assert pin_files(registry_root) == []
     for name in ("example.com/team/killed:v1", "example.com/team/reference:v1"):
         for run in Experiment.load(name).runs:

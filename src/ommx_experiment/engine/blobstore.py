@@ -346,7 +346,9 @@ class BlobStore:
         self.dir = root / "blobs" / "sha256"
         self._lock_path = root / BLOB_LOCK
         self._leases: _LeaseSink = _leases_for(Path(root).absolute()) if pin is None else pin
-        self._own = _leases_for(Path(root).absolute())  # names our temp files (pin mode too)
+        # Temp files carry this process's lease token (dead with it); a pin-mode writer holds no
+        # lease of its own, so its temps carry only the pid (age-based cleanup).
+        self._own = _leases_for(Path(root).absolute()) if pin is None else None
         self._next_cleanup = 0.0  # time.monotonic() of the next dead-temp sweep of blobs/sha256
 
     # --- paths ---------------------------------------------------------------
@@ -489,7 +491,7 @@ class BlobStore:
         """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
         bytes the caller already hashed (then they are not hashed again)."""
         tmp: Path | str = self.dir
-        owner = self._own.owner_token()
+        owner = None if self._own is None else self._own.owner_token()
         self.remove_dead_temp_files(throttled=True)
         try:
             self.ensure_dirs()
@@ -725,7 +727,7 @@ class Staging:
 
     def __enter__(self) -> Staging:
         self.store.ensure_dirs()
-        self._owner = self.store._own.owner_token()
+        self._owner = None if self.store._own is None else self.store._own.owner_token()
         self.store.remove_dead_temp_files()  # staging temps of killed imports and pulls
         return self
 
