@@ -311,3 +311,57 @@ def test_put_file_stores_the_bytes_it_copied_when_the_file_changes(
     assert store.get(stored.digest) == replacement
     assert not store.exists(_digest(original))
     assert _files(store) == [stored.digest[len("sha256:") :]]
+
+
+# --- leases: bounded lease files ------------------------------------------------------------------------
+
+
+def _lease_files(store: BlobStore) -> list[Path]:
+    from ommx_experiment.engine.blobstore import LEASE_DIR, LEASE_SUFFIX
+
+    return sorted((store.root / LEASE_DIR).glob(f"*{LEASE_SUFFIX}"))
+
+
+def _hold_in_thread(store: BlobStore, data: bytes) -> str:
+    """Put ``data`` from another thread, so this thread's GC view counts its lease."""
+    import threading
+
+    out: dict[str, str] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("d", store.put_bytes(data).digest))
+    thread.start()
+    thread.join()
+    return out["d"]
+
+
+def test_lease_file_stays_bounded_and_keeps_what_is_held(store: BlobStore) -> None:
+    """Thousands of put/release cycles (a Run close each) keep one small lease file; a blob
+    still held across every compaction stays leased."""
+    import time
+
+    from ommx_experiment.engine.blobstore import _Leases, read_live_leases
+
+    held = _hold_in_thread(store, b"held all along")
+    for i in range(1500):  # ~280 KiB of history without compaction
+        digest = store.put_bytes(b"closed %d" % i).digest
+        store.release([digest])
+    (lease,) = _lease_files(store)
+    assert lease.stat().st_size < _Leases.COMPACT_BYTES + 4096
+    assert read_live_leases(store.root, time.monotonic_ns()) == {held}
+    store.release([held])
+    assert read_live_leases(store.root, time.monotonic_ns()) == set()
+
+
+def test_lease_compaction_waits_while_a_gc_holds_the_exclusion_lock(store: BlobStore) -> None:
+    """A GC between its refs snapshot and its lease read holds .gc-exclusion.lock: the history
+    (releases it may still have to ignore) is kept until the lock is free."""
+    from ommx_experiment.engine.blobstore import _Leases
+    from ommx_experiment.engine.locks import GC_EXCLUSION_LOCK, flock_exclusive
+
+    with flock_exclusive(store.root / GC_EXCLUSION_LOCK):
+        for i in range(1000):
+            store.release([store.put_bytes(b"gc running %d" % i).digest])
+        (lease,) = _lease_files(store)
+        assert lease.stat().st_size > 2 * _Leases.COMPACT_BYTES
+    store.release([store.put_bytes(b"gc done").digest])
+    (lease,) = _lease_files(store)
+    assert lease.stat().st_size < _Leases.COMPACT_BYTES

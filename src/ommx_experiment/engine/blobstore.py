@@ -40,7 +40,7 @@ from .digest import (
     sha256_digest,
     sha256_digest_chunks,
 )
-from .locks import BLOB_LOCK, flock_exclusive
+from .locks import BLOB_LOCK, GC_EXCLUSION_LOCK, flock_exclusive
 
 CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the blob size
 LEASE_DIR = ".oxe-leases"
@@ -57,33 +57,57 @@ class _Leases:
     The file is created under a temp name, locked ``LOCK_SH`` and only then
     renamed into place: a GC that can take ``LOCK_EX`` on a lease file knows its
     owner is gone.
+
+    Compaction keeps the file small whatever the number of closes: once it holds
+    more than :attr:`COMPACT_BYTES`, a new lease file with only the ``+`` lines of
+    the digests still held replaces it (created, locked and renamed like the
+    first, then the old one is unlinked), while this process holds
+    ``.gc-exclusion.lock`` (taken without waiting; busy means a GC is running, and
+    compaction waits for a later release). A deleting GC holds that lock from the
+    moment it reads ``refs`` until its last unlink, so no GC can be between its
+    ``refs`` snapshot and its lease read while history is dropped.
     """
 
-    COMPACT_AFTER_NS = 3600 * 10**9  # nothing held for an hour: the history can go
+    COMPACT_BYTES = 64 * 1024
 
     def __init__(self, root: Path) -> None:
         self.dir = root / LEASE_DIR
+        self._gc_lock = root / GC_EXCLUSION_LOCK
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._fd = -1
-        self._held: set[str] = set()
-        self._last_release = 0
+        self._held: dict[str, int] = {}  # digest -> id of the thread that leased it
+        self._size = 0
+        self._path = self.dir
 
     def _ensure_open(self) -> None:
         if self._pid == os.getpid():
             return
+        self._fd, self._path = self._new_file("")
+        self._pid, self._held, self._size = os.getpid(), {}, 0
+
+    def _new_file(self, content: str) -> tuple[int, Path]:
+        """A new lease file holding ``content``, locked ``LOCK_SH`` before it gets its final name."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / atomic.temp_name("lease-")
+        final = self.dir / f"{os.getpid()}-{secrets.token_hex(6)}{LEASE_SUFFIX}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
-            os.rename(tmp, self.dir / f"{os.getpid()}-{secrets.token_hex(6)}{LEASE_SUFFIX}")
+            if content:
+                os.write(fd, content.encode())
+            os.rename(tmp, final)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._pid, self._fd, self._held = os.getpid(), fd, set()
+        return fd, final
+
+    def _append(self, text: str) -> None:
+        data = text.encode()
+        os.write(self._fd, data)
+        self._size += len(data)
 
     def acquire(self, digest: str) -> None:
         with self._lock:
@@ -91,12 +115,11 @@ class _Leases:
                 self._ensure_open()  # a forked child gets its own file and an empty held set
                 if digest in self._held:
                     return
-                if not self._held and time.monotonic_ns() - self._last_release > self.COMPACT_AFTER_NS:
-                    os.ftruncate(self._fd, 0)
-                os.write(self._fd, f"+{threading.get_ident()} {digest}\n".encode())
+                tid = threading.get_ident()
+                self._append(f"+{tid} {digest}\n")
             except OSError as exc:
                 raise RegistryError(f"Failed to lease blob {digest} in {self.dir}: {exc}") from exc
-            self._held.add(digest)
+            self._held[digest] = tid
 
     def release(self, digests: Iterable[str]) -> None:
         with self._lock:
@@ -107,11 +130,41 @@ class _Leases:
                 return
             stamp = time.monotonic_ns()
             try:
-                os.write(self._fd, "".join(f"-{stamp} {d}\n" for d in gone).encode())
+                self._append("".join(f"-{stamp} {d}\n" for d in gone))
             except OSError:
                 return  # still leased: over-protects until this process exits, never under-protects
-            self._held.difference_update(gone)
-            self._last_release = stamp
+            for digest in gone:
+                del self._held[digest]
+            if self._size > self.COMPACT_BYTES:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Swap in a new lease file holding only the ``+`` lines still held (see the class doc).
+
+        The new file is complete and locked before the old one goes; any failure
+        keeps the old file, which over-protects and never under-protects.
+        """
+        try:
+            lock_fd = os.open(self._gc_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # a GC is running (or this process holds the lock elsewhere): later
+            try:
+                held = "".join(f"+{tid} {d}\n" for d, tid in self._held.items())
+                fd, path = self._new_file(held)
+            except OSError:
+                return
+            old_fd, old_path = self._fd, self._path
+            self._fd, self._path, self._size = fd, path, len(held.encode())
+            with contextlib.suppress(OSError):
+                os.unlink(old_path)
+            os.close(old_fd)
+        finally:
+            os.close(lock_fd)  # closing the descriptor releases the lock
 
 
 _LEASES: dict[Path, _Leases] = {}
@@ -194,6 +247,8 @@ class BlobStore:
         self.dir = root / "blobs" / "sha256"
         self._lock_path = root / BLOB_LOCK
         self._leases = _leases_for(Path(root).absolute())
+        self._unsynced = 0  # blobs linked or reused since the last folder fsync (see sync_links)
+        self._sync_guard = threading.Lock()
 
     # --- paths ---------------------------------------------------------------
 
@@ -352,6 +407,29 @@ class BlobStore:
             raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
         return StoredBlob(digest, size)
 
+    def sync_links(self) -> None:
+        """``fsync`` ``blobs/sha256`` if a blob was linked (or reused) since the last call.
+
+        A put returns once the blob's bytes are fsynced and its name is linked; the
+        *name* becomes power-loss durable here. Every ref write calls this before its
+        transaction, so a durable ref never reaches a blob whose name is not. A reused
+        blob counts too: another process may have linked it without syncing yet.
+        """
+        with self._sync_guard:
+            pending = self._unsynced
+        if not pending:
+            return
+        try:
+            atomic.fsync_dir(self.dir)
+        except OSError as exc:
+            raise RegistryError(f"Failed to sync blob folder {self.dir}: {exc}") from exc
+        with self._sync_guard:
+            self._unsynced -= pending
+
+    def _mark_unsynced(self) -> None:
+        with self._sync_guard:
+            self._unsynced += 1
+
     def staging(self) -> Staging:
         """A :class:`Staging` area for all-or-nothing multi-blob imports."""
         return Staging(self)
@@ -365,6 +443,7 @@ class BlobStore:
                     os.utime(path)
                 except FileNotFoundError:
                     raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
+                self._mark_unsynced()
 
     def release(self, digests: Iterable[str]) -> None:
         """Drop this process's leases on ``digests`` (a ref now reaches them)."""
@@ -452,6 +531,7 @@ class BlobStore:
         with flock_exclusive(self._lock_path):
             if _file_equals(path, data):
                 os.utime(path)
+                self._mark_unsynced()
                 return True
         return False
 
@@ -464,6 +544,7 @@ class BlobStore:
         with flock_exclusive(self._lock_path):
             if _valid_file(path, digest, size):
                 os.utime(path)
+                self._mark_unsynced()
                 return True
         return False
 
@@ -472,11 +553,13 @@ class BlobStore:
         self._leases.acquire(digest)
         try:
             with flock_exclusive(self._lock_path):
-                if atomic.publish_noclobber(tmp, final):
+                if atomic.publish_noclobber(tmp, final, sync_dir=False):
                     os.utime(final)
+                    self._mark_unsynced()
                     return
                 if _valid_file(final, digest, size):
                     os.utime(final)
+                    self._mark_unsynced()
                     return
                 # A corrupt file squats on the digest name: our verified copy replaces it.
                 atomic.publish_replace(tmp, final)

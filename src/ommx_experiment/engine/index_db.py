@@ -88,6 +88,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE IF NOT EXISTS oxe_journal_attachments ("
         " session_id TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY(session_id, name))",
     ),
+    # index.json patched in place (layout_view.py, spec/registry.md §5): the refs changed since the
+    # view was last planned (also by OMMX's writes) and where each entry sits in the file
+    (
+        "CREATE TABLE IF NOT EXISTS oxe_refs_log (name TEXT NOT NULL, reference TEXT NOT NULL)",
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_insert AFTER INSERT ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (NEW.name, NEW.reference); END",
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_update AFTER UPDATE ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference), (NEW.name, NEW.reference); END",
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_delete AFTER DELETE ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference); END",
+        "CREATE TABLE IF NOT EXISTS oxe_view_slots ("
+        " name TEXT NOT NULL, reference TEXT NOT NULL, pos INTEGER NOT NULL, len INTEGER NOT NULL,"
+        " PRIMARY KEY(name, reference))",
+        "CREATE INDEX IF NOT EXISTS oxe_view_slots_pos ON oxe_view_slots(pos)",
+    ),
 ]
 
 def _all_migrations() -> list[tuple[str, ...]]:

@@ -1,17 +1,49 @@
 """The OCI Image Layout *view* of a registry root: ``oci-layout`` and ``index.json``.
 
-``index.json`` is never a source of truth. It is regenerated from OMMX's
-``refs`` table (rows whose manifest blob is missing are skipped) and replaced
-atomically, so ``skopeo inspect --raw oci:ROOT:NAME`` reads the root as it is.
-Regeneration runs under our own ``flock`` on ``.oxe-index.lock`` and reads the
-refs *inside* that lock, so the last writer always writes a view at least as
-new as every ref committed before it started; a reader only ever sees a
-complete old or new file.
+``index.json`` is never a source of truth: it lists OMMX's ``refs`` table (rows
+whose manifest blob is missing, or whose digest is invalid, are skipped), so
+``skopeo inspect --raw oci:ROOT:NAME`` reads the root as it is.
+
+Keeping it current costs O(1) per ref write, whatever the number of refs
+(spec/registry.md §5):
+
+- The file is laid out for patching in place. Each entry sits in a *slot*
+  (a separator, the compact JSON descriptor and :data:`SLOT_PAD` spaces) that
+  never crosses a 4 KiB page; after the last slot a *reservoir* of spaces
+  precedes the closing ``]}``. JSON allows whitespace between tokens, so every
+  state below is a valid OCI index.
+- A trigger-fed log (``oxe_refs_log``, written by SQLite triggers on ``refs``,
+  also on OMMX's writes) names each ``(name, reference)`` changed since the
+  view was last planned; the slot table ``oxe_view_slots`` records where each
+  entry lives; ``oxe_meta.view_state`` the file's identity (random nonce and
+  generation, repeated in the file's top-level annotation), size, reservoir
+  and boot id.
+- A ref write plans the view change *inside its own transaction* (read the
+  log, compute the patches, update the slot table and state, empty the log),
+  and applies it after COMMIT while still holding ``.oxe-index.lock``: one
+  ``pwrite`` per changed entry (a new entry goes into the reservoir, a removed
+  one is overwritten with spaces, a changed one is rewritten in its slot),
+  then the new generation into the header. Each ``pwrite`` stays inside one
+  page, so a SIGKILL never leaves half of one.
+- Whenever the file does not match the recorded state (the header's
+  generation is behind after a writer was killed between COMMIT and its
+  writes; a foreign tool rewrote it; the machine rebooted since the state was
+  recorded, so a power loss may have torn a page that was never fsynced), or
+  the reservoir is used up, or holes outweigh the entries, the file is
+  regenerated from ``refs`` and replaced atomically (temp, fsync, rename, fsync
+  the folder). That costs O(refs), at most once per O(refs) appends, and once
+  per boot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import atomic
@@ -27,6 +59,20 @@ OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
+VIEW_ANNOTATION = "org.ommx-experiment.index-view"
+"""Top-level annotation of ``index.json``: ``<nonce>.<generation>`` of the view state it matches."""
+
+PAGE = 4096
+SLOT_PAD = 16  # room for a changed entry of the same ref (size digits, artifactType) to stay in its slot
+MIN_RESERVOIR = 64 * 1024
+TAIL = b"]}\n"
+STATE_KEY = "view_state"
+MAX_PATCHED_REFS = 512  # more changes than this at once: regenerating is as cheap
+
+_HEAD = (
+    '{"schemaVersion":2,"mediaType":"' + INDEX_MEDIA_TYPE + '","annotations":{"' + VIEW_ANNOTATION + '":"'
+).encode()
+_GEN_DIGITS = 16
 
 
 def ensure_oci_layout(root: Path) -> None:
@@ -39,30 +85,99 @@ def ensure_oci_layout(root: Path) -> None:
             pass
 
 
-def regenerate(root: Path, db: Database) -> int:
-    """Rewrite ``index.json`` from ``refs``; returns the number of entries written."""
-    root.mkdir(parents=True, exist_ok=True)
-    with flock_exclusive(root / VIEW_LOCK):
-        with db.read() as conn:
-            version = int(conn.execute("SELECT value FROM oxe_meta WHERE key = 'refs_version'").fetchone()[0])
-            rows = conn.execute(
-                "SELECT r.name, r.reference, r.manifest_digest, m.artifact_type "
-                "FROM refs r LEFT JOIN artifact_manifests m ON m.manifest_digest = r.manifest_digest "
-                "ORDER BY r.name, r.reference"
-            ).fetchall()
-        entries = [e for e in (_entry(root, *row) for row in rows) if e is not None]
-        document = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries}
-        data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        atomic.atomic_write_bytes(root / INDEX_JSON, data)
-        _record_version(db, version)
-    return len(entries)
+# --- the recorded state ---------------------------------------------------------------------------
 
 
-def is_stale(db: Database) -> bool:
-    """True if ``refs`` changed (by us or by OMMX) since ``index.json`` was last written."""
-    rows = db.query("SELECT key, value FROM oxe_meta WHERE key IN ('refs_version', 'view_version')")
-    values = {str(k): str(v) for k, v in rows}
-    return values.get("refs_version") != values.get("view_version")
+@dataclass(slots=True)
+class ViewState:
+    """What ``index.json`` holds, as recorded in ``oxe_meta`` (JSON under :data:`STATE_KEY`)."""
+
+    nonce: str
+    gen: int
+    size: int  # file size (constant between regenerations: the reservoir is preallocated)
+    boot: str
+    append: int  # first byte after the last slot ever appended
+    close: int  # offset of the closing "]}"
+    live: int  # number of slots
+    live_bytes: int  # bytes of all slots
+    start: int  # offset of the first slot (end of the header)
+
+    def header(self) -> bytes:
+        return header_bytes(self.nonce, self.gen)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, text: str) -> ViewState | None:
+        try:
+            return cls(**json.loads(text))
+        except (ValueError, TypeError):
+            return None
+
+
+def header_bytes(nonce: str, gen: int) -> bytes:
+    return _HEAD + f'{nonce}.{gen:0{_GEN_DIGITS}d}"}},"manifests":['.encode()
+
+
+def _gen_offset(nonce: str) -> int:
+    return len(_HEAD) + len(nonce) + 1
+
+
+def _load_state(conn: sqlite3.Connection) -> ViewState | None:
+    row = conn.execute("SELECT value FROM oxe_meta WHERE key = ?", (STATE_KEY,)).fetchone()
+    return None if row is None else ViewState.parse(str(row[0]))
+
+
+def _store_state(conn: sqlite3.Connection, state: ViewState) -> None:
+    conn.execute(
+        "INSERT INTO oxe_meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (STATE_KEY, state.to_json()),
+    )
+
+
+_BOOT_ID: str | None = None
+
+
+def boot_id() -> str:
+    """This boot's id (Linux), so a view written before a reboot (maybe torn by power loss) is redone."""
+    global _BOOT_ID
+    if _BOOT_ID is None:
+        try:
+            _BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            _BOOT_ID = ""
+    return _BOOT_ID
+
+
+def file_matches(root: Path, state: ViewState | None) -> bool:
+    """True if ``index.json`` is the file ``state`` describes (header, size, tail, this boot)."""
+    if state is None or state.boot != boot_id():
+        return False
+    try:
+        fd = os.open(root / INDEX_JSON, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_size != state.size:
+            return False
+        header = state.header()
+        if os.pread(fd, len(header), 0) != header:
+            return False
+        return os.pread(fd, len(TAIL), state.close) == TAIL
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def is_stale(root: Path, db: Database) -> bool:
+    """True if ``index.json`` may not list ``refs`` exactly: a foreign writer (OMMX) changed
+    ``refs`` since our last view write, or the file is not the one we recorded."""
+    with db.read() as conn:
+        state = _load_state(conn)
+        pending = conn.execute("SELECT EXISTS(SELECT 1 FROM oxe_refs_log)").fetchone()[0]
+    return bool(pending) or not file_matches(root, state)
 
 
 def read_index(root: Path) -> dict[str, str]:
@@ -71,25 +186,248 @@ def read_index(root: Path) -> dict[str, str]:
     return {m["annotations"][REF_NAME]: m["digest"] for m in document["manifests"]}
 
 
-def _entry(root: Path, name: str, reference: str, digest: str, artifact_type: str | None) -> dict[str, object] | None:
+# --- plans ------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Plan:
+    """File changes decided inside a ref transaction, applied after it commits."""
+
+    rewrite: bytes | None = None  # the whole new file, or None for patches
+    writes: list[tuple[int, bytes]] = field(default_factory=list)
+    entries: int = 0
+
+
+class _Fallback(Exception):
+    """The change cannot be patched in place: regenerate instead."""
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Hold ``.oxe-index.lock``: taken *before* the ref transaction, released after the view is applied."""
+    with flock_exclusive(root / VIEW_LOCK):
+        yield
+
+
+def plan(conn: sqlite3.Connection, root: Path, *, full: bool = False) -> Plan | None:
+    """Inside the caller's write transaction (under :func:`locked`): bring the recorded view
+    state up to date with ``refs`` and return the file changes, or None if there are none.
+
+    Runs in a SAVEPOINT: if anything fails, the recorded state is left as it was (the
+    view is then stale and the next write or open redoes it) and the error propagates.
+    """
+    conn.execute("SAVEPOINT oxe_view")
+    try:
+        result = _plan(conn, root, full)
+    except BaseException:
+        conn.execute("ROLLBACK TO oxe_view")
+        conn.execute("RELEASE oxe_view")
+        raise
+    conn.execute("RELEASE oxe_view")
+    return result
+
+
+def _plan(conn: sqlite3.Connection, root: Path, full: bool) -> Plan | None:
+    state = _load_state(conn)
+    pending = conn.execute("SELECT DISTINCT name, reference FROM oxe_refs_log").fetchall()
+    if not full and file_matches(root, state) and len(pending) <= MAX_PATCHED_REFS:
+        assert state is not None
+        if not pending:
+            return None
+        conn.execute("SAVEPOINT oxe_patch")
+        try:
+            result = _patch(conn, root, state, pending)
+        except _Fallback:
+            conn.execute("ROLLBACK TO oxe_patch")
+            conn.execute("RELEASE oxe_patch")
+        else:
+            conn.execute("RELEASE oxe_patch")
+            conn.execute("DELETE FROM oxe_refs_log")
+            return result
+    result = _regenerate(conn, root)
+    conn.execute("DELETE FROM oxe_refs_log")
+    return result
+
+
+def apply(root: Path, result: Plan | None) -> None:
+    """Write a plan's changes (after the transaction that recorded it committed)."""
+    if result is None:
+        return
+    path = root / INDEX_JSON
+    if result.rewrite is not None:
+        atomic.atomic_write_bytes(path, result.rewrite)
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        for i, (offset, data) in enumerate(result.writes):
+            if i == len(result.writes) - 1 and not boot_id():
+                os.fdatasync(fd)  # no boot id to detect a power loss: entries durable before the header
+            if os.pwrite(fd, data, offset) != len(data):
+                raise OSError(f"short write to {path} at {offset}")
+        if not boot_id():
+            os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- patching -----------------------------------------------------------------------------------------
+
+
+def _patch(conn: sqlite3.Connection, root: Path, state: ViewState, pending: list[tuple[str, str]]) -> Plan:
+    writes: list[tuple[int, bytes]] = []
+    for name, reference in pending:
+        row = conn.execute(
+            "SELECT r.manifest_digest, m.artifact_type FROM refs r "
+            "LEFT JOIN artifact_manifests m ON m.manifest_digest = r.manifest_digest "
+            "WHERE r.name = ? AND r.reference = ?",
+            (name, reference),
+        ).fetchone()
+        entry = None if row is None else _entry(root, name, reference, str(row[0]), row[1])
+        slot = conn.execute(
+            "SELECT pos, len FROM oxe_view_slots WHERE name = ? AND reference = ?", (name, reference)
+        ).fetchone()
+        if slot is None:
+            if entry is not None:
+                _append(conn, state, writes, name, reference, entry)
+            continue
+        pos, length = int(slot[0]), int(slot[1])
+        if length > PAGE:
+            raise _Fallback("slot larger than a page")
+        if entry is not None and 1 + len(entry) <= length:  # same slot: one write
+            sep = b"," if _has_slot_before(conn, pos) else b" "
+            writes.append((pos, (sep + entry).ljust(length)))
+            continue
+        if entry is None:
+            _remove(conn, state, writes, name, reference, pos, length)
+            continue
+        # Moved to a new slot, written first: a reader sees the old entry, then the new, never none.
+        if not _has_slot_before(conn, pos):
+            raise _Fallback("the first slot outgrew itself")
+        new_pos, new_length = _place(state, writes, entry)
+        writes.append((pos, b" " * length))
+        conn.execute(
+            "UPDATE oxe_view_slots SET pos = ?, len = ? WHERE name = ? AND reference = ?",
+            (new_pos, new_length, name, reference),
+        )
+        state.live_bytes += new_length - length
+    if state.append - state.start > 2 * state.live_bytes + MIN_RESERVOIR:
+        raise _Fallback("holes outweigh the entries")
+    state.gen += 1
+    writes.append((_gen_offset(state.nonce), f"{state.gen:0{_GEN_DIGITS}d}".encode()))
+    _store_state(conn, state)
+    return Plan(writes=writes, entries=state.live)
+
+
+def _has_slot_before(conn: sqlite3.Connection, pos: int) -> bool:
+    return conn.execute("SELECT EXISTS(SELECT 1 FROM oxe_view_slots WHERE pos < ?)", (pos,)).fetchone()[0] == 1
+
+
+def _place(state: ViewState, writes: list[tuple[int, bytes]], entry: bytes) -> tuple[int, int]:
+    """Write ``entry`` into a new slot taken from the reservoir; returns ``(pos, len)``."""
+    length = 1 + len(entry) + SLOT_PAD
+    pos = state.append
+    if length > PAGE:
+        raise _Fallback("entry larger than a page")
+    if pos // PAGE != (pos + length - 1) // PAGE:
+        pos = (pos // PAGE + 1) * PAGE  # never straddle a page: the gap stays whitespace
+    if pos + length > state.close:
+        raise _Fallback("reservoir used up")
+    sep = b"," if state.live else b" "
+    writes.append((pos, (sep + entry).ljust(length)))
+    state.append = pos + length
+    return pos, length
+
+
+def _append(
+    conn: sqlite3.Connection, state: ViewState, writes: list[tuple[int, bytes]], name: str, reference: str, entry: bytes
+) -> None:
+    pos, length = _place(state, writes, entry)
+    conn.execute(
+        "INSERT INTO oxe_view_slots(name, reference, pos, len) VALUES (?, ?, ?, ?)", (name, reference, pos, length)
+    )
+    state.live += 1
+    state.live_bytes += length
+
+
+def _remove(
+    conn: sqlite3.Connection,
+    state: ViewState,
+    writes: list[tuple[int, bytes]],
+    name: str,
+    reference: str,
+    pos: int,
+    length: int,
+) -> None:
+    end = pos + length
+    if not _has_slot_before(conn, pos):
+        # The first slot has no comma; the next one's comma must go with it, in the same write.
+        nxt = conn.execute(
+            "SELECT pos FROM oxe_view_slots WHERE pos > ? ORDER BY pos LIMIT 1", (pos,)
+        ).fetchone()
+        if nxt is not None:
+            end = int(nxt[0]) + 1
+            if pos // PAGE != (end - 1) // PAGE:
+                raise _Fallback("first slot and its successor on different pages")
+    writes.append((pos, b" " * (end - pos)))
+    conn.execute("DELETE FROM oxe_view_slots WHERE name = ? AND reference = ?", (name, reference))
+    state.live -= 1
+    state.live_bytes -= length
+
+
+# --- regeneration -------------------------------------------------------------------------------------
+
+
+def _regenerate(conn: sqlite3.Connection, root: Path) -> Plan:
+    rows = conn.execute(
+        "SELECT r.name, r.reference, r.manifest_digest, m.artifact_type "
+        "FROM refs r LEFT JOIN artifact_manifests m ON m.manifest_digest = r.manifest_digest "
+        "ORDER BY r.name, r.reference"
+    ).fetchall()
+    nonce = secrets.token_hex(8)
+    head = header_bytes(nonce, 0)
+    parts = [head]
+    pos = len(head)
+    slots: list[tuple[str, str, int, int]] = []
+    live_bytes = 0
+    for name, reference, digest, artifact_type in rows:
+        entry = _entry(root, str(name), str(reference), str(digest), artifact_type)
+        if entry is None:
+            continue
+        length = 1 + len(entry) + SLOT_PAD
+        if pos // PAGE != (pos + length - 1) // PAGE and length <= PAGE:
+            gap = (pos // PAGE + 1) * PAGE - pos
+            parts.append(b" " * gap)
+            pos += gap
+        parts.append(((b"," if slots else b" ") + entry).ljust(length))
+        slots.append((str(name), str(reference), pos, length))
+        pos += length
+        live_bytes += length
+    reservoir = max(MIN_RESERVOIR, live_bytes // 2)
+    close = pos + reservoir
+    close += (-close - len(TAIL)) % PAGE  # end the file on a page boundary
+    parts.append(b" " * (close - pos))
+    parts.append(TAIL)
+    data = b"".join(parts)
+    conn.execute("DELETE FROM oxe_view_slots")
+    conn.executemany("INSERT INTO oxe_view_slots(name, reference, pos, len) VALUES (?, ?, ?, ?)", slots)
+    state = ViewState(
+        nonce=nonce, gen=0, size=len(data), boot=boot_id(), append=pos, close=close,
+        live=len(slots), live_bytes=live_bytes, start=len(head),
+    )
+    _store_state(conn, state)
+    return Plan(rewrite=data, entries=len(slots))
+
+
+def _entry(root: Path, name: str, reference: str, digest: str, artifact_type: object) -> bytes | None:
     if not is_valid_digest(digest):
         return None
     try:
-        size = (root / "blobs" / "sha256" / digest[len("sha256:") :]).stat().st_size
+        size = os.stat(os.path.join(root, "blobs", "sha256", digest[len("sha256:") :])).st_size
         ref_name = str(ImageName.from_row(name, reference))
     except (FileNotFoundError, ValueError):
         return None
     entry: dict[str, object] = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": size}
     if artifact_type:
-        entry["artifactType"] = artifact_type
+        entry["artifactType"] = str(artifact_type)
     entry["annotations"] = {REF_NAME: ref_name}
-    return entry
-
-
-def _record_version(db: Database, version: int) -> None:
-    with db.write("record index.json version") as conn:
-        conn.execute(
-            "INSERT INTO oxe_meta(key, value) VALUES ('view_version', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (str(version),),
-        )
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

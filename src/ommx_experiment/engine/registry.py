@@ -3,8 +3,9 @@ Layout (``oci-layout``, ``index.json``, ``blobs/sha256``) and OMMX 3's registry
 (``index.sqlite3``).
 
 Source of truth: OMMX's ``refs`` table plus the CAS. ``index.json`` is a view
-(:mod:`layout_view`) regenerated after each of our ref writes and by
-:meth:`LocalRegistry.sync`. Ref writes follow OMMX's semantics: *publish*
+(:mod:`layout_view`) brought up to date by each of our ref writes (planned in
+the ref's own transaction, patched in place after it commits, O(1) whatever
+the number of refs), on open when stale, and by :meth:`LocalRegistry.sync`. Ref writes follow OMMX's semantics: *publish*
 inserts if absent (same digest: no-op; other digest: :class:`RefConflictError`),
 *replace* upserts (checkpoint slots only), *remove* returns the old digest,
 *restore* and *alias* re-verify the manifest closure under
@@ -13,6 +14,7 @@ inserts if absent (same digest: no-op; other digest: :class:`RefConflictError`),
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -38,7 +40,7 @@ from .names import ImageName
 from .root import get_local_registry_root, on_reset
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
     from .blobstore import StagedBlob, Staging
 
@@ -181,7 +183,7 @@ class LocalRegistry:
         """
         image = ImageName.parse(name)
         manifest_bytes, facts = self.read_manifest(manifest_digest)
-        with self.db.write(f"publish {image}") as conn:
+        with self._ref_write(f"publish {image}") as conn:
             inserted = conn.execute(
                 "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name, reference) DO NOTHING",
@@ -198,14 +200,13 @@ class LocalRegistry:
                     )
             _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
         self._release(manifest_digest, facts)
-        self._refresh_view(step=f"publish {image}")
         return inserted
 
     def replace(self, name: ImageName | str, manifest_digest: str, *, config_bytes: bytes | None = None) -> str | None:
         """Upsert ``name → manifest_digest`` (checkpoint slots); returns the previous digest."""
         image = ImageName.parse(name)
         manifest_bytes, facts = self.read_manifest(manifest_digest)
-        with self.db.write(f"replace {image}") as conn:
+        with self._ref_write(f"replace {image}") as conn:
             row = _select_ref(conn, image)
             conn.execute(
                 "INSERT INTO refs(name, reference, manifest_digest, updated_at) VALUES (?, ?, ?, ?) "
@@ -216,7 +217,6 @@ class LocalRegistry:
             _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
             _prune_cache_rows(conn)
         self._release(manifest_digest, facts)
-        self._refresh_view(step=f"replace {image}")
         return str(row[0]) if row else None
 
     def remove(
@@ -235,13 +235,12 @@ class LocalRegistry:
         (even to the same digest) is left alone and None is returned.
         """
         image = ImageName.parse(name)
-        with self.db.write(f"remove {image}") as conn:
+        with self._ref_write(f"remove {image}") as conn:
             row = _select_ref(conn, image)
             if row is None or not _row_matches(row, expected_digest, expected_updated_at):
                 return None
             conn.execute("DELETE FROM refs WHERE name = ? AND reference = ?", (image.repository, image.reference))
             _prune_cache_rows(conn)
-        self._refresh_view(step=f"remove {image}")
         return str(row[0])
 
     def publish_staged(
@@ -301,7 +300,12 @@ class LocalRegistry:
     def sync(self) -> int:
         """Regenerate ``index.json`` from ``refs`` now; returns the number of entries."""
         layout_view.ensure_oci_layout(self.root)
-        return layout_view.regenerate(self.root, self.db)
+        with layout_view.locked(self.root):
+            with self.db.write("regenerate index.json") as conn:
+                plan = layout_view.plan(conn, self.root, full=True)
+            assert plan is not None
+            layout_view.apply(self.root, plan)
+        return plan.entries
 
     # --- internals -----------------------------------------------------------
 
@@ -310,14 +314,37 @@ class LocalRegistry:
         subject = () if facts.subject is None else (facts.subject,)
         self.blobs.release((manifest_digest, facts.config_digest, *(d for d, _ in facts.layers), *subject))
 
+    @contextlib.contextmanager
+    def _ref_write(self, step: str) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction that changes ``refs``, with the ``index.json`` view
+        planned inside it and written after it commits, all under ``.oxe-index.lock``.
+
+        The ref is what matters: a view that cannot be planned or written (full disk,
+        read-only root) is left stale, not wrong, and the next write, open or sync() fixes it.
+        """
+        plan = None
+        self.blobs.sync_links()  # every blob this ref may reach is durable under its name first
+        with layout_view.locked(self.root):
+            with self.db.write(step) as conn:
+                yield conn
+                try:
+                    plan = layout_view.plan(conn, self.root)
+                except (OSError, sqlite3.Error, RegistryError) as exc:
+                    log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
+            try:
+                layout_view.apply(self.root, plan)
+            except OSError as exc:
+                log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
+
     def _refresh_view(self, *, step: str, only_if_stale: bool = False, ensure_layout: bool = False) -> None:
-        # The ref is already committed: a view that cannot be written (full disk,
-        # read-only root) is stale, not wrong, and the next write or sync() fixes it.
+        # Opening a root: a view that cannot be written (read-only root) is stale, not wrong.
         try:
             if ensure_layout:
                 layout_view.ensure_oci_layout(self.root)
-            if not only_if_stale or layout_view.is_stale(self.db):
-                layout_view.regenerate(self.root, self.db)
+            if only_if_stale and not layout_view.is_stale(self.root, self.db):
+                return
+            with self._ref_write(step):
+                pass
         except (OSError, sqlite3.Error, RegistryError) as exc:
             log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
 
