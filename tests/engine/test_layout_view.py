@@ -185,3 +185,35 @@ def test_random_ref_churn_keeps_the_view_exact(registry: LocalRegistry, monkeypa
             )
             continue
         assert_view(registry)
+
+
+@pytest.mark.parametrize("artifact_type", [None, "application/org.ommx.v1.experiment", 'odd/"type"\\é'])
+def test_entries_are_compact_json_of_the_descriptor(registry: LocalRegistry, artifact_type: str | None) -> None:
+    digest = store_generic(registry, [(OCTET, b"e")])
+    expected: dict[str, object] = {"mediaType": layout_view.MANIFEST_MEDIA_TYPE, "digest": digest, "size": registry.blobs.size(digest)}
+    if artifact_type:
+        expected["artifactType"] = artifact_type
+    expected["annotations"] = {layout_view.REF_NAME: "example.com/é-less/x:v1.0_a"}
+    entry = layout_view._entry(registry.root, "example.com/é-less/x", "v1.0_a", digest, artifact_type)
+    assert entry is None  # not a valid repository name: skipped, as OMMX would never write it
+    expected["annotations"] = {layout_view.REF_NAME: "example.com/ok/x:v1.0_a"}
+    entry = layout_view._entry(registry.root, "example.com/ok/x", "v1.0_a", digest, artifact_type)
+    assert entry == json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_compaction_with_a_damaged_slot_regenerates_from_refs(
+    registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Header, size and tail intact but an entry overwritten (by some foreign tool): the
+    compaction copying entries from the file notices and rebuilds from refs instead."""
+    monkeypatch.setattr(layout_view, "MIN_RESERVOIR", 1024)
+    registry.sync()
+    d = store_generic(registry, [(OCTET, b"x")])
+    registry.publish("example.com/a:v1", d)
+    (pos, length), = registry.db.query("SELECT pos, len FROM oxe_view_slots")
+    with open(registry.root / "index.json", "r+b") as f:
+        f.seek(int(pos))
+        f.write(b" " * int(length))  # blank, so the file still parses
+    for i in range(40):  # until the reservoir runs out and the layout is rebuilt
+        registry.publish(f"example.com/fill:{i}", d)
+    assert_view(registry)

@@ -44,6 +44,7 @@ import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from json.encoder import encode_basestring as _quote
 from pathlib import Path
 
 from . import atomic
@@ -230,21 +231,22 @@ def plan(conn: sqlite3.Connection, root: Path, *, full: bool = False) -> Plan | 
 def _plan(conn: sqlite3.Connection, root: Path, full: bool) -> Plan | None:
     state = _load_state(conn)
     pending = conn.execute("SELECT DISTINCT name, reference FROM oxe_refs_log").fetchall()
-    if not full and file_matches(root, state) and len(pending) <= MAX_PATCHED_REFS:
+    result: Plan | None = None
+    if not full and file_matches(root, state):
         assert state is not None
         if not pending:
             return None
-        conn.execute("SAVEPOINT oxe_patch")
-        try:
-            result = _patch(conn, root, state, pending)
-        except _Fallback:
-            conn.execute("ROLLBACK TO oxe_patch")
+        if len(pending) <= MAX_PATCHED_REFS:
+            conn.execute("SAVEPOINT oxe_patch")
+            try:
+                result = _patch(conn, root, state, pending)
+            except _Fallback:
+                conn.execute("ROLLBACK TO oxe_patch")
             conn.execute("RELEASE oxe_patch")
-        else:
-            conn.execute("RELEASE oxe_patch")
-            conn.execute("DELETE FROM oxe_refs_log")
-            return result
-    result = _regenerate(conn, root)
+        if result is None:
+            result = _compact(conn, root, state, pending)
+    if result is None:
+        result = _regenerate(conn, root)
     conn.execute("DELETE FROM oxe_refs_log")
     return result
 
@@ -374,32 +376,70 @@ def _remove(
     state.live_bytes -= length
 
 
-# --- regeneration -------------------------------------------------------------------------------------
+# --- regeneration ---------------------------------------------------------------------------------
+
+
+def _compact(conn: sqlite3.Connection, root: Path, state: ViewState, pending: list[tuple[str, str]]) -> Plan | None:
+    """A fresh layout from the current (verified) file: unchanged entries are copied, only the
+    ``pending`` refs are looked up again. None if a slot does not hold an entry."""
+    try:
+        data = (root / INDEX_JSON).read_bytes()
+    except OSError:
+        return None
+    if len(data) != state.size:
+        return None
+    entries: dict[tuple[str, str], bytes] = {}
+    for name, reference, pos, length in conn.execute("SELECT name, reference, pos, len FROM oxe_view_slots"):
+        entry = data[int(pos) + 1 : int(pos) + int(length)].rstrip(b" ")
+        if not (entry.startswith(b'{"mediaType":') and entry.endswith(b"}")):
+            return None
+        entries[(str(name), str(reference))] = entry
+    for name, reference in pending:
+        row = conn.execute(
+            "SELECT r.manifest_digest, m.artifact_type FROM refs r "
+            "LEFT JOIN artifact_manifests m ON m.manifest_digest = r.manifest_digest "
+            "WHERE r.name = ? AND r.reference = ?",
+            (name, reference),
+        ).fetchone()
+        fresh = None if row is None else _entry(root, name, reference, str(row[0]), row[1])
+        if fresh is None:
+            entries.pop((name, reference), None)
+        else:
+            entries[(name, reference)] = fresh
+    return _layout(conn, [(n, r, entries[(n, r)]) for n, r in sorted(entries)])
 
 
 def _regenerate(conn: sqlite3.Connection, root: Path) -> Plan:
+    """A fresh layout from ``refs`` (O(refs) lookups: each manifest's size, each name checked)."""
     rows = conn.execute(
         "SELECT r.name, r.reference, r.manifest_digest, m.artifact_type "
         "FROM refs r LEFT JOIN artifact_manifests m ON m.manifest_digest = r.manifest_digest "
         "ORDER BY r.name, r.reference"
     ).fetchall()
+    entries = []
+    for name, reference, digest, artifact_type in rows:
+        entry = _entry(root, str(name), str(reference), str(digest), artifact_type)
+        if entry is not None:
+            entries.append((str(name), str(reference), entry))
+    return _layout(conn, entries)
+
+
+def _layout(conn: sqlite3.Connection, entries: list[tuple[str, str, bytes]]) -> Plan:
+    """The whole file for ``entries`` (a new nonce, generation 0), recorded as the view state."""
     nonce = secrets.token_hex(8)
     head = header_bytes(nonce, 0)
     parts = [head]
     pos = len(head)
     slots: list[tuple[str, str, int, int]] = []
     live_bytes = 0
-    for name, reference, digest, artifact_type in rows:
-        entry = _entry(root, str(name), str(reference), str(digest), artifact_type)
-        if entry is None:
-            continue
+    for name, reference, entry in entries:
         length = 1 + len(entry) + SLOT_PAD
         if pos // PAGE != (pos + length - 1) // PAGE and length <= PAGE:
             gap = (pos // PAGE + 1) * PAGE - pos
             parts.append(b" " * gap)
             pos += gap
         parts.append(((b"," if slots else b" ") + entry).ljust(length))
-        slots.append((str(name), str(reference), pos, length))
+        slots.append((name, reference, pos, length))
         pos += length
         live_bytes += length
     reservoir = max(MIN_RESERVOIR, live_bytes // 2)
@@ -418,16 +458,19 @@ def _regenerate(conn: sqlite3.Connection, root: Path) -> Plan:
     return Plan(rewrite=data, entries=len(slots))
 
 
+_ENTRY_HEAD = '{"mediaType":"' + MANIFEST_MEDIA_TYPE + '","digest":"'
+
+
 def _entry(root: Path, name: str, reference: str, digest: str, artifact_type: object) -> bytes | None:
+    """The compact JSON descriptor of one ref (as ``json.dumps(..., separators=(",", ":"),
+    ensure_ascii=False)`` would write it), or None if its digest is invalid or its manifest
+    blob or name is not usable."""
     if not is_valid_digest(digest):
         return None
     try:
-        size = os.stat(os.path.join(root, "blobs", "sha256", digest[len("sha256:") :])).st_size
+        size = os.stat(f"{root}/blobs/sha256/{digest[7:]}").st_size
         ref_name = str(ImageName.from_row(name, reference))
     except (FileNotFoundError, ValueError):
         return None
-    entry: dict[str, object] = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest, "size": size}
-    if artifact_type:
-        entry["artifactType"] = str(artifact_type)
-    entry["annotations"] = {REF_NAME: ref_name}
-    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    kind = f',"artifactType":{_quote(str(artifact_type))}' if artifact_type else ""
+    return f'{_ENTRY_HEAD}{digest}","size":{size}{kind},"annotations":{{"{REF_NAME}":{_quote(ref_name)}}}}}'.encode()
