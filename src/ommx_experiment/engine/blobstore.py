@@ -42,7 +42,7 @@ from .digest import (
 )
 from .locks import BLOB_LOCK, GC_EXCLUSION_LOCK, flock_exclusive
 
-CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the blob size
+CHUNK = 4 << 20  # 4 MiB: bounded memory (a few chunks in flight) whatever the blob size
 LEASE_DIR = ".oxe-leases"
 LEASE_SUFFIX = ".lease"
 
@@ -340,10 +340,10 @@ class BlobStore:
         return self._write_new([data], "bytes", known=(digest, len(data)))
 
     def put_file(self, path: Path, *, expected_digest: str | None = None) -> StoredBlob:
-        """Stream the file at ``path`` into the store (memory bounded by one chunk).
+        """Stream the file at ``path`` into the store (memory bounded by a few chunks).
 
-        Hashes the file first: a blob that already exists is verified and touched,
-        not copied again.
+        One pass: the bytes are hashed while they are copied; a blob that turns out
+        to be stored already is verified and touched, and the copy is dropped unsynced.
         """
         with open(path, "rb") as fh:
             return self.put_stream(fh, expected_digest=expected_digest, source=str(path))
@@ -351,27 +351,19 @@ class BlobStore:
     def put_stream(
         self, fh: BinaryIO, *, expected_digest: str | None = None, source: str = "stream"
     ) -> StoredBlob:
-        """Store everything readable from ``fh``.
-
-        A seekable ``fh`` is hashed in a first pass; when that digest is already
-        stored (and verifies) it is only touched, else the data is copied in a
-        second pass. A non-seekable ``fh`` is copied while hashing, in one pass.
-        """
-        start = _tell_if_seekable(fh)
-        if start is not None:
-            digest, size = sha256_digest_chunks(_read_chunks(fh))
-            _check_expected(digest, expected_digest, source)
-            if self._touch_if_valid(digest, size):
-                return StoredBlob(digest, size)
-            fh.seek(start)
-            # The copy is hashed again: if the file changed in between, the digest
-            # returned is that of the bytes actually stored.
+        """Store everything readable from ``fh``, in one pass (see :meth:`put_chunks`)."""
         return self.put_chunks(_read_chunks(fh), expected_digest=expected_digest, source=source)
 
     def put_chunks(
         self, chunks: Iterable[bytes], *, expected_digest: str | None = None, source: str = "stream"
     ) -> StoredBlob:
-        """Store the concatenation of ``chunks``, hashing while writing.
+        """Store the concatenation of ``chunks``, hashing while writing (a helper thread writes
+        one chunk while the next is hashed).
+
+        The digest is known once the last chunk is written: if that blob is already
+        stored (and verifies), it is touched and the temp copy removed without an
+        fsync; else the copy is fsynced and published. The digest returned is that
+        of the bytes actually stored, whatever the source did meanwhile.
 
         An I/O failure (full disk, file size limit, read-only root) is a
         :class:`RegistryError` naming the temp path; the temp file is removed and
@@ -388,20 +380,24 @@ class BlobStore:
         known: tuple[str, int] | None = None,
     ) -> StoredBlob:
         """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
-        bytes the caller already hashed (then they are not hashed again)."""
+        bytes the caller already hashed and found absent (then they are not hashed again)."""
         tmp: Path | str = self.dir
         try:
             self.ensure_dirs()
             with atomic.temp_file(self.dir, stem="blob-") as (tmp, handle):
                 if known is None:
                     hasher = StreamingDigest()
-                    _copy_chunks(chunks, handle, hasher, source=source)
-                    known = (hasher.digest(), hasher.size)
+                    _copy_chunks(chunks, handle, hasher, source=source, sync=False)
+                    digest, size = hasher.digest(), hasher.size
+                    _check_expected(digest, expected_digest, source)
+                    if self._touch_if_valid(digest, size):
+                        return StoredBlob(digest, size)  # the unsynced copy goes with the temp name
+                    atomic.sync_file(handle)
                 else:
                     _copy_chunks(chunks, handle, source=source)
+                    digest, size = known
+                    _check_expected(digest, expected_digest, source)
                 handle.close()
-                digest, size = known
-                _check_expected(digest, expected_digest, source)
                 self._publish(tmp, digest, size)
         except OSError as exc:
             raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
@@ -631,7 +627,7 @@ class Staging:
 
 
 def fd_chunks(fd: int) -> Iterator[bytes]:
-    """Read the open file descriptor ``fd`` to its end, one chunk (at most 1 MiB) at a time."""
+    """Read the open file descriptor ``fd`` to its end, one chunk (at most :data:`CHUNK`) at a time."""
     while chunk := os.read(fd, CHUNK):
         yield chunk
 
@@ -643,15 +639,73 @@ def _copy_chunks(
     *,
     max_size: int | None = None,
     source: str,
+    sync: bool = True,
 ) -> None:
-    """Write ``chunks`` to ``handle`` (feeding ``hasher`` if given, which enforces ``max_size``), then fsync."""
-    for chunk in chunks:
-        if hasher is not None:
-            hasher.update(chunk)
-            if max_size is not None and hasher.size > max_size:
-                raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
-        handle.write(chunk)
-    atomic.sync_file(handle)
+    """Write ``chunks`` to ``handle`` (feeding ``hasher`` if given, which enforces ``max_size``),
+    then fsync unless ``sync`` is false.
+
+    From the second chunk on, a helper thread writes each chunk while this thread hashes it
+    (both release the GIL), so a large copy costs about max(hash, write), not their sum.
+    """
+    handle.flush()
+    fd = handle.fileno()
+    writer: _ChunkWriter | None = None
+    try:
+        for i, chunk in enumerate(chunks):
+            if writer is None and i == 0:
+                _write_all(fd, chunk)
+            else:
+                if writer is None:
+                    writer = _ChunkWriter(fd)
+                writer.put(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+                if max_size is not None and hasher.size > max_size:
+                    raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
+    finally:
+        if writer is not None:
+            writer.close()
+    if sync:
+        os.fsync(fd)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _ChunkWriter:
+    """Writes chunks to ``fd`` on a helper thread, at most two chunks queued (bounded memory)."""
+
+    def __init__(self, fd: int) -> None:
+        import queue
+
+        self._fd = fd
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="oxe-blob-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    _write_all(self._fd, chunk)
+                except OSError as exc:
+                    self._error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait until every queued chunk is written; re-raise the first write error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _read_chunks(fh: BinaryIO) -> Iterator[bytes]:
@@ -667,13 +721,6 @@ def _check_expected(actual: str, expected: str | None, source: str) -> None:
 def _hash_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return sha256_digest_chunks(_read_chunks(fh))[0]
-
-
-def _tell_if_seekable(fh: BinaryIO) -> int | None:
-    try:
-        return fh.tell() if fh.seekable() else None
-    except (OSError, AttributeError, ValueError):
-        return None
 
 
 def _file_equals(path: str, data: bytes) -> bool:
