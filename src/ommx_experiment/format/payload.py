@@ -175,7 +175,8 @@ def decompress_chunks(desc: Descriptor, chunks: Iterable[bytes], size: int = 1 <
         return
     import zstandard
 
-    with zstandard.ZstdDecompressor().stream_reader(_ChunkReader(chunks), read_across_frames=True) as reader:
+    source: Any = _ChunkReader(chunks)  # duck-typed: stream_reader only calls read()
+    with zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True) as reader:
         while piece := reader.read(size):
             yield piece
 
