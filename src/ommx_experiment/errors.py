@@ -26,6 +26,24 @@ class InvalidImageNameError(InvalidInputError):
     """An image reference that does not parse. Message starts ``Invalid image reference``."""
 
 
+class ParameterTypeError(InvalidInputError):
+    """A run parameter whose type does not fit the column the closed runs established.
+
+    The message names the column, the established type and the value's type.
+    int and float mix (the column widens to float64, as OMMX does); nothing else does.
+    """
+
+    def __init__(self, name: str, established: str, incoming: str, value: object = None) -> None:
+        super().__init__(
+            f"Run parameter `{name}` is a {established} column (established by closed runs); "
+            f"got a {incoming} value {value!r:.80}. Log a {established} value, use another parameter name, "
+            "or discard the runs that established the column (Experiment.discard_run)"
+        )
+        self.name = name
+        self.established = established
+        self.incoming = incoming
+
+
 class InvalidArgumentTypeError(OmmxExperimentError, TypeError):
     """A caller passed an argument of the wrong kind (OMMX raises TypeError)."""
 
@@ -51,8 +69,27 @@ class LifecycleError(OmmxExperimentError, RuntimeError):
 # --- storage -----------------------------------------------------------------
 
 
+class RunNotFoundError(OmmxExperimentError, KeyError):
+    """No closed run with that id in the experiment."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RunNotRecordedError(LifecycleError):
+    """A Run closed after its shared experiment was committed or replaced; the message says where it was kept."""
+
+
+class ExperimentBusyError(LifecycleError):
+    """Commit refused: other live processes still hold open runs of the experiment (the message names them)."""
+
+
 class RegistryError(OmmxExperimentError, RuntimeError):
     """A Local Registry operation failed (I/O, SQLite, layout)."""
+
+
+class JournalWriteError(RegistryError):
+    """The checkpoint journal could not be written; the message names the run or step and what was kept."""
 
 
 class RootAlreadySetError(RegistryError):

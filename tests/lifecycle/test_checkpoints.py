@@ -16,7 +16,7 @@ from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry
 from ommx_experiment.engine.names import ImageName
 from ommx_experiment.engine.oci import Manifest
 from ommx_experiment.format.codec import ExperimentConfig
-from ommx_experiment.format.journal import checkpoint_ref, pin_name, read_journal
+from ommx_experiment.format.journal import checkpoint_ref, pin_refs, read_journal
 
 NAME = "example.com/team/ck:v1"
 WORKER = Path(__file__).resolve().parents[1] / "workers" / "experiment_worker.py"
@@ -146,7 +146,7 @@ def test_restore_from_journal_has_params_attachments_annotations() -> None:
     restored.commit()
     registry = LocalRegistry.default()
     assert read_journal(registry, ImageName.parse(NAME)) is None
-    assert registry.resolve(pin_name(registry.registry_id, ImageName.parse(NAME))) is None
+    assert pin_refs(registry, ImageName.parse(NAME)) == []
     assert Experiment.load(NAME).runs[0].get_blob("f1") == Path(__file__).read_bytes()
 
 
@@ -171,7 +171,8 @@ def test_pin_chain_keeps_journaled_blobs_reachable() -> None:
     with exp.run() as run:
         run.log_attachment("c", "x/y", b"C")
     registry = LocalRegistry.default()
-    pin = registry.resolve(pin_name(registry.registry_id, ImageName.parse(NAME)))
+    [pin_ref] = pin_refs(registry, ImageName.parse(NAME))  # one writer: one pin chain
+    pin = registry.resolve(pin_ref)
     reached = {d for d, _ in registry.closure(pin)}
     for payload in (b"A", b"B", b"C"):
         from ommx_experiment.engine.digest import sha256_digest
@@ -218,12 +219,28 @@ def test_rename_moves_checkpoint_and_journal() -> None:
 
 
 def test_restore_of_restored_session_continues_run_ids() -> None:
+    import gc
+
     exp = Experiment(NAME)
     _close_runs(exp, 2)
+    del exp  # its writer leaves and gives its reserved ids back
+    gc.collect()
     restored = Experiment.restore_from_checkpoint(NAME)
     _close_runs(restored, 1)
+    del restored
+    gc.collect()
     again = Experiment.restore_from_checkpoint(NAME)
     assert [r.run_id for r in again.runs] == [0, 1, 2]
+
+
+def test_restore_beside_a_live_writer_never_reuses_its_ids() -> None:
+    exp = Experiment(NAME)
+    _close_runs(exp, 2)
+    restored = Experiment.restore_from_checkpoint(NAME)  # joins: exp still writes to the same journal
+    _close_runs(restored, 1)
+    _close_runs(exp, 1)
+    ids = [r.run_id for r in Experiment.restore_from_checkpoint(NAME).runs]
+    assert ids[:2] == [0, 1] and len(ids) == len(set(ids)) == 4
 
 
 # --- crash safety in subprocesses ---------------------------------------------------------------------------
@@ -339,7 +356,8 @@ def test_restore_reads_journal_rows_in_the_old_format() -> None:
     header = json.dumps({"annotations": {"com.example.k": "v"}, "subject": None, "next_run_id": 2})
     with registry.db.write("test: journal in the old format") as conn:
         conn.execute(
-            "INSERT INTO oxe_journal_sessions VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at) "
+            "VALUES (?, ?, ?, ?, ?)",
             (NAME, "old-session", header, None, "2026-01-01T00:00:00+00:00"),
         )
         conn.executemany(

@@ -152,12 +152,33 @@ def test_ref_conflict_keeps_session_usable_for_rename() -> None:
     assert Experiment.load("example.com/team/exp:v2").run_parameters_df()["other"].tolist() == [1.5]
 
 
-def test_mixed_parameter_types_fail_commit_permanently() -> None:
+def test_mixed_parameter_types_are_refused_when_logged_and_the_run_stays_usable() -> None:
     exp = Experiment(NAME)
     with exp.run() as run:
         run.log_parameter("p", 1)
     with exp.run() as run:
-        run.log_parameter("p", "one")
+        with pytest.raises(ValueError, match=r"Run parameter `p` is a int64 column .* got a string value 'one'"):
+            run.log_parameter("p", "one")
+        run.log_parameter("p", 2.5)  # int then float widens the column, as OMMX does
+    df = exp.run_parameters_df()
+    assert df["p"].tolist() == [1.0, 2.5]
+    exp.commit()
+    assert Experiment.load(NAME).run_parameters_df()["p"].tolist() == [1.0, 2.5]
+
+
+def test_mixed_parameter_types_from_an_old_journal_fail_commit_permanently() -> None:
+    """A journal written before type checks existed can still hold mixed types: commit fails as OMMX's does."""
+    from ommx_experiment.engine.registry import LocalRegistry
+
+    exp = Experiment(NAME)
+    with exp.run() as run:
+        run.log_parameter("p", 1)
+    with exp.run() as run:
+        run.log_parameter("q", 1)
+    registry = LocalRegistry.default()
+    with registry.db.write("test: an old journal row with a mixed type") as conn:
+        body = conn.execute("SELECT body FROM oxe_journal_runs WHERE run_id = 1").fetchone()[0]
+        conn.execute("UPDATE oxe_journal_runs SET body = ? WHERE run_id = 1", (body.replace('{"q": 1}', '{"p": "one"}'),))
     with pytest.raises(ValueError, match="mixed column types"):
         exp.run_parameters_df()
     with pytest.raises(RuntimeError, match="Run parameter `p` has mixed column types: existing int64, incoming string"):

@@ -121,10 +121,14 @@ def test_parameter_subclasses_are_normalised() -> None:
     with exp.run() as run:
         run.log_parameter("f", np.float64(0.5))
         run.log_parameter("i", Level.HIGH)
+        run.log_parameter("n", np.int64(1))  # numpy scalars: their Python values (a superset of OMMX)
+        run.log_parameter("g", np.float32(0.25))
+        run.log_parameter("b", np.bool_(True))
         with pytest.raises(TypeError):
-            run.log_parameter("n", np.int64(1))
+            run.log_parameter("a", np.array([1, 2]))
         with pytest.raises(TypeError):
             run.log_parameter(1, 1)  # type: ignore[arg-type]
     exp.commit()
     df = Experiment.load(NAME).run_parameters_df()
     assert df.loc[0, "f"] == 0.5 and df.loc[0, "i"] == 3
+    assert (df.loc[0, "n"], df.loc[0, "g"], df.loc[0, "b"]) == (1, 0.25, True)

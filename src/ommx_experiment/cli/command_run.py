@@ -14,14 +14,16 @@ calls them too.
 
 Behaviour of ``run``
 --------------------
-* **Opening NAME.** If a checkpoint (our journal or OMMX's checkpoint slot) exists
-  for NAME, the experiment is restored from it automatically, so that chained
-  invocations build one sweep; otherwise a new experiment is started. ``--resume``
-  *requires* a checkpoint (exit 2 when there is none). A NAME that is already
-  committed (and has no checkpoint) is refused with exit 2.
+* **Opening NAME.** Every invocation joins the shared unsealed experiment NAME
+  (:meth:`Experiment.join`), creating it when none exists, so chained *and
+  concurrent* invocations (``xargs -P``, GNU parallel, Slurm array jobs on one
+  machine) build one sweep with unique run ids. ``--resume`` *requires* a draft
+  (exit 2 when there is none). A NAME that is already committed (and has no
+  draft) is refused with exit 2.
 * **One Run** records: the ``--param`` values as run parameters, typed
   (``true``/``false`` → bool, int64 → int, float → float, else str; ``KEY=`` gives
-  the empty string); the attachment ``command`` (JSON: ``argv``, ``cwd``,
+  the empty string) and checked against the column types the experiment's closed
+  runs established (a mismatch is an error, exit 1, before the command starts); the attachment ``command`` (JSON: ``argv``, ``cwd``,
   ``watch``); the attachment ``result`` (JSON: ``exit_code``, ``signal``,
   ``wall_time_s``, ``started_at``, ``finished_at``); ``stdout.txt`` and
   ``stderr.txt`` (``text/plain``; streamed to files while the child runs and teed
@@ -41,8 +43,9 @@ Behaviour of ``run``
 * Without ``--commit`` the experiment is **not** committed: the Run close is
   journaled and the process exits leaving it resumable. ``--commit`` commits and
   prints the image name and manifest digest, as ``commit NAME`` does.
-* Invocations for the same NAME must not run concurrently (each restores the
-  journal at start; the later writer would win).
+* Invocations for the same NAME may run at the same time: each is one writer of
+  the shared journal. A killed invocation leaves its Run open; the next join,
+  restore or commit of NAME records it as ``interrupted``.
 """
 
 from __future__ import annotations
@@ -207,20 +210,13 @@ def has_checkpoint(name: str) -> bool:
 
 
 def open_experiment(name: str, *, resume: bool) -> Any:
-    """The unsealed Experiment NAME: restored if a checkpoint exists, else new (see module doc)."""
+    """The shared unsealed Experiment NAME, joined (created when none exists; see module doc)."""
     from ..engine.names import ImageName
-    from ..engine.registry import LocalRegistry
     from ..lifecycle.experiment import Experiment
 
-    if has_checkpoint(name):
-        return Experiment.restore_from_checkpoint(name)
-    image = ImageName.parse(name)
-    if resume:
-        raise LifecycleError(f"--resume: no checkpoint of experiment {image} to resume")
-    committed = LocalRegistry.default().resolve(image)
-    if committed is not None:
-        raise LifecycleError(f"Experiment {image} is already committed as {committed}")
-    return Experiment(name)
+    if resume and not has_checkpoint(name):
+        raise LifecycleError(f"--resume: no checkpoint of experiment {ImageName.parse(name)} to resume")
+    return Experiment.join(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +348,8 @@ def run_command(options: RunOptions, *, tee: bool = True, experiment: Any = None
         experiment = open_experiment(options.name, resume=options.resume)
     run = experiment.run()
     run_id = run.run_id
+    for key, value in options.params:  # before the command starts: a type mismatch is an error, nothing runs
+        run.log_parameter(key, value)
     outcome: dict[str, Any] = {}
     try:
         with run:
@@ -369,8 +367,6 @@ def run_command(options: RunOptions, *, tee: bool = True, experiment: Any = None
 
 
 def _record_run(run: Any, options: RunOptions, tee: bool, outcome: dict[str, Any]) -> None:
-    for key, value in options.params:
-        run.log_parameter(key, value)
     watch_dir = options.watch.resolve() if options.watch is not None else None
     run.log_json("command", {"argv": list(options.command), "cwd": os.getcwd(), "watch": str(watch_dir) if watch_dir else None})
     watcher_error: BaseException | None = None

@@ -749,7 +749,7 @@ def list_journal_drafts(
     exception propagates. Whether an OMMX-format checkpoint of the same name is
     newer is the caller's concern (:func:`ommx_experiment.edges.catalog.list_experiment_checkpoints`).
     """
-    rows = registry.db.query("SELECT requested_name FROM oxe_journal_sessions ORDER BY requested_name")
+    rows = registry.db.query("SELECT requested_name FROM oxe_journal_sessions WHERE sealing IS NULL ORDER BY requested_name")
     for (name,) in rows:
         if prefix is not None and not str(name).startswith(prefix):
             continue

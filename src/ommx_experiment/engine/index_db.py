@@ -88,6 +88,21 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE IF NOT EXISTS oxe_journal_attachments ("
         " session_id TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY(session_id, name))",
     ),
+    # shared unsealed experiments: many writers per session (format/journal.py, spec/experiment.md)
+    (
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN next_run_id INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN columns TEXT NOT NULL DEFAULT '{}'",
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN sealing TEXT",
+        "ALTER TABLE oxe_journal_sessions ADD COLUMN slot_digest TEXT",
+        "UPDATE oxe_journal_sessions SET next_run_id = COALESCE(json_extract(header, '$.next_run_id'), 0)",
+        "CREATE TABLE IF NOT EXISTS oxe_journal_writers ("
+        " writer_id TEXT PRIMARY KEY, session_id TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,"
+        " started_at TEXT NOT NULL, pin_digest TEXT)",
+        "CREATE INDEX IF NOT EXISTS oxe_journal_writers_session ON oxe_journal_writers(session_id)",
+        "CREATE TABLE IF NOT EXISTS oxe_journal_sealed ("
+        " session_id TEXT PRIMARY KEY, requested_name TEXT NOT NULL, manifest_digest TEXT NOT NULL,"
+        " sealed_at TEXT NOT NULL)",
+    ),
     # index.json patched in place (layout_view.py, spec/registry.md §5): the refs changed since the
     # view was last planned (also by OMMX's writes) and where each entry sits in the file
     (
@@ -351,6 +366,6 @@ def _begin_immediate(conn: sqlite3.Connection, path: Path, step: str) -> None:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise RegistryError(f"Failed to begin {step} in {path}: {exc}") from exc
             if time.monotonic() > deadline:
-                raise RegistryError(f"Failed to begin {step} in {path}: {exc} (waited 60 s)") from exc
+                raise RegistryError(f"Failed to begin {step} in {path}: {exc} (waited {BUSY_TIMEOUT_MS / 1000:g} s)") from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.5)

@@ -84,6 +84,10 @@ class RunContent:
     trace: Descriptor | None = None
     solves: tuple[SolveContent, ...] = ()
     samplings: tuple[SolveContent, ...] = ()
+    started_ns: int | None = field(default=None, compare=False)
+    """When the Run was allocated (``time.time_ns()``); not in OMMX's config, kept by our journal."""
+    finished_ns: int | None = field(default=None, compare=False)
+    """When the Run was closed; not in OMMX's config, kept by our journal."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "solves", tuple(self.solves))

@@ -24,23 +24,40 @@ OMMX-format checkpoints
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
+import logging
 import re
 import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
+from ..engine import index_db
 from ..engine.clock import now_timestamp, parse_timestamp
+from ..engine.index_db import connect, write_transaction
 from ..engine.names import ImageName, checkpoint_name
 from ..engine.oci import Descriptor, FrozenMap, Manifest, parse_descriptor
-from ..errors import InvalidArtifactError, LifecycleError
+from ..engine.writers import WRITERS_DIR, WriterIdentity, WriterLock, claim_if_dead, is_alive, log_path
+from ..engine.writers import remove_files as remove_writer_files
+from ..errors import (
+    InvalidArtifactError,
+    JournalWriteError,
+    LifecycleError,
+    OmmxExperimentError,
+    ParameterTypeError,
+    RegistryError,
+    RunNotFoundError,
+    RunNotRecordedError,
+)
 from .content import AttachmentContent, ExperimentContent, RunContent, SolveContent, build_experiment
+from .run_log import CLOSED, OPEN, OpenRun, RunLog, read_log
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
@@ -48,6 +65,8 @@ if TYPE_CHECKING:
     from ..engine.registry import LocalRegistry
     from .codec import ExperimentConfig
     from .run_params import ParamValue
+
+log = logging.getLogger(__name__)
 
 # --- names ------------------------------------------------------------------------------------------
 
@@ -81,7 +100,7 @@ def decode_param(cell: list[Any]) -> ParamValue:
     return {"b": bool, "i": int, "s": str}[kind](value)
 
 
-def _call_obj(call: SolveContent) -> dict[str, Any]:
+def call_to_obj(call: SolveContent) -> dict[str, Any]:
     return {
         "id": call.call_id,
         "status": call.status,
@@ -106,6 +125,7 @@ def _call(obj: dict[str, Any]) -> SolveContent:
 
 
 _ROW_V2 = 2
+_ROW_V3 = 3
 _PARAM_TYPES = (bool, int, float, str)
 
 
@@ -116,37 +136,47 @@ def _run_extras(run: RunContent) -> dict[str, Any] | None:
         "attachments": {k: d.to_dict() for k, d in run.attachments.descriptors.items()},
         "filenames": dict(run.attachments.filenames),
         "trace": _desc_obj(run.trace),
-        "solves": [_call_obj(c) for c in run.solves],
-        "samplings": [_call_obj(c) for c in run.samplings],
+        "solves": [call_to_obj(c) for c in run.solves],
+        "samplings": [call_to_obj(c) for c in run.samplings],
     }
 
 
 def run_body(run: RunContent, params: Mapping[str, ParamValue], closed_ns: int | None = None) -> str:
-    """The journal row of one closed run (format v2).
+    """The journal row of one closed run (format v3).
 
-    ``[2, run_id, status, reason, params, closed_ns, extras]``: ``params`` is a JSON
-    object of the values themselves (JSON keeps bool/int/float/str apart, and Python
-    writes floats with the shortest repr that reads back bit-exact, NaN/inf as
-    ``NaN``/``Infinity``); ``closed_ns`` is the close time (``time.time_ns()``), which
-    makes the row its own ``updated_at``; ``extras`` holds attachment descriptors,
-    filenames, trace, solves and samplings, or ``null`` for a run without any.
+    ``[3, run_id, status, reason, params, closed_ns, extras, started_ns]``: ``params``
+    is a JSON object of the values themselves (JSON keeps bool/int/float/str apart,
+    and Python writes floats with the shortest repr that reads back bit-exact,
+    NaN/inf as ``NaN``/``Infinity``); ``closed_ns`` is the close time
+    (``time.time_ns()``), which makes the row its own ``updated_at``; ``extras``
+    holds attachment descriptors, filenames, trace, solves and samplings, or
+    ``null`` for a run without any; ``started_ns`` is when the run was allocated
+    (null when unknown). v2 rows are the same without ``started_ns``.
     """
     values = params if type(params) is dict else dict(params)
-    stamp = time.time_ns() if closed_ns is None else closed_ns
-    return json.dumps([_ROW_V2, run.run_id, run.status, run.reason, values, stamp, _run_extras(run)])
+    stamp = run.finished_ns or (time.time_ns() if closed_ns is None else closed_ns)
+    return json.dumps([_ROW_V3, run.run_id, run.status, run.reason, values, stamp, _run_extras(run), run.started_ns])
 
 
 def _parse_row(text: str) -> tuple[RunContent, dict[str, ParamValue], int | None]:
     obj = json.loads(text)
     if isinstance(obj, dict):  # v1 rows (written before the compact format)
         return (*_parse_v1(obj), None)
-    version, run_id, status, reason, values, closed_ns, extras = obj
-    if version != _ROW_V2 or not isinstance(values, dict) or not isinstance(closed_ns, int):
+    version = obj[0]
+    if version == _ROW_V3:
+        _, run_id, status, reason, values, closed_ns, extras, started_ns = obj
+    elif version == _ROW_V2:
+        _, run_id, status, reason, values, closed_ns, extras = obj
+        started_ns = None
+    else:
+        raise ValueError(f"unsupported journal run row {text[:80]!r}")
+    if not isinstance(values, dict) or not isinstance(closed_ns, int):
         raise ValueError(f"unsupported journal run row {text[:80]!r}")
     for value in values.values():
         if type(value) not in _PARAM_TYPES:
             raise TypeError(f"journal parameter value {value!r} is not bool/int/float/str")
-    return _run_content(run_id, status, reason, extras or {}), values, closed_ns
+    started = started_ns if isinstance(started_ns, int) else None
+    return _run_content(run_id, status, reason, extras or {}, started, closed_ns), values, closed_ns
 
 
 def _parse_v1(obj: dict[str, Any]) -> tuple[RunContent, dict[str, ParamValue]]:
@@ -157,7 +187,9 @@ def _parse_v1(obj: dict[str, Any]) -> tuple[RunContent, dict[str, ParamValue]]:
     return run, params
 
 
-def _run_content(run_id: Any, status: Any, reason: Any, extras: dict[str, Any]) -> RunContent:
+def _run_content(
+    run_id: Any, status: Any, reason: Any, extras: dict[str, Any], started_ns: int | None = None, finished_ns: int | None = None
+) -> RunContent:
     """A run from its row fields; ``extras`` holds attachments/filenames/trace/solves/samplings (v1: the row)."""
     return RunContent(
         run_id=int(run_id),
@@ -170,6 +202,8 @@ def _run_content(run_id: Any, status: Any, reason: Any, extras: dict[str, Any]) 
         trace=_desc(extras.get("trace"), "journal trace"),
         solves=tuple(_call(c) for c in extras.get("solves", [])),
         samplings=tuple(_call(c) for c in extras.get("samplings", [])),
+        started_ns=started_ns,
+        finished_ns=finished_ns,
     )
 
 
@@ -193,17 +227,26 @@ def run_blobs(run: RunContent) -> list[Descriptor]:
 
 
 # --- the journal -------------------------------------------------------------------------------------
-
-# Tables: oxe_journal_sessions / oxe_journal_runs / oxe_journal_attachments (index_db.MIGRATIONS step 2).
+#
+# Tables (engine.index_db.MIGRATIONS steps 2 and 3), all keyed by the session id of one unsealed
+# experiment, which every writer of that experiment shares:
+#   oxe_journal_sessions   requested_name (PK) -> session_id, header (annotations, subject),
+#                          pin_digest (legacy single-writer pin), updated_at, next_run_id (the shared
+#                          run-id counter), columns (established parameter types), sealing (a commit in
+#                          progress: "<writer id> <manifest digest>")
+#   oxe_journal_runs       closed runs of every writer (one row each, O(1) to append)
+#   oxe_journal_attachments  experiment-level attachments of every writer
+#   oxe_journal_writers    writer_id (PK) -> session_id, pid, host, started_at, pin_digest
+#   oxe_journal_sealed     tombstones: session_id -> requested_name, manifest digest, sealed_at
 
 
 @dataclass(frozen=True, slots=True)
 class JournalHeader:
-    """Registry-independent session facts (no runs): O(1) to rewrite."""
+    """Session facts other than runs (annotations, subject): O(1) to rewrite."""
 
     annotations: Mapping[str, str]
     subject: Descriptor | None
-    next_run_id: int
+    next_run_id: int = 0  # legacy copy; the shared counter is the sessions.next_run_id column
 
     def to_json(self) -> str:
         return json.dumps(
@@ -215,130 +258,716 @@ class JournalHeader:
     @classmethod
     def parse(cls, text: str) -> JournalHeader:
         obj = json.loads(text)
-        return cls(FrozenMap(obj.get("annotations") or {}), _desc(obj.get("subject"), "journal subject"), int(obj["next_run_id"]))
+        return cls(FrozenMap(obj.get("annotations") or {}), _desc(obj.get("subject"), "journal subject"), int(obj.get("next_run_id", 0)))
 
 
 @dataclass(frozen=True, slots=True)
 class JournalSnapshot:
-    """Everything a journal holds for one requested name."""
+    """Everything a journal holds for one requested name, every writer's closed runs included."""
 
     session_id: str
     header: JournalHeader
     attachments: AttachmentContent
     runs: tuple[tuple[RunContent, dict[str, ParamValue]], ...]
     updated_at: str
+    next_run_id: int = 0
+    columns: Mapping[str, str] = field(default_factory=dict)
+    slot_digest: str | None = None
+    """The OMMX-format checkpoint our writers last published from this journal (never newer than it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRunHolder:
+    """A live writer that still holds open runs (for commit's refusal message)."""
+
+    writer: WriterIdentity
+    run_ids: tuple[int, ...]
+
+
+INTERRUPTED_REASON = "process exited while the run was open"
+_SEAL_KEEP_DAYS = 30
+_MAX_BLOCK = 256
 
 
 class Journal:
-    """The journal of one session (one requested name at a time)."""
+    """One writer's handle on the shared journal of one requested name.
+
+    Created unstarted; :meth:`start` registers this process as a writer (a lock
+    file, an open-run log, a ``oxe_journal_writers`` row) and creates or adopts the
+    session. Run ids come from the shared counter in blocks reserved by one short
+    transaction; a Run close is one ``INSERT`` that checks the session is neither
+    sealed nor being sealed, so no close can slip past a commit.
+    """
 
     def __init__(self, registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> None:
         self.registry = registry
         self.requested = requested
-        self.session_id = session_id or uuid.uuid4().hex
-        self.started = session_id is not None  # adopting an existing journal: already durable
+        self.session_id = session_id
+        self.identity = WriterIdentity.new()
+        self.started = False
         self.pin_digest: str | None = None
-        if self.started:
-            row = registry.db.query(
-                "SELECT pin_digest FROM oxe_journal_sessions WHERE requested_name = ? AND session_id = ?",
-                (str(requested), self.session_id),
-            )
-            self.pin_digest = str(row[0][0]) if row and row[0][0] else None
+        self.columns: dict[str, str] = {}
+        self.log: RunLog | None = None
+        self._lock: WriterLock | None = None
+        self._ids: list[int] = []
+        self._block = 1
 
-    # --- writes ------------------------------------------------------------------
+    # --- joining ---------------------------------------------------------------------------------
 
-    def record(
+    def start(
         self,
         header: JournalHeader,
         *,
+        join: bool,
         runs: Iterable[tuple[RunContent, Mapping[str, ParamValue]]] = (),
         attachments: Iterable[tuple[str, Descriptor, str | None]] = (),
         new_blobs: Iterable[Descriptor] = (),
     ) -> None:
-        """One transaction: header upsert plus the given run/attachment rows; then move the pin.
+        """Register this writer and create or adopt the session of ``requested``.
 
-        The first call of a session replaces any older journal of the same name.
-        Pin first, rows second: a crash in between leaves extra pinned blobs, never
-        a journal row whose blobs are unprotected.
+        ``join``: adopt the session the name has (or this handle's ``session_id``),
+        creating it when there is none. Otherwise create a new session with the
+        carried ``runs``/``attachments``, replacing an older journal of the name
+        unless a live writer still writes to it (``LifecycleError``).
+        """
+        if self.started:
+            return
+        self._lock = WriterLock(self.registry.root, self.identity)
+        self.log = RunLog(log_path(self.registry.root, self.identity.writer_id))
+        try:
+            carried_runs = list(runs)
+            blobs = _unique(new_blobs)
+            pin = self._publish_pin(blobs) if blobs else None
+            with journal_write(self.registry, f"journal start {self.requested}") as conn:
+                self._start_in(conn, header, join, carried_runs, list(attachments), pin)
+        except BaseException:
+            self._abandon()
+            raise
+        self.pin_digest = pin
+        self.started = True
+
+    def _start_in(
+        self,
+        conn: sqlite3.Connection,
+        header: JournalHeader,
+        join: bool,
+        runs: list[tuple[RunContent, Mapping[str, ParamValue]]],
+        attachments: list[tuple[str, Descriptor, str | None]],
+        pin: str | None,
+    ) -> None:
+        name = str(self.requested)
+        row = conn.execute(
+            "SELECT session_id, columns, sealing FROM oxe_journal_sessions WHERE requested_name = ?", (name,)
+        ).fetchone()
+        adopt = row is not None and (join or row[0] == self.session_id)
+        if adopt:
+            self.session_id = str(row[0])
+            self.columns = dict(json.loads(row[1] or "{}"))
+            if not self.columns:  # a journal written before column types were kept: derive them once
+                bodies = conn.execute("SELECT body FROM oxe_journal_runs WHERE session_id = ?", (self.session_id,)).fetchall()
+                self.columns = _columns_of((_parse_run_row(str(b))[1] for (b,) in bodies), {})
+                if self.columns:
+                    conn.execute(
+                        "UPDATE oxe_journal_sessions SET columns = ? WHERE session_id = ?",
+                        (json.dumps(self.columns), self.session_id),
+                    )
+            if row[2] is not None and not _sealer_dead(self.registry.root, str(row[2])):
+                raise LifecycleError(f"Experiment {name} is being committed by another process; it cannot be joined now")
+        else:
+            if row is not None:  # a new session replaces the draft of the name, as in OMMX
+                _drop_journal(conn, name)
+            self.session_id = self.session_id if (self.session_id and not join) else uuid.uuid4().hex
+            next_id = max((r.run_id for r, _ in runs), default=-1) + 1
+            self.columns = _columns_of((p for _, p in runs), {})
+            conn.execute(
+                "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at, "
+                "next_run_id, columns) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+                (name, self.session_id, header.to_json(), now_timestamp(), next_id, json.dumps(self.columns)),
+            )
+            now_ns = time.time_ns()
+            conn.executemany(_INSERT_RUN, [(self.session_id, r.run_id, run_body(r, p, now_ns)) for r, p in runs])
+            conn.executemany(
+                "INSERT OR REPLACE INTO oxe_journal_attachments VALUES (?, ?, ?)",
+                [(self.session_id, n, _attachment_body(d, f)) for n, d, f in attachments],
+            )
+        conn.execute(
+            "INSERT INTO oxe_journal_writers(writer_id, session_id, pid, host, started_at, pin_digest) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (self.identity.writer_id, self.session_id, self.identity.pid, self.identity.host, now_timestamp(), pin),
+        )
+
+    # --- run ids -----------------------------------------------------------------------------------
+
+    def allocate_run_id(self) -> int:
+        """A run id no writer was or will be given; logged as opened at once."""
+        if not self._ids:
+            self._reserve()
+        run_id = self._ids.pop()
+        assert self.log is not None
+        self.log.append((OPEN, run_id, time.time_ns()))
+        return run_id
+
+    def _reserve(self) -> None:
+        count = self._block
+        with journal_write(self.registry, f"journal {self.requested}: reserve run ids") as conn:
+            row = conn.execute(
+                "UPDATE oxe_journal_sessions SET next_run_id = next_run_id + ? WHERE session_id = ? "
+                "AND sealing IS NULL RETURNING next_run_id",
+                (count, self.session_id),
+            ).fetchone()
+            if row is None:
+                raise LifecycleError(self._gone_message(conn, "no new Run can be started"))
+        end = int(row[0])
+        self._ids = list(range(end - 1, end - count - 1, -1))  # popped from the end: ascending
+        self._block = min(self._block * 2, _MAX_BLOCK)
+
+    def give_back_ids(self) -> None:
+        """Return the unused reserved ids when no other writer reserved after us (keeps ids dense)."""
+        if not self._ids or not self.started:
+            return
+        low, high = min(self._ids), max(self._ids)
+        with (
+            contextlib.suppress(sqlite3.Error, OmmxExperimentError),
+            journal_write(self.registry, f"journal {self.requested}: return run ids") as conn,
+        ):
+                conn.execute(
+                    "UPDATE oxe_journal_sessions SET next_run_id = ? WHERE session_id = ? AND next_run_id = ?",
+                    (low, self.session_id, high + 1),
+                )
+        self._ids = []
+
+    # --- parameter types -----------------------------------------------------------------------------
+
+    def check_param(self, name: str, value: ParamValue) -> None:
+        """``ParameterTypeError`` (a ValueError) when ``value`` cannot join column ``name``.
+
+        The column types are those the closed runs of every writer established;
+        an unknown name or an apparent conflict is checked against the journal
+        (another writer may have established or widened it meanwhile).
+        """
+        kind = _KIND[type(value)]
+        established = self.columns.get(name)
+        if established is not None and (established == kind or _widens(established, kind)):
+            return
+        if self.started:
+            self._refresh_columns()
+            established = self.columns.get(name)
+        if established is not None and established != kind and not _widens(established, kind):
+            raise ParameterTypeError(name, established, kind, value)
+
+    def _refresh_columns(self) -> None:
+        rows = self.registry.db.query("SELECT columns FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,))
+        if rows:
+            self.columns = dict(json.loads(str(rows[0][0]) or "{}"))
+
+    # --- closing runs ---------------------------------------------------------------------------------
+
+    def append_run(self, run: RunContent, params: Mapping[str, ParamValue], new_blobs: Iterable[Descriptor] = ()) -> None:
+        """Record a closed run of this writer: durable and visible to every writer when this returns.
+
+        Raises ``ParameterTypeError`` (nothing recorded) when another writer
+        established a different type for one of its parameters meanwhile, and
+        ``RunNotRecordedError`` when the experiment was committed or replaced first
+        (the run is then kept in a new draft of the same name, as the message says).
         """
         blobs = _unique(new_blobs)
+        body = run_body(run, params)
+        update = _column_update(self.columns, params)
+        if not blobs and update is None:
+            recorded = self._append_fast(run.run_id, body)
+        else:
+            recorded = self._append_slow(run, params, body, blobs)
+        if not recorded:
+            self._keep_late(run, params, blobs)
+        assert self.log is not None
+        self.log.append((CLOSED, run.run_id))
+
+    def _append_fast(self, run_id: int, body: str) -> bool:
+        row = (self.session_id, run_id, body, self.session_id)
+        conn = _journal_conn(self.registry)
+        started = time.monotonic()
+        try:
+            return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1  # autocommit: one implicit transaction
+        except sqlite3.OperationalError as exc:
+            # SQLITE_BUSY_SNAPSHOT and friends skip the busy handler: retry in a BEGIN IMMEDIATE,
+            # unless the busy handler already waited its whole budget (a lock held for long).
+            waited = time.monotonic() - started
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or waited >= 0.9 * index_db.BUSY_TIMEOUT_MS / 1000:
+                raise JournalWriteError(self.unsaved_message(run_id, exc)) from exc
+        with journal_write(self.registry, f"journal {self.requested} run {run_id}") as conn:
+            return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1
+
+    def _append_slow(
+        self, run: RunContent, params: Mapping[str, ParamValue], body: str, blobs: list[Descriptor]
+    ) -> bool:
         pin = self._publish_pin(blobs) if blobs else self.pin_digest
-        name = str(self.requested)
-        now_ns = time.time_ns()
-        run_rows = [(self.session_id, r.run_id, run_body(r, p, now_ns)) for r, p in runs]
-        att_rows = [(self.session_id, n, _attachment_body(d, f)) for n, d, f in attachments]
-        with journal_write(self.registry, f"journal {name}") as conn:
-            if not self.started:
-                _drop_journal(conn, name)
-                _drop_orphans(conn)
+        with journal_write(self.registry, f"journal {self.requested} run {run.run_id}") as conn:
+            columns = _session_columns(conn, self.session_id)
+            update = _column_update(columns, params)  # raises ParameterTypeError on a conflict
+            if conn.execute(_INSERT_RUN_IF_OPEN, (self.session_id, run.run_id, body, self.session_id)).rowcount != 1:
+                return False
+            if update is not None:
+                columns.update(update)
+                conn.execute(
+                    "UPDATE oxe_journal_sessions SET columns = ? WHERE session_id = ?", (json.dumps(columns), self.session_id)
+                )
+            if pin != self.pin_digest:
+                conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
+        self.columns = columns
+        self.pin_digest = pin
+        return True
+
+    def unsaved_message(self, run_id: int, exc: BaseException) -> str:
+        return (
+            f"Run {run_id} of {self.requested} was not saved to the checkpoint journal {self.registry.db.path}: {exc}; "
+            "it stays in this session (close it again, or commit, once the cause is fixed)"
+        )
+
+    def _keep_late(self, run: RunContent, params: Mapping[str, ParamValue], blobs: list[Descriptor]) -> None:
+        """The session was sealed or replaced before this close: keep the run in a draft of its own.
+
+        The draft is named after the requested name with ``-late-<session id[:8]>``
+        appended to its tag; its subject is the committed manifest when there is one.
+        Every late run of the same session lands in the same draft.
+        """
+        late = late_name(self.requested, str(self.session_id))
+        with journal_write(self.registry, f"journal {self.requested}: late run {run.run_id}") as conn:
+            why = self._gone_message(conn, f"run {run.run_id} closed too late to be part of it")
+            sealed = conn.execute(
+                "SELECT manifest_digest FROM oxe_journal_sealed WHERE session_id = ?", (self.session_id,)
+            ).fetchone()
+            row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (str(late),)).fetchone()
+            if row is not None:
+                target = str(row[0])
+            else:
+                target = uuid.uuid4().hex
+                subject = None
+                if sealed is not None and self.registry.blobs.exists(str(sealed[0])):
+                    digest = str(sealed[0])
+                    subject = Descriptor(mt.OCI_MANIFEST, digest, self.registry.blobs.size(digest))
+                conn.execute(
+                    "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at, "
+                    "next_run_id, columns) VALUES (?, ?, ?, NULL, ?, 0, '{}')",
+                    (str(late), target, JournalHeader(FrozenMap(), subject).to_json(), now_timestamp()),
+                )
+            conn.execute(_INSERT_RUN, (target, run.run_id, run_body(run, params)))
             conn.execute(
-                "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(requested_name) DO UPDATE SET session_id = excluded.session_id, "
-                "header = excluded.header, pin_digest = excluded.pin_digest, updated_at = excluded.updated_at",
-                (name, self.session_id, header.to_json(), pin, now_timestamp()),
+                "UPDATE oxe_journal_sessions SET next_run_id = MAX(next_run_id, ?) WHERE session_id = ?",
+                (run.run_id + 1, target),
             )
-            conn.executemany(_INSERT_RUN, run_rows)
-            conn.executemany("INSERT OR REPLACE INTO oxe_journal_attachments VALUES (?, ?, ?)", att_rows)
-        self.started = True
+        if blobs:
+            old, self.requested = self.requested, late
+            try:
+                self._publish_pin(blobs)
+            finally:
+                self.requested = old
+        raise RunNotRecordedError(
+            f"{why}; the run was kept as run {run.run_id} of the draft {late}: "
+            f"Experiment.restore_from_checkpoint({str(late)!r}) returns it"
+        )
+
+    def _gone_message(self, conn: sqlite3.Connection, what: str) -> str:
+        sealed = conn.execute(
+            "SELECT manifest_digest FROM oxe_journal_sealed WHERE session_id = ?", (self.session_id,)
+        ).fetchone()
+        if sealed is not None:
+            return f"Experiment {self.requested} was committed as {sealed[0]} by another writer; {what}"
+        sealing = conn.execute(
+            "SELECT sealing FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,)
+        ).fetchone()
+        if sealing is not None and sealing[0] is not None:
+            return f"Experiment {self.requested} is being committed by another writer; {what}"
+        return f"Experiment {self.requested} was replaced or discarded by another session; {what}"
+
+    # --- run-level logs of open runs ----------------------------------------------------------------
+
+    def log_open(self, record: tuple[Any, ...]) -> None:
+        """Append a record about an open run to this writer's open-run log (started journals only)."""
+        if self.log is not None:
+            self.log.append(record)
+
+    def no_open_runs(self) -> None:
+        """Every run of this writer is closed or abandoned: the open-run log may start over."""
+        if self.log is not None:
+            self.log.reset()
+
+    # --- experiment-level state -------------------------------------------------------------------------
+
+    def add_attachment(self, name: str, desc: Descriptor, filename: str | None) -> None:
+        pin = self._publish_pin([desc])
+        with journal_write(self.registry, f"journal {self.requested} attachment {name!r}") as conn:
+            if _session_state(conn, self.session_id) != "open":
+                raise LifecycleError(self._gone_message(conn, f"attachment `{name}` was not added"))
+            try:
+                conn.execute(
+                    "INSERT INTO oxe_journal_attachments VALUES (?, ?, ?)",
+                    (self.session_id, name, _attachment_body(desc, filename)),
+                )
+            except sqlite3.IntegrityError:
+                raise LifecycleError(f"Attachment `{name}` already exists") from None
+            conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
 
-    def append_run(self, run: RunContent, params: Mapping[str, ParamValue]) -> None:
-        """The O(1) fast path of a Run close: one ``INSERT`` of the run row, nothing else.
+    def note_checkpoint(self, manifest_digest: str) -> None:
+        """Remember that our OMMX-format checkpoint slot now holds ``manifest_digest``, built from this journal."""
+        with journal_write(self.registry, f"journal {self.requested}: checkpoint") as conn:
+            conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
 
-        Only for a started journal and a run that stored no blobs (so the pin does
-        not move) and when the header did not change (``set_annotation`` writes it
-        at once). The row carries its close time, so the session row's
-        ``updated_at`` need not be rewritten (:func:`read_journal` takes the newest).
+    def set_annotation(self, key: str, value: str) -> Mapping[str, str]:
+        """Set one annotation of the shared session (others' keys kept); returns all annotations."""
+        with journal_write(self.registry, f"journal {self.requested} annotation {key!r}") as conn:
+            row = conn.execute("SELECT header FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,)).fetchone()
+            if row is None:
+                raise LifecycleError(self._gone_message(conn, f"annotation {key!r} was not set"))
+            header = JournalHeader.parse(str(row[0]))
+            annotations = {**header.annotations, key: value}
+            conn.execute(
+                "UPDATE oxe_journal_sessions SET header = ?, updated_at = ? WHERE session_id = ?",
+                (JournalHeader(FrozenMap(annotations), header.subject).to_json(), now_timestamp(), self.session_id),
+            )
+        return annotations
+
+    def discard_run(self, run_id: int) -> None:
+        """Drop a closed run from the shared journal; column types are derived again from the rest."""
+        with journal_write(self.registry, f"journal {self.requested}: discard run {run_id}") as conn:
+            if _session_state(conn, self.session_id) != "open":
+                raise LifecycleError(self._gone_message(conn, f"run {run_id} was not discarded"))
+            if conn.execute(
+                "DELETE FROM oxe_journal_runs WHERE session_id = ? AND run_id = ?", (self.session_id, run_id)
+            ).rowcount != 1:
+                raise RunNotFoundError(f"Experiment {self.requested} has no closed run {run_id} to discard")
+            bodies = conn.execute("SELECT body FROM oxe_journal_runs WHERE session_id = ?", (self.session_id,)).fetchall()
+            columns = _columns_of((_parse_run_row(str(b))[1] for (b,) in bodies), {})
+            conn.execute(
+                "UPDATE oxe_journal_sessions SET columns = ?, updated_at = ? WHERE session_id = ?",
+                (json.dumps(columns), now_timestamp(), self.session_id),
+            )
+        self.columns = columns
+
+    def snapshot(self) -> JournalSnapshot | None:
+        """Every writer's closed runs and attachments, in one consistent read."""
+        return _read_session(self.registry, session_id=self.session_id) if self.session_id else None
+
+    # --- recovery and commit --------------------------------------------------------------------------------
+
+    def recover(self) -> list[int]:
+        """Turn the open runs of dead writers into ``interrupted`` runs; returns their ids.
+
+        Also finishes or undoes a commit whose committer died (see :meth:`seal`).
         """
-        if not self.started:
-            raise LifecycleError(f"journal of {self.requested} has not been started; use record()")
-        row = (self.session_id, run.run_id, run_body(run, params))
-        conn = _journal_conn(self.registry)
-        try:
-            conn.execute(_INSERT_RUN, row)  # autocommit: one implicit transaction
-            return
-        except sqlite3.OperationalError as exc:  # e.g. SQLITE_BUSY_SNAPSHOT, which skips the busy handler
-            if "locked" not in str(exc) and "busy" not in str(exc):
-                raise
-        with journal_write(self.registry, f"journal {self.requested} run {run.run_id}") as conn:
-            conn.execute(_INSERT_RUN, row)
-
-    def _publish_pin(self, blobs: list[Descriptor]) -> str:
-        blobs_store = self.registry.blobs
-        config = blobs_store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
-        subject = None
-        if self.pin_digest is not None and self.started:
-            subject = Descriptor(mt.OCI_MANIFEST, self.pin_digest, blobs_store.size(self.pin_digest))
-        manifest = Manifest(
-            mt.GENERIC_ARTIFACT_TYPE,
-            Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size),
-            tuple(blobs),
-            subject,
+        if self.session_id is None:
+            return []
+        recovered: list[int] = []
+        rows = self.registry.db.query(
+            "SELECT writer_id FROM oxe_journal_writers WHERE session_id = ? AND writer_id != ?",
+            (self.session_id, self.identity.writer_id),
         )
-        stored = blobs_store.put_bytes(manifest.to_bytes())
-        self.registry.replace(pin_name(self.registry.registry_id, self.requested), stored.digest)
-        return stored.digest
+        for (writer_id,) in rows:
+            with claim_if_dead(self.registry.root, str(writer_id)) as dead:
+                if dead:
+                    recovered += self._recover_writer(str(writer_id))
+        self._clear_dead_sealing()
+        return recovered
+
+    def _recover_writer(self, writer_id: str) -> list[int]:
+        open_runs = read_log(log_path(self.registry.root, writer_id))
+        runs: list[tuple[RunContent, dict[str, ParamValue]]] = []
+        blobs: list[Descriptor] = []
+        for record in open_runs.values():
+            run, params = _interrupted_run(record)
+            runs.append((run, params))
+            blobs += run_blobs(run)
+        present = [d for d in _unique(blobs) if self.registry.blobs.exists(d.digest)]
+        if len(present) != len(_unique(blobs)):
+            log.warning("Recovered runs of %s reference blobs that are gone; those attachments are dropped", self.requested)
+            runs = [(_without_missing(r, self.registry), p) for r, p in runs]
+        pin = self._publish_pin(present) if present else None
+        done: list[int] = []
+        with journal_write(self.registry, f"journal {self.requested}: recover writer {writer_id}") as conn:
+            columns = _session_columns(conn, self.session_id)
+            for run, params in runs:
+                kept = _drop_conflicting(columns, params, run.run_id)
+                columns.update(_column_update(columns, kept) or {})
+                if conn.execute(
+                    "INSERT OR IGNORE INTO oxe_journal_runs VALUES (?, ?, ?)",
+                    (self.session_id, run.run_id, run_body(run, kept)),
+                ).rowcount:
+                    done.append(run.run_id)
+            conn.execute("UPDATE oxe_journal_sessions SET columns = ? WHERE session_id = ?", (json.dumps(columns), self.session_id))
+            if pin is not None:
+                conn.execute(
+                    "UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id)
+                )
+            conn.execute("DELETE FROM oxe_journal_writers WHERE writer_id = ?", (writer_id,))
+        if pin is not None:
+            self.pin_digest = pin
+        self.columns = columns
+        remove_writer_files(self.registry.root, writer_id)
+        return done
+
+    def _clear_dead_sealing(self) -> None:
+        rows = self.registry.db.query(
+            "SELECT sealing FROM oxe_journal_sessions WHERE session_id = ? AND sealing IS NOT NULL", (self.session_id,)
+        )
+        if not rows or not _sealer_dead(self.registry.root, str(rows[0][0])):
+            return
+        _, _, digest = str(rows[0][0]).partition(" ")
+        if self.registry.resolve(self.requested) == digest:  # the dead committer published: finish its cleanup
+            self.discard(digest)
+            return
+        with journal_write(self.registry, f"journal {self.requested}: undo a dead commit") as conn:
+            conn.execute("UPDATE oxe_journal_sessions SET sealing = NULL WHERE session_id = ?", (self.session_id,))
+
+    def compact_ids(self) -> None:
+        """With no other writer registered, continue run ids at max(closed) + 1 (OMMX's restore)."""
+        with journal_write(self.registry, f"journal {self.requested}: compact run ids") as conn:
+            others = conn.execute(
+                "SELECT 1 FROM oxe_journal_writers WHERE session_id = ? AND writer_id != ?",
+                (self.session_id, self.identity.writer_id),
+            ).fetchone()
+            if others is None and not self._ids:
+                conn.execute(
+                    "UPDATE oxe_journal_sessions SET next_run_id = (SELECT COALESCE(MAX(run_id), -1) + 1 "
+                    "FROM oxe_journal_runs WHERE session_id = ?) WHERE session_id = ?",
+                    (self.session_id, self.session_id),
+                )
+
+    def live_open_runs(self) -> list[OpenRunHolder]:
+        """Other live writers of this session that hold open runs."""
+        rows = self.registry.db.query(
+            "SELECT writer_id, pid, host FROM oxe_journal_writers WHERE session_id = ? AND writer_id != ?",
+            (self.session_id, self.identity.writer_id),
+        )
+        out: list[OpenRunHolder] = []
+        for writer_id, pid, host in rows:
+            wid = str(writer_id)
+            if not is_alive(self.registry.root, wid):
+                continue
+            open_ids = tuple(sorted(read_log(log_path(self.registry.root, wid))))
+            if open_ids:
+                out.append(OpenRunHolder(WriterIdentity(wid, int(str(pid)), str(host)), open_ids))
+        return out
+
+    def seal(self, manifest_digest: str) -> None:
+        """Mark the session as being committed to ``manifest_digest``: closes fail from now on.
+
+        Raises ``LifecycleError`` when another live writer is committing it.
+        """
+        mark = f"{self.identity.writer_id} {manifest_digest}"
+        with journal_write(self.registry, f"journal {self.requested}: seal") as conn:
+            row = conn.execute("SELECT sealing FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,)).fetchone()
+            if row is None:
+                raise LifecycleError(self._gone_message(conn, "it cannot be committed again"))
+            sealer = None if row[0] is None else str(row[0]).partition(" ")[0]
+            if sealer not in (None, self.identity.writer_id) and not _sealer_dead(self.registry.root, str(row[0])):
+                raise LifecycleError(f"Experiment {self.requested} is being committed by another process")
+            conn.execute("UPDATE oxe_journal_sessions SET sealing = ? WHERE session_id = ?", (mark, self.session_id))
+
+    def unseal(self) -> None:
+        """Undo :meth:`seal` after a failed publish: writers may close runs again."""
+        with journal_write(self.registry, f"journal {self.requested}: unseal") as conn:
+            conn.execute(
+                "UPDATE oxe_journal_sessions SET sealing = NULL WHERE session_id = ? AND sealing LIKE ?",
+                (self.session_id, f"{self.identity.writer_id} %"),
+            )
+
+    def discard(self, manifest_digest: str | None = None) -> None:
+        """Drop the session's rows, writers and pins; with ``manifest_digest``, leave a commit tombstone."""
+        name = str(self.requested)
+        with journal_write(self.registry, f"journal discard {name}") as conn:
+            if manifest_digest is not None and self.session_id is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO oxe_journal_sealed VALUES (?, ?, ?, ?)",
+                    (self.session_id, name, manifest_digest, now_timestamp()),
+                )
+                conn.execute(
+                    "DELETE FROM oxe_journal_sealed WHERE sealed_at < ?",
+                    (datetime.fromtimestamp(time.time() - _SEAL_KEEP_DAYS * 86400, UTC).isoformat(),),
+                )
+            row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
+            if row is not None and (self.session_id is None or row[0] == self.session_id):
+                _drop_journal(conn, name)
+            if self.session_id is not None:
+                _drop_session(conn, self.session_id)
+        _remove_pins(self.registry, self.requested)
 
     def move(self, new_name: ImageName) -> None:
-        """Rename: the journal rows and the pin ref follow the session to ``new_name``."""
+        """Rename: the session and its pins follow to ``new_name`` (an older journal there is replaced)."""
         old = self.requested
         self.requested = new_name
         if not self.started:
             return
         with journal_write(self.registry, f"journal rename {old} -> {new_name}") as conn:
-            _drop_journal(conn, str(new_name))
+            other = conn.execute(
+                "SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (str(new_name),)
+            ).fetchone()
+            if other is not None:
+                _drop_journal(conn, str(new_name))
             conn.execute(
-                "UPDATE oxe_journal_sessions SET requested_name = ?, updated_at = ? WHERE requested_name = ? "
-                "AND session_id = ?",
-                (str(new_name), now_timestamp(), str(old), self.session_id),
+                "UPDATE oxe_journal_sessions SET requested_name = ?, updated_at = ? WHERE session_id = ?",
+                (str(new_name), now_timestamp(), self.session_id),
             )
-        if self.pin_digest is not None:
-            self.registry.replace(pin_name(self.registry.registry_id, new_name), self.pin_digest)
-            self.registry.remove(pin_name(self.registry.registry_id, old), expected_digest=self.pin_digest)
+        _move_pins(self.registry, old, new_name)
 
-    def discard(self) -> None:
-        """After a successful commit: drop the rows and the pin ref of this name."""
-        discard_journal(self.registry, self.requested)
+    # --- leaving ---------------------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """This writer is done (its Experiment sealed or the process exits): return ids, drop its files.
+
+        A writer that still has open runs keeps its log and row, so that the next
+        join, restore or commit records those runs as interrupted.
+        """
+        if not self.started:
+            return
+        self.give_back_ids()
+        open_left = bool(self.log is not None and read_log(self.log.path))
+        if not open_left:
+            with (
+                contextlib.suppress(sqlite3.Error, OmmxExperimentError),
+                journal_write(self.registry, f"journal {self.requested}: writer exit") as conn,
+            ):
+                conn.execute("DELETE FROM oxe_journal_writers WHERE writer_id = ?", (self.identity.writer_id,))
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        if self._lock is not None:
+            self._lock.release(remove=not open_left)
+            self._lock = None
+        self.started = False
+
+    def _abandon(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        if self._lock is not None:
+            self._lock.release(remove=True)
+            self._lock = None
+
+    # --- pins ----------------------------------------------------------------------------------------------
+
+    def _publish_pin(self, blobs: list[Descriptor]) -> str:
+        """Move this writer's pin to a manifest over ``blobs`` whose subject is its previous pin.
+
+        A previous pin that vanished (OMMX's GC between our writes) is not chained:
+        the new pin then covers only ``blobs``; journal rows still name every blob,
+        and our GC keeps them (see :func:`journal_blob_digests`).
+        """
+        store = self.registry.blobs
+        config = store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
+        subject = None
+        if self.pin_digest is not None and store.exists(self.pin_digest):
+            subject = Descriptor(mt.OCI_MANIFEST, self.pin_digest, store.size(self.pin_digest))
+        manifest = Manifest(
+            mt.GENERIC_ARTIFACT_TYPE, Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size), tuple(blobs), subject
+        )
+        stored = store.put_bytes(manifest.to_bytes())
+        self.registry.replace(writer_pin_name(self.registry.registry_id, self.requested, self.identity.writer_id), stored.digest)
+        return stored.digest
+
+
+_INSERT_RUN = "INSERT OR REPLACE INTO oxe_journal_runs VALUES (?, ?, ?)"
+_INSERT_RUN_IF_OPEN = (
+    "INSERT INTO oxe_journal_runs SELECT ?, ?, ? WHERE EXISTS "
+    "(SELECT 1 FROM oxe_journal_sessions WHERE session_id = ? AND sealing IS NULL)"
+)
+PARAM_KIND: dict[type, str] = {bool: "bool", int: "int64", float: "float64", str: "string"}
+"""Column type of each stored parameter value type (the names of ``format.run_params``)."""
+_KIND = PARAM_KIND
+JOURNAL_WAL_AUTOCHECKPOINT_PAGES = 8192  # WAL up to ~32 MiB between checkpoints of journal writes
+
+
+def _widens(established: str, incoming: str) -> bool:
+    return established in ("int64", "float64") and incoming in ("int64", "float64")
+
+
+def _column_update(columns: Mapping[str, str], params: Mapping[str, ParamValue]) -> dict[str, str] | None:
+    """New or widened column types this run's parameters bring; ``ParameterTypeError`` on a conflict."""
+    update: dict[str, str] | None = None
+    for name, value in params.items():
+        kind = _KIND[type(value)]
+        established = columns.get(name)
+        if established == kind:
+            continue
+        if established is None:
+            (update := update or {})[name] = kind
+        elif _widens(established, kind):
+            if established == "int64":
+                (update := update or {})[name] = "float64"
+        else:
+            raise ParameterTypeError(name, established, kind, value)
+    return update
+
+
+def _columns_of(rows: Iterable[Mapping[str, ParamValue]], columns: dict[str, str]) -> dict[str, str]:
+    out = dict(columns)
+    for params in rows:
+        for name, value in params.items():
+            kind = _KIND[type(value)]
+            established = out.get(name)
+            if established is None or (established == "int64" and kind == "float64"):
+                out[name] = kind
+    return out
+
+
+def _drop_conflicting(columns: Mapping[str, str], params: dict[str, ParamValue], run_id: int) -> dict[str, ParamValue]:
+    kept: dict[str, ParamValue] = {}
+    for name, value in params.items():
+        established, kind = columns.get(name), _KIND[type(value)]
+        if established is None or established == kind or _widens(established, kind):
+            kept[name] = value
+        else:
+            log.warning("Recovered run %d: parameter %r (%s) conflicts with column type %s; dropped", run_id, name, kind, established)
+    return kept
+
+
+def _session_columns(conn: sqlite3.Connection, session_id: str | None) -> dict[str, str]:
+    row = conn.execute("SELECT columns FROM oxe_journal_sessions WHERE session_id = ?", (session_id,)).fetchone()
+    return dict(json.loads(row[0] or "{}")) if row else {}
+
+
+def _session_state(conn: sqlite3.Connection, session_id: str | None) -> str:
+    row = conn.execute("SELECT sealing FROM oxe_journal_sessions WHERE session_id = ?", (session_id,)).fetchone()
+    if row is None:
+        return "gone"
+    return "open" if row[0] is None else "sealing"
+
+
+def _sealer_dead(root: Path, sealing: str) -> bool:
+    writer_id = sealing.partition(" ")[0]
+    return not is_alive(root, writer_id)
+
+
+def _interrupted_run(record: OpenRun) -> tuple[RunContent, dict[str, ParamValue]]:
+    attachments = {
+        name: parse_descriptor(desc, f"open-run log attachment {name!r}") for name, (desc, _) in record.attachments.items()
+    }
+    filenames = {name: str(fn) for name, (_, fn) in record.attachments.items() if fn is not None}
+    run = RunContent(
+        run_id=record.run_id,
+        status="interrupted",
+        reason=INTERRUPTED_REASON,
+        attachments=AttachmentContent(attachments, filenames),
+        trace=_desc(record.trace, "open-run log trace"),
+        solves=tuple(_call(c) for c in record.solves),
+        samplings=tuple(_call(c) for c in record.samplings),
+        started_ns=record.started_ns,
+    )
+    params = {str(k): v for k, v in record.params.items() if type(v) in _PARAM_TYPES}
+    return run, params
+
+
+def _without_missing(run: RunContent, registry: LocalRegistry) -> RunContent:
+    present = registry.blobs.exists
+    attachments = {k: d for k, d in run.attachments.descriptors.items() if present(d.digest)}
+    filenames = {k: v for k, v in run.attachments.filenames.items() if k in attachments}
+    calls = [c for c in (*run.solves, *run.samplings) if all(d is None or present(d.digest) for d in (c.input, c.output, c.diagnostics))]
+    return dataclasses.replace(
+        run,
+        attachments=AttachmentContent(attachments, filenames),
+        trace=run.trace if run.trace is None or present(run.trace.digest) else None,
+        solves=tuple(c for c in run.solves if c in calls),
+        samplings=tuple(c for c in run.samplings if c in calls),
+    )
 
 
 _JOURNAL_CONNS = threading.local()
@@ -353,15 +982,17 @@ def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connec
     then reaches the OS (so it survives SIGKILL of this process) without an
     fsync per Run close; a power loss can drop the last few journal rows,
     never corrupt the database. Ref writes keep the registry's own connection.
+    Any SQLite failure is raised as ``JournalWriteError`` naming ``step``.
     """
-    from ..engine.index_db import write_transaction
-
-    with write_transaction(_journal_conn(registry), registry.db.path, step) as conn:
-        yield conn
-
-
-_INSERT_RUN = "INSERT OR REPLACE INTO oxe_journal_runs VALUES (?, ?, ?)"
-JOURNAL_WAL_AUTOCHECKPOINT_PAGES = 8192  # WAL up to ~32 MiB between checkpoints of journal writes
+    try:
+        registry.blobs.sync_links()  # a row may name blobs just stored: their names are durable first
+    except RegistryError as exc:
+        raise JournalWriteError(f"Failed to write the checkpoint journal {registry.db.path} ({step}): {exc}") from exc
+    try:
+        with write_transaction(_journal_conn(registry), registry.db.path, step) as conn:
+            yield conn
+    except sqlite3.Error as exc:
+        raise JournalWriteError(f"Failed to write the checkpoint journal {registry.db.path} ({step}): {exc}") from exc
 
 
 def _journal_conn(registry: LocalRegistry) -> sqlite3.Connection:
@@ -372,8 +1003,6 @@ def _journal_conn(registry: LocalRegistry) -> sqlite3.Connection:
     key = str(registry.db.path)
     conn = conns.get(key)
     if conn is None:
-        from ..engine.index_db import connect
-
         conn = connect(key)
         conn.execute("PRAGMA synchronous = NORMAL")
         # Each Run close appends a page or two to the WAL; checkpointing (two fsyncs)
@@ -394,44 +1023,123 @@ def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:
     return list(seen.values())
 
 
+def _drop_session(conn: Any, session_id: str) -> None:
+    for table in ("oxe_journal_runs", "oxe_journal_attachments", "oxe_journal_writers"):
+        conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
+
+
 def _drop_journal(conn: Any, name: str) -> None:
     row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
     if row is None:
         return
-    conn.execute("DELETE FROM oxe_journal_runs WHERE session_id = ?", (row[0],))
-    conn.execute("DELETE FROM oxe_journal_attachments WHERE session_id = ?", (row[0],))
+    _drop_session(conn, str(row[0]))
     conn.execute("DELETE FROM oxe_journal_sessions WHERE requested_name = ?", (name,))
-
-
-def _drop_orphans(conn: Any) -> None:
-    # Run rows whose session lost its name to a newer session (Journal.append_run does
-    # not re-check ownership) are unreachable; drop them once per session start.
+    # Rows whose session lost its name earlier are unreachable: drop them too.
     for table in ("oxe_journal_runs", "oxe_journal_attachments"):
         conn.execute(f"DELETE FROM {table} WHERE session_id NOT IN (SELECT session_id FROM oxe_journal_sessions)")
 
 
+def late_name(requested: ImageName, session_id: str) -> ImageName:
+    """Where runs that closed after their session was committed or replaced are kept."""
+    suffix = f"-late-{session_id[:8]}"
+    return requested.with_tag((requested.reference if _is_tag(requested.reference) else "latest")[: 128 - len(suffix)] + suffix)
+
+
+def _is_tag(reference: str) -> bool:
+    return ":" not in reference
+
+
+def writer_pin_name(registry_id: str, requested: ImageName, writer_id: str) -> ImageName:
+    """``…/checkpoint:pin-<sha256(name)>-<writer id[:16]>``: one pin chain per writer, hidden from listings."""
+    return pin_name(registry_id, requested).with_tag(f"pin-{name_hash(requested)}-{writer_id[:16]}")
+
+
+def pin_refs(registry: LocalRegistry, requested: ImageName) -> list[ImageName]:
+    base = pin_name(registry.registry_id, requested)
+    rows = registry.db.query(
+        "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
+        (base.repository, base.reference, base.reference + "-%"),
+    )
+    return [base.with_tag(str(ref)) for (ref,) in rows]
+
+
+def _remove_pins(registry: LocalRegistry, requested: ImageName) -> None:
+    for ref in pin_refs(registry, requested):
+        registry.remove(ref)
+
+
+def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName) -> None:
+    old_hash, new_hash = name_hash(old), name_hash(new)
+    new_base = pin_name(registry.registry_id, new)
+    for ref in pin_refs(registry, old):
+        digest = registry.resolve(ref)
+        if digest is None:
+            continue
+        target = new_base.with_tag(ref.reference.replace(old_hash, new_hash, 1))
+        registry.replace(target, digest)
+        registry.remove(ref, expected_digest=digest)
+
+
+def settle(registry: LocalRegistry, requested: ImageName) -> None:
+    """Finish or undo a commit of ``requested`` whose committer died midway (before anyone reads the journal).
+
+    The committer marks the session ``sealing`` with the manifest digest before it
+    publishes the ref. Dead with the ref at that digest: the commit happened, only
+    its cleanup is left, so the journal is dropped (with a tombstone). Dead before
+    that: the mark is cleared and the experiment is unsealed again.
+    """
+    rows = registry.db.query(
+        "SELECT session_id, sealing FROM oxe_journal_sessions WHERE requested_name = ? AND sealing IS NOT NULL",
+        (str(requested),),
+    )
+    if not rows or not _sealer_dead(registry.root, str(rows[0][1])):
+        return
+    session_id, (_, _, digest) = str(rows[0][0]), str(rows[0][1]).partition(" ")
+    journal = Journal(registry, requested, session_id)
+    if digest and registry.resolve(requested) == digest:
+        with contextlib.suppress(Exception):  # the OMMX-format slot, as commit would
+            registry.remove(checkpoint_ref(registry, requested))
+        journal.discard(digest)
+        return
+    with journal_write(registry, f"journal {requested}: undo a dead commit") as conn:
+        conn.execute(
+            "UPDATE oxe_journal_sessions SET sealing = NULL WHERE session_id = ? AND sealing = ?", (session_id, rows[0][1])
+        )
+
+
 def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:
+    """Drop the journal of ``requested`` whoever wrote it (and its pins)."""
     with journal_write(registry, f"journal discard {requested}") as conn:
         _drop_journal(conn, str(requested))
-    registry.remove(pin_name(registry.registry_id, requested))
+    _remove_pins(registry, requested)
 
 
 def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapshot | None:
     """The journal of ``requested`` in one consistent snapshot, or None."""
+    return _read_session(registry, requested=requested)
+
+
+def _read_session(
+    registry: LocalRegistry, *, requested: ImageName | None = None, session_id: str | None = None
+) -> JournalSnapshot | None:
     with registry.db.read() as conn:
-        row = conn.execute(
-            "SELECT session_id, header, updated_at FROM oxe_journal_sessions WHERE requested_name = ?",
-            (str(requested),),
-        ).fetchone()
+        if session_id is not None:
+            row = conn.execute(
+                "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
+                "WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        else:
+            row = conn.execute(
+                "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
+                "WHERE requested_name = ?",
+                (str(requested),),
+            ).fetchone()
         if row is None:
             return None
-        session_id = str(row[0])
-        run_rows = conn.execute(
-            "SELECT body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (session_id,)
-        ).fetchall()
-        att_rows = conn.execute(
-            "SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (session_id,)
-        ).fetchall()
+        sid = str(row[0])
+        run_rows = conn.execute("SELECT body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)).fetchall()
+        att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
     descriptors: dict[str, Descriptor] = {}
     filenames: dict[str, str] = {}
     for name, body in att_rows:
@@ -442,16 +1150,19 @@ def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapsh
     parsed = [_parse_run_row(str(body)) for (body,) in run_rows]
     updated_at = str(row[2])
     newest_ns = max((ns for _, _, ns in parsed if ns is not None), default=None)
-    if newest_ns is not None:  # fast-path run rows carry their own time (Journal.append_run)
+    if newest_ns is not None:  # run rows carry their own close time
         closed = datetime.fromtimestamp(newest_ns / 1e9, UTC)
         if closed > parse_timestamp(updated_at):
             updated_at = closed.isoformat()
     return JournalSnapshot(
-        session_id=session_id,
+        session_id=sid,
         header=JournalHeader.parse(str(row[1])),
         attachments=AttachmentContent(descriptors, filenames),
         runs=tuple((run, params) for run, params, _ in parsed),
         updated_at=updated_at,
+        next_run_id=int(row[3]),
+        columns=dict(json.loads(str(row[4]) or "{}")),
+        slot_digest=None if row[5] is None else str(row[5]),
     )
 
 
@@ -475,6 +1186,7 @@ def checkpoint_updated_at(registry: LocalRegistry, requested: ImageName) -> tupl
 # --- the journal seen by listings and GC ---------------------------------------------------------------
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_DIGEST_BYTES_RE = re.compile(rb"sha256:[0-9a-f]{64}")
 # The config names layers by index, never by digest: any well-formed descriptor stands in
 # for the run-parameter layer when only the config is wanted.
 _PARAMS_PLACEHOLDER = Descriptor(mt.RUN_PARAMETERS, "sha256:" + "0" * 64, 0)
@@ -500,7 +1212,13 @@ def journal_blob_digests(registry: LocalRegistry) -> set[str]:
             "SELECT header || ' ' || COALESCE(pin_digest, '') FROM oxe_journal_sessions",
             "SELECT body FROM oxe_journal_runs",
             "SELECT body FROM oxe_journal_attachments",
+            "SELECT COALESCE(pin_digest, '') FROM oxe_journal_writers",
         ):
             for (text,) in conn.execute(sql):
                 found.update(_DIGEST_RE.findall(str(text)))
+    # Open runs of live or dead writers name their blobs only in the open-run logs.
+    folder = registry.root / WRITERS_DIR
+    for path in folder.glob("*.log") if folder.is_dir() else ():
+        with contextlib.suppress(OSError):
+            found.update(d.decode() for d in _DIGEST_BYTES_RE.findall(path.read_bytes()))
     return found

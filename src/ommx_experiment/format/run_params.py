@@ -126,7 +126,13 @@ _CONVERT: dict[str, Callable[[Any], ParamValue]] = {BOOL: bool, INT64: int, FLOA
 
 
 def normalise_param(value: object) -> ParamValue:
-    """``value`` as the builtin bool/int/float/str it is stored as; :func:`value_type`'s errors."""
+    """``value`` as the builtin bool/int/float/str it is stored as; :func:`value_type`'s errors.
+
+    numpy scalars (``np.int64``, ``np.float32``, ``np.bool_``, ``np.str_``, …) are
+    taken as their Python values (``.item()``): a superset of what OMMX accepts.
+    """
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
     return _CONVERT[value_type(value)](value)
 
 
@@ -381,7 +387,7 @@ def _decode_canonical(data: bytes) -> ParameterTable | None:
             expected = _PY_TYPE[kind]
             if not all(type(v) is expected for v in values.values()):
                 return None
-            if kind == INT64 and not (_I64_MIN <= min(values.values()) and max(values.values()) <= _I64_MAX):
+            if kind == INT64 and (min(values.values()) < _I64_MIN or max(values.values()) > _I64_MAX):
                 return None
         columns.append(ParameterColumn(name, kind, values))
     try:

@@ -9,6 +9,7 @@ one ``threading.RLock``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -19,10 +20,16 @@ from ..engine.clock import parse_timestamp
 from ..engine.names import ImageName, anonymous_experiment_name
 from ..engine.oci import Descriptor
 from ..engine.registry import LocalRegistry
-from ..errors import InvalidArgumentTypeError, InvalidInputError, LifecycleError, RefConflictError
+from ..errors import (
+    ExperimentBusyError,
+    InvalidArgumentTypeError,
+    InvalidInputError,
+    LifecycleError,
+    RefConflictError,
+)
 from ..format import run_params as rp
 from ..format.codec import CHECKPOINT_STATUSES, FINISHED
-from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal
+from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal, settle
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
 from .run import Run, SealedRun
@@ -49,6 +56,17 @@ def _artifact(registry: LocalRegistry, image: ImageName, digest: str, holder: An
     from .artifact import Artifact
 
     return Artifact._open(registry, image, digest, keep_alive=holder)
+
+
+def _slot_wins(slot: tuple[str, str], journal: Any) -> bool:
+    """The OMMX-format slot is restored instead of the journal only when someone else wrote it later.
+
+    A slot our writers published from this journal (``slot_digest``) is a copy of
+    an older state of it: the journal, which every writer appends to, wins.
+    """
+    if journal.slot_digest == slot[0]:
+        return False
+    return parse_timestamp(slot[1]) > parse_timestamp(journal.updated_at)
 
 
 class Experiment(AttachmentWriter, AttachmentReader):
@@ -80,6 +98,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         annotations: Mapping[str, str] | None = None,
         subject: Descriptor | None = None,
         journal_session_id: str | None = None,
+        join: bool = False,
     ) -> Session:
         if store_trace:
             from .tracing import require_trace_support
@@ -98,6 +117,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
             annotations=dict(annotations or {}),
             subject=subject,
             journal_session_id=journal_session_id,
+            join=join,
         )
         return self._session
 
@@ -157,10 +177,48 @@ class Experiment(AttachmentWriter, AttachmentReader):
         return cls._from_sealed(SealedState.open(registry, image, digest))
 
     @classmethod
-    def restore_from_checkpoint(cls, image_name: str) -> Experiment:
-        """A new unsealed session from the newest of our journal and OMMX's checkpoint slot for ``image_name``."""
+    def join(cls, image_name: str, *, store_trace: bool = False) -> Experiment:
+        """Join the shared unsealed experiment ``image_name``, creating it when none exists.
+
+        Any number of processes on the same registry root may join one name and
+        add runs and attachments to it at once: run ids are unique across all of
+        them, every closed Run is visible to all of them at once, and a commit
+        from any of them publishes every closed run of every writer (it refuses
+        while another live process holds an open Run). Runs left open by a killed
+        process come back as ``interrupted`` runs at the next join, restore or
+        commit. ``Experiment(name)`` keeps OMMX's meaning: a new session.
+
+        Raises ``LifecycleError`` when ``image_name`` is already committed and no
+        draft of it exists.
+        """
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
+        settle(registry, requested)
+        if read_journal(registry, requested) is None:
+            committed = registry.resolve(requested)
+            if committed is not None:
+                raise LifecycleError(f"Experiment {requested} is already committed as {committed}; it cannot be joined")
+            slot = checkpoint_updated_at(registry, requested)
+            if slot is not None:  # an OMMX-format checkpoint and no journal: continue from it
+                self = cls._restore_slot(registry, requested, slot[0], store_trace=store_trace)
+                self._session_or_raise().start()
+                return self
+        self, session = cls._new_unsealed(registry, requested, holder=None, store_trace=store_trace, join=True)
+        session.start()
+        session.recover()
+        return self
+
+    @classmethod
+    def restore_from_checkpoint(cls, image_name: str) -> Experiment:
+        """An unsealed session from the newest of our journal and OMMX's checkpoint slot for ``image_name``.
+
+        From the journal, the session joins it (other live writers keep writing);
+        runs left open by dead processes come back as ``interrupted``, and with no
+        other writer left, run ids continue at the highest closed id + 1 (OMMX).
+        """
+        requested = ImageName.parse(image_name)
+        registry = LocalRegistry.default()
+        settle(registry, requested)
         journal = read_journal(registry, requested)
         slot = checkpoint_updated_at(registry, requested)
         if journal is None and slot is None:
@@ -168,23 +226,21 @@ class Experiment(AttachmentWriter, AttachmentReader):
                 f"No Experiment checkpoint found for requested image {requested} at "
                 f"{checkpoint_ref(registry, requested)}: no checkpoint ref and no journal"
             )
-        if slot is not None and (journal is None or parse_timestamp(slot[1]) > parse_timestamp(journal.updated_at)):
+        if slot is not None and (journal is None or _slot_wins(slot, journal)):
             return cls._restore_slot(registry, requested, slot[0])
         assert journal is not None
         self, session = cls._new_unsealed(
-            registry,
-            requested,
-            holder=None,
-            store_trace=False,
-            annotations=journal.header.annotations,
-            subject=journal.header.subject,
-            journal_session_id=journal.session_id,
+            registry, requested, holder=None, store_trace=False, journal_session_id=journal.session_id
         )
-        session.carry(journal.runs, journal.attachments)
+        session.start()
+        session.recover()
+        session.journal.compact_ids()
         return self
 
     @classmethod
-    def _restore_slot(cls, registry: LocalRegistry, requested: ImageName, digest: str) -> Experiment:
+    def _restore_slot(
+        cls, registry: LocalRegistry, requested: ImageName, digest: str, *, store_trace: bool = False
+    ) -> Experiment:
         ref = checkpoint_ref(registry, requested)
         sealed = SealedState.open(registry, ref, digest, allowed=CHECKPOINT_STATUSES)
         if sealed.config.requested_image_name != str(requested):
@@ -196,7 +252,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
             registry,
             requested,
             holder=None,
-            store_trace=False,
+            store_trace=store_trace,
             annotations=dict(sealed.manifest.annotations),
             subject=Descriptor(mt.OCI_MANIFEST, digest, size),
         )
@@ -249,7 +305,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         if self._sealed is not None:
             return dict(self._sealed.manifest.annotations)
         assert self._session is not None
-        return dict(self._session.annotations)
+        return dict(self._session.view().annotations)
 
     @property
     def attachment_names(self) -> list[str]:
@@ -263,9 +319,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
             sealed = self._sealed
             return [SealedRun(sealed.registry.blobs, run, self._holder) for run in sealed.content.runs]
         assert self._session is not None
-        session = self._session
-        with session.lock:
-            return [SealedRun(session.registry.blobs, session.runs[k], self._holder) for k in sorted(session.runs)]
+        view = self._session.view()
+        return [SealedRun(self._session.registry.blobs, view.runs[k], self._holder) for k in sorted(view.runs)]
 
     @property
     def status(self) -> str | None:
@@ -293,7 +348,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
             table = self._sealed.content.attachments
             return self._sealed.registry.blobs, table.descriptors, table.filenames
         assert self._session is not None
-        return self._session.registry.blobs, dict(self._session.attachments), dict(self._session.filenames)
+        view = self._session.view()
+        return self._session.registry.blobs, view.attachments, view.filenames
 
     def _attachment_blobs(self) -> BlobStore:
         return self._session_or_raise().registry.blobs
@@ -339,7 +395,14 @@ class Experiment(AttachmentWriter, AttachmentReader):
     # --- commit -----------------------------------------------------------------------------------------
 
     def commit(self) -> Artifact:
-        """Publish the experiment (publish semantics) and seal this object; returns the Artifact."""
+        """Publish the experiment (publish semantics) and seal this object; returns the Artifact.
+
+        A shared experiment is committed with every closed run of every writer;
+        runs left open by dead processes are recorded as ``interrupted`` first.
+        Refuses (``ExperimentBusyError``) while another live process holds an open
+        Run, and (``JournalWriteError``) while a run of this process is not yet
+        durable; nothing is published then and the experiment stays unsealed.
+        """
         session = self._session_or_raise()
         with session.lock:
             self._check_unsealed()
@@ -347,23 +410,71 @@ class Experiment(AttachmentWriter, AttachmentReader):
                 raise LifecycleError(
                     f"Cannot commit Experiment while {session.open_runs} Run handle(s) are still open"
                 )
-            try:
-                built = session.build(FINISHED, parquet=True)
-            except rp.MixedParameterTypesError as exc:
-                self._fail_commit(str(exc))
-                raise LifecycleError(str(exc)) from exc
-            requested = session.requested
-            try:
-                session.registry.publish(requested, built.manifest_digest, config_bytes=built.config_bytes)
-            except RefConflictError as exc:
-                current = session.registry.resolve(requested)
-                raise RefConflictError(
-                    f"Local registry ref {requested} already points to {current}; "
-                    f"experiment manifest {built.manifest_digest} was not published"
-                ) from exc
+            session.flush_pending()
+            if not session.journal.started:
+                built = self._build_for_commit(session, None)
+                self._publish(session, built)
+            else:
+                built = self._commit_shared(session)
             self._seal(session, built)
-            self._cleanup_checkpoints(session)
+            self._cleanup_checkpoints(session, built.manifest_digest if session.journal.started else None)
+            session.release()
         return self.artifact
+
+    def _commit_shared(self, session: Session) -> Any:
+        journal = session.journal
+        session.recover()
+        holders = journal.live_open_runs()
+        if holders:
+            count = sum(len(h.run_ids) for h in holders)
+            who = "; ".join(f"{h.writer.describe()} (run {', '.join(map(str, h.run_ids))})" for h in holders)
+            raise ExperimentBusyError(
+                f"Cannot commit Experiment {session.requested} while {count} Run(s) are open in other processes: {who}. "
+                "Close them, or stop those processes (their open runs are then recorded as interrupted)"
+            )
+        journal.seal("")
+        try:
+            built = self._build_for_commit(session, session.view())
+            journal.seal(built.manifest_digest)  # a committer killed after this is finished by the next reader
+            self._publish(session, built)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                journal.unseal()
+            raise
+        return built
+
+    def _build_for_commit(self, session: Session, view: Any) -> Any:
+        try:
+            return session.build(FINISHED, parquet=True, view=view)
+        except rp.MixedParameterTypesError as exc:
+            self._fail_commit(str(exc))
+            raise LifecycleError(str(exc)) from exc
+
+    @staticmethod
+    def _publish(session: Session, built: Any) -> None:
+        requested = session.requested
+        try:
+            session.registry.publish(requested, built.manifest_digest, config_bytes=built.config_bytes)
+        except RefConflictError as exc:
+            current = session.registry.resolve(requested)
+            raise RefConflictError(
+                f"Local registry ref {requested} already points to {current}; "
+                f"experiment manifest {built.manifest_digest} was not published"
+            ) from exc
+
+    def discard_run(self, run_id: int) -> None:
+        """Drop the closed run ``run_id`` from this unsealed experiment, for every writer.
+
+        The way out of a bad run: its parameters no longer count for the column
+        types, and commit no longer includes it. ``RunNotFoundError`` (a KeyError)
+        when no closed run has that id. Not in OMMX.
+        """
+        if isinstance(run_id, bool) or not isinstance(run_id, int):
+            raise InvalidArgumentTypeError(f"argument 'run_id': expected int, got {type(run_id).__name__}")
+        session = self._session_or_raise()
+        with session.lock:
+            self._check_unsealed()
+            session.discard_run(run_id)
 
     def _fail_commit(self, reason: str) -> None:
         self._state = _COMMIT_FAILED
@@ -385,11 +496,18 @@ class Experiment(AttachmentWriter, AttachmentReader):
         self._state = _SEALED
 
     @staticmethod
-    def _cleanup_checkpoints(session: Session) -> None:
+    def _cleanup_checkpoints(session: Session, manifest_digest: str | None) -> None:
+        """After the ref is published: the OMMX-format slot first, then the journal (with a tombstone).
+
+        A kill between the two leaves the journal marked as sealing to a published
+        digest; the next join, restore or commit of the name finishes this cleanup,
+        and listings never show such a journal as a draft.
+        """
         try:
-            session.journal.discard()
             session.registry.remove(checkpoint_ref(session.registry, session.requested))
-        except Exception as exc:  # best effort, as OMMX
+            if manifest_digest is not None:
+                session.journal.discard(manifest_digest)
+        except Exception as exc:  # the ref is published; a later reader finishes the cleanup
             log.warning("Checkpoint of %s not removed after commit: %s", session.requested, exc)
 
     # --- context manager -------------------------------------------------------------------------------------
@@ -422,6 +540,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
                 )
             session.writable = False
             digest = session.try_checkpoint(status, reason)
+            session.release()
             self._state = _CHECKPOINT
             self._commit_error = reason
             if digest is None:
@@ -471,18 +590,14 @@ class Experiment(AttachmentWriter, AttachmentReader):
             if old == image:
                 return
             had_checkpoint = checkpoint_updated_at(session.registry, old) is not None
-            session.requested = image
-            try:
-                session.journal.move(image)
-            except Exception as exc:
-                log.warning("Checkpoint journal of %s not moved to %s: %s", old, image, exc)
+            session.journal.move(image)
             if had_checkpoint:
                 try:
                     session.registry.remove(checkpoint_ref(session.registry, old))
                 except Exception as exc:
                     log.warning("Checkpoint of %s not removed on rename: %s", old, exc)
                 success = session.try_checkpoint("draft") is not None
-                session.schedule.attempted(len(session.runs), success)
+                session.schedule.attempted(session.closed, success)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the committed (or checkpoint) artifact as a ``.ommx`` archive; fails if ``path`` exists."""
@@ -506,11 +621,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
                 return rp.decode_parquet(sealed.registry.blobs.path(layer.digest))
             return rp.table_to_dataframe(sealed.table(), sealed.run_ids())
         assert self._session is not None
-        session = self._session
-        with session.lock:
-            params = {k: dict(v) for k, v in session.params.items()}
-            run_ids = list(session.runs)
-        return rp.params_to_dataframe(params, run_ids)
+        view = self._session.view()
+        return rp.params_to_dataframe({k: dict(v) for k, v in view.params.items()}, list(view.runs))
 
     @property
     def run_parameters_parquet(self) -> Path:

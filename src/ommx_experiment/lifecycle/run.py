@@ -14,12 +14,15 @@ import contextlib
 import logging
 import os
 import sys
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import LifecycleError
+from ..errors import LifecycleError, ParameterTypeError
+from ..format import run_log
 from ..format.codec import FINISHED
 from ..format.content import AttachmentContent, RunContent, SolveContent
+from ..format.journal import PARAM_KIND, call_to_obj
 from ..format.run_params import normalise_param
 from .attachments import AttachmentReader, AttachmentWriter
 from .session import failure_outcome
@@ -115,7 +118,9 @@ class Run(AttachmentWriter):
         self._trace: Descriptor | None = None
         self._span: Any = None
         self._capture: Any = None  # tracing.RunCapture while a store_trace Run is entered
-        self._finalizer = weakref.finalize(self, self._session.release_run)
+        self._started_ns = time.time_ns()
+        self._journal = self._session.journal  # open-run log and column types (format.journal)
+        self._finalizer = weakref.finalize(self, self._session.release_run, run_id)
 
     def __repr__(self) -> str:
         if self._state == _CLOSED:
@@ -155,7 +160,10 @@ class Run(AttachmentWriter):
         # session.writable is cleared whenever the Experiment leaves the unsealed state.
         if self._state is not _ENTERED or not self._session.writable:
             self._check_writable()
+        if self._journal.columns.get(name) != PARAM_KIND[type(value)]:
+            self._session.check_param(name, value)  # ParameterTypeError: the run stays usable
         self._params[name] = value
+        self._journal.log_open((run_log.PARAM, self._run_id, name, value))
 
     # --- attachments (AttachmentWriter hooks) ----------------------------------------------------
 
@@ -174,22 +182,26 @@ class Run(AttachmentWriter):
             self._attachments[name] = desc
             if filename is not None:
                 self._filenames[name] = filename
+            self._journal.log_open((run_log.ATTACHMENT, self._run_id, name, desc.to_dict(), filename))
 
     # --- hooks for solves/samplings/traces (solve.py, tracing.py) ------------------------------
 
     def _record_solve(self, solve: SolveContent) -> None:
         with self._session.lock:
             self._solves.append(solve)
+            self._journal.log_open((run_log.SOLVE, self._run_id, call_to_obj(solve)))
 
     def _record_sampling(self, sampling: SolveContent) -> None:
         with self._session.lock:
             self._samplings.append(sampling)
+            self._journal.log_open((run_log.SAMPLING, self._run_id, call_to_obj(sampling)))
 
     def _set_trace(self, trace: Descriptor) -> None:
         with self._session.lock:
             if self._trace is not None:
                 raise LifecycleError(f"Run {self._run_id} already has a trace")
             self._trace = trace
+            self._journal.log_open((run_log.TRACE, self._run_id, trace.to_dict()))
 
     # --- adapter calls (solve.py) --------------------------------------------------------------
 
@@ -227,11 +239,11 @@ class Run(AttachmentWriter):
         self._close(FINISHED, None)
 
     def _close(self, status: str, reason: str | None) -> None:
+        """Record the run. ``ParameterTypeError`` leaves it open (fix the value, close again);
+        any other failure closes the handle and says where the run's data was kept."""
         with self._session.lock:
             if self._state == _CLOSED:
                 return
-            self._state = _CLOSED
-            self._finalizer.detach()
             attachments = (
                 AttachmentContent(self._attachments, self._filenames) if self._attachments else _NO_ATTACHMENTS
             )
@@ -243,8 +255,21 @@ class Run(AttachmentWriter):
                 trace=self._trace,
                 solves=tuple(self._solves),
                 samplings=tuple(self._samplings),
+                started_ns=self._started_ns,
+                finished_ns=time.time_ns(),
             )
-            self._session.close_run(content, self._params)
+            try:
+                self._session.close_run(content, self._params)
+            except ParameterTypeError:
+                raise
+            except BaseException:
+                self._mark_closed()
+                raise
+            self._mark_closed()
+
+    def _mark_closed(self) -> None:
+        self._state = _CLOSED
+        self._finalizer.detach()
 
     # --- context manager -------------------------------------------------------------------------
 

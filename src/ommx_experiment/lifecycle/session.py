@@ -14,13 +14,24 @@ loaded, imported, or a failed checkpoint).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
 from ..engine.oci import Descriptor, FrozenMap, Manifest
-from ..errors import BlobNotFoundError, LifecycleError
+from ..errors import (
+    BlobNotFoundError,
+    JournalWriteError,
+    LifecycleError,
+    OmmxExperimentError,
+    ParameterTypeError,
+    RunNotFoundError,
+    RunNotRecordedError,
+)
+from ..format import run_log
 from ..format import run_params as rp
 from ..format.codec import (
     FAILED,
@@ -42,7 +53,7 @@ from .autosave import DEFAULT_POLICY, AutosavePolicy, AutosaveSchedule
 from .reason import lifecycle_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from ..engine.names import ImageName
     from ..engine.registry import LocalRegistry
@@ -176,8 +187,27 @@ class BuiltArtifact:
     content: ExperimentContent
 
 
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """What an unsealed experiment holds now: every writer's closed runs and attachments."""
+
+    attachments: Mapping[str, Descriptor]
+    filenames: Mapping[str, str]
+    runs: Mapping[int, RunContent]
+    params: Mapping[int, Mapping[str, ParamValue]]
+    annotations: Mapping[str, str]
+    subject: Descriptor | None
+
+
 class Session:
-    """The mutable state of one unsealed Experiment session."""
+    """One process's handle on an unsealed Experiment, which several processes may share.
+
+    Until its journal starts (the first ``run()``, attachment or annotation, or
+    at once for ``join``) a session holds carried content (fork, restore from an
+    OMMX checkpoint) in memory. From then on the shared journal is the state:
+    views and commit read every writer's closed runs from it, and this process
+    keeps only what it has not journaled yet (runs whose close failed to write).
+    """
 
     def __init__(
         self,
@@ -189,126 +219,218 @@ class Session:
         annotations: dict[str, str] | None = None,
         subject: Descriptor | None = None,
         journal_session_id: str | None = None,
+        join: bool = False,
     ) -> None:
         self.registry = registry
         self.holder = holder
         self.lock = threading.RLock()
-        self.requested = requested
         self.store_trace = store_trace
         self.annotations: dict[str, str] = dict(annotations or {})
         self.subject = subject
-        self.attachments: dict[str, Descriptor] = {}
-        self.filenames: dict[str, str] = {}
-        self.runs: dict[int, RunContent] = {}
-        self.params: dict[int, dict[str, ParamValue]] = {}
-        self.next_run_id = 0
+        self.join = join or journal_session_id is not None
+        self.carried_runs: dict[int, RunContent] = {}
+        self.carried_params: dict[int, dict[str, ParamValue]] = {}
+        self.carried_attachments: dict[str, Descriptor] = {}
+        self.carried_filenames: dict[str, str] = {}
+        self.pending: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}
         self.open_runs = 0
+        self.closed = 0
         self.schedule = AutosaveSchedule(DEFAULT_POLICY, 0)
         self.journal = Journal(registry, requested, journal_session_id)
         self.writable = True  # cleared by the owner when the session leaves the unsealed state
+        self._exit_hook = weakref.finalize(self, _release_writer, self.journal)
 
-    # --- carried content (fork / restore) -------------------------------------------------
+    @property
+    def requested(self) -> ImageName:
+        return self.journal.requested
+
+    @requested.setter
+    def requested(self, value: ImageName) -> None:
+        self.journal.requested = value
+
+    # --- carried content (fork / restore from an OMMX checkpoint) -----------------------------
 
     def carry(self, content_runs: Sequence[tuple[RunContent, dict[str, ParamValue]]], attachments: AttachmentContent) -> None:
         """Adopt runs and attachments from a parent or checkpoint (descriptors only, no copies)."""
         for run, params in content_runs:
-            self.runs[run.run_id] = run
+            self.carried_runs[run.run_id] = run
             if params:
-                self.params[run.run_id] = dict(params)
-        self.attachments.update(attachments.descriptors)
-        self.filenames.update(attachments.filenames)
-        self.next_run_id = max(self.runs, default=-1) + 1
-        self.schedule = AutosaveSchedule(DEFAULT_POLICY, len(self.runs))
+                self.carried_params[run.run_id] = dict(params)
+        self.carried_attachments.update(attachments.descriptors)
+        self.carried_filenames.update(attachments.filenames)
+        self.closed = len(self.carried_runs)
+        self.schedule = AutosaveSchedule(DEFAULT_POLICY, self.closed)
+
+    # --- the shared journal -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Join or create the shared journal (idempotent); carried content is written once."""
+        with self.lock:
+            if self.journal.started:
+                return
+            runs = [(r, self.carried_params.get(r.run_id, {})) for r in self.carried_runs.values()]
+            attachments = [(n, d, self.carried_filenames.get(n)) for n, d in self.carried_attachments.items()]
+            blobs = [*self.carried_attachments.values(), *(b for r in self.carried_runs.values() for b in run_blobs(r))]
+            header = JournalHeader(FrozenMap(self.annotations), self.subject)
+            self.journal.start(header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs)
+            self.carried_runs.clear()
+            self.carried_params.clear()
+            self.carried_attachments.clear()
+            self.carried_filenames.clear()
+            if self.join:
+                snapshot = self.journal.snapshot()
+                if snapshot is not None:
+                    self.annotations = dict(snapshot.header.annotations)
+                    self.subject = snapshot.header.subject
+                    self.closed = len(snapshot.runs)
+                    self.schedule = AutosaveSchedule(self.schedule.policy, self.closed)
+
+    def recover(self) -> list[int]:
+        """Record the open runs of dead writers as ``interrupted`` (and finish a dead committer's work)."""
+        with self.lock:
+            if not self.journal.started:
+                return []
+            return self.journal.recover()
+
+    def view(self) -> SessionView:
+        """Every writer's closed runs and attachments (one consistent read of the journal)."""
+        with self.lock:
+            if not self.journal.started:
+                return SessionView(
+                    dict(self.carried_attachments), dict(self.carried_filenames), dict(self.carried_runs),
+                    {k: dict(v) for k, v in self.carried_params.items()}, dict(self.annotations), self.subject,
+                )
+            snapshot = self.journal.snapshot()
+        if snapshot is None:
+            raise LifecycleError(f"The shared journal of {self.requested} is gone (committed or replaced by another session)")
+        runs = {run.run_id: run for run, _ in snapshot.runs}
+        params = {run.run_id: p for run, p in snapshot.runs if p}
+        return SessionView(
+            snapshot.attachments.descriptors, snapshot.attachments.filenames, runs, params,
+            dict(snapshot.header.annotations), snapshot.header.subject,
+        )
 
     # --- runs -----------------------------------------------------------------------------
 
     def allocate_run(self) -> int:
         with self.lock:
-            run_id = self.next_run_id
-            self.next_run_id += 1
+            self.start()
+            run_id = self.journal.allocate_run_id()
             self.open_runs += 1
             return run_id
 
-    def release_run(self) -> None:
-        """An open Run handle went away without being recorded (abandoned or late close)."""
+    def log_open(self, record: tuple[Any, ...]) -> None:
+        """Append a record about one of this process's open runs to its open-run log."""
+        self.journal.log_open(record)
+
+    def check_param(self, name: str, value: ParamValue) -> None:
+        self.journal.check_param(name, value)
+
+    def release_run(self, run_id: int | None = None) -> None:
+        """An open Run handle went away without being recorded (abandoned)."""
         with self.lock:
-            self.open_runs = max(0, self.open_runs - 1)
+            if run_id is not None:
+                self.journal.log_open((run_log.DROPPED, run_id))
+            self._one_less_open()
 
     def close_run(self, run: RunContent, params: dict[str, ParamValue]) -> None:
-        """Record a closed run: memory, journal (O(1)), then the autosave policy."""
+        """Record a closed run in the shared journal (O(1)), then apply the autosave policy.
+
+        ``ParameterTypeError``: nothing recorded, the run stays open (fix the value and
+        close again). ``JournalWriteError``: the run is closed but not yet durable; it
+        stays in this session and is written by the next close or by commit.
+        ``RunNotRecordedError``: the experiment was committed or replaced first; the
+        run was kept in a new draft (see the message).
+        """
         with self.lock:
-            self.open_runs = max(0, self.open_runs - 1)
             if not self.writable:
+                self._one_less_open()
                 return
-            self.runs[run.run_id] = run
-            if params:
-                self.params[run.run_id] = params  # the closed Run never mutates it again
-            blobs = run_blobs(run)
-            if blobs or not self.journal.started:
-                self._journal(runs=[(run, params)], new_blobs=blobs)
-            else:  # O(1) fast path: one INSERT (the header is written when it changes)
-                try:
-                    self.journal.append_run(run, params)
-                except Exception as exc:
-                    log.warning("Checkpoint journal of %s not updated: %s", self.requested, exc)
-            if self.schedule.due(len(self.runs)):
+            try:
+                self.flush_pending()
+            except JournalWriteError as exc:
+                self.pending[run.run_id] = (run, params)
+                self._one_less_open()
+                raise JournalWriteError(self.journal.unsaved_message(run.run_id, exc)) from exc
+            try:
+                self.journal.append_run(run, params, run_blobs(run))
+            except ParameterTypeError:
+                raise
+            except RunNotRecordedError:
+                self._one_less_open()
+                raise
+            except (OmmxExperimentError, OSError, sqlite3.Error) as exc:
+                self.pending[run.run_id] = (run, params)
+                self._one_less_open()
+                raise JournalWriteError(self.journal.unsaved_message(run.run_id, exc)) from exc
+            self._one_less_open()
+            self.closed += 1
+            if self.schedule.due(self.closed):
                 self._autosave()
+
+    def flush_pending(self) -> None:
+        """Write runs whose close failed to reach the journal; raises ``JournalWriteError`` if it still fails."""
+        while self.pending:
+            run_id = min(self.pending)
+            run, params = self.pending[run_id]
+            try:
+                self.journal.append_run(run, params, run_blobs(run))
+            except (RunNotRecordedError, ParameterTypeError):
+                del self.pending[run_id]
+                raise
+            except (OmmxExperimentError, OSError, sqlite3.Error) as exc:
+                raise JournalWriteError(self.journal.unsaved_message(run_id, exc)) from exc
+            del self.pending[run_id]
+            self.closed += 1
+
+    def _one_less_open(self) -> None:
+        self.open_runs = max(0, self.open_runs - 1)
+        if self.open_runs == 0 and not self.pending:
+            self.journal.no_open_runs()
+
+    def discard_run(self, run_id: int) -> None:
+        with self.lock:
+            if run_id in self.pending:
+                del self.pending[run_id]
+                return
+            if not self.journal.started:
+                if self.carried_runs.pop(run_id, None) is None:
+                    raise RunNotFoundError(f"Experiment {self.requested} has no closed run {run_id} to discard")
+                self.carried_params.pop(run_id, None)
+                return
+            self.journal.discard_run(run_id)
+            self.closed = max(0, self.closed - 1)
 
     # --- attachments ----------------------------------------------------------------------
 
     def reserve_attachment(self, name: str) -> None:
         with self.lock:
-            if name in self.attachments:
+            if name in (self.view().attachments if self.journal.started else self.carried_attachments):
                 raise LifecycleError(f"Attachment `{name}` already exists")
 
     def add_attachment(self, name: str, desc: Descriptor, filename: str | None) -> None:
         with self.lock:
-            self.reserve_attachment(name)
-            self.attachments[name] = desc
-            if filename is not None:
-                self.filenames[name] = filename
-            self._journal(attachments=[(name, desc, filename)], new_blobs=[desc])
+            self.start()
+            self.journal.add_attachment(name, desc, filename)
 
     def set_annotation(self, key: str, value: str) -> None:
         with self.lock:
             self.annotations[key] = value
             if self.journal.started:
-                self._journal()
-
-    # --- journal --------------------------------------------------------------------------
-
-    def header(self) -> JournalHeader:
-        return JournalHeader(FrozenMap(self.annotations), self.subject, self.next_run_id)
-
-    def _journal(
-        self,
-        *,
-        runs: Sequence[tuple[RunContent, dict[str, ParamValue]]] = (),
-        attachments: Sequence[tuple[str, Descriptor, str | None]] = (),
-        new_blobs: Sequence[Descriptor] = (),
-    ) -> None:
-        if not self.journal.started:  # first durable write: everything carried so far, once
-            runs = [(r, self.params.get(r.run_id, {})) for r in self.runs.values()]
-            attachments = [(n, d, self.filenames.get(n)) for n, d in self.attachments.items()]
-            new_blobs = [*self.attachments.values(), *(b for r in self.runs.values() for b in run_blobs(r))]
-        try:
-            self.journal.record(self.header(), runs=runs, attachments=attachments, new_blobs=new_blobs)
-        except Exception as exc:  # durability is best effort; the session itself stays usable
-            log.warning("Checkpoint journal of %s not updated: %s", self.requested, exc)
+                self.annotations = dict(self.journal.set_annotation(key, value))
 
     # --- autosave ---------------------------------------------------------------------------
 
     def set_policy(self, policy: AutosavePolicy) -> None:
         with self.lock:
-            self.schedule = AutosaveSchedule(policy, len(self.runs))
+            self.schedule = AutosaveSchedule(policy, self.closed)
 
     def _autosave(self) -> None:
-        n_closed = len(self.runs)
         success = self.try_checkpoint("draft") is not None
-        self.schedule.attempted(n_closed, success)
+        self.schedule.attempted(self.closed, success)
 
     def try_checkpoint(self, status: str, reason: str | None = None) -> str | None:
-        """Publish an OMMX-format checkpoint; failures are logged and give None."""
+        """Publish an OMMX-format checkpoint; failures are logged and give None (the journal is the durable record)."""
         try:
             return self.publish_checkpoint(status, reason)
         except Exception as exc:
@@ -319,45 +441,65 @@ class Session:
         with self.lock:
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
             self.registry.replace(checkpoint_ref(self.registry, self.requested), built.manifest_digest, config_bytes=built.config_bytes)
+            if self.journal.started:
+                self.journal.note_checkpoint(built.manifest_digest)
             return built.manifest_digest
 
     # --- building ---------------------------------------------------------------------------
 
-    def table(self) -> rp.ParameterTable:
-        return rp.build_table(self.params, self.runs.keys())
-
-    def build(self, status: str, *, reason: str | None = None, requested: str | None = None, parquet: bool) -> BuiltArtifact:
+    def build(
+        self,
+        status: str,
+        *,
+        reason: str | None = None,
+        requested: str | None = None,
+        parquet: bool,
+        view: SessionView | None = None,
+    ) -> BuiltArtifact:
         """Store every non-payload blob of the artifact and return it (no ref written).
 
         Raises ``MixedParameterTypesError`` before anything is stored.
         """
-        with self.lock:
-            table = self.table()
-            blobs = self.registry.blobs
-            msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
-            extra: tuple[Descriptor, ...] = ()
-            if parquet:
-                pq = blobs.put_bytes(rp.encode_parquet(table, self.runs.keys()))
-                extra = (Descriptor(mt.PARQUET, pq.digest, pq.size, FrozenMap({mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE})),)
-            content = ExperimentContent(
-                AttachmentContent(self.attachments, self.filenames),
-                tuple(self.runs[k] for k in sorted(self.runs)),
-                Descriptor(mt.RUN_PARAMETERS, msgpack_blob.digest, msgpack_blob.size),
-                extra,
-            )
-            layers, config = build_experiment(content, status=status, reason=reason, requested_image_name=requested)
-            config_bytes = config.to_bytes()
-            stored_config = blobs.put_bytes(config_bytes)
-            manifest = Manifest(
-                mt.EXPERIMENT_ARTIFACT_TYPE,
-                Descriptor(mt.EXPERIMENT_CONFIG, stored_config.digest, stored_config.size),
-                layers,
-                self.subject,
-                FrozenMap(self.annotations),
-            )
-            manifest_bytes = manifest.to_bytes()
-            stored = blobs.put_bytes(manifest_bytes)
-            return BuiltArtifact(manifest, manifest_bytes, stored.digest, config, config_bytes, content)
+        state = view if view is not None else self.view()
+        table = rp.build_table(state.params, state.runs.keys())
+        blobs = self.registry.blobs
+        msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
+        extra: tuple[Descriptor, ...] = ()
+        if parquet:
+            pq = blobs.put_bytes(rp.encode_parquet(table, state.runs.keys()))
+            extra = (Descriptor(mt.PARQUET, pq.digest, pq.size, FrozenMap({mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE})),)
+        content = ExperimentContent(
+            AttachmentContent(state.attachments, state.filenames),
+            tuple(state.runs[k] for k in sorted(state.runs)),
+            Descriptor(mt.RUN_PARAMETERS, msgpack_blob.digest, msgpack_blob.size),
+            extra,
+        )
+        layers, config = build_experiment(content, status=status, reason=reason, requested_image_name=requested)
+        config_bytes = config.to_bytes()
+        stored_config = blobs.put_bytes(config_bytes)
+        manifest = Manifest(
+            mt.EXPERIMENT_ARTIFACT_TYPE,
+            Descriptor(mt.EXPERIMENT_CONFIG, stored_config.digest, stored_config.size),
+            layers,
+            state.subject,
+            FrozenMap(state.annotations),
+        )
+        manifest_bytes = manifest.to_bytes()
+        stored = blobs.put_bytes(manifest_bytes)
+        return BuiltArtifact(manifest, manifest_bytes, stored.digest, config, config_bytes, content)
+
+    # --- leaving ----------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """This process stops writing (sealed here, or read-only): give the writer slot back."""
+        self._exit_hook()
+
+
+def _release_writer(journal: Journal) -> None:
+    try:
+        journal.release()
+    except Exception as exc:  # at interpreter exit: never raise, the log stays for recovery
+        log.warning("Writer of %s not released cleanly: %s", journal.requested, exc)
 
 
 def failure_status(exc_type: type[BaseException] | None) -> str:
