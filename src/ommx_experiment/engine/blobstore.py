@@ -42,7 +42,7 @@ from .digest import (
 )
 from .locks import BLOB_LOCK, GC_EXCLUSION_LOCK, flock_exclusive
 
-CHUNK = 4 << 20  # 4 MiB: bounded memory (a few chunks in flight) whatever the blob size
+CHUNK = 1 << 20  # 1 MiB: bounded memory (a few chunks in flight) whatever the blob size
 LEASE_DIR = ".oxe-leases"
 LEASE_SUFFIX = ".lease"
 

@@ -118,6 +118,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         " PRIMARY KEY(name, reference))",
         "CREATE INDEX IF NOT EXISTS oxe_view_slots_pos ON oxe_view_slots(pos)",
     ),
+    # our Parquet layer of a received artifact, compared with its MessagePack table on first read
+    # (format/codec.py parquet_layer_agrees)
+    (
+        "CREATE TABLE IF NOT EXISTS oxe_parquet_unverified ("
+        " parquet_digest TEXT NOT NULL, msgpack_digest TEXT NOT NULL, PRIMARY KEY(parquet_digest, msgpack_digest))",
+    ),
 ]
 
 def _all_migrations() -> list[tuple[str, ...]]:

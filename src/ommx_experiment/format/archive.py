@@ -52,7 +52,7 @@ from ..errors import (
     RefConflictError,
     RegistryError,
 )
-from .codec import validate_experiment_artifact
+from .codec import note_received_parquet, validate_experiment_artifact
 from .tarstream import END_OF_ARCHIVE, TarEntry, TarReader, padding, ustar_header, write_entry
 
 if TYPE_CHECKING:
@@ -254,6 +254,7 @@ def _finish_import(
         raise _fail(src.source, str(exc)) from exc
     except OSError as exc:
         raise _fail(src.source, f"reading a staged blob failed: {exc}") from exc
+    note_received_parquet(registry.db, manifest, config_bytes)
     _publish(registry, staging, staged, image, entry.digest, config_bytes)
     return image, entry.digest
 

@@ -39,6 +39,8 @@ from ..format.codec import (
     SEALED_STATUSES,
     ExperimentConfig,
     check_experiment_manifest,
+    our_parquet_layer,
+    parquet_layer_agrees,
     validate_experiment,
 )
 from ..format.content import (
@@ -96,6 +98,7 @@ class SealedState:
         self._content = content
         self._allowed = tuple(allowed)
         self._table: rp.ParameterTable | None = None
+        self._parquet_ok: bool | None = None
 
     @classmethod
     def open(
@@ -120,7 +123,7 @@ class SealedState:
             if size != layer.size:
                 raise BlobNotFoundError(f"Failed to read blob {layer.digest} (layer {i}): {size} bytes, expected {layer.size}")
         state = cls(registry, holder, image_name, digest, manifest, allowed=allowed)
-        if state.parquet_layer() is None:
+        if our_parquet_layer(manifest) is None:
             state.table()  # parses and validates config and msgpack now, as OMMX does at load
         return state
 
@@ -163,13 +166,13 @@ class SealedState:
         return out
 
     def parquet_layer(self) -> Descriptor | None:
-        """Our Parquet run-parameter layer (always the last layer), if this artifact has one."""
-        if not self.manifest.layers:
-            return None
-        layer = self.manifest.layers[-1]
-        if layer.media_type == mt.PARQUET and layer.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE:
-            return layer
-        return None
+        """Our Parquet run-parameter layer (always the last layer), if this artifact has one that
+        may be read (a received one is compared with the MessagePack table first: codec.parquet_layer_agrees)."""
+        if self._parquet_ok is None:
+            self._parquet_ok = parquet_layer_agrees(
+                self.registry.db, self.manifest, lambda: self.config, lambda d: self.registry.blobs.get(d.digest)
+            )
+        return our_parquet_layer(self.manifest) if self._parquet_ok else None
 
 
 # --- unsealed --------------------------------------------------------------------------------------
