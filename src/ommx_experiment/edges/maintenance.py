@@ -31,10 +31,11 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engine.digest import is_valid_digest, is_valid_hex
+from ..engine.digest import is_valid_digest, sha256_digest
 from ..engine.durations import parse_duration_seconds
 from ..engine.locks import GC_EXCLUSION_LOCK, flock_exclusive
 from ..engine.manifest_links import GC, parse_manifest_links
@@ -181,21 +182,27 @@ class _Visit:
     strict: bool
 
 
+_HEX_CHARS = frozenset("0123456789abcdef")  # with the length check: digest.is_valid_hex, ~10x faster per name
+
+
 def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
     """``blobs/sha256/<64 lowercase hex>`` regular files (no symlinks), sorted by digest."""
     found: dict[str, GcBlob] = {}
     try:
-        entries = sorted(os.scandir(registry.blobs.dir), key=lambda e: e.name)
+        with os.scandir(registry.blobs.dir) as it:
+            entries = [e for e in it if len(e.name) == 64 and _HEX_CHARS.issuperset(e.name)]
     except FileNotFoundError:
         return found
+    entries.sort(key=attrgetter("name"))
     for entry in entries:
-        if not is_valid_hex(entry.name) or not entry.is_file(follow_symlinks=False):
-            continue
         try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue
-        found["sha256:" + entry.name] = GcBlob("sha256:" + entry.name, st.st_size, st.st_mtime)
+        digest = "sha256:" + entry.name
+        found[digest] = GcBlob(digest, st.st_size, st.st_mtime)
     return found
 
 
@@ -210,6 +217,7 @@ class _Traversal:
         self.missing: list[GcMissingBlob] = []
         self.invalid: list[GcInvalidManifest] = []
         self.refs_read_at_ns = time.monotonic_ns()
+        self._cached: dict[str, bytes] | None = None
 
     def add_refs(self) -> None:
         self.refs_read_at_ns = time.monotonic_ns()  # lease releases stamped later stay leased
@@ -235,7 +243,7 @@ class _Traversal:
         if not self._present(item.digest):
             return
         try:
-            links = parse_manifest_links(self.registry.blobs.get(item.digest), item.digest, GC)
+            links = parse_manifest_links(self._manifest_bytes(item.digest), item.digest, GC)
         except (OmmxExperimentError, ValueError) as exc:
             if item.strict:
                 self.invalid.append(GcInvalidManifest(item.digest, item.kind, item.referenced_by, str(exc)))
@@ -245,6 +253,19 @@ class _Traversal:
             self._mark(layer, item.digest, "layer")
         if links.subject is not None:
             self.queue.append(_Visit(links.subject, item.digest, "subject", strict=True))
+
+    def _manifest_bytes(self, digest: str) -> bytes:
+        """The manifest's bytes: OMMX's cache row when it hashes to ``digest`` (one query for all
+        of them, no file to open per ref), else the verified blob file."""
+        if self._cached is None:
+            rows = self.registry.db.query("SELECT manifest_digest, manifest_json FROM artifact_manifests")
+            self._cached = {
+                str(d): b if isinstance(b, bytes) else str(b).encode() for d, b in rows if isinstance(b, (bytes, str))
+            }
+        data = self._cached.pop(digest, None)
+        if data is not None and sha256_digest(data) == digest:
+            return data
+        return self.registry.blobs.get(digest)
 
     def _mark(self, digest: str, referenced_by: str | None, kind: str) -> None:
         if digest in self.reachable:
