@@ -17,8 +17,9 @@ OMMX3_VERSION := 3.0.0b7
 PROJECT_STAMP := $(VENV)/.bootstrap-project.stamp
 OMMX3_STAMP := $(OMMX3_VENV)/.bootstrap-ommx3-ours.stamp
 # /usr/bin/time (GNU time) gives the benchmarks an exact per-child peak RSS.
-APT_COMMANDS := skopeo docker-registry htpasswd strace /usr/bin/time
-APT_PACKAGES := skopeo docker-registry apache2-utils strace time
+# chromium renders the HTML report in the browser test (headless: DOM and a screenshot).
+APT_COMMANDS := skopeo docker-registry htpasswd strace /usr/bin/time chromium
+APT_PACKAGES := skopeo docker-registry apache2-utils strace time chromium
 ARGS ?=
 
 export OMMX3_PYTHON := $(CURDIR)/$(OMMX3_VENV)/bin/python

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # errors
     "OmmxExperimentError": "errors",
+    "ExtraNotInstalledError": "errors",
     "RemoteArtifactError": "errors",
     "RemoteArtifactNotFoundError": "errors",
     "RemoteArtifactAuthenticationError": "errors",
@@ -38,6 +39,9 @@ _EXPORTS: dict[str, str] = {
     "OpenSolve": "lifecycle.solve",
     "Solve": "lifecycle.solve",
     "Sampling": "lifecycle.solve",
+    "SweepRecorder": "lifecycle.sweep_task",
+    "SweepSummary": "lifecycle.sweep",
+    "RayExecutor": "lifecycle.sweep_engines",
     # catalog and maintenance
     "ExperimentRef": "edges.catalog",
     "ExperimentCheckpointRef": "edges.catalog",
@@ -47,6 +51,14 @@ _EXPORTS: dict[str, str] = {
     "list_artifacts": "edges.catalog",
     "get_images": "edges.catalog",
     "experiments_df": "edges.catalog",
+    # analysis across a registry
+    "runs_df": "lifecycle.registry_views",
+    "solves_df": "lifecycle.registry_views",
+    "sql": "lifecycle.registry_views",
+    "duckdb_connection": "lifecycle.registry_views",
+    "diff": "lifecycle.diff",
+    "ExperimentDiff": "lifecycle.diff",
+    "report": "lifecycle.report",
     "gc": "edges.maintenance",
     "GcReport": "edges.maintenance",
     "prune_anonymous": "edges.maintenance",

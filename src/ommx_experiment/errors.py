@@ -62,6 +62,10 @@ class AttachmentNotFoundError(OmmxExperimentError, KeyError):
 # --- lifecycle ---------------------------------------------------------------
 
 
+class ExtraNotInstalledError(OmmxExperimentError, ImportError):
+    """An optional feature whose extra is not installed; the message names ``pip install 'ommx-experiment[<extra>]'``."""
+
+
 class LifecycleError(OmmxExperimentError, RuntimeError):
     """An operation not allowed in the object's current lifecycle state."""
 

@@ -56,6 +56,13 @@ USER_ANNOTATION_PREFIX = "org.ommx.user."
 # --- our own extension ----------------------------------------------------------------------
 PARQUET_RUN_PARAMS_TITLE = "run_parameters.parquet"
 """``org.opencontainers.image.title`` of our Parquet run-parameter layer (after the msgpack layer)."""
+RUNS_TITLE = "runs.parquet"
+"""Title of our run-metadata layer (``format.run_meta``): one row per run, metadata and parameters."""
+SOLVES_TITLE = "solves.parquet"
+"""Title of our solve-summary layer: one row per Solve and Sampling."""
+PROVENANCE_TITLE = "provenance.json"
+"""Title of our provenance layer (``application/json``): creation time, versions, host, git commit."""
+OUR_LAYER_TITLES = frozenset({PARQUET_RUN_PARAMS_TITLE, RUNS_TITLE, SOLVES_TITLE, PROVENANCE_TITLE})
 
 # --- groupings used by validation ---------------------------------------------------------------
 INSTANCE_TYPES = frozenset({V1_INSTANCE, V2_INSTANCE})

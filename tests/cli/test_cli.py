@@ -51,9 +51,9 @@ def fail(capsys: pytest.CaptureFixture[str], *argv: str, code: int = 1) -> str:
 def test_list_table_has_every_column_and_experiment(reg: Populated, capsys: pytest.CaptureFixture[str]) -> None:
     out = ok(capsys, "list")
     header, *rows = out.splitlines()
-    assert header.split() == ["NAME", "STATUS", "RUNS", "SOLVES", "UPDATED", "SIZE"]
+    assert header.split() == ["NAME", "STATUS", "RUNS", "SOLVES", "SAMPLINGS", "UPDATED", "SIZE"]
     by_name = {row.split()[0]: row.split() for row in rows}
-    assert by_name[SWEEP][1:4] == ["finished", "3", "0"]
+    assert by_name[SWEEP][1:5] == ["finished", "3", "0", "0"]
     assert by_name[SOLVED][1:4] == ["finished", "2", "4"]
     assert reg.anonymous_experiment in by_name
     assert GENERIC not in by_name and FAILED not in by_name  # generic artifact; checkpoint only
@@ -82,7 +82,10 @@ def test_show_summary(reg: Populated, capsys: pytest.CaptureFixture[str]) -> Non
     assert "Status finished" in out
     assert "org.example.owner = alice" in out
     assert "Attachments config" in out
-    assert "alpha=1.0" in out and "solver=highs" in out and "seed=2" in out
+    table = [line.split() for line in out.splitlines()]
+    header = next(i for i, line in enumerate(table) if line[:1] == ["run_id"])
+    assert table[header][-3:] == ["alpha", "seed", "solver"]
+    assert [row[-3:] for row in table[header + 1 : header + 4]] == [["0", "0", "highs"], ["0.5", "1", "highs"], ["1", "2", "highs"]]
     assert reg.sweep_digest in out
 
 

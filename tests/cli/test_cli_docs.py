@@ -17,7 +17,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 HEAVY = ("pandas", "pyarrow", "ommx", "numpy", "msgpack", "zstandard", "rich", "requests")
 EXPECTED = {
     "list", "show", "params", "inspect", "export", "import", "push", "pull", "rm", "restore-ref", "gc",
-    "prune-anonymous", "size", "checkpoints", "sync", "demo", "run", "commit",
+    "prune-anonymous", "size", "checkpoints", "sync", "demo", "run", "commit", "sql", "diff", "report", "completion",
 }
 SUBCOMMANDS = cli.subcommands()
 

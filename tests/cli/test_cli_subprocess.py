@@ -32,16 +32,17 @@ def test_list_plain_columns(reg: Populated) -> None:
     assert proc.returncode == 0, proc.stderr
     _plain(proc.stdout)
     rows = [line.split() for line in proc.stdout.splitlines()]
-    assert rows[0] == ["NAME", "STATUS", "RUNS", "SOLVES", "UPDATED", "SIZE"]
-    assert [SWEEP, "finished", "3", "0"] == next(r for r in rows if r[0] == SWEEP)[:4]
-    assert all(len(r) == 7 for r in rows[1:])  # size is "<n> <unit>"
+    assert rows[0] == ["NAME", "STATUS", "RUNS", "SOLVES", "SAMPLINGS", "UPDATED", "SIZE"]
+    assert [SWEEP, "finished", "3", "0", "0"] == next(r for r in rows if r[0] == SWEEP)[:5]
+    assert all(len(r) == 8 for r in rows[1:])  # size is "<n> <unit>"
 
 
 def test_show_and_params(reg: Populated) -> None:
     show = run_cli("show", SWEEP, root=reg.root)
     assert show.returncode == 0, show.stderr
     _plain(show.stdout)
-    assert "org.example.owner = alice" in show.stdout and "seed=2" in show.stdout
+    assert "org.example.owner = alice" in show.stdout
+    assert any(line.split()[-3:] == ["1", "2", "highs"] for line in show.stdout.splitlines())  # alpha, seed, solver
     csv = run_cli("params", SWEEP, "--format", "csv", root=reg.root)
     assert csv.returncode == 0, csv.stderr
     assert csv.stdout.splitlines() == ["run_id,alpha,seed,solver", "0,0.0,0,highs", "1,0.5,1,highs", "2,1.0,2,highs"]
@@ -111,8 +112,15 @@ def test_demo_commits_and_lists(tmp_path: Path) -> None:
     if importlib.util.find_spec("ommx_experiment.lifecycle.solve") is None:
         unavailable("ommx_experiment.lifecycle.solve (Run.log_solve, used by the demo) is not in the tree yet")
     target = tmp_path / "demo-root"
-    demo = run_cli("demo", "--root", str(target))
+    demo = run_cli("demo", "--root", str(target), cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr
+    again = run_cli("demo", "--root", str(target), cwd=tmp_path)  # same second, same registry: new names
+    assert again.returncode == 0, again.stderr
     listed = run_cli("list", "--json", "--root", str(target))
     rows = json.loads(listed.stdout)
-    assert any(r["image_name"].startswith("example.com/ommx-experiment/knapsack-sweep:") and r["solves"] for r in rows)
+    names = [r["image_name"] for r in rows if r["image_name"].startswith("example.com/ommx-experiment/knapsack-sweep:")]
+    assert len(names) == len(set(names)) == 4  # two sweeps and their forks
+    assert all(r["solves"] for r in rows)
+    report = (tmp_path / "ommx-experiment-demo-report.html").read_text()
+    assert 'data-parameter="capacity"' in report and "forked from" in report
+    assert "relation: b forks a" in demo.stdout and "+ run 7" in demo.stdout

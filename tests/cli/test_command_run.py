@@ -54,6 +54,7 @@ def test_three_invocations_and_commit_build_one_experiment(tmp_path: Path, regis
     results = []
     for i, (alpha, code) in enumerate([("0.5", 0), ("1.5", 3), ("2.5", 0)]):
         out = tmp_path / f"out{i}"
+        out.mkdir()
         results.append(
             cli(
                 registry_root, "run", "sweep:v1", "--param", f"alpha={alpha}", "--param", f"seed={i}",
@@ -63,6 +64,9 @@ def test_three_invocations_and_commit_build_one_experiment(tmp_path: Path, regis
         )
     assert [r.returncode for r in results] == [0, 3, 0]
     assert "stdout of L0" in results[0].stdout and "stderr of L0" in results[0].stderr  # teed
+    last = results[1].stderr.strip().splitlines()[-1]
+    assert last.startswith("ommx-experiment: run 1 of ") and ": failed; attached: " in last
+    assert "nested/deeper/solution.txt" in last and "ommx-experiment/stdout.txt" in last
 
     committed = cli(registry_root, "commit", "sweep:v1", cwd=tmp_path)
     assert committed.returncode == 0, committed.stderr
@@ -85,14 +89,14 @@ def test_three_invocations_and_commit_build_one_experiment(tmp_path: Path, regis
 
     for i, run in enumerate(runs):
         assert sorted(run.attachment_names) == sorted(
-            ["command", "result", "stdout.txt", "stderr.txt", "nested/deeper/solution.txt", "result.json"]
+            ["nested/deeper/solution.txt", "ommx-experiment/command", "ommx-experiment/result", "ommx-experiment/stderr.txt", "ommx-experiment/stdout.txt", "result.json"]
         )
-        assert run.get_blob("stdout.txt") == f"stdout of L{i}\n".encode()
-        assert run.get_blob("stderr.txt") == f"stderr of L{i}\n".encode()
+        assert run.get_blob("ommx-experiment/stdout.txt") == f"stdout of L{i}\n".encode()
+        assert run.get_blob("ommx-experiment/stderr.txt") == f"stderr of L{i}\n".encode()
         assert run.get_blob("nested/deeper/solution.txt") == f"solution L{i}".encode()
         assert run.get_blob("result.json") == b"partial"
-        assert run.get_json("command")["argv"][0] == str(job)
-        result = run.get_json("result")
+        assert run.get_json("ommx-experiment/command")["argv"][0] == str(job)
+        result = run.get_json("ommx-experiment/result")
         assert result["exit_code"] == (3 if i == 1 else 0) and result["wall_time_s"] >= 0
 
 
@@ -117,7 +121,7 @@ def test_command_not_found_is_a_failed_run(tmp_path: Path, registry_root: Path) 
     run = Experiment.restore_from_checkpoint("missing:v1").runs[0]
     assert run.status == "failed"
     assert run.lifecycle_reason is not None and run.lifecycle_reason.startswith("CommandNotStarted:")
-    assert b"no-such-command-xyz" in run.get_blob("stderr.txt")
+    assert b"no-such-command-xyz" in run.get_blob("ommx-experiment/stderr.txt")
 
 
 def test_ctrl_c_interrupts_the_run_and_reaches_the_child(tmp_path: Path, registry_root: Path) -> None:
@@ -138,7 +142,7 @@ def test_ctrl_c_interrupts_the_run_and_reaches_the_child(tmp_path: Path, registr
     run = Experiment.restore_from_checkpoint("intr:v1").runs[0]
     assert run.status == "interrupted"
     assert run.lifecycle_reason == "CommandInterrupted: SIGINT forwarded to the command; exit code 9"
-    assert run.get_blob("stdout.txt") == b"started\nchild-got-int\n"
+    assert run.get_blob("ommx-experiment/stdout.txt") == b"started\nchild-got-int\n"
 
 
 def test_usage_errors(tmp_path: Path, registry_root: Path) -> None:
@@ -199,5 +203,30 @@ def test_watch_dir_reused_across_runs_attaches_only_what_each_command_writes(tmp
         assert done.returncode == 0, done.stderr
     assert cli(registry_root, "commit", "reuse:v1", cwd=tmp_path).returncode == 0
     runs = Experiment.load("reuse:v1").runs
-    watched = [sorted(set(r.attachment_names) - {"command", "result", "stdout.txt", "stderr.txt"}) for r in runs]
+    watched = [sorted(set(r.attachment_names) - {"ommx-experiment/command", "ommx-experiment/result", "ommx-experiment/stdout.txt", "ommx-experiment/stderr.txt"}) for r in runs]
     assert watched == [["first.txt"], ["second.txt"]]
+
+
+def test_watch_dir_must_exist(tmp_path: Path, registry_root: Path) -> None:
+    missing = tmp_path / "nope"
+    done = cli(registry_root, "run", "nodir:v1", "--watch", str(missing), "--", "true", cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"--watch {missing}: no such directory" in done.stderr
+    assert not missing.exists()
+
+
+def test_command_files_keep_their_names_beside_the_wrapper_attachments(tmp_path: Path, registry_root: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    script = "printf solved > \"$1/result\"; printf log > \"$1/stdout.txt\"; printf cmd > \"$1/command\""
+    done = cli(registry_root, "run", "names:v1", "--watch", str(out), "--", "sh", "-c", script, "sh", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert cli(registry_root, "commit", "names:v1", cwd=tmp_path).returncode == 0
+    from ommx_experiment.lifecycle.experiment import Experiment
+    from ommx_experiment.engine import root as root_module
+
+    root_module.set_local_registry_root(registry_root)
+    (run,) = Experiment.load("names:v1").runs
+    assert run.get_blob("result") == b"solved" and run.get_blob("stdout.txt") == b"log" and run.get_blob("command") == b"cmd"
+    assert run.get_json("ommx-experiment/result")["exit_code"] == 0
+    assert not any(name.endswith(".1") for name in run.attachment_names)

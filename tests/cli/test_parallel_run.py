@@ -37,8 +37,9 @@ def test_eight_concurrent_invocations_five_rounds_keep_every_run(registry_root: 
     assert len(exp.runs) == 40 and {r.status for r in exp.runs} == {"finished"}
     for run in exp.runs:
         seed = int(df.loc[run.run_id, "seed"])
-        assert set(run.attachment_names) >= {"command", "result", "stdout.txt", "stderr.txt", "result.txt"}
-        assert run.get_blob("stdout.txt") == f"out-{seed}\n".encode()
+        wrapper = {"ommx-experiment/command", "ommx-experiment/result", "ommx-experiment/stdout.txt", "ommx-experiment/stderr.txt"}
+        assert set(run.attachment_names) >= {*wrapper, "result.txt"}
+        assert run.get_blob("ommx-experiment/stdout.txt") == f"out-{seed}\n".encode()
 
 
 def test_killed_invocations_become_interrupted_runs_and_nothing_else_is_lost(registry_root: Path) -> None:

@@ -243,7 +243,8 @@ def test_journaled_blobs_survive_gc_without_their_pin_ref(registry: LocalRegistr
             run.log_parameter("i", i)
             run.log_attachment("blob", mt.OCTET_STREAM, f"payload-{i}".encode())
     payloads = [b"experiment-level payload", *(f"payload-{i}".encode() for i in range(3))]
-    assert registry.remove(checkpoints.pin_name(registry.registry_id, ImageName.parse(name))) is not None
+    [pin] = checkpoints.pin_refs(registry, ImageName.parse(name))  # one writer, one pin chain
+    assert registry.remove(pin) is not None
     assert registry.list_refs() == []  # nothing but the journal names these blobs now
     assert {sha256_digest(p) for p in payloads} <= checkpoints.journal_blob_digests(registry)
     _age_all(registry)

@@ -339,8 +339,24 @@ def test_experiment_and_run_watch_methods(tmp_path: Path) -> None:
         (folder / "a.txt").write_text("hello")
         (folder / "sub").mkdir()
         (folder / "sub" / "b.bin").write_bytes(b"\x00" * 10)
-    with experiment.watch(folder, pattern="*.txt"):
+    with experiment.watch(folder, pattern="*.txt"):  # default: what is already there is not new output
+        pass
+    assert experiment.attachment_names == []
+    with experiment.watch(folder, pattern="*.txt", existing=True):
         pass
     assert experiment.runs[0].attachment_names == ["a.txt", "sub/b.bin"]
     assert experiment.runs[0].get_blob("sub/b.bin") == b"\x00" * 10
+    assert experiment.runs[0].attachment_media_type("a.txt") == "text/plain"  # by extension
+    assert experiment.runs[0].attachment_media_type("sub/b.bin") == "application/octet-stream"
     assert experiment.attachment_names == ["a.txt"]
+
+
+def test_guess_media_type_magic_then_extension() -> None:
+    from ommx_experiment.format.payload import guess_media_type
+
+    assert guess_media_type("plot.json", b"\x89PNG\r\n\x1a\n....") == "image/png"  # content wins
+    assert guess_media_type("out/result.json", b"{}") == "application/json"
+    assert guess_media_type("table.CSV", b"a,b") == "text/csv"
+    assert guess_media_type("model.lp", b"max") == "text/plain"
+    assert guess_media_type("result", b"solved") == "application/octet-stream"
+    assert guess_media_type("archive.tar.gz", b"\x00") == "application/octet-stream"

@@ -1,4 +1,4 @@
-"""Our own Parquet writer (``run_params._write_parquet``) against real readers.
+"""Our own Parquet writer (``format.parquet.write_parquet`` via ``run_params.encode_parquet``) against real readers.
 
 Property: for random parameter tables, the bytes we write are read by pyarrow,
 DuckDB and pandas exactly as the same data written (or built) by pyarrow itself:

@@ -77,7 +77,9 @@ def ommx_experiment_exe() -> Path:
     pytest.skip("the ommx-experiment console script is not installed (pip install -e .)")
 
 
-def run_cli(*args: str, root: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, root: Path | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed ``ommx-experiment`` as a real subprocess (stdout is a pipe, not a TTY)."""
     child_env = dict(os.environ if env is None else env)
     if root is not None:
@@ -85,5 +87,5 @@ def run_cli(*args: str, root: Path | None = None, env: dict[str, str] | None = N
     child_env.setdefault("PYTHONPATH", str(REPO / "src"))
     return subprocess.run(
         [str(ommx_experiment_exe()), *args],
-        capture_output=True, text=True, env=child_env, timeout=300, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, env=child_env, timeout=300, stdin=subprocess.DEVNULL, cwd=cwd,
     )

@@ -159,7 +159,14 @@ def test_new_session_replaces_old_journal_at_first_write() -> None:
     assert len(Experiment.restore_from_checkpoint(NAME).runs) == 3  # not replaced before a durable write
     _close_runs(new, 1)
     assert [r.run_id for r in Experiment.restore_from_checkpoint(NAME).runs] == [0]
-    assert LocalRegistry.default().db.query("SELECT count(*) FROM oxe_journal_runs")[0][0] == 1
+    # `old` is still alive in this process: its session is detached, not dropped, and it can still commit
+    rows = LocalRegistry.default().db.query("SELECT requested_name, count(*) FROM oxe_journal_sessions s "
+                                            "JOIN oxe_journal_runs r USING (session_id) GROUP BY requested_name")
+    assert sorted((str(n).split(":")[-1].split("-late-")[0], c) for n, c in rows) == [("v1", 1), ("v1", 3)]
+    old.commit()
+    assert len(Experiment.load(NAME).runs) == 3
+    with pytest.raises(RuntimeError, match="already points to"):
+        new.commit()  # OMMX's rule: the first commit of a name wins
 
 
 def test_pin_chain_keeps_journaled_blobs_reachable() -> None:

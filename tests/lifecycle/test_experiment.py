@@ -100,10 +100,17 @@ def test_sealed_experiment_rejects_every_mutation() -> None:
             call()
 
 
-def test_commit_is_deterministic_and_idempotent_by_content(registry_root) -> None:
-    a = _committed("example.com/t/one:v1")
-    b = _committed("example.com/t/two:v1")
-    assert a.artifact.manifest_digest == b.artifact.manifest_digest
+def test_commit_is_deterministic_up_to_our_analysis_layers(registry_root) -> None:
+    # OMMX's part (config, every layer it writes) depends only on the calls; our trailing
+    # layers carry the run times, the image name and the provenance, so they differ.
+    from ommx_experiment.format.run_meta import trailing_layers
+
+    a = _committed("example.com/t/one:v1").artifact.manifest
+    b = _committed("example.com/t/two:v1").artifact.manifest
+    assert a.config == b.config
+    n = len(trailing_layers(a))
+    assert n == len(trailing_layers(b)) == 4
+    assert a.layers[:-n] == b.layers[:-n]
 
 
 def test_views_need_commit() -> None:
@@ -334,14 +341,19 @@ def test_parameter_type_errors() -> None:
     assert issubclass(ParameterOverflowError, OmmxExperimentError)
 
 
-def test_parquet_layer_is_last_and_matches_msgpack(registry_root) -> None:
+def test_our_layers_follow_the_msgpack_layer(registry_root) -> None:
     exp = _committed()
     layers = exp.artifact.layers
-    assert layers[-1].media_type == mt.PARQUET
-    assert layers[-1].annotations == {mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE}
-    assert layers[-2].media_type == mt.RUN_PARAMETERS
+    titles = [(d.media_type, d.annotations.get(mt.TITLE_ANNOTATION)) for d in layers[-4:]]
+    assert titles == [
+        (mt.PARQUET, mt.PARQUET_RUN_PARAMS_TITLE),
+        (mt.PARQUET, mt.RUNS_TITLE),
+        (mt.PARQUET, mt.SOLVES_TITLE),
+        (mt.JSON, mt.PROVENANCE_TITLE),
+    ]
+    assert layers[-5].media_type == mt.RUN_PARAMETERS
     config = ExperimentConfig.parse(exp.artifact.get_blob(exp.artifact.manifest.config))
-    assert config.run_parameters == len(layers) - 2
+    assert config.run_parameters == len(layers) - 5
     path = exp.run_parameters_parquet
     assert path.parent == registry_root / "blobs" / "sha256"
     assert pd.read_parquet(path)["seed"].tolist() == [0, 1, 2]
@@ -367,10 +379,8 @@ def test_fork_carries_everything_by_descriptor() -> None:
     assert child.get_json("cfg") == {"b": 1, "a": [1, 2]}
     manifest = Manifest.parse(child.artifact.manifest_bytes)
     assert manifest.subject.digest == parent.artifact.manifest_digest
-    assert parent_blobs - {d.digest for d in child.artifact.layers} <= {
-        parent.artifact.layers[-1].digest,
-        parent.artifact.layers[-2].digest,
-    }
+    # only the parent's run-parameter table and our analysis layers are rebuilt
+    assert parent_blobs - {d.digest for d in child.artifact.layers} <= {d.digest for d in parent.artifact.layers[-5:]}
 
 
 def test_fork_anonymous_name() -> None:

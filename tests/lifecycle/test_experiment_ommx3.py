@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry
+from ommx_experiment.format.run_meta import trailing_layers
 from ommx_experiment.engine.oci import Manifest
 
 WORKERS = Path(__file__).resolve().parents[1] / "workers"
@@ -208,7 +209,9 @@ def test_byte_identity_without_typed_payloads(ommx3, registry_root: Path) -> Non
     theirs_digest = registry.resolve("example.com/interop/bytes:theirs")
     theirs = Manifest.parse(registry.blobs.get(theirs_digest))
     ours = Manifest.parse(registry.blobs.get(registry.resolve("example.com/interop/bytes:ours")))
-    stripped = Manifest(ours.artifact_type, ours.config, ours.layers[:-1], ours.subject, ours.annotations)
+    n_ours = len(trailing_layers(ours))
+    assert n_ours == 4  # run_parameters.parquet, runs.parquet, solves.parquet, provenance.json
+    stripped = Manifest(ours.artifact_type, ours.config, ours.layers[:-n_ours], ours.subject, ours.annotations)
     assert stripped.to_bytes() == registry.blobs.get(theirs_digest)
     assert ours.config == theirs.config  # identical config bytes (same digest)
 

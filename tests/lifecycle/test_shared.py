@@ -186,16 +186,31 @@ def test_experiment_new_keeps_ommx_meaning_and_the_old_writer_loses_nothing(regi
         run.log_parameter("gen", 1)
     pending = old.run()
     pending.log_parameter("gen", 1)
-    new = Experiment(NAME)  # OMMX: a new session replaces the draft of the name at its first write
+    new = Experiment(NAME)  # OMMX: a new session takes the draft of the name at its first write
     with new.run() as run:
         run.log_parameter("gen", 2)
-    with pytest.raises(RunNotRecordedError, match="replaced or discarded by another session") as info:
-        pending.finish()
+    pending.finish()  # the old session, still written by a live writer, was detached, not dropped
     assert Experiment.restore_from_checkpoint(NAME).run_parameters_df()["gen"].tolist() == [2]
-    kept = Experiment.restore_from_checkpoint(_late_draft(str(info.value)))
-    assert kept.run_parameters_df()["gen"].tolist() == [1]
-    with pytest.raises(RuntimeError):  # the old session is gone: its runs cannot join the new one
-        old.run().finish()
+    assert old.run_parameters_df()["gen"].tolist() == [1, 1]
+    new.commit()
+    with pytest.raises(RuntimeError, match="already points to"):  # OMMX's rule: the first commit of a name wins
+        old.commit()
+    old.rename("example.com/shared/sweep:old")  # nothing lost: the old session commits under another name
+    old.commit()
+    assert Experiment.load("example.com/shared/sweep:old").run_parameters_df()["gen"].tolist() == [1, 1]
+
+
+def test_a_replaced_session_without_live_writers_is_dropped_as_in_ommx(writers: Any) -> None:
+    a = writers()
+    a.ask("join", NAME)
+    a.ask("close", a.ask("open", "gen", 1)["run_id"])
+    a.kill()
+    new = Experiment(NAME)
+    with new.run() as run:
+        run.log_parameter("gen", 2)
+    from ommx_experiment import list_experiment_checkpoints
+
+    assert [c.requested_image_name for c in list_experiment_checkpoints()] == [NAME]
 
 
 @pytest.mark.slow

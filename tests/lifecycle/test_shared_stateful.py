@@ -96,11 +96,11 @@ class SharedMachine(RuleBasedStateMachine):
     @rule(w=st.integers(0, 1))
     def commit(self, w: int) -> None:
         reply = self.writers[w].ask("commit")
+        if self.open[w]:  # this process's own open Run handles refuse first, as in OMMX
+            assert reply.get("error") == "LifecycleError", reply
+            return
         if self.open[1 - w]:
             assert reply.get("error") == "ExperimentBusyError", reply
-            return
-        if self.open[w]:
-            assert reply.get("error") == "LifecycleError", reply
             return
         assert "digest" in reply, reply
         loaded = self._load()

@@ -425,8 +425,12 @@ def fault(mode: str, param: str, step: str, args: list[str]) -> dict[str, Any]:
             run.log_parameter("x", 1)
         injected.start()
         exp.log_attachment("big", "application/octet-stream", b"")  # an empty blob still fits
-        with exp.run() as run:  # a run whose parameter table exceeds the space left
-            run.log_parameter("big", big.hex()[: injected.payload_size])
+
+        def big_run() -> None:  # a run whose parameter exceeds the space left: its log or its close fails
+            with exp.run() as run:
+                run.log_parameter("big", big.hex()[: injected.payload_size])
+
+        out["close"] = _attempt(big_run)
         out["first"] = _attempt(exp.commit)
         injected.stop()
         out["digest"] = exp.commit().manifest_digest

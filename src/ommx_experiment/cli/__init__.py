@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import OmmxExperimentError
-from . import artifacts, common, delegated, listing, upkeep
+from . import analysis, artifacts, common, completion, delegated, listing, upkeep
 
 __all__ = ["build_parser", "main", "subcommands"]
 
@@ -65,9 +65,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", required=True)
     root, js = common.root_parent(), common.json_parent()
     listing.register(sub, root, js)
+    analysis.register(sub, root, js)
     artifacts.register(sub, root, js)
     upkeep.register(sub, root, js)
     raw = delegated.register(sub, root, js)
+    completion.register(sub, root, js).set_defaults(top_parser=parser)
     return parser, raw
 
 

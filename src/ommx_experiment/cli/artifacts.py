@@ -71,8 +71,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     from ..lifecycle.artifact import Artifact
 
     c.use_root(args)
+    registry = c.open_registry(args)
+    original = Artifact.inspect_archive(args.file).image_name if args.name else None
+    existed = original is not None and registry.resolve(original) is not None
     artifact = Artifact.import_archive(args.file)
-    sys.stdout.write(c.label("Imported", artifact.image_name) + "\n")
+    name = artifact.image_name
+    if args.name and args.name != name:
+        registry.alias(args.name, artifact.manifest_digest)  # publish: refuses a name that points elsewhere
+        if not existed:  # the archive's own name was only a step on the way
+            registry.remove(name, expected_digest=artifact.manifest_digest)
+        name = args.name
+    sys.stdout.write(c.label("Imported", name) + "\n")
     sys.stdout.write(c.label("Digest", artifact.manifest_digest) + "\n")
     return 0
 
@@ -128,9 +137,10 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
     p = c.add_command(
         sub, "import", cmd_import, parents=[root],
         summary="import a .ommx archive or an OCI layout directory into the Local Registry",
-        example="ommx-experiment import sweep.ommx",
+        example="ommx-experiment import sweep.ommx\nommx-experiment import sweep.ommx --name example.com/me/sweep:copy",
     )
     p.add_argument("file", metavar="FILE", type=Path, help=".ommx file or OCI layout directory")
+    p.add_argument("--name", metavar="NAME", type=c.image_name, help="publish under NAME instead of the archive's ref name")
 
     p = c.add_command(
         sub, "push", cmd_push, parents=[root],

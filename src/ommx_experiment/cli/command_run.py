@@ -23,13 +23,17 @@ Behaviour of ``run``
 * **One Run** records: the ``--param`` values as run parameters, typed
   (``true``/``false`` → bool, int64 → int, float → float, else str; ``KEY=`` gives
   the empty string) and checked against the column types the experiment's closed
-  runs established (a mismatch is an error, exit 1, before the command starts); the attachment ``command`` (JSON: ``argv``, ``cwd``,
-  ``watch``); the attachment ``result`` (JSON: ``exit_code``, ``signal``,
-  ``wall_time_s``, ``started_at``, ``finished_at``); ``stdout.txt`` and
-  ``stderr.txt`` (``text/plain``; streamed to files while the child runs and teed
-  to our stdout/stderr); and every completed file the command writes into DIR
-  (a :mod:`watcher` on the Run; DIR is created if missing). Exit code and wall
-  time are kept out of the parameter table so it holds only the sweep's inputs.
+  runs established (a mismatch is an error, exit 1, before the command starts); the
+  wrapper's own attachments, under the prefix ``ommx-experiment/`` so they never take
+  a name from the command's files: ``ommx-experiment/command`` (JSON: ``argv``,
+  ``cwd``, ``watch``), ``ommx-experiment/result`` (JSON: ``exit_code``, ``signal``,
+  ``wall_time_s``, ``started_at``, ``finished_at``), ``ommx-experiment/stdout.txt``
+  and ``ommx-experiment/stderr.txt`` (``text/plain``; streamed to files while the
+  child runs and teed to our stdout/stderr); and every completed file the command
+  writes into DIR under its path relative to DIR (a :mod:`watcher` on the Run; DIR
+  must exist). Exit code and wall time are kept out of the parameter table so it
+  holds only the sweep's inputs. On exit, one line on stderr names the run id, its
+  status and every attachment recorded.
 * **Status.** ``finished`` on exit code 0; ``failed`` otherwise, with reason
   ``CommandFailed: exit code N`` (or ``... killed by signal SIGX``);
   ``interrupted`` when we receive SIGINT/SIGTERM/SIGHUP: the signal is forwarded
@@ -89,7 +93,10 @@ EXIT_NOT_STARTED = 127
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 TEXT = "text/plain"
 INT64 = (-(2**63), 2**63 - 1)
-RESERVED_NAMES = ("command", "result", "stdout.txt", "stderr.txt")
+WRAPPER_PREFIX = "ommx-experiment/"
+COMMAND_NAME, RESULT_NAME = WRAPPER_PREFIX + "command", WRAPPER_PREFIX + "result"
+STDOUT_NAME, STDERR_NAME = WRAPPER_PREFIX + "stdout.txt", WRAPPER_PREFIX + "stderr.txt"
+RESERVED_NAMES = (COMMAND_NAME, RESULT_NAME, STDOUT_NAME, STDERR_NAME)
 
 
 class UsageError(InvalidInputError):
@@ -304,6 +311,7 @@ class RunOutcome:
     wall_time_s: float
     signal_received: int | None = None
     committed: CommitResult | None = None
+    attachments: tuple[str, ...] = ()
 
     @property
     def process_exit_status(self) -> int:
@@ -360,15 +368,17 @@ def run_command(options: RunOptions, *, tee: bool = True, experiment: Any = None
     if options.commit:
         artifact = experiment.commit()
         committed = CommitResult(str(artifact.image_name), str(artifact.manifest_digest))
-    status = next((r.status for r in experiment.runs if r.run_id == run_id), "unknown")
+    recorded = next((r for r in experiment.runs if r.run_id == run_id), None)
+    status = recorded.status if recorded is not None else "unknown"
+    names = tuple(recorded.attachment_names) if recorded is not None else ()
     return RunOutcome(
-        run_id, outcome["exit_code"], status, outcome["wall_time_s"], outcome.get("signal_received"), committed
+        run_id, outcome["exit_code"], status, outcome["wall_time_s"], outcome.get("signal_received"), committed, names
     )
 
 
 def _record_run(run: Any, options: RunOptions, tee: bool, outcome: dict[str, Any]) -> None:
     watch_dir = options.watch.resolve() if options.watch is not None else None
-    run.log_json("command", {"argv": list(options.command), "cwd": os.getcwd(), "watch": str(watch_dir) if watch_dir else None})
+    run.log_json(COMMAND_NAME, {"argv": list(options.command), "cwd": os.getcwd(), "watch": str(watch_dir) if watch_dir else None})
     watcher_error: BaseException | None = None
     with tempfile.TemporaryDirectory(prefix="oxe-run-") as tmp:
         out_path, err_path = Path(tmp) / "stdout.txt", Path(tmp) / "stderr.txt"
@@ -376,7 +386,6 @@ def _record_run(run: Any, options: RunOptions, tee: bool, outcome: dict[str, Any
         if watch_dir is not None:
             from ..edges.watcher import watch
 
-            watch_dir.mkdir(parents=True, exist_ok=True)
             watcher = watch(run, watch_dir, existing=False, reserved_names=RESERVED_NAMES)
             watcher.start()
         try:
@@ -387,9 +396,9 @@ def _record_run(run: Any, options: RunOptions, tee: bool, outcome: dict[str, Any
                     watcher.stop()
                 except Exception as exc:  # record everything else first, then fail the Run with it
                     watcher_error = exc
-        run.log_file("stdout.txt", out_path, TEXT, filename="stdout.txt")
-        run.log_file("stderr.txt", err_path, TEXT, filename="stderr.txt")
-    run.log_json("result", result)
+        run.log_file(STDOUT_NAME, out_path, TEXT, filename="stdout.txt")
+        run.log_file(STDERR_NAME, err_path, TEXT, filename="stderr.txt")
+    run.log_json(RESULT_NAME, result)
     if outcome.get("signal_received") is not None:
         name = signal.Signals(outcome["signal_received"]).name
         raise CommandInterrupted(f"{name} forwarded to the command; exit code {result['exit_code']}")
@@ -456,6 +465,9 @@ def main_run(argv: Sequence[str]) -> int:
         _error(str(exc))
         sys.stderr.write(RUN_USAGE + "\n")
         return EXIT_USAGE
+    if options.watch is not None and not options.watch.is_dir():
+        _error(f"--watch {options.watch}: no such directory (create it first; files the command completes there are attached)")
+        return EXIT_USAGE
     try:
         experiment = open_experiment(options.name, resume=options.resume)
     except OmmxExperimentError as exc:
@@ -466,9 +478,17 @@ def main_run(argv: Sequence[str]) -> int:
     except OmmxExperimentError as exc:
         _error(str(exc))
         return 1
+    _print_recorded(options.name, outcome)
     if outcome.committed is not None:
         _print_commit(outcome.committed)
     return outcome.process_exit_status
+
+
+def _print_recorded(name: str, outcome: RunOutcome) -> None:
+    """One line on stderr (stdout is the command's): run id, status, attachments."""
+    files = ", ".join(outcome.attachments) or "none"
+    sys.stderr.write(f"ommx-experiment: run {outcome.run_id} of {name}: {outcome.status}; attached: {files}\n")
+    sys.stderr.flush()
 
 
 def _print_commit(result: CommitResult) -> None:

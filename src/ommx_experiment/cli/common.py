@@ -36,8 +36,22 @@ class CliParser(argparse.ArgumentParser):
     """argparse with one-line usage errors: ``error: <message> (see '<prog> --help')``, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        hint = did_you_mean(message)
+        sys.stderr.write(f"error: {message}{hint} (see '{self.prog} --help')\n")
         raise SystemExit(EXIT_USAGE)
+
+
+def did_you_mean(message: str) -> str:
+    """``"; did you mean 'show'?"`` for argparse's ``invalid choice: 'shwo' (choose from ...)``, else ``""``."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if found is None:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2)) or [c.strip() for c in found.group(2).split(",")]
+    close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 # --- shared options (argparse "parents") --------------------------------------------------------
@@ -163,16 +177,47 @@ def open_registry(args: argparse.Namespace) -> Any:
 
 
 def require_local(args: argparse.Namespace, name: str) -> str:
-    """The manifest digest of ``name`` in the registry; a clear error if it is not there."""
+    """The manifest digest of ``name`` in the registry; a clear error if it is not there.
+
+    A name held only as an unsealed draft (the checkpoint journal of ``run``, or an
+    OMMX-format checkpoint) says so and how to commit or restore it; anything
+    else suggests pulling it, and names a similar local experiment if there is one.
+    """
     from ..errors import RefNotFoundError
 
     registry = open_registry(args)
     found = registry.resolve(name)
     if found is None:
+        draft = _draft_message(registry, name)
+        if draft is not None:
+            raise RefNotFoundError(draft)
+        hint = _similar_name(registry, name)
         raise RefNotFoundError(
-            f"{name} is not in the Local Registry at {registry.root} (pull it first: {PROG} pull '{name}')"
+            f"{name} is not in the Local Registry at {registry.root} ({hint}pull it first: {PROG} pull '{name}')"
         )
     return str(found)
+
+
+def _draft_message(registry: Any, name: str) -> str | None:
+    from ..edges.catalog import list_experiment_checkpoints
+
+    drafts = [r for r in list_experiment_checkpoints(name, root=registry.root) if r.requested_image_name == name]
+    if not drafts:
+        return None
+    draft = drafts[0]
+    return (
+        f"{name} is an unsealed {draft.status} experiment ({draft.run_count} runs), not committed yet: "
+        f"commit it with `{PROG} commit {shell_quote(name)}`, or resume it in Python with "
+        f"Experiment.restore_from_checkpoint({name!r})"
+    )
+
+
+def _similar_name(registry: Any, name: str) -> str:
+    import difflib
+
+    names = [str(r.image_name) for r in registry.list_refs() if ".ommx.local/" not in str(r.image_name)]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.9)
+    return f"did you mean '{close[0]}'? Otherwise " if close else ""
 
 
 # --- output -----------------------------------------------------------------------------------------

@@ -5,12 +5,17 @@ adapter: one Run per capacity (parameters logged, the Solve recorded), the
 whole study committed as one OCI artifact, then everything a user needs to look
 at it with other tools.
 
-Re-runnable: every invocation commits under a fresh tag (a timestamp), so an
-existing name is never a conflict.
+Re-runnable: every invocation commits under a fresh tag (a timestamp plus a
+random suffix), so an existing name is never a conflict, even twice in a second.
+
+Then the analysis: a fork that adds larger capacities, ``runs_df``, ``diff``, a
+DuckDB query over the whole registry and the HTML report
+(``ommx-experiment-demo-report.html`` in the current directory).
 """
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import sys
 from datetime import datetime
@@ -20,6 +25,8 @@ from typing import Any
 WEIGHTS = (11, 7, 5, 13, 9, 4, 6, 8)
 VALUES = (23, 14, 9, 30, 17, 6, 12, 15)
 CAPACITIES = (10, 15, 20, 25, 30, 35, 40)
+FORK_CAPACITIES = (45, 50, 60)
+REPORT = "ommx-experiment-demo-report.html"
 REPOSITORY = "example.com/ommx-experiment/knapsack-sweep"
 
 
@@ -39,15 +46,34 @@ def knapsack(capacity: int) -> Any:
     )
 
 
+def solver_adapter() -> Any:
+    """``OMMXHighsAdapter``; without it, an ImportError naming the extra that installs it."""
+    try:
+        from ommx_highs_adapter import OMMXHighsAdapter
+    except ModuleNotFoundError as exc:
+        if exc.name != "ommx_highs_adapter":
+            raise
+        raise ImportError(
+            "the demo solves with HiGHS: ommx-highs-adapter is not installed; "
+            "install the solvers with: pip install 'ommx-experiment[solvers]'"
+        ) from None
+    return OMMXHighsAdapter
+
+
+def unique_tag() -> str:
+    """``YYYYmmddTHHMMSS-<6 hex>``: never the same twice, even within one second."""
+    return f"{datetime.now().strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    from ommx_highs_adapter import OMMXHighsAdapter
+    OMMXHighsAdapter = solver_adapter()
     from rich.console import Console
     from rich.table import Table
 
     from .. import Experiment, get_local_registry_root
 
     console = Console()
-    tag = datetime.now().strftime("%Y%m%dT%H%M%S")
+    tag = unique_tag()
     name = f"{REPOSITORY}:{tag}"
     console.print(
         f"[bold]ommx-experiment demo[/]: knapsack capacity sweep → [cyan]{name}[/] "
@@ -98,7 +124,39 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"  {python} -c {shlex.quote(code)}", soft_wrap=True, markup=False, highlight=False)
     cli = Path(sys.executable).with_name("ommx-experiment")
     console.print(f"  {shlex.quote(str(cli))} show {artifact.image_name}", soft_wrap=True, highlight=False)
+    analyse(console, experiment, OMMXHighsAdapter, cli)
     return 0
+
+
+def analyse(console: Any, experiment: Any, adapter: Any, cli: Path) -> None:
+    """The fork, runs_df, diff, sql and the report: what a researcher looks at next."""
+    from .. import diff
+
+    fork = experiment.fork(f"{REPOSITORY}:{unique_tag()}-larger")
+    with fork:
+        for capacity in FORK_CAPACITIES:
+            with fork.run() as run:
+                run.log_parameter("capacity", capacity)
+                run.log_parameter("solver", "highs")
+                solution = run.log_solve(adapter, knapsack(capacity))
+                run.log_parameter("items_chosen", sum(1 for v in solution.state.entries.values() if round(v) == 1))
+    console.print()
+    console.print(f"[bold]Forked[/] with {len(FORK_CAPACITIES)} larger capacities → [cyan]{fork.image_name}[/]", soft_wrap=True)
+    columns = ["status", "duration_s", "solves", "capacity", "items_chosen"]
+    console.print(fork.runs_df()[columns].to_string(), markup=False, highlight=False)
+    console.print()
+    console.print(str(diff(experiment, fork)), markup=False, highlight=False, soft_wrap=True)
+    report = fork.report(Path.cwd() / REPORT)
+    console.print()
+    console.print(f"[bold]{'HTML report':<16}[/]{report}", soft_wrap=True, highlight=False)
+    query = "SELECT image_name, count(*) AS runs, max(objective) AS best FROM solves GROUP BY ALL ORDER BY 1"
+    for line in (
+        f"show {fork.image_name}",
+        f"diff {experiment.image_name} {fork.image_name}",
+        f"sql {shlex.quote(query)}",
+        f"report {REPOSITORY}: --prefix -o study.html",
+    ):
+        console.print(f"  {shlex.quote(str(cli))} {line}", soft_wrap=True, markup=False, highlight=False)
 
 
 if __name__ == "__main__":

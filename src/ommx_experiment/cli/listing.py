@@ -26,11 +26,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         c.emit_json([_experiment_json(ref, n) for ref, n in rows])
         return 0
     out = c.table(
-        "NAME", "STATUS", "RUNS", "SOLVES", "UPDATED", "SIZE", right=("RUNS", "SOLVES", "SIZE"), wide=("NAME",)
+        "NAME", "STATUS", "RUNS", "SOLVES", "SAMPLINGS", "UPDATED", "SIZE",
+        right=("RUNS", "SOLVES", "SAMPLINGS", "SIZE"), wide=("NAME",),
     )
     for ref, n in rows:
         out.add_row(
-            c.text(ref.image_name), ref.status, str(ref.run_count), str(ref.solve_count),
+            c.text(ref.image_name), ref.status, str(ref.run_count), str(ref.solve_count), str(ref.sampling_count),
             c.when(ref.updated_at), c.human_size(n),
         )
     c.console().print(out)
@@ -59,29 +60,55 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     c.use_root(args)
     c.require_local(args, args.name)
-    summary = _summary(Experiment.load(args.name))
+    exp = Experiment.load(args.name)
+    summary = _summary(exp)
     if args.json:
         c.emit_json(summary)
     else:
-        _print_summary(summary)
+        _print_summary(summary, exp.runs_df(), args)
     return 0
 
 
 def _summary(exp: Any) -> dict[str, Any]:
+    from ..lifecycle.registry_views import parent_name
+
     artifact = exp.artifact
     config = json.loads(artifact.get_blob(artifact.config))
     calls = {int(run["run_id"]): run for run in config.get("runs", [])}
     params = _params_by_run(exp.run_parameters_df())
-    runs = [_run_summary(run, params.get(run.run_id, {}), calls.get(run.run_id, {})) for run in exp.runs]
+    timing = _timing(exp.runs_df())
+    runs = [
+        _run_summary(run, params.get(run.run_id, {}), calls.get(run.run_id, {}), timing.get(run.run_id, {}))
+        for run in exp.runs
+    ]
+    subject = artifact.subject
+    parent = None
+    if subject is not None:
+        parent = {"manifest_digest": subject.digest, "image_name": parent_name(artifact.registry, subject.digest)}
     return {
         "image_name": exp.image_name,
         "manifest_digest": artifact.manifest_digest,
         "status": exp.status,
         "lifecycle_reason": exp.lifecycle_reason,
+        "parent": parent,
         "annotations": exp.annotations,
         "attachments": exp.attachment_names,
+        "solves": sum(len(run["solves"]) for run in runs),
+        "samplings": sum(len(run["samplings"]) for run in runs),
+        "provenance": exp.provenance,
         "runs": runs,
     }
+
+
+def _timing(frame: Any) -> dict[int, dict[str, Any]]:
+    names = ("started_at", "finished_at", "duration_s")
+    out: dict[int, dict[str, Any]] = {}
+    for run_id, row in zip(frame.index, frame.iloc[:, 2:5].itertuples(index=False, name=None), strict=True):
+        out[int(run_id)] = {
+            name: (None if _missing(v) or v != v else (v.isoformat() if hasattr(v, "isoformat") else float(v)))
+            for name, v in zip(names, row, strict=True)
+        }
+    return out
 
 
 def _params_by_run(df: Any) -> dict[int, dict[str, Any]]:
@@ -97,7 +124,7 @@ def _scalar(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _run_summary(run: Any, params: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+def _run_summary(run: Any, params: dict[str, Any], config: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
     def calls(kind: str, key: str) -> list[dict[str, Any]]:
         return [
             {"id": call.get(key), "status": call.get("status", "finished"), "adapter": call.get("adapter")}
@@ -108,6 +135,7 @@ def _run_summary(run: Any, params: dict[str, Any], config: dict[str, Any]) -> di
         "run_id": run.run_id,
         "status": run.status,
         "lifecycle_reason": run.lifecycle_reason,
+        **timing,
         "parameters": params,
         "attachments": run.attachment_names,
         "solves": calls("solves", "solve_id"),
@@ -115,7 +143,7 @@ def _run_summary(run: Any, params: dict[str, Any], config: dict[str, Any]) -> di
     }
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(summary: dict[str, Any], runs: Any, args: argparse.Namespace) -> None:
     console = c.console()
     write = sys.stdout.write
     write(c.label("Experiment", summary["image_name"]) + "\n")
@@ -124,30 +152,66 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if summary["lifecycle_reason"]:
         status = f"{status} ({summary['lifecycle_reason']})"
     write(c.label("Status", status) + "\n")
+    parent = summary["parent"]
+    if parent is not None:
+        write(c.label("Parent", f"{parent['image_name'] or '(no local name)'} {parent['manifest_digest']}") + "\n")
     lines = [f"{key} = {value}" for key, value in sorted(summary["annotations"].items())] or ["none"]
     write(c.label("Annotations", lines[0]) + "\n")
     for line in lines[1:]:
         write(c.label("", line) + "\n")
     write(c.label("Attachments", ", ".join(summary["attachments"]) or "none") + "\n")
+    for line in _provenance_lines(summary["provenance"]):
+        write(line + "\n")
     write(c.label("Runs", len(summary["runs"])) + "\n")
+    write(c.label("Solves", summary["solves"]) + "\n")
+    write(c.label("Samplings", summary["samplings"]) + "\n")
     if summary["runs"]:
-        console.print(_runs_table(summary["runs"]))
-    solves = [(run["run_id"], kind, call) for run in summary["runs"] for kind in ("solves", "samplings") for call in run[kind]]
-    write(c.label("Solves", len(solves)) + "\n")
-    if solves:
-        console.print(_solves_table(solves))
+        from .analysis import render_frame
+
+        frame = _select_runs(runs, args)
+        write(render_frame(frame, limit=args.limit or None, index=True))
+    calls = [(run["run_id"], kind, call) for run in summary["runs"] for kind in ("solves", "samplings") for call in run[kind]]
+    if calls:
+        shown = calls if not args.limit else calls[: args.limit]
+        console.print(_solves_table(shown))
+        if len(shown) < len(calls):
+            write(f"({len(calls) - len(shown)} more solves/samplings; --limit N to show more)\n")
 
 
-def _runs_table(runs: list[dict[str, Any]]) -> Any:
-    out = c.table(
-        "RUN", "STATUS", "PARAMETERS", "SOLVES", "ATTACHMENTS", right=("RUN", "SOLVES"), wide=("PARAMETERS", "ATTACHMENTS")
-    )
-    for run in runs:
-        status = run["status"] + (f" ({run['lifecycle_reason']})" if run["lifecycle_reason"] else "")
-        params = ", ".join(f"{k}={v}" for k, v in run["parameters"].items())
-        n = len(run["solves"]) + len(run["samplings"])
-        out.add_row(str(run["run_id"]), c.text(status), c.text(params), str(n), c.text(", ".join(run["attachments"])))
+def _provenance_lines(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return [c.label("Provenance", "none recorded")]
+    out = [c.label("Created", record.get("created_at", "?"))]
+    where = " ".join(str(record[k]) for k in ("host", "python") if record.get(k))
+    if where:
+        out.append(c.label("On", where))
+    packages = record.get("packages") or {}
+    if packages:
+        out.append(c.label("Packages", ", ".join(f"{k} {v}" for k, v in sorted(packages.items()))))
+    git = record.get("git") or {}
+    if git.get("commit"):
+        branch = f" ({git['branch']})" if git.get("branch") else ""
+        out.append(c.label("Git", f"{git['commit']}{branch} in {git.get('root', '?')}"))
     return out
+
+
+def _select_runs(frame: Any, args: argparse.Namespace) -> Any:
+    """``--sort COLUMN`` (``--desc``, or ``--sort=-COLUMN``: descending) and ``--columns a,b`` applied to the runs frame."""
+    if args.sort:
+        key = args.sort.lstrip("-")
+        if key not in frame.columns and key != "run_id":
+            raise c.UsageError(f"--sort {key}: no such column; columns: run_id, {', '.join(map(str, frame.columns))}")
+        descending = args.sort.startswith("-") or args.desc
+        frame = frame.sort_index(ascending=not descending) if key == "run_id" else frame.sort_values(
+            key, ascending=not descending, na_position="last", kind="stable"
+        )
+    if args.columns:
+        wanted = [name.strip() for name in args.columns.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in frame.columns]
+        if unknown:
+            raise c.UsageError(f"--columns: no such column {', '.join(unknown)}; columns: {', '.join(map(str, frame.columns))}")
+        frame = frame[wanted]
+    return frame
 
 
 def _solves_table(solves: list[tuple[int, str, dict[str, Any]]]) -> Any:
@@ -271,10 +335,15 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
 
     p = c.add_command(
         sub, "show", cmd_show, parents=[root, js],
-        summary="summary of one experiment: status, annotations, attachments, runs and parameters, solves",
-        example="ommx-experiment show example.com/team/sweep:v1",
+        summary="summary of one experiment: status, parent, provenance, runs (timing, parameters), solves",
+        example="ommx-experiment show example.com/team/sweep:v1\n"
+        "ommx-experiment show example.com/team/sweep:v1 --sort duration_s --desc --columns status,duration_s,seed --limit 10",
     )
     c.add_name(p, "experiment image name")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="show at most N runs and N solves (0: all; default 50)")
+    p.add_argument("--columns", metavar="A,B,...", help="run columns to show (metadata or parameter names)")
+    p.add_argument("--sort", metavar="COLUMN", help="sort runs by COLUMN (ascending; with --desc descending)")
+    p.add_argument("--desc", action="store_true", help="with --sort: descending")
 
     p = c.add_command(
         sub, "params", cmd_params, parents=[root],

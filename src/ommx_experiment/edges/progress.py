@@ -1,9 +1,10 @@
-"""One progress line for a push or pull: blobs and bytes done of the total.
+"""Progress lines: one per push or pull (blobs and bytes done of the total), one per sweep.
 
-The line appears only when stderr is a terminal, the caller did not ask for
-``quiet``, and the transfer has been running for :data:`SHOW_AFTER` seconds (a
-quick transfer stays silent). Workers report from any thread; ``rich`` is imported
-only when the line is actually drawn.
+A transfer line appears only when stderr is a terminal, the caller did not ask
+for ``quiet``, and the transfer has been running for :data:`SHOW_AFTER` seconds (a
+quick transfer stays silent); workers report from any thread. A sweep bar (tasks
+done of total) appears whenever stderr is a terminal. ``rich`` is imported only
+when a line is actually drawn.
 """
 
 from __future__ import annotations
@@ -114,3 +115,31 @@ def transfer_progress(
         yield progress
     finally:
         progress.close()
+
+
+def _isatty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+@contextmanager
+def task_progress(description: str, total: int, *, stream: TextIO | None = None) -> Iterator[Advance]:
+    """Yield ``advance(ntasks)``; draws a rich bar (done/total, elapsed, remaining) on a terminal stderr."""
+    stream = sys.stderr if stream is None else stream
+    if total <= 0 or not _isatty(stream):
+        yield _noop
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(file=stream), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)

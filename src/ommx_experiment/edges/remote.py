@@ -298,7 +298,8 @@ def _experiment_config(
     """The verified config bytes of an experiment after the full §5 validation, else None."""
     if manifest.artifact_type != mt.EXPERIMENT_ARTIFACT_TYPE:
         return None
-    from ..format.codec import note_received_parquet, validate_experiment_artifact
+    from ..format.codec import validate_experiment_artifact
+    from ..format.parquet_trust import note_received_parquet
 
     def read(desc: Descriptor) -> bytes:
         blob = staged.get(desc.digest)

@@ -9,7 +9,8 @@ an open Run. It is a context manager and also has ``start()``/``stop()``::
 Contract
 --------
 * **Names.** The attachment name is the file's POSIX path relative to ``folder``
-  (``a/b/c.txt``); the media type is sniffed from the content as ``log_file`` does;
+  (``a/b/c.txt``); the media type is sniffed from the content as ``log_file`` does, else
+  guessed from the extension (``.json``, ``.csv``, ``.txt``, ...);
   the stored export filename is the base name.
 * **Completed files only.** A file is attached when it was closed after writing
   (inotify ``IN_CLOSE_WRITE``) or moved into the folder, or, on the polling backend,
@@ -603,7 +604,7 @@ class Watcher:
     def _store_if_stable(self, path: str, before: Signature) -> tuple[str, int, str] | None:
         """Stream the file into the blob store; None if it changed while being read."""
         from ..engine.blobstore import fd_chunks
-        from ..format.payload import sniff_media_type
+        from ..format.payload import guess_media_type
 
         try:
             fd = _open_beneath(self._root, os.path.relpath(path, self._root))
@@ -626,7 +627,7 @@ class Watcher:
             return None
         if after_fd != before or after_path != before or stored.size != before.size:
             return None  # the stored copy stays unreferenced; GC reclaims it
-        return stored.digest, stored.size, sniff_media_type(head)
+        return stored.digest, stored.size, guess_media_type(path, head)
 
     def _target_has(self, name: str, digest: str) -> bool:
         view = getattr(self._target, "_attachment_view", None)

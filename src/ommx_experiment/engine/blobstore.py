@@ -15,6 +15,14 @@ this process's lease file ``.oxe-leases/<pid>-<token>.lease`` (held with a
 shared ``flock`` for the life of the process); once a ref reaches it,
 :meth:`BlobStore.release` drops it. Our GC never deletes a digest leased by a
 live process other than its own calling thread (spec/registry.md §3).
+
+*Pins* hand a lease to another process: a live process opens a pins folder
+``.oxe-leases/<pid>-<token>.pins/`` beside its lease file (:meth:`BlobStore.pins_dir`),
+and a writer elsewhere (a sweep worker, on this host or another one that mounts
+the root) opens ``BlobStore(root, pin=PinFile(<that folder>/<name>.pin))``: its leases are
+appended to that pin file instead of its own lease file. A pin protects its
+digests while the folder's owner lives, whatever becomes of the writer; the owner
+deletes the pin file once a ref (or journal row) reaches them.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ import contextlib
 import fcntl
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ..errors import BlobNotFoundError, DigestMismatchError, RegistryError
 from . import atomic
@@ -45,6 +54,8 @@ from .locks import BLOB_LOCK, GC_EXCLUSION_LOCK, flock_exclusive
 CHUNK = 1 << 20  # 1 MiB: bounded memory (a few chunks in flight) whatever the blob size
 LEASE_DIR = ".oxe-leases"
 LEASE_SUFFIX = ".lease"
+PINS_SUFFIX = ".pins"
+PIN_SUFFIX = ".pin"
 
 
 class _Leases:
@@ -60,8 +71,8 @@ class _Leases:
 
     Compaction keeps the file small whatever the number of closes: once it holds
     more than :attr:`COMPACT_BYTES`, a new lease file with only the ``+`` lines of
-    the digests still held replaces it (created, locked and renamed like the
-    first, then the old one is unlinked), while this process holds
+    the digests still held replaces it under the same name (created, locked and
+    renamed over it like the first), while this process holds
     ``.gc-exclusion.lock`` (taken without waiting; busy means a GC is running, and
     compaction waits for a later release). A deleting GC holds that lock from the
     moment it reads ``refs`` until its last unlink, so no GC can be between its
@@ -75,39 +86,51 @@ class _Leases:
         self._gc_lock = root / GC_EXCLUSION_LOCK
         self._lock = threading.Lock()
         self._pid: int | None = None
+        self._name = ""
         self._fd = -1
         self._held: dict[str, int] = {}  # digest -> id of the thread that leased it
         self._size = 0
-        self._path = self.dir
 
     def _ensure_open(self) -> None:
         if self._pid == os.getpid():
             return
-        self._fd, self._path = self._new_file("")
-        self._pid, self._held, self._size = os.getpid(), {}, 0
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._fd = self._new_file(name, "")
+        self._pid, self._name, self._held, self._size = os.getpid(), name, {}, 0
 
-    def _new_file(self, content: str) -> tuple[int, Path]:
-        """A new lease file holding ``content``, locked ``LOCK_SH`` before it gets its final name."""
+    def _new_file(self, name: str, content: str) -> int:
+        """The lease file ``name`` holding ``content``: written and locked ``LOCK_SH`` under a temp
+        name, then renamed into place (over the previous file of that name, if any)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / atomic.temp_name("lease-")
-        final = self.dir / f"{os.getpid()}-{secrets.token_hex(6)}{LEASE_SUFFIX}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             if content:
                 os.write(fd, content.encode())
-            os.rename(tmp, final)
+            os.rename(tmp, self.dir / f"{name}{LEASE_SUFFIX}")
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        return fd, final
+        return fd
 
     def _append(self, text: str) -> None:
         data = text.encode()
         os.write(self._fd, data)
         self._size += len(data)
+
+    def pins_dir(self) -> Path:
+        """This process's pins folder, created beside its lease file (opened now if needed)."""
+        with self._lock:
+            try:
+                self._ensure_open()
+                path = self.dir / f"{self._name}{PINS_SUFFIX}"
+                path.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise RegistryError(f"Failed to create a pins folder in {self.dir}: {exc}") from exc
+            return path
 
     def acquire(self, digest: str) -> None:
         with self._lock:
@@ -155,16 +178,57 @@ class _Leases:
                 return  # a GC is running (or this process holds the lock elsewhere): later
             try:
                 held = "".join(f"+{tid} {d}\n" for d, tid in self._held.items())
-                fd, path = self._new_file(held)
+                fd = self._new_file(self._name, held)  # same name: the pins folder stays this file's
             except OSError:
                 return
-            old_fd, old_path = self._fd, self._path
-            self._fd, self._path, self._size = fd, path, len(held.encode())
-            with contextlib.suppress(OSError):
-                os.unlink(old_path)
+            old_fd, self._fd, self._size = self._fd, fd, len(held.encode())
             os.close(old_fd)
         finally:
             os.close(lock_fd)  # closing the descriptor releases the lock
+
+
+class PinFile:
+    """Leases written into a pin file of another process's pins folder (see the module doc).
+
+    One writer per file: each line is appended before the blob is linked or
+    touched. On the folder owner's host the page cache makes it visible to every
+    process at once (as for lease files); a writer on another host passes
+    ``sync=True`` so each line is fsynced, which a shared filesystem needs before
+    a GC elsewhere can read it. The folder must exist (its owner created it);
+    once its owner is gone, a GC removes it and a later lease fails with
+    :class:`RegistryError`. :meth:`release` keeps the lines: the folder's owner
+    deletes the whole file when a ref reaches the blobs.
+    """
+
+    def __init__(self, path: Path, *, sync: bool = False) -> None:
+        self.path = path
+        self.sync = sync
+        self._lock = threading.Lock()
+        self._fd = -1
+        self.digests: set[str] = set()
+
+    def acquire(self, digest: str) -> None:
+        with self._lock:
+            if digest in self.digests:
+                return
+            try:
+                if self._fd < 0:
+                    self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+                os.write(self._fd, f"+0 {digest}\n".encode())
+                if self.sync:
+                    os.fsync(self._fd)
+            except OSError as exc:
+                raise RegistryError(f"Failed to pin blob {digest} in {self.path}: {exc}") from exc
+            self.digests.add(digest)
+
+    def release(self, digests: Iterable[str]) -> None:
+        return None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 _LEASES: dict[Path, _Leases] = {}
@@ -199,18 +263,39 @@ def read_live_leases(root: Path, refs_read_at_ns: int, *, remove_dead: bool = Fa
         except FileNotFoundError:
             continue
         try:
+            pins = entry.path[: -len(LEASE_SUFFIX)] + PINS_SUFFIX
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 data = b"".join(fd_chunks(fd))
                 leased |= _parse_lease(data, _lease_pid(entry.name), me, refs_read_at_ns)
+                leased |= _read_pins(pins)
                 continue
             if remove_dead:
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                shutil.rmtree(pins, ignore_errors=True)
+                if not os.path.lexists(pins):  # else a later GC tries again
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
         finally:
             os.close(fd)
     return leased
+
+
+def _read_pins(folder: str) -> set[str]:
+    """Every digest named in the ``*.pin`` files of a live process's pins folder."""
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.endswith(PIN_SUFFIX)]
+    except (FileNotFoundError, NotADirectoryError):
+        return set()
+    pinned: set[str] = set()
+    for entry in entries:
+        try:
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            continue
+        pinned |= _parse_lease(data, None, (-1, -1), 0)
+    return pinned
 
 
 def _lease_pid(name: str) -> int | None:
@@ -239,14 +324,23 @@ class StoredBlob:
     size: int
 
 
-class BlobStore:
-    """The CAS of one registry root. Thread- and process-safe."""
+class _LeaseSink(Protocol):
+    def acquire(self, digest: str) -> None: ...
 
-    def __init__(self, root: Path) -> None:
+    def release(self, digests: Iterable[str]) -> None: ...
+
+
+class BlobStore:
+    """The CAS of one registry root. Thread- and process-safe.
+
+    ``pin``: lease into that pin file rather than this process's lease file.
+    """
+
+    def __init__(self, root: Path, *, pin: PinFile | None = None) -> None:
         self.root = root
         self.dir = root / "blobs" / "sha256"
         self._lock_path = root / BLOB_LOCK
-        self._leases = _leases_for(Path(root).absolute())
+        self._leases: _LeaseSink = _leases_for(Path(root).absolute()) if pin is None else pin
         self._unsynced = 0  # blobs linked or reused since the last folder fsync (see sync_links)
         self._sync_guard = threading.Lock()
 
@@ -444,6 +538,22 @@ class BlobStore:
     def release(self, digests: Iterable[str]) -> None:
         """Drop this process's leases on ``digests`` (a ref now reaches them)."""
         self._leases.release(digests)
+
+    def pins_dir(self) -> Path:
+        """This process's pins folder for this root: pin files written there protect their
+        digests from our GC while this process lives (see the module doc)."""
+        return _leases_for(Path(self.root).absolute()).pins_dir()
+
+    def adopt(self, digest: str, size: int) -> None:
+        """Lease a blob that another process stored (e.g. under a pin), then check it is there.
+
+        Raises :class:`BlobNotFoundError` when it is missing or has another size.
+        """
+        self._leases.acquire(digest)
+        actual = self.size(digest)
+        if actual != size:
+            raise BlobNotFoundError(f"Failed to read blob {digest}: {actual} bytes in {self.dir}, expected {size}")
+        self._mark_unsynced()  # linked by another process, maybe not synced: the next ref or journal write syncs
 
     def delete_unleased_if_older(self, digests: Iterable[str], cutoff: float, refs_read_at_ns: int) -> list[str]:
         """GC sweep: under one ``blobs/.lock``, unlink each blob that no live writer leases

@@ -52,7 +52,8 @@ from ..errors import (
     RefConflictError,
     RegistryError,
 )
-from .codec import note_received_parquet, validate_experiment_artifact
+from .codec import validate_experiment_artifact
+from .parquet_trust import note_received_parquet
 from .tarstream import END_OF_ARCHIVE, TarEntry, TarReader, padding, ustar_header, write_entry
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ what the config JSON says: LayerRefs are integer indexes into the manifest's
 reads with OMMX's defaults. :func:`validate_experiment` runs the §5 checks that
 need no blob I/O; :func:`validate_experiment_artifact` runs all of them (the one
 validator of archive imports and remote pulls); our Parquet layer of a received
-artifact is compared with its MessagePack table on first read (:func:`parquet_layer_agrees`).
+artifact is compared with its MessagePack table on first read (:mod:`~ommx_experiment.format.parquet_trust`).
 
 The same tree holding descriptors (``ExperimentContent``, ``build_experiment``,
 ``content_from_artifact``) lives in :mod:`ommx_experiment.format.content`, which
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
 from ..engine.oci import EMPTY_MAP, FrozenMap, json_type, load_json_bounded
-from ..errors import InvalidArtifactError, RegistryError
+from ..errors import InvalidArtifactError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Sequence
 
-    from ..engine.index_db import Database
     from ..engine.oci import Descriptor, Manifest
     from .run_params import ParameterTable
 
@@ -688,9 +686,9 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     return verified bytes (a staged or stored blob). Raises ``InvalidArtifactError``
     naming the first defect; callers add where the artifact came from. The one
     validator of archive imports and remote pulls, which then call
-    :func:`note_received_parquet`: our Parquet run-parameter layer, which OMMX never
-    reads, is compared with the MessagePack table on its first read instead
-    (:func:`parquet_layer_agrees`), so an import needs neither pandas nor pyarrow.
+    :func:`~ommx_experiment.format.parquet_trust.note_received_parquet`: our Parquet
+    run-parameter layer, which OMMX never reads, is compared with the MessagePack
+    table on its first read instead, so an import needs neither pandas nor pyarrow.
     """
     from .run_params import decode_msgpack
 
@@ -708,84 +706,11 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     return config_bytes
 
 
-# --- our Parquet layer in received artifacts ------------------------------------------------------
-
-log = logging.getLogger(__name__)
-_UNVERIFIED = "oxe_parquet_unverified"
-
-
-def our_parquet_layer(manifest: Manifest) -> Descriptor | None:
-    """Our Parquet run-parameter layer (always the last layer), if the manifest has one."""
-    if not manifest.layers:
-        return None
-    layer = manifest.layers[-1]
-    if layer.media_type == mt.PARQUET and layer.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE:
-        return layer
-    return None
-
-
-def note_received_parquet(db: Database, manifest: Manifest, config_bytes: bytes | None) -> None:
-    """Before a received (imported, pulled) experiment is published: if it carries our Parquet
-    layer, record ``(Parquet digest, MessagePack digest)`` as not yet compared."""
-    layer = our_parquet_layer(manifest)
-    if layer is None or config_bytes is None:
-        return
-    msgpack_layer = manifest.layers[ExperimentConfig.parse(config_bytes).run_parameters]
-    with db.write("note a received Parquet layer") as conn:
-        conn.execute(
-            f"INSERT OR IGNORE INTO {_UNVERIFIED}(parquet_digest, msgpack_digest) VALUES (?, ?)",
-            (layer.digest, msgpack_layer.digest),
-        )
-
-
-def parquet_layer_agrees(
-    db: Database,
-    manifest: Manifest,
-    config: Callable[[], ExperimentConfig],
-    read_blob: Callable[[Descriptor], bytes],
-) -> bool:
-    """Whether our Parquet layer may be read instead of the MessagePack table.
-
-    True unless the pair was received and not compared yet; then it is compared now (the
-    reader is about to load pandas anyway): equal, the note goes (best effort: a read-only
-    root compares again next time) and True; different or undecodable, a warning and False,
-    and the caller reads the MessagePack table, which is what OMMX reads.
-    """
-    layer = our_parquet_layer(manifest)
-    if layer is None:
-        return False
-    try:  # one indexed lookup; the config is parsed only for a noted layer
-        noted = {str(r[0]) for r in db.query(f"SELECT msgpack_digest FROM {_UNVERIFIED} WHERE parquet_digest = ?", (layer.digest,))}
-    except RegistryError:
-        noted = {"?"}  # cannot tell: compare
-    if not noted:
-        return True
-    from .run_params import decode_msgpack
-
-    msgpack_digest = "?"
-    try:
-        parsed = config()
-        msgpack_digest = manifest.layers[parsed.run_parameters].digest
-        if msgpack_digest not in noted and "?" not in noted:
-            return True
-        table = decode_msgpack(read_blob(manifest.layers[parsed.run_parameters]), {run.run_id for run in parsed.runs})
-        _check_parquet_layers(manifest, parsed, table, read_blob)
-    except InvalidArtifactError as exc:
-        log.warning("Ignoring the Parquet run-parameter layer of %s: %s", msgpack_digest, exc)
-        return False
-    try:
-        with db.write("a received Parquet layer agrees") as conn:
-            conn.execute(
-                f"DELETE FROM {_UNVERIFIED} WHERE parquet_digest = ? AND msgpack_digest = ?", (layer.digest, msgpack_digest)
-            )
-    except RegistryError:
-        pass
-    return True
-
-
-def _check_parquet_layers(
+def check_parquet_layers(
     manifest: Manifest, config: ExperimentConfig, table: ParameterTable, read_blob: Callable[[Descriptor], bytes]
 ) -> None:
+    """Every Parquet run-parameter layer of ``manifest`` decodes and equals ``table`` (the
+    MessagePack layer's): ``InvalidArtifactError`` otherwise."""
     layers = [
         d for d in manifest.layers
         if d.media_type == mt.PARQUET and d.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE

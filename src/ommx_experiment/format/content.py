@@ -79,7 +79,12 @@ class SolveContent:
 
 @dataclass(frozen=True, slots=True)
 class RunContent:
-    """A closed Run holding descriptors."""
+    """A closed Run holding descriptors.
+
+    ``started_ns``/``finished_ns`` (``time.time_ns()`` at ``Experiment.run()`` and at
+    close) are ours: the config has no place for them (:mod:`~ommx_experiment.format.run_meta`
+    writes them to the ``runs.parquet`` layer); None when unknown (runs written by OMMX).
+    """
 
     run_id: int
     status: str = FINISHED
@@ -146,12 +151,17 @@ class _LayerList:
         }
 
     def run(self, run: RunContent) -> RunRecord:
+        if not (run.attachments.descriptors or run.attachments.filenames or run.trace or run.solves or run.samplings):
+            return RunRecord(run.run_id, run.status, run.reason, _EMPTY_TABLE)  # a params-only run: nothing to lay out
         where = f"run {run.run_id}"
         attachments = self.table(run.attachments, where)
         trace = self.add_opt(run.trace)
         solves = [SolveRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.solves, where)]
         samplings = [SamplingRecord(c.call_id, **self.call_fields(c)) for c in _sorted_calls(run.samplings, where)]
         return RunRecord(run.run_id, run.status, run.reason, attachments, trace, tuple(solves), tuple(samplings))
+
+
+_EMPTY_TABLE = AttachmentTable()
 
 
 def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveContent]:

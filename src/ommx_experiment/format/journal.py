@@ -60,7 +60,7 @@ from .content import AttachmentContent, ExperimentContent, RunContent, SolveCont
 from .run_log import CLOSED, OPEN, OpenRun, RunLog, read_log
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
     from ..engine.registry import LocalRegistry
     from .codec import ExperimentConfig
@@ -311,6 +311,8 @@ class Journal:
         self._lock: WriterLock | None = None
         self._ids: list[int] = []
         self._block = 1
+        self._parsed: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] = {}  # run rows already decoded
+        self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -345,6 +347,7 @@ class Journal:
             raise
         self.pin_digest = pin
         self.started = True
+        self._forget_dropped()
 
     def _start_in(
         self,
@@ -375,7 +378,7 @@ class Journal:
                 raise LifecycleError(f"Experiment {name} is being committed by another process; it cannot be joined now")
         else:
             if row is not None:  # a new session replaces the draft of the name, as in OMMX
-                _drop_journal(conn, name)
+                self._dropped += _replace_journal(conn, self.registry.root, self.requested)
             self.session_id = self.session_id if (self.session_id and not join) else uuid.uuid4().hex
             next_id = max((r.run_id for r, _ in runs), default=-1) + 1
             self.columns = _columns_of((p for _, p in runs), {})
@@ -479,6 +482,7 @@ class Journal:
             recorded = self._append_slow(run, params, body, blobs)
         if not recorded:
             self._keep_late(run, params, blobs)
+        self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))
 
@@ -516,6 +520,42 @@ class Journal:
         self.columns = columns
         self.pin_digest = pin
         return True
+
+    def take_run_ids(self, count: int) -> list[int]:
+        """``count`` run ids for :meth:`append_closed_runs`: never open, so not in the open-run log."""
+        ids: list[int] = []
+        while len(ids) < count:
+            if not self._ids:
+                self._reserve()
+            ids.append(self._ids.pop())
+        return ids
+
+    def append_closed_runs(self, runs: Sequence[tuple[RunContent, Mapping[str, ParamValue]]]) -> None:
+        """Record runs that were never open in this process (a sweep's batch): one pin move, one transaction.
+
+        ``ParameterTypeError`` (nothing recorded) when a parameter conflicts with
+        the established column types; ``RunNotRecordedError`` (nothing recorded)
+        when the experiment was committed or replaced first.
+        """
+        blobs = _unique(blob for run, _ in runs for blob in run_blobs(run))
+        pin = self._publish_pin(blobs) if blobs else self.pin_digest
+        bodies = [run_body(run, params) for run, params in runs]
+        rows = [(self.session_id, run.run_id, body, self.session_id) for (run, _), body in zip(runs, bodies, strict=True)]
+        with journal_write(self.registry, f"journal {self.requested}: {len(rows)} sweep run(s)") as conn:
+            columns = _session_columns(conn, self.session_id)
+            before = dict(columns)
+            for _, params in runs:
+                columns.update(_column_update(columns, params) or {})  # raises ParameterTypeError on a conflict
+            if sum(conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount for row in rows) != len(rows):
+                raise RunNotRecordedError(self._gone_message(conn, f"{len(rows)} sweep run(s) were not recorded"))
+            if columns != before:
+                conn.execute("UPDATE oxe_journal_sessions SET columns = ? WHERE session_id = ?", (json.dumps(columns), self.session_id))
+            if pin != self.pin_digest:
+                conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
+        self.columns = columns
+        self.pin_digest = pin
+        for (run, params), body in zip(runs, bodies, strict=True):
+            self._parsed[run.run_id] = (body, run, dict(params))
 
     def unsaved_message(self, run_id: int, exc: BaseException) -> str:
         return (
@@ -581,6 +621,10 @@ class Journal:
 
     # --- run-level logs of open runs ----------------------------------------------------------------
 
+    def log_append(self) -> Callable[[tuple[Any, ...]], None]:
+        """The append of this writer's open-run log (a no-op once the writer left)."""
+        return self.log.append if self.log is not None else _ignore
+
     def log_open(self, record: tuple[Any, ...]) -> None:
         """Append a record about an open run to this writer's open-run log (started journals only)."""
         if self.log is not None:
@@ -608,8 +652,8 @@ class Journal:
             conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
 
-    def note_checkpoint(self, manifest_digest: str) -> None:
-        """Remember that our OMMX-format checkpoint slot now holds ``manifest_digest``, built from this journal."""
+    def note_checkpoint(self, manifest_digest: str | None) -> None:
+        """Remember that the OMMX-format slot holds ``manifest_digest``, an autosave copy of this journal (None: not a copy)."""
         with journal_write(self.registry, f"journal {self.requested}: checkpoint") as conn:
             conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
 
@@ -644,9 +688,25 @@ class Journal:
             )
         self.columns = columns
 
+    def has_attachment(self, name: str) -> bool:
+        """True when some writer already added the experiment-level attachment ``name``."""
+        rows = self.registry.db.query(
+            "SELECT 1 FROM oxe_journal_attachments WHERE session_id = ? AND name = ?", (self.session_id, name)
+        )
+        return bool(rows)
+
+    def header_and_count(self) -> tuple[JournalHeader, int] | None:
+        """The session's header and its number of closed runs, without reading the runs."""
+        with self.registry.db.read() as conn:
+            row = conn.execute("SELECT header FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,)).fetchone()
+            if row is None:
+                return None
+            count = conn.execute("SELECT count(*) FROM oxe_journal_runs WHERE session_id = ?", (self.session_id,)).fetchone()
+        return JournalHeader.parse(str(row[0])), int(count[0])
+
     def snapshot(self) -> JournalSnapshot | None:
         """Every writer's closed runs and attachments, in one consistent read."""
-        return _read_session(self.registry, session_id=self.session_id) if self.session_id else None
+        return _read_session(self.registry, session_id=self.session_id, cache=self._parsed) if self.session_id else None
 
     # --- recovery and commit --------------------------------------------------------------------------------
 
@@ -786,10 +846,12 @@ class Journal:
                 )
             row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
             if row is not None and (self.session_id is None or row[0] == self.session_id):
-                _drop_journal(conn, name)
+                self._dropped += _drop_journal(conn, name)
             if self.session_id is not None:
                 _drop_session(conn, self.session_id)
-        _remove_pins(self.registry, self.requested)
+                conn.execute("DELETE FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,))
+                self._dropped.append(self.session_id)
+        self._forget_dropped()
 
     def move(self, new_name: ImageName) -> None:
         """Rename: the session and its pins follow to ``new_name`` (an older journal there is replaced)."""
@@ -801,13 +863,17 @@ class Journal:
             other = conn.execute(
                 "SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (str(new_name),)
             ).fetchone()
-            if other is not None:
-                _drop_journal(conn, str(new_name))
+            if other is not None and other[0] != self.session_id:
+                dropped = _replace_journal(conn, self.registry.root, new_name)
+            else:
+                dropped = []
             conn.execute(
                 "UPDATE oxe_journal_sessions SET requested_name = ?, updated_at = ? WHERE session_id = ?",
                 (str(new_name), now_timestamp(), self.session_id),
             )
-        _move_pins(self.registry, old, new_name)
+        for session_id in dropped:
+            _remove_pins(self.registry, new_name, session_id)
+        _move_pins(self.registry, old, new_name, str(self.session_id))
 
     # --- leaving ---------------------------------------------------------------------------------------
 
@@ -861,8 +927,19 @@ class Journal:
             mt.GENERIC_ARTIFACT_TYPE, Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size), tuple(blobs), subject
         )
         stored = store.put_bytes(manifest.to_bytes())
-        self.registry.replace(writer_pin_name(self.registry.registry_id, self.requested, self.identity.writer_id), stored.digest)
+        pin = writer_pin_name(self.registry.registry_id, self.requested, str(self.session_id), self.identity.writer_id)
+        self.registry.replace(pin, stored.digest)
         return stored.digest
+
+    def _forget_dropped(self) -> None:
+        """Remove the pins of sessions this handle dropped (their rows are gone, so are their claims)."""
+        dropped, self._dropped = self._dropped, []
+        for session_id in dropped:
+            _remove_pins(self.registry, self.requested, session_id)
+
+
+def _ignore(record: tuple[Any, ...]) -> None:
+    return None
 
 
 _INSERT_RUN = "INSERT OR REPLACE INTO oxe_journal_runs VALUES (?, ?, ?)"
@@ -1028,15 +1105,35 @@ def _drop_session(conn: Any, session_id: str) -> None:
         conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
 
-def _drop_journal(conn: Any, name: str) -> None:
+def _drop_journal(conn: Any, name: str) -> list[str]:
+    """Delete the session of ``name`` and its rows; returns the dropped session ids (their pins are the caller's)."""
     row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
     if row is None:
-        return
+        return []
     _drop_session(conn, str(row[0]))
     conn.execute("DELETE FROM oxe_journal_sessions WHERE requested_name = ?", (name,))
-    # Rows whose session lost its name earlier are unreachable: drop them too.
-    for table in ("oxe_journal_runs", "oxe_journal_attachments"):
-        conn.execute(f"DELETE FROM {table} WHERE session_id NOT IN (SELECT session_id FROM oxe_journal_sessions)")
+    return [str(row[0])]
+
+
+def _replace_journal(conn: Any, root: Path, requested: ImageName) -> list[str]:
+    """Make room for a new session of ``requested``; returns the session ids dropped.
+
+    The old session is dropped when no live writer has it (OMMX overwrites its slot);
+    with live writers it is detached under ``<name>-late-<session id[:8]>`` so that they
+    keep writing (and may still commit under the name, OMMX's ref-conflict rules deciding).
+    """
+    name = str(requested)
+    row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
+    if row is None:
+        return []
+    session_id = str(row[0])
+    writers = conn.execute("SELECT writer_id FROM oxe_journal_writers WHERE session_id = ?", (session_id,)).fetchall()
+    if any(is_alive(root, str(w)) for (w,) in writers):
+        detached = str(late_name(requested, session_id))
+        dropped = _drop_journal(conn, detached)
+        conn.execute("UPDATE oxe_journal_sessions SET requested_name = ? WHERE session_id = ?", (detached, session_id))
+        return dropped
+    return _drop_journal(conn, name)
 
 
 def late_name(requested: ImageName, session_id: str) -> ImageName:
@@ -1049,29 +1146,38 @@ def _is_tag(reference: str) -> bool:
     return ":" not in reference
 
 
-def writer_pin_name(registry_id: str, requested: ImageName, writer_id: str) -> ImageName:
-    """``…/checkpoint:pin-<sha256(name)>-<writer id[:16]>``: one pin chain per writer, hidden from listings."""
-    return pin_name(registry_id, requested).with_tag(f"pin-{name_hash(requested)}-{writer_id[:16]}")
+def writer_pin_name(registry_id: str, requested: ImageName, session_id: str, writer_id: str) -> ImageName:
+    """``…/checkpoint:pin-<sha256(name)>-<session id[:8]>-<writer id[:16]>``: one chain per writer, hidden from listings."""
+    return pin_name(registry_id, requested).with_tag(f"pin-{name_hash(requested)}-{session_id[:8]}-{writer_id[:16]}")
 
 
-def pin_refs(registry: LocalRegistry, requested: ImageName) -> list[ImageName]:
+def pin_refs(registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> list[ImageName]:
+    """The pin refs of ``requested``: of one session, or (None) every session's and the legacy single pin."""
     base = pin_name(registry.registry_id, requested)
-    rows = registry.db.query(
-        "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
-        (base.repository, base.reference, base.reference + "-%"),
-    )
+    if session_id is not None:
+        rows = registry.db.query(
+            "SELECT reference FROM refs WHERE name = ? AND reference LIKE ?",
+            (base.repository, f"{base.reference}-{session_id[:8]}-%"),
+        )
+    else:
+        rows = registry.db.query(
+            "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
+            (base.repository, base.reference, base.reference + "-%"),
+        )
     return [base.with_tag(str(ref)) for (ref,) in rows]
 
 
-def _remove_pins(registry: LocalRegistry, requested: ImageName) -> None:
-    for ref in pin_refs(registry, requested):
+def _remove_pins(registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> None:
+    for ref in pin_refs(registry, requested, session_id):
         registry.remove(ref)
+    if session_id is not None:  # a session started before per-session pins had the name's single pin
+        registry.remove(pin_name(registry.registry_id, requested))
 
 
-def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName) -> None:
+def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName, session_id: str) -> None:
     old_hash, new_hash = name_hash(old), name_hash(new)
     new_base = pin_name(registry.registry_id, new)
-    for ref in pin_refs(registry, old):
+    for ref in [*pin_refs(registry, old, session_id), pin_name(registry.registry_id, old)]:
         digest = registry.resolve(ref)
         if digest is None:
             continue
@@ -1110,8 +1216,75 @@ def settle(registry: LocalRegistry, requested: ImageName) -> None:
 def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:
     """Drop the journal of ``requested`` whoever wrote it (and its pins)."""
     with journal_write(registry, f"journal discard {requested}") as conn:
-        _drop_journal(conn, str(requested))
-    _remove_pins(registry, requested)
+        dropped = _drop_journal(conn, str(requested))
+    for session_id in dropped:
+        _remove_pins(registry, requested, session_id)
+
+
+def _decode_rows(
+    rows: list[Any], cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None
+) -> list[tuple[RunContent, dict[str, ParamValue], int | None]]:
+    if cache is None:
+        return [_parse_run_row(str(body)) for _, body in rows]
+    out: list[tuple[RunContent, dict[str, ParamValue], int | None]] = []
+    seen: set[int] = set()
+    for run_id, body in rows:
+        text = str(body)
+        hit = cache.get(run_id)
+        if hit is not None and hit[0] == text:
+            out.append((hit[1], hit[2], hit[1].finished_ns))
+        else:
+            run, params, closed_ns = _parse_run_row(text)
+            cache[run_id] = (text, run, params)
+            out.append((run, params, closed_ns))
+        seen.add(run_id)
+    for stale in set(cache) - seen:
+        del cache[stale]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHead:
+    """What restore needs to choose between the journal and an OMMX-format slot (no rows decoded)."""
+
+    session_id: str
+    updated_at: str
+    slot_digest: str | None
+
+
+def journal_head(registry: LocalRegistry, requested: ImageName) -> JournalHead | None:
+    """The journal of ``requested``: session id, ``updated_at`` (newest close included), our last slot digest."""
+    with registry.db.read() as conn:
+        row = conn.execute(
+            "SELECT session_id, updated_at, slot_digest FROM oxe_journal_sessions WHERE requested_name = ?",
+            (str(requested),),
+        ).fetchone()
+        if row is None:
+            return None
+        newest = conn.execute(
+            "SELECT MAX(CASE WHEN json_valid(body) AND substr(body, 1, 1) = '[' THEN json_extract(body, '$[5]') END) "
+            "FROM oxe_journal_runs WHERE session_id = ?",
+            (row[0],),
+        ).fetchone()[0]
+        # SQLite's JSON rejects NaN/Infinity, which Python writes for non-finite parameters: decode those rows here
+        odd = conn.execute(
+            "SELECT body FROM oxe_journal_runs WHERE session_id = ? AND NOT json_valid(body)", (row[0],)
+        ).fetchall()
+    for (body,) in odd:
+        closed_ns = _parse_run_row(str(body))[2]
+        if closed_ns is not None and (not isinstance(newest, int) or closed_ns > newest):
+            newest = closed_ns
+    updated_at = str(row[1])
+    if isinstance(newest, int):
+        closed = datetime.fromtimestamp(newest / 1e9, UTC)
+        if closed > parse_timestamp(updated_at):
+            updated_at = closed.isoformat()
+    return JournalHead(str(row[0]), updated_at, None if row[2] is None else str(row[2]))
+
+
+def has_journal(registry: LocalRegistry, requested: ImageName) -> bool:
+    """True when ``requested`` has a journal (an unsealed draft), without reading it."""
+    return bool(registry.db.query("SELECT 1 FROM oxe_journal_sessions WHERE requested_name = ?", (str(requested),)))
 
 
 def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapshot | None:
@@ -1120,8 +1293,13 @@ def read_journal(registry: LocalRegistry, requested: ImageName) -> JournalSnapsh
 
 
 def _read_session(
-    registry: LocalRegistry, *, requested: ImageName | None = None, session_id: str | None = None
+    registry: LocalRegistry,
+    *,
+    requested: ImageName | None = None,
+    session_id: str | None = None,
+    cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None = None,
 ) -> JournalSnapshot | None:
+    """One session's snapshot; ``cache`` (run id → body, decoded row) spares decoding rows seen before."""
     with registry.db.read() as conn:
         if session_id is not None:
             row = conn.execute(
@@ -1138,7 +1316,9 @@ def _read_session(
         if row is None:
             return None
         sid = str(row[0])
-        run_rows = conn.execute("SELECT body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)).fetchall()
+        run_rows = conn.execute(
+            "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)
+        ).fetchall()
         att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
     descriptors: dict[str, Descriptor] = {}
     filenames: dict[str, str] = {}
@@ -1147,7 +1327,7 @@ def _read_session(
         descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
         if obj.get("filename") is not None:
             filenames[str(name)] = str(obj["filename"])
-    parsed = [_parse_run_row(str(body)) for (body,) in run_rows]
+    parsed = _decode_rows(run_rows, cache)
     updated_at = str(row[2])
     newest_ns = max((ns for _, _, ns in parsed if ns is not None), default=None)
     if newest_ns is not None:  # run rows carry their own close time

@@ -294,3 +294,26 @@ def sniff_media_type(head: bytes) -> str:
     return mt.OCTET_STREAM
 
 
+
+
+_BY_EXTENSION = {
+    ".json": mt.JSON, ".parquet": mt.PARQUET, ".npy": mt.NUMPY, ".txt": "text/plain", ".log": "text/plain",
+    ".csv": "text/csv", ".tsv": "text/tab-separated-values", ".md": "text/markdown", ".yaml": "application/yaml",
+    ".yml": "application/yaml", ".toml": "application/toml", ".html": "text/html", ".svg": "image/svg+xml",
+    ".lp": "text/plain", ".mps": "text/plain", ".sol": "text/plain", ".xml": "application/xml",
+}
+
+
+def guess_media_type(name: str, head: bytes) -> str:
+    """Magic bytes first (:func:`sniff_media_type`), else the file extension, else ``application/octet-stream``."""
+    sniffed = sniff_media_type(head)
+    if sniffed != mt.OCTET_STREAM:
+        return sniffed
+    suffix = name.rsplit("/", 1)[-1]
+    suffix = suffix[suffix.rfind("."):].lower() if "." in suffix else ""
+    if suffix in _BY_EXTENSION:
+        return _BY_EXTENSION[suffix]
+    import mimetypes
+
+    guessed, encoding = mimetypes.guess_type("x" + suffix, strict=False) if suffix else (None, None)
+    return guessed if guessed is not None and encoding is None else mt.OCTET_STREAM

@@ -34,6 +34,7 @@ import marshal
 import mmap
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +44,16 @@ from ..errors import RegistryError
 MAGIC = b"OXERLOG1"
 HEADER = 16
 _RECORD = struct.Struct("<II")
+_pack = _RECORD.pack
+_dumps = marshal.dumps
+_crc32 = zlib.crc32
 _INITIAL_SIZE = 1 << 20
 
 OPEN, PARAM, ATTACHMENT, SOLVE, SAMPLING, TRACE, CLOSED, DROPPED = "o", "p", "a", "s", "m", "t", "c", "d"
 
 
 class RunLog:
-    """The append side, owned by one writer (not thread-safe: callers hold the session lock)."""
+    """The append side, owned by one writer; safe to call from several threads."""
 
     def __init__(self, path: os.PathLike[str] | str) -> None:
         self.path = os.fspath(path)
@@ -62,26 +66,37 @@ class RunLog:
         self._size = _INITIAL_SIZE
         self._mm[0:HEADER] = MAGIC + bytes(HEADER - len(MAGIC))
         self._pos = HEADER
+        self._lock = threading.Lock()
 
     def append(self, record: tuple[Any, ...]) -> None:
-        """Append one record; it survives the process from the moment this returns."""
-        data = marshal.dumps(record)
-        end = self._pos + _RECORD.size + len(data)
-        if end + _RECORD.size > self._size:
-            self._grow(end + _RECORD.size)
-        self._mm[self._pos : end] = _RECORD.pack(len(data), zlib.crc32(data)) + data
-        self._pos = end
+        """Append one record; it survives the process from the moment this returns (a no-op once closed)."""
+        data = _dumps(record)
+        framed = _pack(len(data), _crc32(data)) + data
+        with self._lock:
+            pos = self._pos
+            end = pos + len(framed)
+            if end + 8 > self._size:
+                if self._fd < 0:
+                    return
+                self._grow(end + 8)
+            self._mm[pos:end] = framed
+            self._pos = end
 
     def reset(self) -> None:
         """Forget every record (no run of this writer is open any more)."""
-        self._mm[HEADER : self._pos] = bytes(self._pos - HEADER)
-        self._pos = HEADER
+        with self._lock:
+            if self._fd < 0:
+                return
+            self._mm[HEADER : self._pos] = bytes(self._pos - HEADER)
+            self._pos = HEADER
 
     def close(self) -> None:
-        if self._fd >= 0:
-            self._mm.close()
-            os.close(self._fd)
-            self._fd = -1
+        with self._lock:
+            if self._fd >= 0:
+                self._mm.close()
+                os.close(self._fd)
+                self._fd = -1
+                self._size = 0  # every later append takes the (no-op) slow path
 
     def _grow(self, needed: int) -> None:
         size = self._size

@@ -13,7 +13,7 @@ Three encodings of the same table:
 * Parquet (our extra layer): column 0 is the run id (int64, named ``run_id``
   unless a parameter already has that name, then underscores are prepended),
   then one nullable column per parameter in DataFrame column order; one row
-  per run. Written by a small built-in writer (zstd PLAIN pages, no pyarrow),
+  per run. Written by our small writer (:mod:`~ommx_experiment.format.parquet`, no pyarrow),
   read with pyarrow; bytes are deterministic for a given table and libzstd.
 * pandas: :func:`table_to_dataframe` gives exactly OMMX's ``run_parameters_df()``.
 """
@@ -21,7 +21,6 @@ Three encodings of the same table:
 from __future__ import annotations
 
 import struct
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -498,168 +497,26 @@ def _run_id_column_name(names: Collection[str]) -> str:
     return name
 
 
-def _bitmap(bits: list[bool]) -> bytes:
-    """Bits packed LSB first (Parquet PLAIN booleans and bit-packed levels)."""
-    if not bits:
-        return b""
-    as_int = int("".join(["1" if b else "0" for b in reversed(bits)]), 2)
-    return as_int.to_bytes((len(bits) + 7) // 8, "little")
-
-
-def encode_parquet(table: ParameterTable, run_ids: Iterable[int]) -> bytes:
+def encode_parquet(table: ParameterTable, run_ids: Iterable[int], metadata: Mapping[str, str] | None = None) -> bytes:
     """Parquet bytes: run id column then one nullable column per parameter, one row per run.
 
-    Written by :func:`_write_parquet` (no pyarrow: importing it is the largest
-    single cost of a commit). Deterministic for equal input and the same
-    ``zstandard`` (libzstd) version.
+    Written by :func:`~ommx_experiment.format.parquet.write_parquet` (no pyarrow:
+    importing it is the largest single cost of a commit), with min/max statistics
+    and the footer key-value ``metadata``. Deterministic for equal input and the
+    same ``zstandard`` (libzstd) version.
     """
+    from .parquet import Column, write_parquet
+
     run_ids = list(run_ids)
     index = frame_index(table, run_ids)
     names = column_order(table, run_ids)
     by_name = {c.name: c for c in table.columns}
-    columns: list[tuple[str, str, list[Any]]] = [(_run_id_column_name(names), INT64, index)]
+    columns = [Column(_run_id_column_name(names), INT64, index, required=True)]
     for name in names:
         column = by_name[name]
         get = _as_dict(column.values).get
-        columns.append((name, column.type, [get(r) for r in index]))
-    return _write_parquet(columns, len(index))
-
-
-# --- a minimal Parquet writer (format 1.0 metadata, one row group, one PLAIN data page per column) ---
-# Thrift compact protocol types and Parquet enums (parquet.thrift).
-_T_I32, _T_I64, _T_BINARY, _T_LIST, _T_STRUCT = 5, 6, 8, 9, 12
-_PQ_TYPES = {BOOL: 0, INT64: 2, FLOAT64: 5, STRING: 6}  # BOOLEAN, INT64, DOUBLE, BYTE_ARRAY
-_REQUIRED, _OPTIONAL = 0, 1
-_PLAIN, _RLE = 0, 3
-_ZSTD = 6
-_DATA_PAGE = 0
-_UTF8 = 0
-_STRING_LOGICAL = bytes([1 << 4 | _T_STRUCT, 0, 0])  # LogicalType union {1: StringType {}}
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _thrift_value(kind: int, value: Any) -> bytes:
-    if kind in (_T_I32, _T_I64):
-        return _varint((value << 1) ^ (value >> 63))  # zigzag
-    if kind == _T_BINARY:
-        raw = value.encode("utf-8") if isinstance(value, str) else value
-        return _varint(len(raw)) + raw
-    if kind == _T_STRUCT:
-        return value  # already encoded by _thrift_struct
-    elem, items = value  # _T_LIST
-    head = bytes([len(items) << 4 | elem]) if len(items) < 15 else bytes([0xF0 | elem]) + _varint(len(items))
-    return head + b"".join(_thrift_value(elem, item) for item in items)
-
-
-def _thrift_struct(*fields: tuple[int, int, Any]) -> bytes:
-    """Compact-protocol struct of ``(field id, type, value)``, ascending ids < last + 16; None skipped."""
-    out, last = bytearray(), 0
-    for field_id, kind, value in fields:
-        if value is None:
-            continue
-        out.append((field_id - last) << 4 | kind)
-        out += _thrift_value(kind, value)
-        last = field_id
-    out.append(0)
-    return bytes(out)
-
-
-def _plain(kind: str, values: list[Any]) -> bytes:
-    from array import array
-
-    if kind == INT64:
-        packed = array("q", values)
-    elif kind == FLOAT64:
-        packed = array("d", values)
-    elif kind == BOOL:
-        return _bitmap(values)
-    else:
-        encoded = [v.encode("utf-8") for v in values]
-        return b"".join([len(v).to_bytes(4, "little") + v for v in encoded])
-    if sys.byteorder != "little":
-        packed.byteswap()
-    return packed.tobytes()
-
-
-def _definition_levels(present: list[bool]) -> bytes:
-    """RLE/bit-packed hybrid levels (bit width 1) with their 4-byte length prefix."""
-    if all(present):
-        body = _varint(len(present) << 1) + b"\x01"  # one RLE run of 1s
-    else:
-        groups = (len(present) + 7) // 8
-        body = _varint(groups << 1 | 1) + _bitmap(present).ljust(groups, b"\x00")
-    return len(body).to_bytes(4, "little") + body
-
-
-def _data_page_header(num_values: int) -> bytes:
-    """DataPageHeader: all values (nulls included), PLAIN values, RLE levels."""
-    return _thrift_struct((1, _T_I32, num_values), (2, _T_I32, _PLAIN), (3, _T_I32, _RLE), (4, _T_I32, _RLE))
-
-
-def _write_parquet(columns: list[tuple[str, str, list[Any]]], num_rows: int) -> bytes:
-    """One row group; column 0 is REQUIRED (the run id), the others OPTIONAL; zstd pages."""
-    import zstandard
-
-    compressor = zstandard.ZstdCompressor(level=3)
-    out = bytearray(b"PAR1")
-    chunks: list[bytes] = []
-    schema = [_thrift_struct((4, _T_BINARY, "schema"), (5, _T_I32, len(columns)))]
-    total_uncompressed = 0
-    for i, (name, kind, values) in enumerate(columns):
-        optional = i > 0
-        present = [v is not None for v in values]
-        data = _plain(kind, [v for v in values if v is not None])
-        raw = (_definition_levels(present) if optional else b"") + data
-        page = compressor.compress(raw)
-        header = _thrift_struct(
-            (1, _T_I32, _DATA_PAGE),
-            (2, _T_I32, len(raw)),
-            (3, _T_I32, len(page)),
-            (5, _T_STRUCT, _data_page_header(num_rows)),
-        )
-        offset = len(out)
-        out += header + page
-        total_uncompressed += len(header) + len(raw)
-        meta = _thrift_struct(
-            (1, _T_I32, _PQ_TYPES[kind]),
-            (2, _T_LIST, (_T_I32, [_PLAIN, _RLE])),
-            (3, _T_LIST, (_T_BINARY, [name])),
-            (4, _T_I32, _ZSTD),
-            (5, _T_I64, num_rows),
-            (6, _T_I64, len(header) + len(raw)),
-            (7, _T_I64, len(header) + len(page)),
-            (9, _T_I64, offset),
-            (12, _T_STRUCT, _thrift_struct((3, _T_I64, num_rows - sum(present)))),
-        )
-        chunks.append(_thrift_struct((2, _T_I64, offset), (3, _T_STRUCT, meta)))
-        schema.append(
-            _thrift_struct(
-                (1, _T_I32, _PQ_TYPES[kind]),
-                (3, _T_I32, _OPTIONAL if optional else _REQUIRED),
-                (4, _T_BINARY, name),
-                (6, _T_I32, _UTF8 if kind == STRING else None),
-                (10, _T_STRUCT, _STRING_LOGICAL if kind == STRING else None),
-            )
-        )
-    row_group = _thrift_struct((1, _T_LIST, (_T_STRUCT, chunks)), (2, _T_I64, total_uncompressed), (3, _T_I64, num_rows))
-    row_groups = [row_group] if num_rows else []
-    footer = _thrift_struct(
-        (1, _T_I32, 1),
-        (2, _T_LIST, (_T_STRUCT, schema)),
-        (3, _T_I64, num_rows),
-        (4, _T_LIST, (_T_STRUCT, row_groups)),
-        (6, _T_BINARY, "ommx-experiment"),
-    )
-    out += footer + len(footer).to_bytes(4, "little") + b"PAR1"
-    return bytes(out)
+        columns.append(Column(name, column.type, [get(r) for r in index]))
+    return write_parquet(columns, len(index), metadata)
 
 
 def _from_arrow(chunked: Any, column_name: str) -> Any:

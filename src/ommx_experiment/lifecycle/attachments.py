@@ -85,12 +85,14 @@ class AttachmentWriter:
         *,
         pattern: str | Iterable[str] | None = None,
         ignore: str | Iterable[str] | None = None,
-        existing: bool = True,
+        existing: bool = False,
     ) -> Watcher:
         """Attach every completed file written into ``folder`` (a context manager; also ``start()``/``stop()``).
 
         The attachment name is the file's POSIX path relative to ``folder``; see
         :mod:`ommx_experiment.edges.watcher` for what "completed" means and how rewrites are versioned.
+        Files already in ``folder`` at start are not attached unless ``existing=True``
+        (as ``ommx-experiment run --watch``). Media types: magic bytes, else the extension.
         """
         from ..edges.watcher import watch
 

@@ -29,7 +29,7 @@ from ..errors import (
 )
 from ..format import run_params as rp
 from ..format.codec import CHECKPOINT_STATUSES, FINISHED
-from ..format.journal import checkpoint_ref, checkpoint_updated_at, read_journal, settle
+from ..format.journal import checkpoint_ref, checkpoint_updated_at, has_journal, journal_head, settle
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
 from .run import Run, SealedRun
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from ..engine.blobstore import BlobStore
     from .artifact import Artifact
+    from .sweep import SweepSummary
 
 __all__ = ["AutosavePolicy", "Experiment"]
 
@@ -194,7 +195,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
         settle(registry, requested)
-        if read_journal(registry, requested) is None:
+        if not has_journal(registry, requested):
             committed = registry.resolve(requested)
             if committed is not None:
                 raise LifecycleError(f"Experiment {requested} is already committed as {committed}; it cannot be joined")
@@ -219,7 +220,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         requested = ImageName.parse(image_name)
         registry = LocalRegistry.default()
         settle(registry, requested)
-        journal = read_journal(registry, requested)
+        journal = journal_head(registry, requested)
         slot = checkpoint_updated_at(registry, requested)
         if journal is None and slot is None:
             raise LifecycleError(
@@ -392,6 +393,12 @@ class Experiment(AttachmentWriter, AttachmentReader):
             self._check_unsealed()
             return Run(self, session.allocate_run())
 
+    def sweep(self, fn: Any, parameters: Any, *, executor: Any = None, resume: bool = False) -> SweepSummary:
+        """One Run per parameter dict: ``fn(recorder, params)`` on ``executor``, recorded here; see ``lifecycle.sweep``."""
+        from .sweep import sweep
+
+        return sweep(self, fn, parameters, executor=executor, resume=resume)
+
     # --- commit -----------------------------------------------------------------------------------------
 
     def commit(self) -> Artifact:
@@ -445,7 +452,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
 
     def _build_for_commit(self, session: Session, view: Any) -> Any:
         try:
-            return session.build(FINISHED, parquet=True, view=view)
+            return session.build(FINISHED, parquet=True, view=view, provenance=self._provenance)
         except rp.MixedParameterTypesError as exc:
             self._fail_commit(str(exc))
             raise LifecycleError(str(exc)) from exc
@@ -568,7 +575,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
             subject=Descriptor(mt.OCI_MANIFEST, sealed.manifest_digest, size),
         )
         params = sealed.params_by_run()
-        session.carry([(r, params.get(r.run_id, {})) for r in sealed.content.runs], sealed.content.attachments)
+        from .analysis import timed_runs  # run timing rides along (our runs.parquet layer)
+
+        session.carry([(r, params.get(r.run_id, {})) for r in timed_runs(sealed)], sealed.content.attachments)
         return child
 
     def rename(self, image_name: str) -> None:
@@ -643,3 +652,53 @@ class Experiment(AttachmentWriter, AttachmentReader):
             target.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(target, rp.encode_parquet(sealed.table(), sealed.run_ids()))
         return target
+
+    # --- analysis views (lifecycle.analysis, lifecycle.report) --------------------------------------------------
+
+    _provenance = True  # class default; set_provenance() overrides it per experiment
+
+    def set_provenance(self, enabled: bool) -> None:
+        """Record (default) or leave out the provenance layer at commit (``OMMX_EXPERIMENT_PROVENANCE=0``: never)."""
+        if not isinstance(enabled, bool):
+            raise InvalidArgumentTypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+        self._provenance = enabled
+
+    def _analysis_source(self) -> Any:
+        if self._sealed is not None:
+            return self._sealed
+        if self._session is None:
+            raise self._read_only_error()
+        return self._session
+
+    def runs_df(self) -> pd.DataFrame:
+        """One row per closed run (index ``run_id``): ``status``, ``lifecycle_reason``, ``started_at``,
+        ``finished_at``, ``duration_s``, ``solves``, ``samplings``, then every parameter under its own name."""
+        from .analysis import runs_frame
+
+        return runs_frame(self._analysis_source())
+
+    def solves_df(self) -> pd.DataFrame:
+        """One row per Solve and Sampling: run, adapter, status, objective, feasibility, sense, time, parameters."""
+        from .analysis import solves_frame
+
+        return solves_frame(self._analysis_source())
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """What was recorded at commit (time, versions, host, git commit), or None (unsealed, or none recorded)."""
+        if self._sealed is None:
+            return None
+        from .analysis import provenance
+
+        return provenance(self._sealed)
+
+    def report(self, path: str | os.PathLike[str]) -> Path:
+        """Write a self-contained HTML report (summary, run table, plots, lineage, provenance) to ``path``."""
+        from .report import experiment_report
+
+        return experiment_report(self, Path(path))
+
+    def _repr_html_(self) -> str:
+        from .report import experiment_card
+
+        return experiment_card(self)

@@ -120,6 +120,7 @@ class Run(AttachmentWriter):
         self._capture: Any = None  # tracing.RunCapture while a store_trace Run is entered
         self._started_ns = time.time_ns()
         self._journal = self._session.journal  # open-run log and column types (format.journal)
+        self._log_append = self._journal.log_append()
         self._finalizer = weakref.finalize(self, self._session.release_run, run_id)
 
     def __repr__(self) -> str:
@@ -163,7 +164,7 @@ class Run(AttachmentWriter):
         if self._journal.columns.get(name) != PARAM_KIND[type(value)]:
             self._session.check_param(name, value)  # ParameterTypeError: the run stays usable
         self._params[name] = value
-        self._journal.log_open((run_log.PARAM, self._run_id, name, value))
+        self._log_append(("p", self._run_id, name, value))  # run_log.PARAM: survives a kill from here on
 
     # --- attachments (AttachmentWriter hooks) ----------------------------------------------------
 
@@ -396,6 +397,11 @@ class SealedRun(AttachmentReader):
 
         view = solve.Solve if kind == "solves" else solve.Sampling
         return [view(self._blobs, call, self._keepalive) for call in calls]
+
+    def _repr_html_(self) -> str:
+        from .report import run_card
+
+        return run_card(self)
 
     def __repr__(self) -> str:
         c = self._content

@@ -39,8 +39,6 @@ from ..format.codec import (
     SEALED_STATUSES,
     ExperimentConfig,
     check_experiment_manifest,
-    our_parquet_layer,
-    parquet_layer_agrees,
     validate_experiment,
 )
 from ..format.content import (
@@ -51,11 +49,12 @@ from ..format.content import (
     content_from_artifact,
 )
 from ..format.journal import Journal, JournalHeader, checkpoint_ref, run_blobs
+from ..format.parquet_trust import our_parquet_layer, parquet_layer_agrees
 from .autosave import DEFAULT_POLICY, AutosavePolicy, AutosaveSchedule
 from .reason import lifecycle_reason
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from ..engine.names import ImageName
     from ..engine.registry import LocalRegistry
@@ -166,8 +165,8 @@ class SealedState:
         return out
 
     def parquet_layer(self) -> Descriptor | None:
-        """Our Parquet run-parameter layer (always the last layer), if this artifact has one that
-        may be read (a received one is compared with the MessagePack table first: codec.parquet_layer_agrees)."""
+        """Our Parquet run-parameter layer (among our trailing layers), if this artifact has one that
+        may be read (a received one is compared with the MessagePack table first: format.parquet_trust)."""
         if self._parquet_ok is None:
             self._parquet_ok = parquet_layer_agrees(
                 self.registry.db, self.manifest, lambda: self.config, lambda d: self.registry.blobs.get(d.digest)
@@ -281,11 +280,11 @@ class Session:
             self.carried_attachments.clear()
             self.carried_filenames.clear()
             if self.join:
-                snapshot = self.journal.snapshot()
-                if snapshot is not None:
-                    self.annotations = dict(snapshot.header.annotations)
-                    self.subject = snapshot.header.subject
-                    self.closed = len(snapshot.runs)
+                found = self.journal.header_and_count()
+                if found is not None:
+                    header, self.closed = found
+                    self.annotations = dict(header.annotations)
+                    self.subject = header.subject
                     self.schedule = AutosaveSchedule(self.schedule.policy, self.closed)
 
     def recover(self) -> list[int]:
@@ -386,6 +385,25 @@ class Session:
             del self.pending[run_id]
             self.closed += 1
 
+    def record_closed_runs(
+        self, count: int, build: Callable[[int], tuple[RunContent, dict[str, ParamValue]]]
+    ) -> list[tuple[RunContent, dict[str, ParamValue]]]:
+        """Record ``count`` runs closed elsewhere (an ``Experiment.sweep`` batch) with one journal write.
+
+        ``build(run_id)`` makes each run once its id is taken; no run is ever open
+        here, so a killed process leaves no half-recorded run. Returns what was recorded.
+        """
+        with self.lock:
+            if not self.writable:
+                raise LifecycleError(f"Experiment {self.requested} is no longer unsealed; {count} sweep run(s) not recorded")
+            self.start()
+            runs = [build(run_id) for run_id in self.journal.take_run_ids(count)]
+            self.journal.append_closed_runs(runs)
+            self.closed += len(runs)
+            if self.schedule.due(self.closed):
+                self._autosave()
+            return runs
+
     def _one_less_open(self) -> None:
         self.open_runs = max(0, self.open_runs - 1)
         if self.open_runs == 0 and not self.pending:
@@ -408,7 +426,8 @@ class Session:
 
     def reserve_attachment(self, name: str) -> None:
         with self.lock:
-            if name in (self.view().attachments if self.journal.started else self.carried_attachments):
+            taken = self.journal.has_attachment(name) if self.journal.started else name in self.carried_attachments
+            if taken:
                 raise LifecycleError(f"Attachment `{name}` already exists")
 
     def add_attachment(self, name: str, desc: Descriptor, filename: str | None) -> None:
@@ -429,23 +448,27 @@ class Session:
             self.schedule = AutosaveSchedule(policy, self.closed)
 
     def _autosave(self) -> None:
-        success = self.try_checkpoint("draft") is not None
+        success = self.try_checkpoint("draft", copy=True) is not None
         self.schedule.attempted(self.closed, success)
 
-    def try_checkpoint(self, status: str, reason: str | None = None) -> str | None:
-        """Publish an OMMX-format checkpoint; failures are logged and give None (the journal is the durable record)."""
+    def try_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str | None:
+        """Publish an OMMX-format checkpoint; failures are logged and give None (the journal is the durable record).
+
+        ``copy``: an autosave draft, a copy of the journal's state for OMMX 3; restore
+        never prefers it over the journal that every writer keeps appending to.
+        """
         try:
-            return self.publish_checkpoint(status, reason)
+            return self.publish_checkpoint(status, reason, copy=copy)
         except Exception as exc:
             log.warning("Experiment checkpoint (%s) of %s not published: %s", status, self.requested, exc)
             return None
 
-    def publish_checkpoint(self, status: str, reason: str | None = None) -> str:
+    def publish_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str:
         with self.lock:
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
             self.registry.replace(checkpoint_ref(self.registry, self.requested), built.manifest_digest, config_bytes=built.config_bytes)
             if self.journal.started:
-                self.journal.note_checkpoint(built.manifest_digest)
+                self.journal.note_checkpoint(built.manifest_digest if copy else None)
             return built.manifest_digest
 
     # --- building ---------------------------------------------------------------------------
@@ -458,10 +481,12 @@ class Session:
         requested: str | None = None,
         parquet: bool,
         view: SessionView | None = None,
+        provenance: bool = True,
     ) -> BuiltArtifact:
         """Store every non-payload blob of the artifact and return it (no ref written).
 
-        Raises ``MixedParameterTypesError`` before anything is stored.
+        ``parquet``: append our analysis layers (``lifecycle.analysis``; ``provenance``
+        adds the provenance layer). Raises ``MixedParameterTypesError`` before anything is stored.
         """
         state = view if view is not None else self.view()
         table = rp.build_table(state.params, state.runs.keys())
@@ -469,8 +494,12 @@ class Session:
         msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
         extra: tuple[Descriptor, ...] = ()
         if parquet:
-            pq = blobs.put_bytes(rp.encode_parquet(table, state.runs.keys()))
-            extra = (Descriptor(mt.PARQUET, pq.digest, pq.size, FrozenMap({mt.TITLE_ANNOTATION: mt.PARQUET_RUN_PARAMS_TITLE})),)
+            from .analysis import analysis_layers
+
+            runs = [state.runs[k] for k in sorted(state.runs)]
+            extra = analysis_layers(
+                blobs, table, runs, image_name=str(self.requested), subject=state.subject, provenance=provenance
+            )
         content = ExperimentContent(
             AttachmentContent(state.attachments, state.filenames),
             tuple(state.runs[k] for k in sorted(state.runs)),

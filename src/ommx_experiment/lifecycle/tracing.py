@@ -383,6 +383,11 @@ class TraceResult:
                 for span in scope_spans.spans:
                     yield span, scope
 
+    def _repr_html_(self) -> str:
+        from .report import trace_card
+
+        return trace_card(self)
+
     def render_text_tree(self) -> str:
         return render_text_tree(self.records)
 

@@ -1,0 +1,263 @@
+"""A small Parquet writer: what our tables need, nothing more, and no pyarrow.
+
+Importing pyarrow (plus numpy) is the largest single cost of a commit in a
+fresh process (0.15–0.2 s; ``pa.array`` also imports pandas), so the layers we
+write at commit (run parameters, runs, solves) go through this writer instead.
+``bench/bench_parquet_writer.py`` measures both ways.
+
+Layout: format-1 metadata (Thrift compact protocol), one row group (none for
+zero rows), one PLAIN v1 data page per column compressed with zstd (level 3),
+RLE/bit-packed definition levels for OPTIONAL columns, no dictionary. Column
+chunks carry statistics (``null_count``, and ``min_value``/``max_value`` with
+``TypeDefinedOrder`` column orders, so DuckDB and pyarrow can skip by range);
+the footer carries string key-value metadata. Physical and logical types:
+
+========== ============================== =====================================
+kind       Parquet                        Arrow / pandas reads it as
+========== ============================== =====================================
+bool       BOOLEAN                        bool
+int64      INT64                          int64
+float64    DOUBLE                         double
+string     BYTE_ARRAY, STRING (UTF8)      string
+timestamp  INT64, TIMESTAMP(UTC, MICROS)  timestamp[us, tz=UTC]
+========== ============================== =====================================
+
+Bytes are deterministic for equal input and the same libzstd.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+BOOL = "bool"
+INT64 = "int64"
+FLOAT64 = "float64"
+STRING = "string"
+TIMESTAMP = "timestamp"
+KINDS = (BOOL, INT64, FLOAT64, STRING, TIMESTAMP)
+
+MAX_STAT_BYTES = 256
+"""String statistics longer than this are left out (a reader then cannot skip by that column)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: ``values`` has one entry per row, None for a null (only in OPTIONAL columns)."""
+
+    name: str
+    kind: str
+    values: Sequence[Any]
+    required: bool = False
+
+
+# Thrift compact protocol types and Parquet enums (parquet.thrift).
+_T_TRUE, _T_FALSE, _T_I32, _T_I64, _T_BINARY, _T_LIST, _T_STRUCT = 1, 2, 5, 6, 8, 9, 12
+_PHYSICAL = {BOOL: 0, INT64: 2, FLOAT64: 5, STRING: 6, TIMESTAMP: 2}  # BOOLEAN, INT64, DOUBLE, BYTE_ARRAY
+_REQUIRED, _OPTIONAL = 0, 1
+_PLAIN, _RLE = 0, 3
+_ZSTD = 6
+_DATA_PAGE = 0
+_CONVERTED = {STRING: 0, TIMESTAMP: 10}  # UTF8, TIMESTAMP_MICROS
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _thrift_value(kind: int, value: Any) -> bytes:
+    if kind in (_T_I32, _T_I64):
+        return _varint((value << 1) ^ (value >> 63))  # zigzag
+    if kind == _T_BINARY:
+        raw = value.encode("utf-8") if isinstance(value, str) else value
+        return _varint(len(raw)) + raw
+    if kind == _T_STRUCT:
+        return bytes(value)  # already encoded by _struct
+    elem, items = value  # _T_LIST
+    head = bytes([len(items) << 4 | elem]) if len(items) < 15 else bytes([0xF0 | elem]) + _varint(len(items))
+    return head + b"".join(_thrift_value(elem, item) for item in items)
+
+
+def _struct(*fields: tuple[int, int, Any]) -> bytes:
+    """Compact-protocol struct of ``(field id, type, value)``, ascending ids < last + 16; None skipped.
+
+    A bool field is given with type ``_T_TRUE`` and its Python value; the value lives in the header.
+    """
+    out, last = bytearray(), 0
+    for field_id, kind, value in fields:
+        if value is None:
+            continue
+        if kind == _T_TRUE:
+            out.append((field_id - last) << 4 | (_T_TRUE if value else _T_FALSE))
+        else:
+            out.append((field_id - last) << 4 | kind)
+            out += _thrift_value(kind, value)
+        last = field_id
+    out.append(0)
+    return bytes(out)
+
+
+_EMPTY = _struct()
+_STRING_LOGICAL = _struct((1, _T_STRUCT, _EMPTY))  # LogicalType {1: StringType {}}
+# LogicalType {8: TimestampType {1: isAdjustedToUTC = true, 2: unit = TimeUnit {2: MICROS {}}}}
+_TIMESTAMP_LOGICAL = _struct((8, _T_STRUCT, _struct((1, _T_TRUE, True), (2, _T_STRUCT, _struct((2, _T_STRUCT, _EMPTY))))))
+_LOGICAL = {STRING: _STRING_LOGICAL, TIMESTAMP: _TIMESTAMP_LOGICAL}
+_TYPE_DEFINED_ORDER = _struct((1, _T_STRUCT, _EMPTY))  # ColumnOrder {1: TypeDefinedOrder {}}
+
+
+def bitmap(bits: Sequence[bool]) -> bytes:
+    """Bits packed LSB first (Parquet PLAIN booleans and bit-packed levels)."""
+    if not bits:
+        return b""
+    as_int = int("".join(["1" if b else "0" for b in reversed(bits)]), 2)
+    return as_int.to_bytes((len(bits) + 7) // 8, "little")
+
+
+def _plain(kind: str, values: list[Any]) -> bytes:
+    from array import array
+
+    if kind in (INT64, TIMESTAMP):
+        packed = array("q", values)
+    elif kind == FLOAT64:
+        packed = array("d", values)
+    elif kind == BOOL:
+        return bitmap(values)
+    else:
+        encoded = [v.encode("utf-8") for v in values]
+        return b"".join([len(v).to_bytes(4, "little") + v for v in encoded])
+    if sys.byteorder != "little":
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _definition_levels(present: list[bool]) -> bytes:
+    """RLE/bit-packed hybrid levels (bit width 1) with their 4-byte length prefix."""
+    if all(present):
+        body = _varint(len(present) << 1) + b"\x01"  # one RLE run of 1s
+    else:
+        groups = (len(present) + 7) // 8
+        body = _varint(groups << 1 | 1) + bitmap(present).ljust(groups, b"\x00")
+    return len(body).to_bytes(4, "little") + body
+
+
+def _stat_bytes(kind: str, values: list[Any]) -> tuple[bytes, bytes] | None:
+    """``(min, max)`` as PLAIN-encoded statistics bytes, or None when none may be written.
+
+    Doubles skip NaN (the spec forbids it in statistics) and widen a zero bound to
+    ``-0.0``/``+0.0``; strings compare as unsigned bytes and are left out when long.
+    """
+    if kind == FLOAT64:
+        values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return None
+    if kind == STRING:
+        encoded = [v.encode("utf-8") for v in values]
+        low, high = min(encoded), max(encoded)
+        if max(len(low), len(high)) > MAX_STAT_BYTES:
+            return None
+        return low, high
+    low, high = min(values), max(values)
+    if kind == BOOL:
+        return bytes([low]), bytes([high])
+    if kind == FLOAT64:
+        low = -0.0 if low == 0 else low
+        high = 0.0 if high == 0 else high
+        return struct.pack("<d", low), struct.pack("<d", high)
+    return struct.pack("<q", low), struct.pack("<q", high)
+
+
+def _statistics(kind: str, values: list[Any], nulls: int) -> bytes:
+    bounds = _stat_bytes(kind, values)
+    low, high = bounds if bounds is not None else (None, None)
+    return _struct((3, _T_I64, nulls), (5, _T_BINARY, high), (6, _T_BINARY, low))
+
+
+def _data_page_header(num_values: int) -> bytes:
+    """DataPageHeader: all values (nulls included), PLAIN values, RLE levels."""
+    return _struct((1, _T_I32, num_values), (2, _T_I32, _PLAIN), (3, _T_I32, _RLE), (4, _T_I32, _RLE))
+
+
+def write_parquet(columns: Sequence[Column], num_rows: int, metadata: Mapping[str, str] | None = None) -> bytes:
+    """Parquet bytes for ``columns`` (each with ``num_rows`` values) and footer key-value ``metadata``."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3)
+    out = bytearray(b"PAR1")
+    chunks: list[bytes] = []
+    schema = [_struct((4, _T_BINARY, "schema"), (5, _T_I32, len(columns)))]
+    total_uncompressed = 0
+    for column in columns:
+        if column.kind not in KINDS:
+            raise ValueError(f"unknown Parquet column kind {column.kind!r}")
+        if len(column.values) != num_rows:
+            raise ValueError(f"column {column.name!r} has {len(column.values)} values, expected {num_rows}")
+        present = [v is not None for v in column.values]
+        values = [v for v in column.values if v is not None]
+        if column.required and len(values) != num_rows:
+            raise ValueError(f"REQUIRED column {column.name!r} has nulls")
+        data = _plain(column.kind, values)
+        raw = (b"" if column.required else _definition_levels(present)) + data
+        page = compressor.compress(raw)
+        header = _struct(
+            (1, _T_I32, _DATA_PAGE),
+            (2, _T_I32, len(raw)),
+            (3, _T_I32, len(page)),
+            (5, _T_STRUCT, _data_page_header(num_rows)),
+        )
+        offset = len(out)
+        out += header + page
+        total_uncompressed += len(header) + len(raw)
+        meta = _struct(
+            (1, _T_I32, _PHYSICAL[column.kind]),
+            (2, _T_LIST, (_T_I32, [_PLAIN, _RLE])),
+            (3, _T_LIST, (_T_BINARY, [column.name])),
+            (4, _T_I32, _ZSTD),
+            (5, _T_I64, num_rows),
+            (6, _T_I64, len(header) + len(raw)),
+            (7, _T_I64, len(header) + len(page)),
+            (9, _T_I64, offset),
+            (12, _T_STRUCT, _statistics(column.kind, values, num_rows - len(values))),
+        )
+        chunks.append(_struct((2, _T_I64, offset), (3, _T_STRUCT, meta)))
+        schema.append(
+            _struct(
+                (1, _T_I32, _PHYSICAL[column.kind]),
+                (3, _T_I32, _REQUIRED if column.required else _OPTIONAL),
+                (4, _T_BINARY, column.name),
+                (6, _T_I32, _CONVERTED.get(column.kind)),
+                (10, _T_STRUCT, _LOGICAL.get(column.kind)),
+            )
+        )
+    row_group = _struct((1, _T_LIST, (_T_STRUCT, chunks)), (2, _T_I64, total_uncompressed), (3, _T_I64, num_rows))
+    pairs = sorted((metadata or {}).items())
+    footer = _struct(
+        (1, _T_I32, 1),
+        (2, _T_LIST, (_T_STRUCT, schema)),
+        (3, _T_I64, num_rows),
+        (4, _T_LIST, (_T_STRUCT, [row_group] if num_rows else [])),
+        (5, _T_LIST, (_T_STRUCT, [_struct((1, _T_BINARY, k), (2, _T_BINARY, v)) for k, v in pairs]) if pairs else None),
+        (6, _T_BINARY, "ommx-experiment"),
+        (7, _T_LIST, (_T_STRUCT, [_TYPE_DEFINED_ORDER] * len(columns))),
+    )
+    out += footer + len(footer).to_bytes(4, "little") + b"PAR1"
+    return bytes(out)
+
+
+def read_metadata(source: Any) -> dict[str, str]:
+    """The footer key-value metadata of a Parquet file (bytes or path), decoded as UTF-8 (pyarrow)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = pa.BufferReader(bytes(source))
+    raw = pq.ParquetFile(source).metadata.metadata or {}
+    return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in raw.items()}

@@ -1,0 +1,150 @@
+"""Provenance recorded at commit: when, with what, where (the ``provenance.json`` layer).
+
+On by default; off for one experiment with ``Experiment.set_provenance(False)``
+or for the process with ``OMMX_EXPERIMENT_PROVENANCE=0``. An artifact without it
+is otherwise identical, and deterministic for the same calls (no clock, no host).
+
+Fields (all optional for readers; absent when unknown):
+
+``created_at``        commit time, RFC 3339 UTC (µs)
+``python``            ``platform.python_version()`` and the implementation
+``platform``          ``platform.platform()``
+``host``              ``socket.gethostname()``
+``packages``          ``{distribution: version}``: ``ommx``, ``ommx-experiment``, each
+                      adapter's distribution and the installed distributions it requires
+                      (the solvers: ``highspy``, ``openjij``, ...)
+``adapters``          adapter classes used by the runs (``module.qualname``)
+``git``               ``{"commit", "branch", "root"}`` of the working directory's
+                      repository, read from ``.git`` without running git (cheap)
+``argv``              ``sys.argv`` of the committing process
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ENV_SWITCH = "OMMX_EXPERIMENT_PROVENANCE"
+
+
+def enabled_by_environment() -> bool:
+    """False when ``OMMX_EXPERIMENT_PROVENANCE`` is ``0``/``false``/``no``/``off``."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+@functools.lru_cache(maxsize=256)
+def _version(distribution: str) -> str | None:
+    import importlib.metadata as md
+
+    try:
+        return md.version(distribution)
+    except md.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _adapter_packages(module: str) -> tuple[tuple[str, str], ...]:
+    """``(distribution, version)`` of the adapter's distribution and the installed ones it requires."""
+    import importlib.metadata as md
+    import re
+
+    top = module.split(".", 1)[0]
+    dists = md.packages_distributions().get(top, [])
+    found: dict[str, str] = {}
+    for dist in dists:
+        version = _version(dist)
+        if version is None:
+            continue
+        found[dist] = version
+        for requirement in md.requires(dist) or []:
+            if ";" in requirement:  # extras / markers: optional, skip
+                continue
+            name = re.split(r"[\s<>=!~\[(]", requirement, maxsplit=1)[0]
+            dep = _version(name)
+            if dep is not None and not name.lower().startswith("ommx"):
+                found[name] = dep
+    return tuple(sorted(found.items()))
+
+
+def git_state(start: Path) -> dict[str, str] | None:
+    """``{"commit", "branch", "root"}`` of the repository holding ``start``, read from ``.git``; None outside one."""
+    for folder in (start, *start.parents):
+        dot_git = folder / ".git"
+        if dot_git.is_file():  # a worktree or submodule: "gitdir: <path>"
+            text = dot_git.read_text(encoding="utf-8", errors="replace").strip()
+            if not text.startswith("gitdir:"):
+                return None
+            git_dir = (folder / text.partition(":")[2].strip()).resolve()
+        elif dot_git.is_dir():
+            git_dir = dot_git
+        else:
+            continue
+        return _read_head(git_dir, folder)
+    return None
+
+
+def _read_head(git_dir: Path, root: Path) -> dict[str, str] | None:
+    try:
+        head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    out = {"root": str(root)}
+    if not head.startswith("ref:"):
+        out["commit"] = head
+        return out
+    ref = head.partition(":")[2].strip()
+    out["branch"] = ref.removeprefix("refs/heads/")
+    common = git_dir
+    commondir = git_dir / "commondir"
+    if commondir.is_file():
+        common = (git_dir / commondir.read_text(encoding="utf-8").strip()).resolve()
+    for base in (git_dir, common):
+        try:
+            out["commit"] = (base / ref).read_text(encoding="utf-8").strip()
+            return out
+        except OSError:
+            pass
+    try:
+        for line in (common / "packed-refs").read_text(encoding="utf-8").splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref:
+                out["commit"] = sha
+                break
+    except OSError:
+        pass
+    return out  # an unborn branch: no commit yet
+
+
+def collect(adapters: Iterable[str] = ()) -> dict[str, Any]:
+    """The provenance record of a commit made now by this process."""
+    used = sorted(set(adapters))
+    packages: dict[str, str] = {}
+    for dist in ("ommx-experiment", "ommx"):
+        version = _version(dist)
+        if version is not None:
+            packages[dist] = version
+    for adapter in used:
+        packages.update(_adapter_packages(adapter))
+    record: dict[str, Any] = {
+        "created_at": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "packages": packages,
+        "adapters": used,
+        "argv": list(sys.argv),
+    }
+    try:
+        git = git_state(Path.cwd())
+    except OSError:
+        git = None
+    if git:
+        record["git"] = git
+    return record
