@@ -117,16 +117,11 @@ def transfer_progress(
         progress.close()
 
 
-def _isatty(stream: TextIO) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
-
-
 @contextmanager
 def task_progress(description: str, total: int, *, stream: TextIO | None = None) -> Iterator[Advance]:
     """Yield ``advance(ntasks)``; draws a rich bar (done/total, elapsed, remaining) on a terminal stderr."""
     stream = sys.stderr if stream is None else stream
-    if total <= 0 or not _isatty(stream):
+    if total <= 0 or not is_terminal(stream):
         yield _noop
         return
     from rich.console import Console
