@@ -30,6 +30,7 @@ if str(_TESTS_DIR) not in sys.path:
 
 from helpers.oci_registry import OciRegistry, RegistryUnavailableError, running_registry  # noqa: E402
 from helpers.ommx3 import Ommx3Driver  # noqa: E402
+from helpers.ours_on_ommx3 import OursOnOmmx3  # noqa: E402
 
 REPO_ROOT = _TESTS_DIR.parent
 
@@ -82,6 +83,16 @@ def ommx3() -> Ommx3Driver:
     if not python.exists():
         unavailable(f"OMMX 3 side venv interpreter {python} is missing; run `make bootstrap`")
     return Ommx3Driver(python)
+
+
+@pytest.fixture(scope="session")
+def ours3(ommx3: Ommx3Driver, tmp_path_factory: pytest.TempPathFactory) -> OursOnOmmx3:
+    """Our package (this checkout's ``src``) on the side venv; skipped locally (failed under CI) when it cannot import there."""
+    driver = OursOnOmmx3(ommx3.python, REPO_ROOT / "src")
+    problem = driver.problem(tmp_path_factory.mktemp("probe") / "registry")
+    if problem is not None:
+        unavailable(problem)
+    return driver
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import unavailable
 from helpers.ommx3 import Ommx3Driver
 from helpers.ours_on_ommx3 import OursOnOmmx3
 from ommx_highs_adapter import OMMXHighsAdapter
@@ -96,16 +95,6 @@ def parametric():
 _views: dict[str, Any] = {}
 exec(VIEWS, _views)  # the same view code as the side venv runs
 instance_view, solution_view, sample_set_view = _views["instance_view"], _views["solution_view"], _views["sample_set_view"]
-
-
-@pytest.fixture(scope="module")
-def ours3(ommx3: Ommx3Driver, tmp_path_factory: pytest.TempPathFactory) -> OursOnOmmx3:
-    """Our package on the side venv; skipped locally (failed under CI) when it cannot import there."""
-    driver = OursOnOmmx3(ommx3.python, REPO / "src")
-    problem = driver.problem(tmp_path_factory.mktemp("probe") / "registry")
-    if problem is not None:
-        unavailable(problem)
-    return driver
 
 
 def _layers(root: Path, name: str) -> tuple[list[Any], dict[str, Any], LocalRegistry]:

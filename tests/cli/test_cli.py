@@ -153,6 +153,33 @@ def test_checkpoints_lists_failed_session(reg: Populated, capsys: pytest.Capture
     assert ok_json(capsys, "checkpoints", "--status", "draft") == []
 
 
+def test_checkpoints_shows_ommx_checkpoints_and_journal_drafts_marked(
+    registry_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both kinds, with SOURCE; RESTORE marks the entry ``restore_from_checkpoint`` uses for each name."""
+    from ommx_experiment import AutosavePolicy, Experiment
+
+    journal_only = Experiment("example.com/cli/journal-only:v1")
+    journal_only.set_autosave_policy(AutosavePolicy.disabled())
+    with journal_only.run() as run:
+        run.log_parameter("x", 1)
+    ahead = Experiment("example.com/cli/ahead:v1")
+    ahead.set_autosave_policy(AutosavePolicy.every_n_runs(2))
+    for i in range(3):  # the checkpoint has 2 runs, the journal 3
+        with ahead.run() as run:
+            run.log_parameter("x", i)
+    rows = ok_json(capsys, "checkpoints")
+    assert [(r["requested_image_name"], r["source"], r["runs"], r["restore"]) for r in rows] == [
+        ("example.com/cli/ahead:v1", "checkpoint", 2, False),
+        ("example.com/cli/ahead:v1", "journal", 3, True),
+        ("example.com/cli/journal-only:v1", "journal", 1, True),
+    ]
+    header, *lines = ok(capsys, "checkpoints").splitlines()
+    assert header.split() == ["REQUESTED", "NAME", "SOURCE", "STATUS", "RUNS", "SOLVES", "UPDATED", "RESTORE"]
+    assert [line.split()[1] for line in lines] == ["checkpoint", "journal", "journal"]
+    assert [line.rstrip().endswith("*") for line in lines] == [False, True, True]
+
+
 def test_size_matches_library_and_json(reg: Populated, capsys: pytest.CaptureFixture[str]) -> None:
     from ommx_experiment.edges.maintenance import size
 

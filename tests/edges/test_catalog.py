@@ -385,7 +385,8 @@ def test_journal_only_session_is_listed_as_a_draft(registry: LocalRegistry) -> N
     assert registry.resolve(checkpoint_ref(registry, ImageName.parse(JOURNALED))) is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        [ref] = catalog.list_experiment_checkpoints(strict=True)
+        assert catalog.list_experiment_checkpoints(strict=True) == []  # OMMX's listing: no checkpoint ref
+        [ref] = catalog.list_experiment_checkpoints(strict=True, include_journal=True)
     assert (ref.requested_image_name, ref.status, ref.run_count, ref.solve_count, ref.sampling_count) == (
         JOURNALED, "draft", 3, 0, 0,
     )
@@ -396,13 +397,14 @@ def test_journal_only_session_is_listed_as_a_draft(registry: LocalRegistry) -> N
     config = ref.config
     assert config["status"] == "draft" and config["requested_image_name"] == JOURNALED
     assert [r["run_id"] for r in config["runs"]] == [0, 1, 2]
-    assert [r.requested_image_name for r in catalog.list_experiment_checkpoints(statuses=["draft"])] == [JOURNALED]
-    assert catalog.list_experiment_checkpoints(statuses=["failed"]) == []
-    assert catalog.list_experiment_checkpoints("example.com/journal/") == [ref]
-    assert catalog.list_experiment_checkpoints("example.com/other/") == []
+    drafts = catalog.list_experiment_checkpoints(statuses=["draft"], include_journal=True)
+    assert [r.requested_image_name for r in drafts] == [JOURNALED]
+    assert catalog.list_experiment_checkpoints(statuses=["failed"], include_journal=True) == []
+    assert catalog.list_experiment_checkpoints("example.com/journal/", include_journal=True) == [ref]
+    assert catalog.list_experiment_checkpoints("example.com/other/", include_journal=True) == []
     assert catalog.list_experiments() == []  # a draft is never an experiment
     exp.commit()
-    assert catalog.list_experiment_checkpoints() == []
+    assert catalog.list_experiment_checkpoints(include_journal=True) == []
     assert [r.image_name for r in catalog.list_experiments()] == [JOURNALED]
 
 
@@ -426,21 +428,23 @@ def test_one_entry_per_name_the_newer_of_slot_and_journal(registry: LocalRegistr
     exp = _journaled_session(2)
     time.sleep(0.01)
     slot_digest = exp._session.publish_checkpoint("draft")
-    [ref] = catalog.list_experiment_checkpoints()
+    [ref] = catalog.list_experiment_checkpoints(include_journal=True)
     assert (ref.from_journal, ref.manifest_digest, ref.run_count) == (False, slot_digest, 2)
     time.sleep(0.01)
     _close(exp, 1)  # the journal moves past the slot
-    [ref] = catalog.list_experiment_checkpoints()
+    [ref] = catalog.list_experiment_checkpoints(include_journal=True)
     assert (ref.from_journal, ref.manifest_digest, ref.run_count) == (True, None, 3)
+    [ref] = catalog.list_experiment_checkpoints()  # OMMX's listing: the slot only
+    assert (ref.from_journal, ref.manifest_digest, ref.run_count) == (False, slot_digest, 2)
 
 
 def test_failed_checkpoint_newer_than_the_journal_wins(registry: LocalRegistry) -> None:
     with pytest.raises(RuntimeError, match="boom"):
         with _journaled_session(2):
             raise RuntimeError("boom")
-    [ref] = catalog.list_experiment_checkpoints()
+    [ref] = catalog.list_experiment_checkpoints(include_journal=True)
     assert (ref.status, ref.from_journal, ref.run_count) == ("failed", False, 2)
-    assert catalog.list_experiment_checkpoints(statuses=["draft"]) == []
+    assert catalog.list_experiment_checkpoints(statuses=["draft"], include_journal=True) == []
 
 
 def test_unreadable_journal_is_skipped_with_a_warning(registry: LocalRegistry) -> None:
@@ -453,7 +457,10 @@ def test_unreadable_journal_is_skipped_with_a_warning(registry: LocalRegistry) -
         (JOURNALED,),
     )
     with pytest.warns(RuntimeWarning, match=f"journal of {JOURNALED} during journal draft"):
-        refs = catalog.list_experiment_checkpoints()
+        refs = catalog.list_experiment_checkpoints(include_journal=True)
     assert [r.requested_image_name for r in refs] == ["example.com/journal/ok:v1"]
     with pytest.raises(RuntimeError, match="Invalid checkpoint journal run row"):
-        catalog.list_experiment_checkpoints(strict=True)
+        catalog.list_experiment_checkpoints(strict=True, include_journal=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert catalog.list_experiment_checkpoints(strict=True) == []  # the journal is not read by default

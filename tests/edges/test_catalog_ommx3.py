@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from helpers.catalog_support import commit_checkpoint, commit_experiment, commit_generic, drop_cache_rows, sql
+from helpers.ours_on_ommx3 import OursOnOmmx3
 
 from ommx_experiment.edges import catalog
 from ommx_experiment.engine.registry import LocalRegistry
@@ -137,3 +138,60 @@ def test_tampered_row_warns_on_both_sides(ommx3, shared_root: Path) -> None:  # 
     theirs = ommx3.run_json(OMMX_LISTS, root=shared_root)  # we already repaired it: no warning left
     assert theirs["warnings"] == []
     assert {k: v for k, v in ours.items() if k != "warnings"} == {k: v for k, v in theirs.items() if k != "warnings"}
+
+
+# --- list_experiment_checkpoints: the same calls through OMMX 3 and through us (issue 13) -------------
+
+_CHECKPOINT_STEPS = """
+import json, warnings
+warnings.simplefilter("ignore")
+
+def listed(prefix, **kw):
+    return [[c.requested_image_name, c.status, c.run_count, c.solve_count, c.sampling_count, repr(c)]
+            for c in L.list_experiment_checkpoints(prefix, **kw)]
+
+out, journal = {}, {}
+policies = {"every_n_runs(2)": L.AutosavePolicy.every_n_runs(2), "disabled()": L.AutosavePolicy.disabled(),
+            "every_run_close()": L.AutosavePolicy.every_run_close(), "default": None}
+for label, policy in policies.items():
+    prefix = "example.com/parity/" + label.split("(")[0]
+    e = L.Experiment(prefix + ":v1")
+    if policy is not None:
+        e.set_autosave_policy(policy)
+    steps, drafts = [], []
+    for i in range(3):
+        with e.run() as r:
+            r.log_parameter("x", i)
+        steps.append(listed(prefix))
+        if LIB == "ours":
+            drafts.append(listed(prefix, include_journal=True))
+    e.commit()
+    steps.append(listed(prefix))
+    out[label], journal[label] = steps, drafts
+try:
+    with L.Experiment("example.com/parity/failed:v1") as e:
+        with e.run() as r:
+            r.log_parameter("x", 1)
+        raise ValueError("boom")
+except ValueError:
+    pass
+out["failed"] = listed("example.com/parity/failed")
+print(json.dumps({"listed": out, "journal": journal}))
+"""
+
+
+def test_checkpoint_listing_matches_ommx_and_journal_drafts_need_include_journal(
+    ours3: OursOnOmmx3, tmp_path: Path
+) -> None:
+    both = ours3.run_both(_CHECKPOINT_STEPS, tmp_path)
+    ommx, ours = both["ommx"]["listed"], both["ours"]["listed"]
+    for label in ("every_n_runs(2)", "disabled()", "every_run_close()", "failed"):
+        assert ours[label] == ommx[label], label
+    assert ommx["disabled()"] == [[], [], [], []]  # journal drafts would have listed 1, 2, 3 runs here
+    # OMMX's default policy publishes after every close; ours (min_interval(60)) after the first close
+    # within 60 s, so its listing lags while the journal is current: include_journal=True shows OMMX's.
+    runs = [[entry[2] for entry in step] for step in ommx["default"]]
+    assert runs == [[1], [2], [3], []]
+    assert [[entry[2] for entry in step] for step in ours["default"]] == [[1], [1], [1], []]
+    assert [[entry[2] for entry in step] for step in both["ours"]["journal"]["default"]] == runs[:3]
+    assert [[entry[2] for entry in step] for step in both["ours"]["journal"]["disabled()"]] == [[1], [2], [3]]

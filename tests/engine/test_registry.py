@@ -224,6 +224,21 @@ def test_reopen_regenerates_stale_view(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_the_next_operation_catches_up_with_another_writer(registry_root: Path) -> None:
+    """A listing (any entry through ``LocalRegistry.at``) refreshes a view another writer made stale."""
+    from ommx_experiment import list_artifacts
+
+    reg = LocalRegistry.at(registry_root)
+    a = _artifact(reg, b"a")
+    _raw(reg).execute(
+        "INSERT INTO refs VALUES ('example.com/ommx/made', 'v1', ?, '2026-01-01T00:00:00+00:00')", (a,)
+    )
+    assert layout_view.read_index(reg.root) == {}
+    assert [r.image_name for r in list_artifacts(root=registry_root)] == ["example.com/ommx/made:v1"]
+    assert layout_view.read_index(reg.root) == {"example.com/ommx/made:v1": a}
+    assert_view_matches(reg)
+
+
 def test_view_skips_refs_whose_manifest_is_missing(registry: LocalRegistry) -> None:
     a = _artifact(registry, b"a")
     registry.publish("example.com/ok:v1", a)
@@ -351,6 +366,39 @@ def test_migrations_are_idempotent_on_reopen(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "reg" / "index.sqlite3")
     assert conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'").fetchone()[0] == 6
     assert Database(tmp_path / "reg").schema_version() >= 1
+
+
+# OMMX 3's migrate_legacy_schema_to_v2 (rust/ommx/src/artifact/local_registry/index.rs), which runs
+# create_schema (our OMMX_DDL) between the two batches: `refs` is renamed and dropped, our triggers with it.
+OMMX_LEGACY_MIGRATION = (
+    "DROP TABLE IF EXISTS experiment_configs; DROP TABLE IF EXISTS artifact_manifests;"
+    " DROP INDEX IF EXISTS idx_refs_name; DROP INDEX IF EXISTS idx_refs_manifest_digest;"
+    " ALTER TABLE refs RENAME TO refs_legacy;",
+    "INSERT INTO refs (name, reference, manifest_digest, updated_at)"
+    " SELECT name, reference, manifest_digest, updated_at FROM refs_legacy; DROP TABLE refs_legacy;",
+)
+
+
+def test_triggers_dropped_by_ommx_migration_are_recreated_on_open(tmp_path: Path) -> None:
+    from ommx_experiment.engine.index_db import OMMX_DDL
+
+    reg = LocalRegistry(tmp_path / "reg")
+    a = _artifact(reg, b"a")
+    reg.publish("example.com/ours:v1", a)
+    reg.close()
+    raw = _raw(reg)
+    raw.executescript("BEGIN IMMEDIATE; " + OMMX_LEGACY_MIGRATION[0] + "; ".join(OMMX_DDL) + "; "
+                      + OMMX_LEGACY_MIGRATION[1] + " COMMIT;")
+    assert raw.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'").fetchone() == (0,)
+    raw.execute("INSERT INTO refs VALUES ('example.com/ommx/made', 'v1', ?, '2026-01-01T00:00:00+00:00')", (a,))
+    reopened = LocalRegistry(tmp_path / "reg")
+    names = raw.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name").fetchall()
+    assert names == [("oxe_refs_after_delete",), ("oxe_refs_after_insert",), ("oxe_refs_after_update",)]
+    assert layout_view.read_index(reopened.root) == {"example.com/ours:v1": a, "example.com/ommx/made:v1": a}
+    before = reopened.db.refs_version()
+    raw.execute("DELETE FROM refs WHERE name = 'example.com/ommx/made'")
+    assert reopened.db.refs_version() == before + 1
+    reopened.close()
 
 
 # --- stateful model ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from helpers.ommx3 import Ommx3Driver
+from helpers.ours_on_ommx3 import OursOnOmmx3
 from workers.registry_worker import EMPTY_CONFIG_DIGEST, digest_of, store_generic
 
 from ommx_experiment.engine import layout_view
@@ -163,3 +164,26 @@ def test_ommx3_commits_into_a_root_we_created(ommx: Ommx3Driver, tmp_path: Path)
     assert layout_view.read_index(root) == out["listed"]
     reg.verify_closure(out["listed"]["example.com/ommx/into-ours:v1"])
     reg.close()
+
+
+_VIEW_AFTER_OMMX = """
+import json, os, pathlib
+import ommx.experiment as oe, ommx_experiment as ox
+from ommx_experiment.engine import layout_view
+ox.list_experiments()                                  # our registry is open (and cached) in this process
+with oe.Experiment("example.com/view/theirs:v1") as e:
+    with e.run() as r:
+        r.log_parameter("x", 1)
+root = pathlib.Path(os.environ["OMMX_LOCAL_REGISTRY_ROOT"])
+before = sorted(layout_view.read_index(root))
+listed = [x.image_name for x in ox.list_experiments()]
+print(json.dumps({"before": before, "listed": listed, "after": sorted(layout_view.read_index(root))}))
+"""
+
+
+def test_our_next_call_refreshes_index_json_after_ommx_committed_in_process(
+    ours3: OursOnOmmx3, registry_root: Path
+) -> None:
+    assert ours3.run_json(_VIEW_AFTER_OMMX, root=registry_root) == {
+        "before": [], "listed": ["example.com/view/theirs:v1"], "after": ["example.com/view/theirs:v1"],
+    }

@@ -10,9 +10,10 @@ at this checkout's ``src`` so the code under test is always the working tree.
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from helpers.ommx3 import Ommx3Driver
 
@@ -49,3 +50,16 @@ class OursOnOmmx3(Ommx3Driver):
         if not Path(found["ours"]).resolve().is_relative_to(self.src.resolve()):
             return f"{self.python} imports ommx_experiment from {found['ours']}, not from {self.src}"
         return None
+
+    def run_both(self, script: str, workdir: Path) -> dict[str, Any]:
+        """Run ``script`` with ``L`` = ``ommx.experiment`` and with ``L`` = ``ommx_experiment``, each on a fresh root.
+
+        The script sees ``LIB`` (``"ommx"`` or ``"ours"``) and ``L``; it prints one JSON
+        document on its last line. Returns ``{"ommx": ..., "ours": ...}``: the same
+        calls through OMMX 3 and through us, to compare.
+        """
+        out = {}
+        for lib, module in (("ommx", "ommx.experiment"), ("ours", "ommx_experiment")):
+            prelude = f"LIB = {lib!r}\nimport importlib\nL = importlib.import_module({module!r})\n"
+            out[lib] = self.run_json(prelude + textwrap.dedent(script), root=workdir / lib / "registry")
+        return out

@@ -371,7 +371,7 @@ def test_restore_reads_journal_rows_in_the_old_format() -> None:
             "INSERT INTO oxe_journal_runs VALUES (?, ?, ?)", [("old-session", i, r) for i, r in enumerate(rows)]
         )
 
-    [listed] = catalog.list_experiment_checkpoints()
+    [listed] = catalog.list_experiment_checkpoints(include_journal=True)
     assert (listed.requested_image_name, listed.status, listed.run_count) == (NAME, "draft", 2)
     assert listed.updated_at == "2026-01-01T00:00:00+00:00"  # v1 rows carry no close time
 

@@ -47,7 +47,7 @@ def test_finish_inside_with_records_failed() -> None:
     exp.commit()
     loaded = Experiment.load(NAME)
     assert loaded.runs[0].status == "failed"
-    assert loaded.runs[0].lifecycle_reason.startswith("LifecycleError: Run context is active")
+    assert loaded.runs[0].lifecycle_reason.startswith("RuntimeError: Run context is active")  # OMMX's type name
     assert loaded.run_parameters_df()["kept"].tolist() == [1]
 
 

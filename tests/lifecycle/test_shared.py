@@ -210,7 +210,7 @@ def test_a_replaced_session_without_live_writers_is_dropped_as_in_ommx(writers: 
         run.log_parameter("gen", 2)
     from ommx_experiment import list_experiment_checkpoints
 
-    assert [c.requested_image_name for c in list_experiment_checkpoints()] == [NAME]
+    assert [c.requested_image_name for c in list_experiment_checkpoints(include_journal=True)] == [NAME]
 
 
 @pytest.mark.slow

@@ -343,6 +343,20 @@ def test_legacy_adapter_without_diagnostics_parameter() -> None:
     assert [s.status for s in exp.runs[0].solves] == ["finished", "failed"]
 
 
+def test_the_ommx_2_9_highs_adapter_with_diagnostics_says_it_needs_an_ommx3_adapter() -> None:
+    """The 2.9 adapter's own TypeError (so the Run's reason is OMMX 3's for such an adapter), plus a note."""
+    exp = Experiment(NAME)
+    with pytest.raises(TypeError) as caught:
+        with exp.run() as run:
+            run.log_solve(OMMXHighsAdapter, knapsack(), store_diagnostics=True)
+    assert str(caught.value) == "OMMXHighsAdapter.solve() got an unexpected keyword argument 'diagnostics'"
+    [note] = caught.value.__notes__
+    assert "OMMXHighsAdapter.solve(), which does not accept it" in note and "adapter written for ommx 3" in note
+    [run] = exp.runs
+    assert run.status == "failed" and run.lifecycle_reason == f"TypeError: {caught.value}"
+    assert [(s.status, s.diagnostics) for s in run.solves] == [("failed", [])]
+
+
 def test_argument_validation_happens_before_the_adapter_runs() -> None:
     exp = Experiment(NAME)
     with exp.run() as run:

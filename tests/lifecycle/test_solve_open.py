@@ -30,7 +30,7 @@ def _terminal(outcome: str, solve_id: int = 0, *, pack: str = "disabled", error:
             },
         },
         "diagnostics": {
-            "state": diag_state or ("disabled" if pack == "disabled" else "finalized"),
+            "state": diag_state or "finalized",  # OMMX: "disabled" only before close, never with an outcome
             "outcome": {"state": "stored", "pack": pack},
         },
     }

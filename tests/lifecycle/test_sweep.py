@@ -325,7 +325,7 @@ def test_a_task_parameter_that_conflicts_fails_that_run_and_keeps_its_other_valu
     assert (summary.finished, summary.failed) == (2, 1)
     rows = {row["params"]["seed"]: row for row in run_rows(exp)}
     assert rows[1]["status"] == "failed" and "y" not in rows[1]["params"] and rows[1]["params"]["done"] is True
-    assert rows[1]["reason"].startswith("ParameterTypeError: Run parameter `y` is a float64 column")
+    assert rows[1]["reason"].startswith("ValueError: Run parameter `y` is a float64 column")
     assert rows[2]["params"]["y"] == 2.0  # int joins the float column
     exp.commit()
 
@@ -354,7 +354,7 @@ def test_conflicting_types_within_one_recorded_batch_fail_the_later_run_only() -
     assert driver.record(batch) == [0, 1, 2]
     rows = run_rows(exp)
     assert [r["status"] for r in rows] == ["finished", "failed", "finished"]
-    assert rows[1]["params"] == {"seed": 1} and rows[1]["reason"].startswith("ParameterTypeError: Run parameter `z` is a int64")
+    assert rows[1]["params"] == {"seed": 1} and rows[1]["reason"].startswith("ValueError: Run parameter `z` is a int64")
     assert exp.run_parameters_df()["z"].tolist()[::2] == [1.0, 2.5]
     exp.commit()
 

@@ -155,7 +155,7 @@ def test_a_commit_killed_before_its_cleanup_leaves_no_stale_draft(registry_root:
     assert proc.returncode == -9, proc.stderr
     from ommx_experiment import list_experiment_checkpoints
 
-    assert [c for c in list_experiment_checkpoints() if c.requested_image_name == NAME] == []
+    assert [c for c in list_experiment_checkpoints(include_journal=True) if c.requested_image_name == NAME] == []
     assert len(Experiment.load(NAME).runs) == 3
     with pytest.raises(RuntimeError, match="No Experiment checkpoint found"):
         Experiment.restore_from_checkpoint(NAME)  # finishes the dead commit's cleanup, finds nothing to restore

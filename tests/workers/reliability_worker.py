@@ -210,15 +210,21 @@ def verify(side_path: Path) -> dict[str, Any]:
             continue
         done, tried = closed.get(name, set()), closing[name]
         if reg.resolve(name) is not None:  # killed after publish, before the side line
-            runs = _runs_of(Experiment.load(name))
+            loaded = Experiment.load(name)
         else:
             try:
-                runs = _runs_of(Experiment.restore_from_checkpoint(name))
+                loaded = Experiment.restore_from_checkpoint(name)
                 restored += 1
             except Exception as exc:
                 if done:
                     errors.append(f"{name}: restore failed though runs {sorted(done)} closed: {exc!r}")
                 continue
+        runs = _runs_of(loaded)
+        # a Run open when the kill landed comes back `interrupted` (open-run recovery), never a closed one
+        recovered = {r.run_id for r in loaded.runs if r.lifecycle_reason == "process exited while the run was open"}
+        if recovered & done:
+            errors.append(f"{name}: closed runs {sorted(recovered & done)} came back as interrupted")
+        runs -= recovered
         # forked children carry the parent's runs; only their own run ids are judged here
         base = {int(r["run_id"]) for e in events if e["ev"] == "forked" and e["name"] == name for r in e["base"]["runs"]}
         own = runs - base

@@ -276,27 +276,51 @@ def _missing(value: Any) -> bool:
 
 
 def cmd_checkpoints(args: argparse.Namespace) -> int:
+    """OMMX's checkpoint listing plus our journal's drafts, each marked; ``RESTORE`` marks what restore uses.
+
+    Rows: every OMMX-format checkpoint (``list_experiment_checkpoints()``, what
+    OMMX lists too) and every journal draft ``restore_from_checkpoint`` would
+    use (``include_journal=True``), with ``SOURCE`` ``checkpoint`` or ``journal``.
+    """
     from ..edges.catalog import list_experiment_checkpoints
 
-    refs = list_experiment_checkpoints(args.prefix, statuses=args.status, root=c.root_arg(args))
+    root = c.root_arg(args)
+    checkpoints = list_experiment_checkpoints(args.prefix, statuses=args.status, root=root)
+    chosen = list_experiment_checkpoints(args.prefix, statuses=args.status, root=root, include_journal=True)
+    restored = {(ref.requested_image_name, ref.from_journal, ref.checkpoint_image_name) for ref in chosen}
+    refs = sorted([*checkpoints, *(ref for ref in chosen if ref.from_journal)],
+                  key=lambda r: (r.requested_image_name, r.from_journal))
     if args.json:
-        c.emit_json([_checkpoint_json(ref) for ref in refs])
+        c.emit_json([_checkpoint_json(ref, _key(ref) in restored) for ref in refs])
         return 0
     # the checkpoint ref itself (long, internal) is in --json; restore uses the requested name
-    out = c.table("REQUESTED NAME", "STATUS", "RUNS", "SOLVES", "UPDATED", right=("RUNS", "SOLVES"), wide=("REQUESTED NAME",))
+    out = c.table(
+        "REQUESTED NAME", "SOURCE", "STATUS", "RUNS", "SOLVES", "UPDATED", "RESTORE",
+        right=("RUNS", "SOLVES"), wide=("REQUESTED NAME",),
+    )
     for ref in refs:
         out.add_row(
-            c.text(ref.requested_image_name), ref.status, str(ref.run_count), str(ref.solve_count),
-            c.when(ref.updated_at),
+            c.text(ref.requested_image_name), _source(ref), ref.status, str(ref.run_count), str(ref.solve_count),
+            c.when(ref.updated_at), "*" if _key(ref) in restored else "",
         )
     c.console().print(out)
     return 0
 
 
-def _checkpoint_json(ref: Any) -> dict[str, Any]:
+def _key(ref: Any) -> tuple[str, bool, str]:
+    return (ref.requested_image_name, ref.from_journal, ref.checkpoint_image_name)
+
+
+def _source(ref: Any) -> str:
+    return "journal" if ref.from_journal else "checkpoint"
+
+
+def _checkpoint_json(ref: Any, restore: bool) -> dict[str, Any]:
     return {
         "requested_image_name": ref.requested_image_name,
         "checkpoint_image_name": ref.checkpoint_image_name,
+        "source": _source(ref),
+        "restore": restore,
         "status": ref.status,
         "runs": ref.run_count,
         "solves": ref.solve_count,
@@ -358,7 +382,8 @@ def register(sub: Any, root: argparse.ArgumentParser, js: argparse.ArgumentParse
 
     p = c.add_command(
         sub, "checkpoints", cmd_checkpoints, parents=[root, js],
-        summary="list experiment checkpoints (draft, failed, interrupted) that can be restored",
+        summary="list experiment checkpoints (draft, failed, interrupted) that can be restored: OMMX-format "
+        "checkpoints and our journal's drafts (SOURCE); RESTORE marks the one restore uses",
         example="ommx-experiment checkpoints --status failed",
     )
     p.add_argument("prefix", nargs="?", metavar="PREFIX", help="only requested names starting with this string")

@@ -135,6 +135,8 @@ class ExperimentCheckpointRef(_ExperimentCounts):
     annotations: Mapping[str, str]
     config_json: bytes = field(repr=False)
     from_journal: bool = False
+    slot_copy: str | None = field(default=None, repr=False, compare=False)
+    """Journal drafts: the OMMX-format slot our autosave last copied from this journal (never preferred to it)."""
 
     def __repr__(self) -> str:
         return f"ExperimentCheckpointRef(requested_image_name={self.requested_image_name!r}, {self._counts_repr()}"
@@ -532,18 +534,22 @@ def list_experiment_checkpoints(
     statuses: Iterable[str] | None = None,
     root: str | Path | None = None,
     strict: bool = False,
+    include_journal: bool = False,
 ) -> list[ExperimentCheckpointRef]:
-    """Experiment checkpoints of this registry: OMMX-format checkpoint refs plus our journal's drafts.
+    """Experiment checkpoints of this registry: its OMMX-format checkpoint refs, as OMMX lists them.
 
     ``statuses`` (``draft``/``failed``/``interrupted``; empty = all) is checked
     before the registry is opened. ``prefix`` matches the *requested* image
-    name. One entry per requested name: when both an OMMX-format checkpoint
-    and a journal draft exist, the one ``restore_from_checkpoint`` would use
-    (the checkpoint only if strictly newer). Sorted by requested name, then
-    checkpoint ref. Refs in the checkpoint repository that are not checkpoints
-    (a non-64-hex tag, or a generic artifact such as our journal pins) are
-    skipped silently; inconsistent checkpoints and unreadable journals are
-    skipped with a warning (``strict``: RuntimeError).
+    name. Sorted by requested name, then checkpoint ref. Refs in the
+    checkpoint repository that are not checkpoints (a non-64-hex tag, or a
+    generic artifact such as our journal pins) are skipped silently;
+    inconsistent checkpoints are skipped with a warning (``strict``: RuntimeError).
+
+    ``include_journal=True`` adds the drafts held only in our checkpoint journal
+    (``from_journal=True``), one entry per requested name: when both an
+    OMMX-format checkpoint and a journal draft exist, the one
+    ``restore_from_checkpoint`` would use (the checkpoint only if strictly
+    newer); an unreadable journal is skipped like an inconsistent checkpoint.
     """
     prefix = _check_prefix(prefix)
     wanted = _check_statuses(statuses)
@@ -555,7 +561,8 @@ def list_experiment_checkpoints(
 
     scan = _Scan(registry, strict=strict, experiments=True)
     refs = [ref for row in scan.rows(keep) if (ref := _checkpoint_ref(scan, row)) is not None]
-    refs = _newest_per_name([*refs, *_journal_drafts(scan, prefix)])
+    if include_journal:
+        refs = _newest_per_name([*refs, *_journal_drafts(scan, prefix)])
     selected = [
         r for r in refs if _prefix_ok(prefix, r.requested_image_name) and (not wanted or r.status in wanted)
     ]
@@ -611,7 +618,8 @@ def _newest_per_name(refs: list[ExperimentCheckpointRef]) -> list[ExperimentChec
             best[ref.requested_image_name] = ref
         elif ref.from_journal != other.from_journal:
             journal, slot = (ref, other) if ref.from_journal else (other, ref)
-            newer_slot = parse_timestamp(slot.updated_at) > parse_timestamp(journal.updated_at)
+            copy = journal.slot_copy is not None and journal.slot_copy == slot.manifest_digest
+            newer_slot = not copy and parse_timestamp(slot.updated_at) > parse_timestamp(journal.updated_at)
             best[ref.requested_image_name] = slot if newer_slot else journal
     return list(best.values())
 
@@ -732,7 +740,7 @@ def journal_draft(registry: LocalRegistry, requested: ImageName) -> ExperimentCh
     return ExperimentCheckpointRef(
         str(checkpoint_ref(registry, requested)), str(requested), None, None, snapshot.updated_at, "draft",
         len(config.runs), config.solve_count, config.sampling_count, snapshot.header.annotations,
-        config.to_bytes(), from_journal=True,
+        config.to_bytes(), from_journal=True, slot_copy=snapshot.slot_digest,
     )
 
 

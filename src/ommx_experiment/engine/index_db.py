@@ -12,12 +12,21 @@ The database is shared with OMMX 3 (registry-sharing.md §4, §7 rules 10–15):
   read transaction is ever upgraded (that fails at once under WAL).
 - No foreign keys into OMMX's tables; triggers on ``refs`` are plain SQL touching
   only our tables (they bump ``oxe_meta.refs_version``, also on OMMX's writes).
+- This process's connections to one file are shared by every ``Database`` of it
+  and re-validated at the start of each operation, so OMMX 3's own SQLite in the
+  same process can neither make us write into an unlinked ``-wal`` nor be hurt by
+  our closes (:class:`SharedConnections`, spec/registry.md §4a).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
+import fcntl
+import os
 import sqlite3
+import sys
 import threading
 import time
 import urllib.parse
@@ -68,15 +77,19 @@ OMMX_COLUMNS = {
 }
 
 _BUMP = "UPDATE oxe_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'refs_version';"
+#: The triggers that count every change of ``refs`` (ours and OMMX's) in ``oxe_meta.refs_version``.
+REFS_TRIGGERS = {
+    f"oxe_refs_after_{event.lower()}": f"CREATE TRIGGER IF NOT EXISTS oxe_refs_after_{event.lower()} "
+    f"AFTER {event} ON refs BEGIN {_BUMP} END"
+    for event in ("INSERT", "UPDATE", "DELETE")
+}
 
 # Our migrations: entry i brings oxe schema_version from i to i+1. Append only, never edit.
 MIGRATIONS: list[tuple[str, ...]] = [
     (
         "CREATE TABLE IF NOT EXISTS oxe_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         "INSERT OR IGNORE INTO oxe_meta(key, value) VALUES ('refs_version', '0')",
-        f"CREATE TRIGGER IF NOT EXISTS oxe_refs_after_insert AFTER INSERT ON refs BEGIN {_BUMP} END",
-        f"CREATE TRIGGER IF NOT EXISTS oxe_refs_after_update AFTER UPDATE ON refs BEGIN {_BUMP} END",
-        f"CREATE TRIGGER IF NOT EXISTS oxe_refs_after_delete AFTER DELETE ON refs BEGIN {_BUMP} END",
+        *REFS_TRIGGERS.values(),
     ),
     # checkpoint journal of unsealed Experiment sessions (checkpoints.py, spec/experiment.md)
     (
@@ -130,76 +143,26 @@ def _all_migrations() -> list[tuple[str, ...]]:
     return MIGRATIONS
 
 
+
+
 class Database:
-    """Thread-local SQLite connections to one registry's index, plus transactions."""
+    """One registry's index: transactions and schema, over this process's shared connections.
+
+    Every ``Database`` of one file (whatever its root spelling) uses the same
+    :class:`SharedConnections`; each method below is one *operation* on them
+    (spec/registry.md §4a).
+    """
 
     def __init__(self, root: Path) -> None:
         self.path = root / DB_NAME
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
-
-    # --- connections ---------------------------------------------------------
-
-    def conn(self) -> sqlite3.Connection:
-        """This thread's connection (autocommit mode; use :meth:`write` to change data)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._guard:
-                self._connections.append(conn)
-        return conn
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = self._open(self.path, uri=False)
-            try:
-                conn.execute("PRAGMA user_version").fetchone()
-            except sqlite3.OperationalError as exc:
-                if not _is_read_only_error(exc) or not self.path.exists():
-                    raise
-                conn.close()
-                conn = self._open_read_only()
-            with contextlib.suppress(sqlite3.OperationalError):
-                conn.execute("PRAGMA journal_mode = WAL")
-        except sqlite3.Error as exc:
-            raise RegistryError(f"Failed to open the registry index {self.path}: {exc}") from exc
-        return conn
-
-    @staticmethod
-    def _open(target: Path | str, *, uri: bool) -> sqlite3.Connection:
-        return connect(target, uri=uri)
-
-    def _open_read_only(self) -> sqlite3.Connection:
-        """A root we may not write (permissions, read-only mount): reads still work.
-
-        ``mode=ro`` first (needs a readable ``-shm`` when a WAL is present). With
-        no ``-wal`` file the database file alone is complete, so ``immutable=1``
-        (no locks, no ``-shm``) reads it; with a WAL we cannot read it is an error.
-        Writes on such a connection fail with "attempt to write a readonly
-        database", wrapped by :meth:`write` in a RegistryError naming the file.
-        """
-        base = "file:" + urllib.parse.quote(str(self.path.absolute()))
-        try:
-            conn = self._open(base + "?mode=ro", uri=True)
-            conn.execute("PRAGMA user_version").fetchone()
-            return conn
-        except sqlite3.OperationalError:
-            wal = self.path.with_name(self.path.name + "-wal")
-            if wal.exists() and wal.stat().st_size > 0:
-                raise
-        conn = self._open(base + "?mode=ro&immutable=1", uri=True)
-        conn.execute("PRAGMA user_version").fetchone()
-        return conn
+        self.connections = shared_connections(self.path)
 
     def close(self) -> None:
-        with self._guard:
-            for conn in self._connections:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        """Close this process's connections to the file (harmlessly: no checkpoint, no unlink).
+
+        Any ``Database`` of the file reopens them at its next operation.
+        """
+        self.connections.close()
 
     # --- transactions --------------------------------------------------------
 
@@ -210,51 +173,87 @@ class Database:
         ``step`` names the operation in error messages. Keep the body short and
         free of file I/O: OMMX waits at most 30 s for our write lock.
         """
-        with write_transaction(self.conn(), self.path, step) as conn:
+        with self.connections.operation(MAIN) as conn, write_transaction(conn, self.path, step):
             yield conn
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """A deferred read transaction: one consistent snapshot for several SELECTs."""
-        conn = self.conn()
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("COMMIT")
+        """A deferred read transaction: one consistent snapshot for several SELECTs.
+
+        The transaction ends when the block does: never ``yield`` or call back
+        into other code inside it (§4a: no read transaction across a return of control).
+        """
+        with self.connections.operation(MAIN) as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("COMMIT")
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         """Run one SELECT in autocommit mode."""
-        try:
-            return self.conn().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise RegistryError(f"Failed to query the registry index {self.path}: {exc}") from exc
+        shared = self.connections
+        with shared.lock:
+            conn = shared.enter(MAIN)
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise RegistryError(f"Failed to query the registry index {self.path}: {exc}") from exc
+            finally:
+                shared.depth -= 1
+
+    @contextlib.contextmanager
+    def journal_write(self, step: str) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` on the *journal* connection (``synchronous = NORMAL``).
+
+        Same transaction discipline as :meth:`write`. In WAL mode a commit then
+        reaches the OS (it survives SIGKILL of this process) without an fsync per
+        Run close; a power loss can drop the last few journal rows, never corrupt
+        the database. Ref writes keep the main connection.
+        """
+        with self.connections.operation(JOURNAL) as conn, write_transaction(conn, self.path, step):
+            yield conn
+
+    def journal_execute(self, sql: str, params: tuple[object, ...] = ()) -> int:
+        """One statement on the journal connection in autocommit mode (one implicit transaction).
+
+        Returns the row count; SQLite errors propagate unchanged (the Run-close
+        fast path retries a busy one in :meth:`journal_write`).
+        """
+        shared = self.connections
+        with shared.lock:
+            conn = shared.enter(JOURNAL)
+            try:
+                return conn.execute(sql, params).rowcount
+            finally:
+                shared.depth -= 1
 
     # --- schema --------------------------------------------------------------
 
     def initialise(self) -> None:
-        """Create OMMX's schema if the file is new, then bring our tables up to date."""
-        conn = self.conn()
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            with self.write("create registry schema") as wconn:
-                if wconn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                    if _table_names(wconn) - {"sqlite_sequence"}:
-                        raise RegistryError(
-                            f"{self.path} has tables but user_version 0: not an OMMX registry index"
-                        )
-                    for stmt in OMMX_DDL:
-                        wconn.execute(stmt)
-                    wconn.execute(f"PRAGMA user_version = {OMMX_USER_VERSION}")
-            version = OMMX_USER_VERSION
-        if version != OMMX_USER_VERSION:
-            raise RegistryError(
-                f"{self.path} has schema user_version {version}; this library shares only version "
-                f"{OMMX_USER_VERSION} with OMMX 3 (open the root once with OMMX 3 to migrate it)"
-            )
-        self._check_ommx_shape(conn)
-        self._migrate()
+        """Create OMMX's schema if the file is new, then bring our tables and triggers up to date."""
+        with self.connections.operation(MAIN) as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                with self.write("create registry schema") as wconn:
+                    if wconn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                        if _table_names(wconn) - {"sqlite_sequence"}:
+                            raise RegistryError(
+                                f"{self.path} has tables but user_version 0: not an OMMX registry index"
+                            )
+                        for stmt in OMMX_DDL:
+                            wconn.execute(stmt)
+                        wconn.execute(f"PRAGMA user_version = {OMMX_USER_VERSION}")
+                version = OMMX_USER_VERSION
+            if version != OMMX_USER_VERSION:
+                raise RegistryError(
+                    f"{self.path} has schema user_version {version}; this library shares only version "
+                    f"{OMMX_USER_VERSION} with OMMX 3 (open the root once with OMMX 3 to migrate it)"
+                )
+            self._check_ommx_shape(conn)
+            self._migrate()
+            self._ensure_refs_triggers(conn)
 
     def _check_ommx_shape(self, conn: sqlite3.Connection) -> None:
         for table, columns in OMMX_COLUMNS.items():
@@ -264,12 +263,34 @@ class Database:
                     f"{self.path}: table {table} has columns {actual}, expected OMMX 3's {columns}"
                 )
 
+    def _ensure_refs_triggers(self, conn: sqlite3.Connection) -> None:
+        """Re-create the ``refs_version`` triggers if they are gone.
+
+        OMMX's schema migration (``migrate_legacy_schema_to_v2``) renames ``refs``
+        and drops the old table, and our triggers with it, without touching
+        ``oxe_meta``. Refs may have changed unseen meanwhile, so ``refs_version``
+        is bumped too: the next view refresh then rewrites ``index.json``.
+        """
+        present = {
+            str(row[0])
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'refs'")
+        }
+        if present >= set(REFS_TRIGGERS):
+            return
+        try:
+            with self.write("re-create the refs triggers") as wconn:
+                for name, stmt in REFS_TRIGGERS.items():
+                    if name not in present:
+                        wconn.execute(stmt)
+                wconn.execute("INSERT OR IGNORE INTO oxe_meta(key, value) VALUES ('refs_version', '0')")
+                wconn.execute(_BUMP)
+        except RegistryError:
+            if os.access(self.path, os.W_OK):
+                raise  # a read-only root still reads; its view cannot be refreshed anyway
+
     def schema_version(self) -> int:
-        conn = self.conn()
-        if "oxe_meta" not in _table_names(conn):
-            return 0
-        row = conn.execute("SELECT value FROM oxe_meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
+        with self.connections.operation(MAIN) as conn:
+            return self._schema_version_in(conn)
 
     def _migrate(self) -> None:
         steps = _all_migrations()
@@ -297,11 +318,9 @@ class Database:
 
     def registry_id(self) -> str:
         """The registry's id (32 lowercase hex), created with ``INSERT OR IGNORE`` as OMMX does."""
-        row = self.conn().execute(
-            "SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'"
-        ).fetchone()
-        if row:
-            return str(row[0])
+        rows = self.query("SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'")
+        if rows:
+            return str(rows[0][0])
         with self.write("create registry id") as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO ommx_local_registry_metadata(key, value) VALUES ('registry_id', ?)",
@@ -313,8 +332,301 @@ class Database:
         return str(row[0])
 
     def refs_version(self) -> int:
-        row = self.conn().execute("SELECT value FROM oxe_meta WHERE key = 'refs_version'").fetchone()
-        return int(row[0]) if row else 0
+        rows = self.query("SELECT value FROM oxe_meta WHERE key = 'refs_version'")
+        return int(str(rows[0][0])) if rows else 0
+
+
+# --- this process's connections to one database file (spec/registry.md §4a) ------------------------
+
+MAIN = "main"
+JOURNAL = "journal"
+#: The journal connection checkpoints every 8,192 WAL pages (~32 MiB) instead of SQLite's 1,000:
+#: each Run close appends a page or two, and a checkpoint (two fsyncs) every 1,000 pages cost
+#: ~25 µs per close on our disk.
+JOURNAL_WAL_AUTOCHECKPOINT_PAGES = 8192
+
+# SQLite's unix VFS locks (os_unix.c): a connection holds SHARED on the database as a read lock on
+# SHARED_SIZE bytes from SHARED_FIRST; every connection with the -shm mapped holds a read lock on
+# its DMS byte (UNIX_SHM_DMS = 120 + SQLITE_SHM_NLOCK).
+_PENDING_BYTE = 0x40000000
+_SHARED_FIRST = _PENDING_BYTE + 2
+_SHARED_SIZE = 510
+_SHM_DMS = 128
+
+#: OMMX 3's extension module: it bundles its own SQLite, which opens ``index.sqlite3``.
+_OMMX_EXTENSION = "ommx._ommx_rust"
+_other_sqlite_seen = False
+
+
+def other_sqlite_loaded() -> bool:
+    """True once OMMX 3's SQLite is loaded in this process (OMMX 2's extension has no registry).
+
+    Until then nothing else in the process can unlink our ``-wal`` or drop our
+    POSIX locks, and :meth:`SharedConnections.enter` skips its checks.
+    """
+    global _other_sqlite_seen
+    if not _other_sqlite_seen:
+        module = sys.modules.get(_OMMX_EXTENSION)
+        _other_sqlite_seen = module is not None and hasattr(module, "list_experiments")
+    return _other_sqlite_seen
+
+
+class SharedConnections:
+    """This process's SQLite connections to one database file, and the rules that keep them safe.
+
+    A second SQLite library in the process (OMMX 3's, statically linked) shares
+    the file but not SQLite's in-process lock bookkeeping, and POSIX locks of one
+    process never conflict. So it may unlink ``-wal``/``-shm`` under our open
+    connections (its last close), and any close of a file descriptor drops every
+    lock the process holds on that file. The rules (spec/registry.md §4a):
+
+    - one ``RLock`` serialises all our use of the file in this process;
+    - at the start of each outermost operation (while OMMX 3 is loaded): re-take
+      the locks our SQLite believes it holds (SHARED on the database, DMS on the
+      ``-shm``), then check the ``-wal`` our connections use: unlinked → close
+      every connection and reopen;
+    - a read-only *sentinel* connection, opened after the first read and closed
+      last, keeps every close of ours from checkpointing or unlinking anything;
+    - no transaction outlives an operation.
+
+    Three *keeper* descriptors serve the checks: the database and ``-shm`` (to
+    take the locks through) and the ``-wal`` (its link count drops to 0 when it
+    is unlinked; ``fstat`` is cheaper than ``stat`` of the path).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        #: Nesting of operations by the thread holding :attr:`lock` (checks run at depth 0 only).
+        self.depth = 0
+        self._conns: dict[str, sqlite3.Connection] = {}
+        self._sentinel: sqlite3.Connection | None = None
+        self._keep_db = -1
+        self._keep_shm = -1
+        self._keep_wal = -1
+        #: How often an unlinked ``-wal`` made us reopen (tests and benchmarks read it).
+        self.reopens = 0
+
+    # --- operations ------------------------------------------------------------------------------
+
+    def enter(self, kind: str) -> sqlite3.Connection:
+        """Start an operation (the caller holds :attr:`lock`; it decrements :attr:`depth` at the end)."""
+        if self.depth == 0 and self._keep_wal >= 0 and (_other_sqlite_seen or other_sqlite_loaded()):
+            self.revalidate()
+        conn = self._conns.get(kind)
+        if conn is None:
+            conn = self._open(kind)
+        elif self.depth == 0 and conn.in_transaction:
+            _rollback_leftover(conn)  # an operation interrupted between BEGIN and its body: never reuse it
+        self.depth += 1
+        return conn
+
+    @contextlib.contextmanager
+    def operation(self, kind: str) -> Iterator[sqlite3.Connection]:
+        with self.lock:
+            conn = self.enter(kind)
+            try:
+                yield conn
+            finally:
+                self.depth -= 1
+
+    def revalidate(self) -> None:
+        """Re-take our POSIX locks, then reopen everything if the ``-wal`` was unlinked."""
+        self._retake_locks()
+        if os.fstat(self._keep_wal).st_nlink == 0:
+            self.reopens += 1
+            self._close_all(keep_shared_lock=True)
+
+    def close(self) -> None:
+        with self.lock:
+            self._close_all(keep_shared_lock=False)
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    def _open(self, kind: str) -> sqlite3.Connection:
+        if kind != MAIN and MAIN not in self._conns:
+            self._open(MAIN)
+        try:
+            if kind == MAIN:
+                conn, wal = _open_main(self.path)
+            else:
+                conn, wal = connect(self.path), False
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(f"PRAGMA wal_autocheckpoint = {JOURNAL_WAL_AUTOCHECKPOINT_PAGES}")
+            self._conns[kind] = conn
+            if wal:
+                self._guard()
+        except sqlite3.Error as exc:
+            raise RegistryError(f"Failed to open the registry index {self.path}: {exc}") from exc
+        return conn
+
+    def _guard(self) -> None:
+        """After the main connection's first read in WAL mode: the sentinel and the keepers.
+
+        Not for a rollback journal (WAL unsupported there: no ``-wal`` to lose, no
+        lock held between transactions) nor a read-only fallback (it cannot
+        checkpoint, and ``immutable=1`` takes no locks).
+        """
+        if self._sentinel is None:
+            sentinel = connect(_uri(self.path, "mode=ro"), uri=True)
+            sentinel.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # holds SHARED from now on
+            self._sentinel = sentinel
+        try:
+            if self._keep_db < 0:
+                self._keep_db = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            if self._keep_shm < 0:
+                self._keep_shm = os.open(self.path + "-shm", os.O_RDONLY | os.O_CLOEXEC)
+            if self._keep_wal < 0:
+                self._keep_wal = os.open(self.path + "-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self._close_keepers()  # an unreadable -shm or -wal: reads fail anyway; nothing to re-take
+
+    # --- the checks ------------------------------------------------------------------------------
+
+    def _retake_locks(self) -> None:
+        """Read-lock what our SQLite believes it holds (another library's close may have dropped it).
+
+        Waits (up to the busy timeout) while another process holds the bytes
+        exclusively: a process closing the file last (its checkpoint), or one
+        initialising the ``-shm``; the ``-wal`` check that follows then sees what it did.
+        """
+        deadline: float | None = None
+        while True:
+            try:
+                fcntl.lockf(self._keep_db, fcntl.LOCK_SH | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
+                fcntl.lockf(self._keep_shm, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, _SHM_DMS)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise RegistryError(f"Failed to lock the registry index {self.path}: {exc}") from exc
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + BUSY_TIMEOUT_MS / 1000
+                elif now > deadline:
+                    raise RegistryError(f"Failed to lock the registry index {self.path}: {exc} (waited 60 s)") from exc
+                time.sleep(0.001)
+
+    def _close_all(self, *, keep_shared_lock: bool) -> None:
+        """Close every connection, the sentinel last: none of these closes checkpoints or unlinks.
+
+        A connection of ours still open would pin SQLite's mapping of the old
+        ``-shm`` for the new ones (one mapping per inode per library), so a
+        reopen closes them all. Closing drops every lock the process holds on the
+        file, OMMX's included: on a reopen the database's SHARED lock is taken
+        back through its keeper at once.
+        """
+        conns = [*self._conns.values(), *([self._sentinel] if self._sentinel is not None else [])]
+        self._conns.clear()
+        self._sentinel = None
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        keep_db = self._keep_db if keep_shared_lock else -1
+        if keep_db >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.lockf(keep_db, fcntl.LOCK_SH | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
+            self._keep_db = -1  # kept open, not closed: closing it would drop the lock again
+        self._close_keepers()
+        self._keep_db = keep_db
+
+    def _close_keepers(self) -> None:
+        for fd in (self._keep_wal, self._keep_shm, self._keep_db):
+            _close_fd(fd)
+        self._keep_db = self._keep_shm = self._keep_wal = -1
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's connections and locks are not ours (never close them here)."""
+        _INHERITED.extend([*self._conns.values(), *([self._sentinel] if self._sentinel is not None else [])])
+        self._conns.clear()
+        self._sentinel = None
+        self._close_keepers()  # the child holds no POSIX locks: closing its copies releases nothing
+        self.lock = threading.RLock()
+        self.depth = 0
+
+
+#: Kept for the life of the process: dropping one would let the garbage collector close its
+#: connections in any order, the sentinel possibly first.
+_SHARED: dict[str, SharedConnections] = {}
+_SHARED_LOCK = threading.Lock()
+#: Connections inherited through fork(): kept referenced so the child never closes them.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def shared_connections(path: Path) -> SharedConnections:
+    """The process-wide :class:`SharedConnections` of the database file at ``path`` (by real path)."""
+    key = os.path.realpath(path)
+    with _SHARED_LOCK:
+        shared = _SHARED.get(key)
+        if shared is None:
+            shared = SharedConnections(key)
+            _SHARED[key] = shared
+        return shared
+
+
+def _close_every_file() -> None:
+    with _SHARED_LOCK:
+        every = list(_SHARED.values())
+    for shared in every:
+        shared.close()
+
+
+def _forget_after_fork() -> None:
+    for shared in list(_SHARED.values()):
+        shared._forget()
+    global _SHARED_LOCK
+    _SHARED_LOCK = threading.Lock()
+
+
+atexit.register(_close_every_file)  # the sentinel last, before the interpreter frees them in any order
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _open_main(path: str) -> tuple[sqlite3.Connection, bool]:
+    """The main connection, and whether it is read-write in WAL mode.
+
+    A root we may not write (permissions, read-only mount) still reads:
+    ``mode=ro`` first (needs a readable ``-shm`` when a WAL is present). With
+    no ``-wal`` file the database file alone is complete, so ``immutable=1``
+    (no locks, no ``-shm``) reads it; with a WAL we cannot read it is an error.
+    Writes on such a connection fail with "attempt to write a readonly
+    database", wrapped by :meth:`Database.write` in a RegistryError naming the file.
+    """
+    conn = connect(path)
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if not _is_read_only_error(exc) or not os.path.exists(path):
+            raise
+        return _open_read_only(path), False
+    mode = ""
+    with contextlib.suppress(sqlite3.OperationalError):
+        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+    return conn, mode == "wal"
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    try:
+        conn = connect(_uri(path, "mode=ro"), uri=True)
+        conn.execute("PRAGMA user_version").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        wal = path + "-wal"
+        if os.path.exists(wal) and os.path.getsize(wal) > 0:
+            raise
+    conn = connect(_uri(path, "mode=ro&immutable=1"), uri=True)
+    conn.execute("PRAGMA user_version").fetchone()
+    return conn
+
+
+def _uri(path: str, query: str) -> str:
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + query
+
+
+def _close_fd(fd: int) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _is_read_only_error(exc: sqlite3.Error) -> bool:
@@ -341,10 +653,14 @@ def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterat
 
     Committed on success, rolled back on any exception; a failed BEGIN or COMMIT
     raises RegistryError naming ``step`` and ``path``. :meth:`Database.write` runs
-    on the registry's connection; callers that need other connection settings
-    (the checkpoint journal's ``synchronous = NORMAL``) pass their own.
+    it on the main connection, :meth:`Database.journal_write` on the journal's.
     """
-    _begin_immediate(conn, path, step)
+    _rollback_leftover(conn)
+    try:
+        _begin_immediate(conn, path, step)
+    except BaseException:  # e.g. KeyboardInterrupt right after BEGIN returned: never leave it open
+        _rollback_leftover(conn)
+        raise
     try:
         yield conn
     except BaseException:
@@ -357,6 +673,13 @@ def write_transaction(conn: sqlite3.Connection, path: Path, step: str) -> Iterat
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise RegistryError(f"Failed to commit {step} in {path}: {exc}") from exc
+
+
+def _rollback_leftover(conn: sqlite3.Connection) -> None:
+    """Roll back a transaction an interrupted operation left open on ``conn`` (its writes were never committed)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _begin_immediate(conn: sqlite3.Connection, path: Path, step: str) -> None:

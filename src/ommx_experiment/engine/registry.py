@@ -86,14 +86,22 @@ class LocalRegistry:
 
     @classmethod
     def at(cls, root: str | Path) -> LocalRegistry:
-        """The (process-wide, cached) registry at ``root``, created if absent."""
+        """The (process-wide, cached) registry at ``root``, created if absent.
+
+        Listings, loads, upkeep, the CLI and each new ``Experiment`` start here,
+        so a cached registry first brings ``index.json`` up to date when another
+        writer (OMMX 3) changed ``refs`` since (:meth:`catch_up`); opening a
+        registry does the same.
+        """
         path = Path(root).expanduser().absolute()
         with cls._instances_lock:
             registry = cls._instances.get(path)
             if registry is None:
                 registry = cls(path)
                 cls._instances[path] = registry
-            return registry
+                return registry
+        registry.catch_up()
+        return registry
 
     @classmethod
     def default(cls) -> LocalRegistry:
@@ -297,6 +305,10 @@ class LocalRegistry:
             raise RefConflictError(
                 f"Cannot restore {image} to {manifest_digest}: ref currently points to {current}"
             ) from None
+
+    def catch_up(self) -> None:
+        """Regenerate ``index.json`` if ``refs`` changed since it was written (one small query when not)."""
+        self._refresh_view(step="another writer changed refs", only_if_stale=True)
 
     def sync(self) -> int:
         """Regenerate ``index.json`` from ``refs`` now; returns the number of entries."""

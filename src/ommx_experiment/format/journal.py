@@ -30,7 +30,6 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 from .. import media_types as mt
 from ..engine import index_db
 from ..engine.clock import now_timestamp, parse_timestamp
-from ..engine.index_db import connect, write_transaction
 from ..engine.names import ImageName, checkpoint_name
 from ..engine.oci import Descriptor, FrozenMap, Manifest, parse_descriptor
 from ..engine.writers import WRITERS_DIR, WriterIdentity, WriterLock, claim_if_dead, is_alive, log_path
@@ -488,10 +486,9 @@ class Journal:
 
     def _append_fast(self, run_id: int, body: str) -> bool:
         row = (self.session_id, run_id, body, self.session_id)
-        conn = _journal_conn(self.registry)
         started = time.monotonic()
         try:
-            return conn.execute(_INSERT_RUN_IF_OPEN, row).rowcount == 1  # autocommit: one implicit transaction
+            return self.registry.db.journal_execute(_INSERT_RUN_IF_OPEN, row) == 1  # autocommit: one implicit transaction
         except sqlite3.OperationalError as exc:
             # SQLITE_BUSY_SNAPSHOT and friends skip the busy handler: retry in a BEGIN IMMEDIATE,
             # unless the busy handler already waited its whole budget (a lock held for long).
@@ -950,7 +947,6 @@ _INSERT_RUN_IF_OPEN = (
 PARAM_KIND: dict[type, str] = {bool: "bool", int: "int64", float: "float64", str: "string"}
 """Column type of each stored parameter value type (the names of ``format.run_params``)."""
 _KIND = PARAM_KIND
-JOURNAL_WAL_AUTOCHECKPOINT_PAGES = 8192  # WAL up to ~32 MiB between checkpoints of journal writes
 
 
 def _widens(established: str, incoming: str) -> bool:
@@ -1047,12 +1043,9 @@ def _without_missing(run: RunContent, registry: LocalRegistry) -> RunContent:
     )
 
 
-_JOURNAL_CONNS = threading.local()
-
-
 @contextlib.contextmanager
 def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connection]:
-    """A ``BEGIN IMMEDIATE`` transaction on this thread's *journal* connection.
+    """A ``BEGIN IMMEDIATE`` transaction on the registry's *journal* connection.
 
     Same database and transaction discipline as ``Database.write``, but the
     connection runs with ``PRAGMA synchronous = NORMAL``: in WAL mode a commit
@@ -1066,27 +1059,10 @@ def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connec
     except RegistryError as exc:
         raise JournalWriteError(f"Failed to write the checkpoint journal {registry.db.path} ({step}): {exc}") from exc
     try:
-        with write_transaction(_journal_conn(registry), registry.db.path, step) as conn:
+        with registry.db.journal_write(step) as conn:
             yield conn
     except sqlite3.Error as exc:
         raise JournalWriteError(f"Failed to write the checkpoint journal {registry.db.path} ({step}): {exc}") from exc
-
-
-def _journal_conn(registry: LocalRegistry) -> sqlite3.Connection:
-    """This thread's journal connection to ``registry``'s database (``synchronous = NORMAL``)."""
-    conns: dict[str, sqlite3.Connection] | None = getattr(_JOURNAL_CONNS, "by_path", None)
-    if conns is None:
-        conns = _JOURNAL_CONNS.by_path = {}
-    key = str(registry.db.path)
-    conn = conns.get(key)
-    if conn is None:
-        conn = connect(key)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        # Each Run close appends a page or two to the WAL; checkpointing (two fsyncs)
-        # every 1,000 pages, SQLite's default, cost ~25 µs per close on this disk.
-        conn.execute(f"PRAGMA wal_autocheckpoint = {JOURNAL_WAL_AUTOCHECKPOINT_PAGES}")
-        conns[key] = conn
-    return conn
 
 
 def _attachment_body(desc: Descriptor, filename: str | None) -> str:

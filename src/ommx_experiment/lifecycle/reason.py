@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from ..errors import OmmxExperimentError
+
 MAX_REASON_CHARS = 512
 ELLIPSIS = "\u2026"
 EMPTY_REASON = "exception"
@@ -42,9 +44,21 @@ def normalise_reason(text: str) -> str:
     return collapsed
 
 
+def _type_name(exc: BaseException) -> str:
+    """The exception's type name as OMMX would show it: ours by the builtin OMMX raises in its place."""
+    if not isinstance(exc, OmmxExperimentError):
+        return type(exc).__name__
+    builtin = next((k for k in type(exc).__mro__ if k.__module__ == "builtins" and k is not Exception), Exception)
+    return builtin.__name__
+
+
 def lifecycle_reason(exc: BaseException) -> str:
-    """The reason string OMMX stores for a scope that ended with ``exc``."""
-    name = type(exc).__name__
+    """The reason string OMMX stores for a scope that ended with ``exc``.
+
+    One of our exceptions is named by the builtin OMMX raises in its place
+    (``LifecycleError`` → ``RuntimeError``), so the strings are OMMX's.
+    """
+    name = _type_name(exc)
     message = _message(exc)
     raw = name if not collapse_whitespace(message) else f"{name}: {message}"
     return normalise_reason(raw)

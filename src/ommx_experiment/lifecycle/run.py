@@ -26,6 +26,7 @@ from ..format.journal import PARAM_KIND, call_to_obj
 from ..format.run_params import normalise_param
 from .attachments import AttachmentReader, AttachmentWriter
 from .session import failure_outcome
+from .solve import AdapterCalls
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -42,53 +43,47 @@ _OPEN, _ENTERED, _CLOSED = "open", "entered", "closed"
 _TRACER_SCOPE = "ommx.experiment"
 
 
-_TRACER: list[Any] = []
-
-
-def _tracer() -> Any:
-    if not _TRACER:
-        try:
-            from opentelemetry import trace
-        except ImportError:
-            _TRACER.append(None)
-        else:  # a ProxyTracer: follows a provider installed later
-            _TRACER.append(trace.get_tracer(_TRACER_SCOPE))
-    return _TRACER[0]
-
-
 _PROVIDER_ENV: list[bool] = []
 
 
-def _tracing_active() -> bool:
-    """True when a ``Run`` span could be recorded: an OpenTelemetry tracer provider is set.
+def _otel_trace() -> Any:
+    """``opentelemetry.trace`` when a Run span could be observed, else None.
 
-    Without one, OpenTelemetry's ProxyTracer hands out non-recording spans, so
-    starting one only costs time (about 20 µs a Run). Not imported yet means no
-    provider was set, unless ``OTEL_PYTHON_TRACER_PROVIDER`` names one to load.
+    Observed means: the module is imported (so a tracer provider, an
+    instrumentation or a patch of its functions may be in place), or
+    ``OTEL_PYTHON_TRACER_PROVIDER`` names a provider to load. Otherwise no one
+    can see the calls, and skipping them saves ~25 µs per Run.
     """
     trace = sys.modules.get("opentelemetry.trace")
-    if trace is None:
-        if not _PROVIDER_ENV:
-            _PROVIDER_ENV.append("OTEL_PYTHON_TRACER_PROVIDER" in os.environ)  # read once, like OpenTelemetry
-        return _PROVIDER_ENV[0]
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    if trace is not None:
+        return trace
+    if not _PROVIDER_ENV:
+        _PROVIDER_ENV.append("OTEL_PYTHON_TRACER_PROVIDER" in os.environ)  # read once, like OpenTelemetry
+    if not _PROVIDER_ENV[0]:
+        return None
+    try:
+        from opentelemetry import trace as imported
+    except ImportError:
+        return None
+    return imported
 
 
 def _start_span(run_id: int) -> Any:
-    """An OpenTelemetry ``Run`` span with attribute ``ommx.run.id``, or None.
+    """The ``Run`` span's context manager, entered, with OMMX 3's exact calls; or None.
 
-    None without opentelemetry and while no tracer provider is set (the span
-    would not be recorded; see :func:`_tracing_active`).
+    ``trace.get_tracer("ommx.experiment").start_as_current_span("Run")``, entered,
+    then ``trace.get_current_span().set_attribute("ommx.run.id", run_id)``,
+    asked anew on every enter as OMMX does. When setting the attribute fails
+    the partial span is closed and the error propagates (the Run stays
+    enterable). None when no one could observe the span (:func:`_otel_trace`).
     """
-    if not _tracing_active():
+    trace = _otel_trace()
+    if trace is None:
         return None
-    tracer = _tracer()
-    if tracer is None:
-        return None
-    span = tracer.start_as_current_span("Run")
-    handle = span.__enter__()
+    span = trace.get_tracer(_TRACER_SCOPE).start_as_current_span("Run")
+    span.__enter__()
     try:
-        handle.set_attribute("ommx.run.id", run_id)
+        trace.get_current_span().set_attribute("ommx.run.id", run_id)
     except BaseException:
         span.__exit__(None, None, None)
         raise
@@ -100,7 +95,7 @@ _NO_ATTACHMENTS = AttachmentContent()  # shared by every run without attachments
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
-class Run(AttachmentWriter):
+class Run(AdapterCalls, AttachmentWriter):
     """One run of an unsealed Experiment. Created by :meth:`Experiment.run`."""
 
     _attachment_owner = "Run"
@@ -204,26 +199,6 @@ class Run(AttachmentWriter):
             self._trace = trace
             self._journal.log_open((run_log.TRACE, self._run_id, trace.to_dict()))
 
-    # --- adapter calls (solve.py) --------------------------------------------------------------
-
-    def log_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """Solve with ``adapter.solve`` and record a Solve; see :func:`ommx_experiment.lifecycle.solve.log_solve`."""
-        from . import solve
-
-        return solve.log_solve(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
-
-    def log_sample(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """Sample with ``adapter.sample`` and record a Sampling; see :func:`ommx_experiment.lifecycle.solve.log_sample`."""
-        from . import solve
-
-        return solve.log_sample(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
-
-    def open_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """A manual solve scope (``OpenSolve``); see :func:`ommx_experiment.lifecycle.solve.open_solve`."""
-        from . import solve
-
-        return solve.open_solve(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
-
     # --- closing -------------------------------------------------------------------------------
 
     def finish(self) -> None:
@@ -301,7 +276,11 @@ class Run(AttachmentWriter):
         capture, self._capture = self._capture, None
         if exc_type is None:
             if span is not None:
-                span.__exit__(None, None, None)
+                try:
+                    span.__exit__(None, None, None)
+                except BaseException:  # as OMMX: the Run stays entered, its span open; commit refuses
+                    self._span = span
+                    raise
             if capture is not None:
                 self._store_trace(capture)
             self._state = _OPEN

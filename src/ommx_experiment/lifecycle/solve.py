@@ -22,7 +22,7 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..engine.oci import Descriptor, FrozenMap
 from ..errors import InvalidArgumentTypeError, InvalidArtifactError, InvalidInputError, LifecycleError
@@ -186,11 +186,21 @@ def _log_call(run: RunRecorder, kind: _Kind, adapter: type, instance: Any, store
         output, _ = _store_typed(run._attachment_blobs(), kind.output_kind, result)
     except BaseException as exc:
         _record_failure(run, kind, stored.descriptor, name, options, collector, exc, where)
+        if collector is not None and isinstance(exc, TypeError) and "'diagnostics'" in str(exc):
+            exc.add_note(_NEEDS_OMMX3_ADAPTER.format(adapter=name, method=kind.method))
         raise
     diagnostics, _ = dg.store_diagnostics(run._attachment_blobs(), collector, where)
     call_id = _next_id(run, kind.sampling)
     _record(run, kind.sampling, SolveContent(call_id, FINISHED, stored.descriptor, output, name, options, diagnostics))
     return result
+
+
+# Added to the adapter's own TypeError (a note: the exception, and so the Run's failure reason, stay OMMX's).
+_NEEDS_OMMX3_ADAPTER = (
+    "store_diagnostics=True passes diagnostics=<collector> to {adapter}.{method}(), which does not accept it: "
+    "adapter diagnostics need an adapter written for ommx 3 (an ommx 3 adapter package on the ommx 3 runtime). "
+    "Drop store_diagnostics=True to use this adapter."
+)
 
 
 def _record_failure(
@@ -384,8 +394,9 @@ class OpenSolve:
         failure = body_exc if body_exc is not None else exit_error
         if failure is not None:
             self._span.mark_error(failure)
-        self._span.close()
-        self._diag_state = "finalized" if self._collector is not None else "disabled"
+        # As OMMX: the span's __exit__ sees the body's exception, not a construction failure's.
+        self._span.close(None if construction_failed else body_exc)
+        self._diag_state = "finalized"  # also without store_diagnostics: "disabled" is only the state before close
         self._terminal = {
             "solve_id": self._solve_id,
             "outcome": outcome,
@@ -399,13 +410,12 @@ class OpenSolve:
         run = self._run
         where = f"run {run._run_id} Run.open_solve"
         assert self._solve_id is not None
-        not_packed = dg.PACK_DISABLED if self._collector is None else dg.PACK_EMPTY
         try:
             run._check_not_closed()
             output = None if candidate is None else _store_typed(run._attachment_blobs(), "solution", candidate)[0]
         except Exception as exc:
             log.warning("%s: solve %s not recorded: %s", where, self._solve_id, exc)
-            return {"state": "record_failed_before_pack", "pack": not_packed}, exc
+            return {"state": "record_failed_before_pack"}, exc  # nothing was packed: no "pack" key (OMMX)
         diagnostics, pack = dg.store_diagnostics(run._attachment_blobs(), self._collector, where)
         content = SolveContent(
             self._solve_id, status, self._input.descriptor, output, self._name, options_json(self._options), diagnostics
@@ -503,3 +513,19 @@ class Sampling(_CallView):
     @property
     def sampling_id(self) -> int:
         return self._call.call_id
+
+
+class AdapterCalls:
+    """``log_solve``, ``log_sample`` and ``open_solve`` for a :class:`~.recorder.RunRecorder` (Run, SweepRecorder)."""
+
+    def log_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """Solve with ``adapter.solve`` and record a Solve; see :func:`ommx_experiment.lifecycle.solve.log_solve`."""
+        return log_solve(cast("RunRecorder", self), adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
+
+    def log_sample(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """Sample with ``adapter.sample`` and record a Sampling; see :func:`ommx_experiment.lifecycle.solve.log_sample`."""
+        return log_sample(cast("RunRecorder", self), adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
+
+    def open_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
+        """A manual solve scope (``OpenSolve``); see :func:`ommx_experiment.lifecycle.solve.open_solve`."""
+        return open_solve(cast("RunRecorder", self), adapter, instance, store_diagnostics=store_diagnostics, **kwargs)

@@ -37,6 +37,7 @@ from ..format.codec import FINISHED
 from ..format.run_params import normalise_param
 from .attachments import AttachmentWriter
 from .session import failure_outcome
+from .solve import AdapterCalls
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -148,7 +149,7 @@ class InlineBlobs:
         return len(self.get(digest))
 
 
-class SweepRecorder(AttachmentWriter):
+class SweepRecorder(AdapterCalls, AttachmentWriter):
     """The Run-like recorder handed to ``fn(recorder, params)`` by ``Experiment.sweep``.
 
     Same logging methods as :class:`~ommx_experiment.lifecycle.run.Run`. It starts
@@ -192,24 +193,6 @@ class SweepRecorder(AttachmentWriter):
             raise InvalidArgumentTypeError(f"argument 'name': expected str, got {type(name).__name__}")
         self._check_writable()
         self._params[name] = value
-
-    def log_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """As :meth:`Run.log_solve <ommx_experiment.lifecycle.run.Run.log_solve>`."""
-        from . import solve
-
-        return solve.log_solve(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
-
-    def log_sample(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """As :meth:`Run.log_sample <ommx_experiment.lifecycle.run.Run.log_sample>`."""
-        from . import solve
-
-        return solve.log_sample(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
-
-    def open_solve(self, adapter: type, instance: Any, /, *, store_diagnostics: bool = False, **kwargs: Any) -> Any:
-        """As :meth:`Run.open_solve <ommx_experiment.lifecycle.run.Run.open_solve>`."""
-        from . import solve
-
-        return solve.open_solve(self, adapter, instance, store_diagnostics=store_diagnostics, **kwargs)
 
     # --- AttachmentWriter and RunRecorder hooks ------------------------------------------------
 

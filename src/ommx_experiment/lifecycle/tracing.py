@@ -55,11 +55,12 @@ __all__ = [
     "TraceResult",
     "TraceUnavailableError",
     "load_trace",
+    "render_html",
     "render_text_tree",
     "require_trace_support",
     "store_run_trace",
     "store_trace_bytes",
-    "tracer",
+    "to_chrome_trace",
 ]
 
 TRACER_SCOPE = "ommx.experiment"
@@ -79,15 +80,6 @@ def require_trace_support() -> None:
         raise TraceUnavailableError(
             f"store_trace=True needs the OpenTelemetry SDK and OTLP encoder ({exc}); install them with `{INSTALL_HINT}`"
         ) from exc
-
-
-def tracer() -> Any:
-    """The global-API tracer ``ommx.experiment`` (a proxy that follows later providers), or None."""
-    try:
-        from opentelemetry import trace
-    except ImportError:
-        return None
-    return trace.get_tracer(TRACER_SCOPE)
 
 
 # --- the process-wide collector -------------------------------------------------------------------
@@ -197,11 +189,13 @@ class RunCapture:
         span = cm.__enter__()
         trace_id = span.get_span_context().trace_id
         collector.begin(trace_id)
-        try:
-            span.set_attribute("ommx.run.id", run_id)
-        except BaseException as exc:
-            cm.__exit__(type(exc), exc, exc.__traceback__)
-            collector.end(trace_id)
+        try:  # as OMMX: through the current span; a failure closes the partial span cleanly
+            trace.get_current_span().set_attribute("ommx.run.id", run_id)
+        except BaseException:
+            try:
+                cm.__exit__(None, None, None)
+            finally:
+                collector.end(trace_id)
             raise
         return cls(cm, span, trace_id, collector)
 
@@ -254,57 +248,69 @@ def store_run_trace(run: RunRecorder, capture: RunCapture, exc: BaseException | 
 
 
 class SolveSpan:
-    """The ``Solve`` span of an OpenSolve and the trace part of its ``terminal_state``."""
+    """The ``Solve`` span of an OpenSolve and the trace part of its ``terminal_state``.
+
+    OMMX 3's calls, each asked anew: ``trace.get_tracer("ommx.experiment")
+    .start_as_current_span("Solve")`` entered; ``trace.get_current_span()`` for
+    the attributes ``ommx.solve.id`` and ``adapter`` and for the error status
+    ``Status(StatusCode.ERROR, reason)``; the context manager's ``__exit__`` gets
+    the body's exception (OpenTelemetry then records it).
+    """
 
     def __init__(self) -> None:
         self.state = "not_started"
         self._cm: Any = None
-        self._span: Any = None
+        self._trace: Any = None
         self.context: dict[str, Any] = {"state": "not_set"}
         self.error: dict[str, Any] = {"state": "not_marked"}
         self.close_error: str | None = None
 
     def start(self) -> None:
-        otel = tracer()
-        if otel is None:
+        try:
+            from opentelemetry import trace
+        except ImportError:
             return
-        self._cm = otel.start_as_current_span("Solve", record_exception=False, set_status_on_exception=False)
-        self._span = self._cm.__enter__()
+        cm = trace.get_tracer(TRACER_SCOPE).start_as_current_span("Solve")
+        cm.__enter__()
+        self._cm, self._trace = cm, trace
         self.state = "active"
 
     def set_context(self, solve_id: int, adapter: str) -> None:
         self.context = {"state": "not_set", "solve_id": solve_id, "adapter": adapter}
-        if self._span is None:
+        if self._cm is None:
             return
         try:
-            self._span.set_attribute("ommx.solve.id", solve_id)
-            self._span.set_attribute("adapter", adapter)
+            span = self._trace.get_current_span()
+            span.set_attribute("ommx.solve.id", solve_id)
+            span.set_attribute("adapter", adapter)
             self.context["state"] = "set"
         except Exception as exc:
             self.context.update(state="set_failed", error=str(exc))
 
     def mark_error(self, exc: BaseException) -> None:
-        if self._span is None:
+        if self._cm is None:
             return
         reason = lifecycle_reason(exc)
         try:
-            from opentelemetry.trace import Status, StatusCode
-
-            self._span.record_exception(exc)
-            self._span.set_status(Status(StatusCode.ERROR, reason))
+            trace = self._trace
+            trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, reason))
             self.error = {"state": "marked", "reason": reason}
         except Exception as mark_exc:
             self.error = {"state": "mark_failed", "reason": reason, "error": str(mark_exc)}
 
-    def close(self) -> None:
+    def close(self, exc: BaseException | None = None) -> None:
+        """Exit the span's context manager, with ``exc`` (the body's exception) if any."""
         if self._cm is None:
             return
         cm, self._cm = self._cm, None
         try:
-            cm.__exit__(None, None, None)
+            if exc is None:
+                cm.__exit__(None, None, None)
+            else:
+                cm.__exit__(type(exc), exc, exc.__traceback__)
             self.state = "closed"
-        except Exception as exc:
-            self.state, self.close_error = "close_failed", str(exc)
+        except Exception as close_exc:
+            self.state, self.close_error = "close_failed", str(close_exc)
 
     def terminal(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "context": {"solve_context": dict(self.context), "error": dict(self.error)}}
@@ -383,16 +389,19 @@ class TraceResult:
                 for span in scope_spans.spans:
                     yield span, scope
 
-    def _repr_html_(self) -> str:
-        from .report import trace_card
-
-        return trace_card(self)
-
     def render_text_tree(self) -> str:
         return render_text_tree(self.records)
 
     def __repr__(self) -> str:
         return self.render_text_tree()
+
+    def _repr_html_(self) -> str:
+        """Notebook HTML: the text tree and a Chrome Trace JSON download link (OMMX's ``render_html``)."""
+        return render_html(self.records)
+
+    def to_chrome_trace(self) -> dict[str, Any]:
+        """The spans in Chrome Trace Event Format (as ``ommx.tracing.to_chrome_trace``)."""
+        return to_chrome_trace(self.records)
 
 
 def load_trace(payload: bytes) -> Any:
@@ -483,3 +492,50 @@ def render_text_tree(spans: list[SpanRecord]) -> str:
     for i, root in enumerate(roots):
         walk(root, "", i == len(roots) - 1)
     return "\n".join(lines)
+
+
+# --- notebook HTML and Chrome Trace JSON (the same output as ommx.tracing's render_html) ----------------
+
+
+def to_chrome_trace(spans: list[SpanRecord]) -> dict[str, Any]:
+    """Complete-duration events (``ph: "X"``, µs) sorted by start, longest first; attributes as ``args``."""
+    events: list[dict[str, Any]] = []
+    for span in spans:
+        if not span.start_unix_nano or not span.end_unix_nano:
+            continue
+        args = {k: _json_attribute(v) for k, v in span.attributes.items()}
+        if span.scope is not None:
+            args["otel.scope.name"] = span.scope
+        events.append({
+            "name": span.name, "cat": span.scope or "ommx", "ph": "X", "ts": span.start_unix_nano // 1_000,
+            "dur": max((span.end_unix_nano - span.start_unix_nano) // 1_000, 1), "pid": 1, "tid": 1, "args": args,
+        })
+    events.sort(key=lambda e: (e["ts"], -e["dur"]))
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+
+def render_html(spans: list[SpanRecord], *, download_filename: str = "ommx_trace.json") -> str:
+    """The text tree in ``<pre>`` and a ``data:`` link to the Chrome Trace JSON."""
+    import base64
+    import html
+    import json
+
+    tree = html.escape(render_text_tree(spans))
+    payload = json.dumps(to_chrome_trace(spans))
+    data_url = "data:application/json;base64," + base64.b64encode(payload.encode("utf-8")).decode("ascii")
+    return (
+        '<div class="ommx-trace">'
+        f"<pre>{tree}</pre>"
+        f'<p><a href="{data_url}" download="{html.escape(download_filename, quote=True)}">'
+        f"Download Chrome Trace JSON ({len(payload) / 1024:.1f} KB)"
+        "</a> — open in Perfetto, speedscope, or <code>chrome://tracing</code>.</p>"
+        "</div>"
+    )
+
+
+def _json_attribute(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_json_attribute(v) for v in value]
+    return str(value)

@@ -1,0 +1,122 @@
+"""This process's connections to ``index.sqlite3`` (spec/registry.md §4a), on the ommx 2.9 runtime.
+
+The hazards themselves need OMMX 3's SQLite in the process (tests/engine/test_index_db_ommx3.py);
+here the same situations are made by hand: what OMMX's last close does to the files is a full
+checkpoint, then unlinking ``-wal`` and ``-shm``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from workers.registry_worker import store_generic
+
+from ommx_experiment.engine import index_db
+from ommx_experiment.engine.registry import LocalRegistry
+
+OCTET = "application/octet-stream"
+
+
+def _deleted_index_fds() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "index.sqlite3" in target and target.endswith(" (deleted)"):
+            out.append(os.path.basename(target))
+    return out
+
+
+def _refs_seen_by_another_process(root: Path) -> list[str]:
+    code = (
+        "import json, sqlite3, sys; "
+        "print(json.dumps(sorted(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT name FROM refs'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(root / "index.sqlite3")], capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout))
+
+
+def test_our_closes_never_checkpoint_or_unlink(registry_root: Path) -> None:
+    """Closing every connection leaves ``-wal``/``-shm`` in place: another library may be using them."""
+    reg = LocalRegistry.at(registry_root)
+    reg.publish("example.com/ours/a:v1", store_generic(reg, [(OCTET, b"a")]))
+    wal = registry_root / "index.sqlite3-wal"
+    inode = wal.stat().st_ino
+    reg.close()
+    assert wal.stat().st_ino == inode and wal.stat().st_size > 0
+    assert (registry_root / "index.sqlite3-shm").exists()
+    assert _refs_seen_by_another_process(registry_root) == ["example.com/ours/a"]
+
+
+def test_an_unlinked_wal_makes_the_next_operation_reopen(registry_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_db, "other_sqlite_loaded", lambda: True)
+    reg = LocalRegistry.at(registry_root)
+    digest = store_generic(reg, [(OCTET, b"a")])
+    reg.publish("example.com/ours/a:v1", digest)
+    shared = reg.db.connections
+    reopens = shared.reopens
+    # What OMMX's SQLite does when its last connection closes and no other process holds the file.
+    reg.db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+    os.unlink(registry_root / "index.sqlite3-wal")
+    os.unlink(registry_root / "index.sqlite3-shm")
+    assert _deleted_index_fds()
+    reg.publish("example.com/ours/b:v1", digest)
+    assert shared.reopens == reopens + 1
+    assert _deleted_index_fds() == []
+    assert _refs_seen_by_another_process(registry_root) == ["example.com/ours/a", "example.com/ours/b"]
+
+
+def test_every_database_of_a_file_shares_one_set_of_connections(tmp_path: Path) -> None:
+    root = tmp_path / "reg"
+    first = LocalRegistry(root)
+    second = LocalRegistry(tmp_path / "." / "reg")
+    assert first.db.connections is second.db.connections
+    second.close()  # the other handle just reopens
+    first.publish("example.com/ours/a:v1", store_generic(first, [(OCTET, b"a")]))
+    assert [str(r.image_name) for r in second.list_refs()] == ["example.com/ours/a:v1"]
+    first.close()
+
+
+def test_a_forked_child_opens_its_own_connections(registry_root: Path) -> None:
+    reg = LocalRegistry.at(registry_root)
+    digest = store_generic(reg, [(OCTET, b"a")])
+    reg.publish("example.com/ours/parent:v1", digest)
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's connections are not its own
+        code = 1
+        try:
+            reg.publish("example.com/ours/child:v1", digest)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    reg.publish("example.com/ours/after:v1", digest)
+    assert sorted(str(r.image_name) for r in reg.list_refs()) == [
+        "example.com/ours/after:v1", "example.com/ours/child:v1", "example.com/ours/parent:v1",
+    ]
+    with sqlite3.connect(registry_root / "index.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_transaction_left_open_by_an_interrupted_operation_is_rolled_back(registry_root: Path) -> None:
+    """E.g. a KeyboardInterrupt between ``BEGIN`` and the body: the next operation never reuses its snapshot."""
+    reg = LocalRegistry.at(registry_root)
+    digest = store_generic(reg, [(OCTET, b"a")])
+    with reg.db.connections.operation(index_db.MAIN) as conn:
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM refs").fetchone()  # a read snapshot, never ended
+    code = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "c.execute(\"INSERT INTO refs VALUES ('example.com/other/a', 'v1', ?, '2026-01-01T00:00:00+00:00')\", (sys.argv[2],))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(registry_root / "index.sqlite3"), digest], check=True)
+    assert [str(r.image_name) for r in reg.list_refs()] == ["example.com/other/a:v1"]

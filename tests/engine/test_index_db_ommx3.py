@@ -1,0 +1,176 @@
+"""One process, two SQLite libraries: our ``sqlite3`` and OMMX 3's bundled copy on one ``index.sqlite3``.
+
+Each test replays one hazard of spec/registry.md §4a deterministically, in a
+process running OUR package on the OMMX 3.0.0b7 side venv, and then checks the
+root from fresh processes of both libraries. Each first asserts that the hazard
+really happened (OMMX unlinked the ``-wal``, or dropped our locks), so a change
+of OMMX's behaviour shows up as a failure instead of a silent pass.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import textwrap
+from pathlib import Path
+
+from helpers.ours_on_ommx3 import OursOnOmmx3
+
+# /proc/self/fd entries of index.sqlite3* whose file was unlinked, and our POSIX locks from /proc/locks.
+PROC = """
+import os
+
+def deleted_index_fds():
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if "index.sqlite3" in target and target.endswith(" (deleted)"):
+            out.append(os.path.basename(target))
+    return sorted(out)
+
+def held_locks(path):
+    inode = os.stat(path).st_ino
+    out = []
+    with open("/proc/locks") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == "->":
+                fields = fields[:1] + fields[2:]
+            if fields[4] == str(os.getpid()) and fields[5].rsplit(":", 1)[1] == str(inode):
+                out.append([fields[3], int(fields[6]), fields[7]])
+    return sorted(out)
+
+SHARED = ["READ", 0x40000002, str(0x40000002 + 509)]   # SQLite's SHARED lock range on the database file
+
+def commit(lib, name):
+    with lib.Experiment(name) as e:
+        with e.run() as r:
+            r.log_parameter("x", 1)
+"""
+
+_LIST_BOTH = """
+import json, ommx.experiment as oe, ommx_experiment as ox
+print(json.dumps({"ommx": sorted(e.image_name for e in oe.list_experiments()),
+                  "ours": sorted(e.image_name for e in ox.list_experiments())}))
+"""
+
+
+def _names(*short: str) -> list[str]:
+    return sorted(f"example.com/shared/{s}:v1" for s in short)
+
+
+def _assert_root(ours3: OursOnOmmx3, root: Path, expected: list[str]) -> None:
+    listed = ours3.run_json(_LIST_BOTH, root=root)
+    assert listed == {"ommx": expected, "ours": expected}
+    with sqlite3.connect(root / "index.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def _commit_elsewhere(ours3: OursOnOmmx3, root: Path, name: str) -> None:
+    ours3.run(PROC + f"import ommx.experiment as oe\ncommit(oe, {name!r})\n", root=root)
+
+
+def test_ommx_listing_unlinks_the_wal_and_our_next_commit_reopens(ours3: OursOnOmmx3, registry_root: Path) -> None:
+    """The issue's reproduction: OMMX's close unlinks the -wal; our next commit must not write into it.
+
+    Before the fix, ``b`` went into the unlinked WAL (invisible to everyone) and
+    this process's exit checkpointed that orphan over ``c``, committed meanwhile
+    by another process: a fresh process listed only ``a`` and ``b``.
+    """
+    script = PROC + textwrap.dedent(
+        """
+        import json, sys
+        import ommx.experiment as oe, ommx_experiment as ox
+        commit(ox, "example.com/shared/a:v1")
+        oe.list_experiments()                      # OMMX's last connection closes: -wal/-shm unlinked
+        after_ommx = deleted_index_fds()
+        commit(ox, "example.com/shared/b:v1")
+        after_ours = deleted_index_fds()
+        seen = sorted(e.image_name for e in oe.list_experiments())
+        print(json.dumps({"after_ommx": after_ommx, "after_ours": after_ours, "ommx_sees": seen}), flush=True)
+        sys.stdin.readline()                       # another process commits c meanwhile
+        ox.list_experiments()
+        print(json.dumps({"at_exit": deleted_index_fds()}), flush=True)
+        """
+    )
+    proc = subprocess.Popen(
+        [str(ours3.python), "-c", script], env=ours3.env(registry_root), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    first = proc.stdout.readline()
+    assert first, proc.communicate(timeout=120)[1]
+    report = json.loads(first)
+    assert "index.sqlite3-wal (deleted)" in report["after_ommx"]  # the hazard happened
+    assert report["after_ours"] == []
+    assert report["ommx_sees"] == _names("a", "b")
+    _commit_elsewhere(ours3, registry_root, "example.com/shared/c:v1")
+    out, err = proc.communicate("\n", timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out.splitlines()[-1]) == {"at_exit": []}
+    _assert_root(ours3, registry_root, _names("a", "b", "c"))
+
+
+def test_our_close_never_unlinks_the_wal_ommx_is_using(ours3: OursOnOmmx3, registry_root: Path) -> None:
+    """OMMX's long-lived connection stays on the -wal when we close every connection of ours.
+
+    Before the fix our last close checkpointed and unlinked the WAL under OMMX's
+    connection, and OMMX's next commit ``y`` vanished.
+    """
+    script = PROC + textwrap.dedent(
+        """
+        import json
+        import ommx.experiment as oe, ommx_experiment as ox
+        from ommx_experiment.engine.registry import LocalRegistry
+        commit(oe, "example.com/shared/x:v1")      # OMMX keeps its default-registry connection open
+        ox.Experiment.load("example.com/shared/x:v1")
+        LocalRegistry.default().close()            # our only connection to the file
+        after_read = deleted_index_fds()
+        commit(oe, "example.com/shared/y:v1")
+        commit(ox, "example.com/shared/ours:v1")   # the journal's connection too
+        LocalRegistry.default().close()
+        after_commit = deleted_index_fds()
+        commit(oe, "example.com/shared/z:v1")
+        print(json.dumps({"after_read": after_read, "after_commit": after_commit, "end": deleted_index_fds()}))
+        """
+    )
+    assert ours3.run_json(script, root=registry_root) == {"after_read": [], "after_commit": [], "end": []}
+    _assert_root(ours3, registry_root, _names("ours", "x", "y", "z"))
+
+
+def test_locks_dropped_by_ommx_are_taken_back_by_our_next_operation(ours3: OursOnOmmx3, registry_root: Path) -> None:
+    """OMMX's close of its file descriptor drops our POSIX locks; our next operation re-takes them.
+
+    Without our SHARED lock, another process closing the database last takes
+    EXCLUSIVE, checkpoints and unlinks the -wal under our open connections.
+    """
+    script = PROC + textwrap.dedent(
+        """
+        import json, subprocess, sys
+        import ommx.experiment as oe, ommx_experiment as ox
+        commit(ox, "example.com/shared/a:v1")
+        db = ox.LocalRegistry.default().db.path
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+             "c.execute('SELECT count(*) FROM refs').fetchone(); print('open', flush=True); sys.stdin.readline()",
+             str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holder.stdout.readline()
+        before = SHARED in held_locks(db)
+        oe.list_experiments()                      # not the last process: no unlink, but our locks are gone
+        dropped = SHARED not in held_locks(db)
+        ox.list_experiments()
+        retaken = SHARED in held_locks(db)
+        holder.communicate("\\n")                   # its close would unlink the -wal if we held no lock
+        after_holder = deleted_index_fds()
+        commit(ox, "example.com/shared/b:v1")
+        print(json.dumps({"before": before, "dropped": dropped, "retaken": retaken,
+                          "after_holder": after_holder, "after_commit": deleted_index_fds()}))
+        """
+    )
+    report = ours3.run_json(script, root=registry_root)
+    assert report == {"before": True, "dropped": True, "retaken": True, "after_holder": [], "after_commit": []}
+    _assert_root(ours3, registry_root, _names("a", "b"))
