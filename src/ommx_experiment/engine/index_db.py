@@ -83,6 +83,17 @@ REFS_TRIGGERS = {
     f"AFTER {event} ON refs BEGIN {_BUMP} END"
     for event in ("INSERT", "UPDATE", "DELETE")
 }
+_LOG_ROWS = {
+    "insert": "(NEW.name, NEW.reference)",
+    "update": "(OLD.name, OLD.reference), (NEW.name, NEW.reference)",
+    "delete": "(OLD.name, OLD.reference)",
+}
+#: The triggers that feed ``oxe_refs_log`` (the refs the ``index.json`` view has not planned yet).
+LOG_TRIGGERS = {
+    f"oxe_refs_log_{event}": f"CREATE TRIGGER IF NOT EXISTS oxe_refs_log_{event} AFTER {event.upper()} ON refs BEGIN "
+    f"INSERT INTO oxe_refs_log(name, reference) VALUES {rows}; END"
+    for event, rows in _LOG_ROWS.items()
+}
 
 # Our migrations: entry i brings oxe schema_version from i to i+1. Append only, never edit.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -275,15 +286,20 @@ class Database:
             str(row[0])
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'refs'")
         }
-        if present >= set(REFS_TRIGGERS):
+        wanted = dict(REFS_TRIGGERS)
+        if "oxe_refs_log" in _table_names(conn):
+            wanted.update(LOG_TRIGGERS)
+        if present >= set(wanted):
             return
         try:
             with self.write("re-create the refs triggers") as wconn:
-                for name, stmt in REFS_TRIGGERS.items():
+                for name, stmt in wanted.items():
                     if name not in present:
                         wconn.execute(stmt)
                 wconn.execute("INSERT OR IGNORE INTO oxe_meta(key, value) VALUES ('refs_version', '0')")
                 wconn.execute(_BUMP)
+                # refs changed unseen while the triggers were gone: the view is rebuilt from refs
+                wconn.execute("DELETE FROM oxe_meta WHERE key = 'view_state'")
         except RegistryError:
             if os.access(self.path, os.W_OK):
                 raise  # a read-only root still reads; its view cannot be refreshed anyway
