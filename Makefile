@@ -92,6 +92,7 @@ stress: bootstrap
 	$(call run_pytest,-m stress)
 
 bench: bootstrap
+	@$(VENV_PY) -c 'import matplotlib' 2>/dev/null || $(VENV_PY) -m pip install -q -e '.[bench]'
 	$(VENV_PY) bench/run_all.py $(ARGS)
 
 # Static checks (config in pyproject.toml); not part of `test`.

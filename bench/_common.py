@@ -32,8 +32,27 @@ def _venv_python(env_var: str, venv: str) -> Path:
     return Path(configured) if configured else REPO_ROOT / venv / "bin" / "python"
 
 
-#: Interpreter with ommx-experiment installed (the project venv).
+#: Interpreter with ommx-experiment installed (the project venv; this interpreter in a
+#: checkout without one, e.g. a worktree). Children always import ``REPO_ROOT/src``.
 OURS_PYTHON = _venv_python("OURS_PYTHON", ".venv")
+if not OURS_PYTHON.exists() and "OURS_PYTHON" not in os.environ:
+    import sys as _sys
+
+    OURS_PYTHON = Path(_sys.executable)
+SRC = REPO_ROOT / "src"
+_COMPILED = False
+
+
+def _compile_sources() -> None:
+    """Byte-compile ``src`` once, so a fresh process imports ours from .pyc files as it
+    imports OMMX's installed package (a child with PYTHONDONTWRITEBYTECODE would otherwise
+    recompile every module on every start)."""
+    global _COMPILED
+    if not _COMPILED:
+        import compileall
+
+        compileall.compile_dir(str(SRC), quiet=1)
+        _COMPILED = True
 #: Interpreter with ommx==3.0.0b7 (the side venv).
 OMMX3_PYTHON = _venv_python("OMMX3_PYTHON", ".venv-ommx3")
 
@@ -169,7 +188,11 @@ def run_python(
     """
     if not Path(python).exists():
         raise RuntimeError(f"interpreter {python} does not exist; run `make bootstrap`")
-    child_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    _compile_sources()
+    child_env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
+    }
+    child_env["PYTHONPATH"] = str(SRC)  # ours from this checkout; OMMX's side venv ignores it unless asked
     child_env.update(env or {})
     result = run_measured([python, "-c", code], env=child_env, cwd=cwd)
     if result.returncode != 0:

@@ -407,24 +407,106 @@ class _FakeTty(io.StringIO):
         return True
 
 
-def test_progress_bar_only_on_tty_and_not_quiet(
+def test_progress_line_only_on_tty_not_quiet_and_after_a_second(
     tmp_path: Path, oci_registry: OciRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ommx_experiment.edges import progress
+
     src = LocalRegistry.at(tmp_path / "src")
     name = unique_name(oci_registry)
-    digest, _ = store_artifact(src, name, [os.urandom(9 << 20)])
+    digest, _ = store_artifact(src, name, [os.urandom(1 << 20), os.urandom(1 << 20)])
     tty = _FakeTty()
     monkeypatch.setattr("sys.stderr", tty)
-    push_artifact(src, name, digest, quiet=True)
+    push_artifact(src, name, digest)  # a loopback push of 2 MiB is done well within a second: silent
     assert tty.getvalue() == ""
-    push_artifact(src, name.replace(":v1", ":v2"), digest)  # blobs present: nothing transferred, no bar
+    monkeypatch.setattr(progress, "SHOW_AFTER", 0.0)  # from here on every transfer counts as long
+    push_artifact(src, name.replace(":v1", ":v2"), digest, quiet=True)
     assert tty.getvalue() == ""
     pull_artifact(LocalRegistry.at(tmp_path / "dst"), name)
-    assert "pull" in tty.getvalue()
+    assert "pull" in tty.getvalue() and "blobs" in tty.getvalue()  # one line: blobs and bytes of the whole pull
     plain = io.StringIO()
     monkeypatch.setattr("sys.stderr", plain)
     pull_artifact(LocalRegistry.at(tmp_path / "dst2"), name)
     assert plain.getvalue() == ""
+
+
+def test_transfer_progress_counts_from_many_threads() -> None:
+    import threading
+
+    from ommx_experiment.edges.progress import TransferProgress
+
+    progress = TransferProgress("pull", 8, 8 * 1000, enabled=False)
+
+    def work() -> None:
+        for _ in range(1000):
+            progress.advance(1)
+        progress.blob_done()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert (progress.done_blobs, progress.done_bytes, progress.shown) == (8, 8000, False)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 4), ("1", 1), ("16", 16), ("+3", 3)])
+def test_transfer_concurrency_reads_the_ommx_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int
+) -> None:
+    if value is None:
+        monkeypatch.delenv("OMMX_ARTIFACT_TRANSFER_CONCURRENCY", raising=False)
+    else:
+        monkeypatch.setenv("OMMX_ARTIFACT_TRANSFER_CONCURRENCY", value)
+    assert remote.transfer_concurrency() == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "four", "", " 4", "2.5"])
+def test_transfer_concurrency_rejects_what_ommx_rejects(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("OMMX_ARTIFACT_TRANSFER_CONCURRENCY", value)
+    with pytest.raises(ValueError, match="OMMX_ARTIFACT_TRANSFER_CONCURRENCY must be a positive integer"):
+        remote.transfer_concurrency()
+
+
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_many_blobs_round_trip_at_any_concurrency(
+    tmp_path: Path, oci_registry: OciRegistry, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    monkeypatch.setenv("OMMX_ARTIFACT_TRANSFER_CONCURRENCY", workers)
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry)
+    payloads = [os.urandom(100 + i) for i in range(40)]
+    digest, _ = store_artifact(src, name, payloads)
+    push_artifact(src, name, digest, quiet=True)
+    dst = LocalRegistry.at(tmp_path / "dst")
+    assert pull_artifact(dst, name, quiet=True) == digest
+    for data in payloads:
+        assert dst.blobs.get(sha256_digest(data)) == data
+
+
+def test_a_failing_blob_stops_the_parallel_pull_cleanly(
+    tmp_path: Path, oci_registry: OciRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One blob of many fails: the error is raised, nothing is published, no temp file stays."""
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry)
+    payloads = [os.urandom(200 + i) for i in range(30)]
+    digest, _ = store_artifact(src, name, payloads)
+    push_artifact(src, name, digest, quiet=True)
+    bad = sha256_digest(payloads[17])
+    real = remote.RegistryClient.blob_chunks
+
+    def flaky(self: remote.RegistryClient, blob: str, size: int, advance: object) -> object:
+        if blob == bad:
+            raise RemoteArtifactTransportError("connection reset (test)")
+        return real(self, blob, size, advance)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(remote.RegistryClient, "blob_chunks", flaky)
+    dst = LocalRegistry.at(tmp_path / "dst")
+    with pytest.raises(RemoteArtifactTransportError, match="test"):
+        pull_artifact(dst, name, quiet=True)
+    assert dst.resolve(name) is None
+    assert [p.name for p in dst.blobs.dir.iterdir()] == []
 
 
 def test_invalid_experiment_is_rejected_after_download(tmp_path: Path, oci_registry: OciRegistry) -> None:

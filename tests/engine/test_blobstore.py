@@ -222,39 +222,42 @@ def test_put_file_memory_is_bounded(tmp_path: Path) -> None:
     assert BlobStore(root).verify(digest, size)
 
 
-# --- the hash-first put_file and same-size repairs ----------------------------------------------------------
+# --- the one-pass put_file and same-size repairs ----------------------------------------------------------
 
 
-def _count_temp_creations(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every ``atomic.temp_name`` file opened in ``blobs/sha256`` from now on."""
-    created: list[str] = []
-    real_open = os.open
+def _count_syncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every ``os.fsync`` from now on."""
+    synced: list[int] = []
+    real_fsync = os.fsync
 
-    def counting(path: object, flags: int, *args: object, **kwargs: object) -> int:
-        p = Path(os.fsdecode(path))  # type: ignore[arg-type]
-        if p.parent == store.dir and atomic.is_temp_name(p.name):
-            created.append(p.name)
-        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
 
-    monkeypatch.setattr(os, "open", counting)
-    return created
+    monkeypatch.setattr(os, "fsync", counting)
+    return synced
 
 
-def test_put_file_of_a_stored_blob_writes_no_temp_copy_and_touches(
+def test_put_file_of_a_stored_blob_syncs_nothing_keeps_the_file_and_touches(
     store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = os.urandom(2 * (1 << 20) + 5)
+    """One pass: the copy is hashed while written; once the digest is found stored, the
+    copy is dropped without an fsync and the stored file (same inode) is only touched."""
+    data = os.urandom(9 * (1 << 20) + 5)  # several chunks: the helper writer thread runs
     src = tmp_path / "src.bin"
     src.write_bytes(data)
-    created = _count_temp_creations(store, monkeypatch)
+    synced = _count_syncs(monkeypatch)
     first = store.put_file(src)
-    assert len(created) == 1  # the counter sees the copy of a new blob
+    assert synced, "a new blob is fsynced"
     path = store.path(first.digest)
+    inode = path.stat().st_ino
     os.utime(path, (1_000_000, 1_000_000))
     before = _files(store)
+    synced.clear()
     assert store.put_file(src) == first
-    assert len(created) == 1 and _files(store) == before
-    assert path.stat().st_mtime > 1_000_000
+    assert synced == [] and _files(store) == before
+    assert path.stat().st_ino == inode and path.stat().st_mtime > 1_000_000
+    assert store.get(first.digest) == data
 
 
 def test_same_size_corrupt_blob_is_replaced_by_put_bytes_and_put_file(store: BlobStore, tmp_path: Path) -> None:
@@ -271,45 +274,51 @@ def test_same_size_corrupt_blob_is_replaced_by_put_bytes_and_put_file(store: Blo
         assert _files(store) == [digest[len("sha256:") :]]
 
 
-class _RewrittenOnRewind:
-    """A real unbuffered file that another writer rewrites between put_file's two passes."""
+class _ChangingSource:
+    """A file that another writer rewrites (same inode) after put_file read its first chunk."""
 
     def __init__(self, path: Path, replacement: bytes) -> None:
         self.path = path
         self.replacement = replacement
         self.fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by __exit__
+        self.reads = 0
 
-    def __enter__(self) -> _RewrittenOnRewind:
+    def __enter__(self) -> _ChangingSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.fh.close()
 
-    def seek(self, offset: int, whence: int = 0) -> int:
-        with open(self.path, "r+b") as writer:  # same inode: the open handle sees the new bytes
-            writer.write(self.replacement)
-            writer.truncate()
-        return self.fh.seek(offset, whence)
+    def read(self, n: int = -1) -> bytes:
+        chunk = self.fh.read(n)
+        self.reads += 1
+        if self.reads == 1:
+            with open(self.path, "r+b") as writer:
+                writer.write(self.replacement)
+                writer.truncate()
+        return chunk
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.fh, name)
 
 
-@pytest.mark.parametrize("replacement", [b"changed!", b"a longer replacement than the original bytes"])
 def test_put_file_stores_the_bytes_it_copied_when_the_file_changes(
-    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replacement: bytes
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The digest returned names the bytes actually copied, whatever the source did meanwhile."""
     from ommx_experiment.engine import blobstore
 
+    chunk = blobstore.CHUNK
     src = tmp_path / "moving.bin"
-    original = b"original"
+    original = b"a" * chunk + b"tail"
     src.write_bytes(original)
-    rewriting = lambda path, mode="rb": _RewrittenOnRewind(Path(path), replacement)  # noqa: E731
-    monkeypatch.setattr(blobstore, "open", rewriting, raising=False)
+    replacement = b"b" * chunk + b"changed tail, longer"
+    changing = lambda path, mode="rb": _ChangingSource(Path(path), replacement)  # noqa: E731
+    monkeypatch.setattr(blobstore, "open", changing, raising=False)
     stored = store.put_file(src)
-    assert stored == StoredBlob(_digest(replacement), len(replacement))
-    assert store.get(stored.digest) == replacement
-    assert not store.exists(_digest(original))
+    copied = original[:chunk] + replacement[chunk:]
+    assert stored == StoredBlob(_digest(copied), len(copied))
+    assert store.get(stored.digest) == copied
     assert _files(store) == [stored.digest[len("sha256:") :]]
 
 
@@ -405,3 +414,57 @@ def test_killed_blob_write_temp_is_removed_by_the_next_write(tmp_path: Path) -> 
     )
     assert writer.returncode == 0, writer.stderr
     assert _stage_temps(root) == []
+
+
+# --- leases: bounded lease files ------------------------------------------------------------------------
+
+
+def _lease_files(store: BlobStore) -> list[Path]:
+    from ommx_experiment.engine.blobstore import LEASE_DIR, LEASE_SUFFIX
+
+    return sorted((store.root / LEASE_DIR).glob(f"*{LEASE_SUFFIX}"))
+
+
+def _hold_in_thread(store: BlobStore, data: bytes) -> str:
+    """Put ``data`` from another thread, so this thread's GC view counts its lease."""
+    import threading
+
+    out: dict[str, str] = {}
+    thread = threading.Thread(target=lambda: out.setdefault("d", store.put_bytes(data).digest))
+    thread.start()
+    thread.join()
+    return out["d"]
+
+
+def test_lease_file_stays_bounded_and_keeps_what_is_held(store: BlobStore) -> None:
+    """Thousands of put/release cycles (a Run close each) keep one small lease file; a blob
+    still held across every compaction stays leased."""
+    import time
+
+    from ommx_experiment.engine.blobstore import _Leases, read_live_leases
+
+    held = _hold_in_thread(store, b"held all along")
+    for i in range(1500):  # ~280 KiB of history without compaction
+        digest = store.put_bytes(b"closed %d" % i).digest
+        store.release([digest])
+    (lease,) = _lease_files(store)
+    assert lease.stat().st_size < _Leases.COMPACT_BYTES + 4096
+    assert read_live_leases(store.root, time.monotonic_ns()) == {held}
+    store.release([held])
+    assert read_live_leases(store.root, time.monotonic_ns()) == set()
+
+
+def test_lease_compaction_waits_while_a_gc_holds_the_exclusion_lock(store: BlobStore) -> None:
+    """A GC between its refs snapshot and its lease read holds .gc-exclusion.lock: the history
+    (releases it may still have to ignore) is kept until the lock is free."""
+    from ommx_experiment.engine.blobstore import _Leases
+    from ommx_experiment.engine.locks import GC_EXCLUSION_LOCK, flock_exclusive
+
+    with flock_exclusive(store.root / GC_EXCLUSION_LOCK):
+        for i in range(1000):
+            store.release([store.put_bytes(b"gc running %d" % i).digest])
+        (lease,) = _lease_files(store)
+        assert lease.stat().st_size > 2 * _Leases.COMPACT_BYTES
+    store.release([store.put_bytes(b"gc done").digest])
+    (lease,) = _lease_files(store)
+    assert lease.stat().st_size < _Leases.COMPACT_BYTES

@@ -160,7 +160,7 @@ def test_ommx3_commits_into_a_root_we_created(ommx: Ommx3Driver, tmp_path: Path)
 
     assert "example.com/ommx/into-ours:v1" not in layout_view.read_index(root)  # OMMX never writes the view
     reg = LocalRegistry(root)  # opening sees refs_version moved and regenerates the stale view
-    assert not layout_view.is_stale(reg.db)
+    assert not layout_view.is_stale(reg.root, reg.db)
     assert layout_view.read_index(root) == out["listed"]
     reg.verify_closure(out["listed"]["example.com/ommx/into-ours:v1"])
     reg.close()

@@ -8,7 +8,7 @@ import subprocess
 import textwrap
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ommx_experiment import media_types as mt
@@ -559,3 +559,73 @@ def test_ommx3_artifact_parses_and_reserialises_identically(tmp_path: pathlib.Pa
     assert [str(t) for t in frame.dtypes] == frame_info["dtypes"]
     ours = [[None if v is None or str(v) == "<NA>" else repr(v) for v in row] for row in frame.astype(object).itertuples(index=False)]
     assert ours == frame_info["cells"]
+
+
+# --- the fast parser agrees with the strict one ---------------------------------------------------------
+
+
+def _strict(data: bytes) -> ExperimentConfig:
+    from ommx_experiment.engine.oci import load_json_bounded
+    from ommx_experiment.format import codec
+
+    obj = load_json_bounded(data, what="experiment config", max_bytes=codec.MAX_CONFIG_BYTES,
+                            object_pairs_hook=codec._remember_duplicates)  # fmt: skip
+    return codec._config_from_obj(obj)
+
+
+_MUTATIONS = [
+    (b'"entries":{', b'"entries":{"dup":1,"dup":2,'),
+    (b'"run_id":', b'"run_id":0,"run_id":'),
+    (b'"status":', b'"x-field":[[["deep"]]],"status":'),
+    (b'"runs":[', b'"runs":[["status","finished"],'),
+    (b'"attachments":{', b'"attachments":{"entries":{},'),
+    (b'"input":', b'"input":true,"x":'),
+    (b":0", b":0.0"),
+    (b":1", b":-1"),
+    (b'"finished"', b'"fin\\u0069shed"'),
+    (b'"finished"', b"null"),
+    (b'{"entries":{}}', b'{"entries":[]}'),
+    (b'"adapter":', b'"adapter":null,"y":'),
+    (b"[]", b"{}"),
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.builds(
+        ExperimentConfig,
+        status=st.sampled_from(["finished", "draft", "failed", "interrupted"]),
+        reason=st.none() | _text,
+        requested_image_name=st.none() | _text,
+        attachments=_tables,
+        runs=st.lists(_runs, max_size=3).map(tuple),
+        run_parameters=_ref,
+    ),
+    st.lists(st.sampled_from(_MUTATIONS), max_size=2),
+)
+def test_fast_parser_accepts_only_what_the_strict_parser_reads_the_same(
+    config: ExperimentConfig, mutations: list[tuple[bytes, bytes]]
+) -> None:
+    """On configs as written (always the fast path) and mutated ones, the fast path either
+    declines or returns exactly the strict parser's config."""
+    from ommx_experiment.format import codec
+
+    data = config.to_bytes()
+    for old, new in mutations:
+        data = data.replace(old, new, 1)
+    fast = codec._parse_plain(data)
+    if not mutations and b"\\u" not in data:  # control characters are written as \u escapes
+        assert fast is not None
+    try:
+        strict = _strict(data)
+    except InvalidArtifactError:
+        assert fast is None
+        return
+    if fast is not None:
+        assert fast == strict and fast.to_bytes() == strict.to_bytes() and fast.extra == strict.extra
+
+
+def test_fast_parser_takes_ommx_and_our_configs() -> None:
+    from ommx_experiment.format import codec
+
+    assert codec._parse_plain(VERIFIED_CONFIG) == _strict(VERIFIED_CONFIG)

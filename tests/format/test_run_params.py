@@ -308,3 +308,33 @@ def test_msgpack_and_parquet_paths_agree(case: tuple[dict[int, dict[str, rp.Para
     assert parquet == rp.encode_parquet(table, run_ids)
     pd.testing.assert_frame_equal(rp.decode_parquet(parquet), expected)
     assert list(expected.index) == sorted(run_ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parameter_sets(), st.data())
+def test_fast_decoder_never_accepts_what_the_strict_reader_rejects(
+    case: tuple[dict[int, dict[str, rp.ParamValue]], list[int]], data: st.DataObject
+) -> None:
+    """The C-decoder fast path either declines (None) or returns exactly what the strict reader
+    returns, on valid layers and on layers with bytes flipped, cut or appended."""
+    params, run_ids = case
+    layer_bytes = bytearray(rp.table_to_msgpack(rp.build_table(params, run_ids)))
+    mutation = data.draw(st.sampled_from(["none", "flip", "cut", "append"]))
+    if mutation == "flip" and layer_bytes:
+        i = data.draw(st.integers(0, len(layer_bytes) - 1))
+        layer_bytes[i] = data.draw(st.integers(0, 255))
+    elif mutation == "cut":
+        del layer_bytes[data.draw(st.integers(0, len(layer_bytes))) :]
+    elif mutation == "append":
+        layer_bytes += data.draw(st.binary(min_size=1, max_size=3))
+    raw = bytes(layer_bytes)
+    fast = rp._decode_canonical(raw)
+    try:
+        strict = rp._decode_strict(raw)
+    except InvalidArtifactError:
+        assert fast is None
+        return
+    same = lambda a, b: rp.table_to_msgpack(a) == rp.table_to_msgpack(b)  # noqa: E731 - NaN-safe equality
+    assert fast is None or same(fast, strict)
+    if mutation == "none":
+        assert fast is not None and same(fast, strict)  # what we and OMMX write takes the fast path

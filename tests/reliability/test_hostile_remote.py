@@ -329,8 +329,6 @@ FIXED: list[Scenario] = [
     _experiment("layer-ref-out-of-range", _config(attachments={"entries": {"doc": 99}})),
     _experiment("run-params-ref-out-of-range", _config(run_parameters=7)),
     _experiment("config-not-json", b"\xff not json"),
-    _bad_parquet(),
-    _planted_parquet(),
     # blob responses
     Scenario("blob-truncated", override=_blob_reply(LAYER, lambda b: Reply(200, body=b[:3]))),
     Scenario("blob-longer", override=_blob_reply(LAYER, lambda b: Reply(200, body=b + b"extra"))),
@@ -366,6 +364,18 @@ def test_experiment_load_rejects_cleanly(scene: Scene, label: str) -> None:
 
 def test_pinned_digest_that_the_body_does_not_match(scene: Scene) -> None:
     scene.expect_rejected(Scenario("pinned"), reference="@" + sha256_digest(b"not this manifest"))
+
+
+@pytest.mark.parametrize("scenario", [_bad_parquet(), _planted_parquet()], ids=lambda s: s.label)
+def test_a_parquet_layer_that_disagrees_is_pulled_but_never_read(scene: Scene, scenario: Scenario) -> None:
+    """OMMX reads only the MessagePack layer, so the pull succeeds; our reads of the run
+    parameters compare the Parquet layer first and fall back to the MessagePack table."""
+    scene.server.use(scenario)
+    image = scene.name()
+    pull_artifact(scene.registry, image, quiet=True)
+    exp = Experiment.load(image)
+    assert exp.run_parameters_df()["a"].tolist() == [1]
+    assert scene.temp_files() == []
 
 
 def test_the_honest_server_is_pulled(scene: Scene) -> None:

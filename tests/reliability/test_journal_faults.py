@@ -70,7 +70,7 @@ def test_a_full_disk_makes_close_raise_and_the_run_is_saved_once_space_returns(
             run.log_parameter("pad", "x" * 200)
             runs.append(run)
         filler = disk / "filler"
-        with filler.open("wb") as fh, contextlib.suppress(OSError):
+        with filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):  # unbuffered: close() has nothing left to flush
             while True:
                 fh.write(b"\0" * 65536)
                 fh.flush()

@@ -32,6 +32,8 @@ class Event:
     path: str | None = None  # fd calls: the file; link/rename: the source
     target: str | None = None  # link/rename destination
     data: str = ""  # write payload as strace printed it
+    size: int = 0  # write / pwrite64: bytes written
+    offset: int | None = None  # pwrite64: file offset
 
 
 @dataclass
@@ -80,7 +82,9 @@ def parse(text: str) -> Trace:
             fds.pop(int(args.split(",")[0]), None)
         elif call in ("write", "pwrite64", "fsync", "fdatasync"):
             fd = int(args.split(",", 1)[0])
-            trace.events.append(Event(index, call, fds.get(fd), data=strings[0] if strings else ""))
+            offset = int(args.rsplit(",", 1)[1]) if call == "pwrite64" else None
+            data = strings[0] if strings else ""
+            trace.events.append(Event(index, call, fds.get(fd), data=data, size=result, offset=offset))
         elif call in ("link", "linkat", "rename", "renameat", "renameat2") and len(strings) >= 2:
             kind = "link" if call.startswith("link") else "rename"
             trace.events.append(Event(index, kind, strings[0], strings[1]))
@@ -153,13 +157,33 @@ def test_commit_publishes_every_blob_durably_before_the_ref(strace_bin: str, tmp
         assert dir_sync < ref_write, f"blob {hex_name} became durable only after the ref was written"
     for hex_name in set(linked) - closure:  # pins, drafts: the same protocol
         assert_durable_publication(trace, f"{blob_dir}/{hex_name}", kind="link")
-    # index.json: every rewrite is temp → fsync → rename → fsync(root)
+    # index.json: a regeneration (here: the fresh root's first one) is temp → fsync → rename →
+    # fsync(root); every later ref write patches it in place after its ref is durable.
     index = str(root / "index.json")
     renames = [e for e in trace.of("rename") if e.target == index]
     assert renames
     assert_durable_publication(trace, index, kind="rename")
+    assert_in_place_view_writes(trace, index, wal, manifest, ref_write)
     # oci-layout: created once, no clobber
     assert_durable_publication(trace, str(root / "oci-layout"), kind="link")
+
+
+def assert_in_place_view_writes(trace: Trace, index: str, wal: str, manifest: str, ref_write: int) -> None:
+    """index.json patches: each ``pwrite64`` stays inside one 4 KiB page (a SIGKILL never
+    leaves half of one), the entry of a ref is written only after that ref's WAL frame is
+    synced, and each patch ends by writing the view generation into the header."""
+    from ommx_experiment.engine import layout_view
+
+    patches = trace.of("pwrite64", index)
+    assert patches, "the commit's ref writes patched index.json in place"
+    for e in patches:
+        assert e.offset is not None and e.size > 0
+        assert e.offset // 4096 == (e.offset + e.size - 1) // 4096, f"pwrite at {e.offset}+{e.size} spans pages"
+    entry = [e.index for e in patches if manifest in e.data]
+    assert entry, "no in-place write lists the committed manifest"
+    assert any(ref_write < i < entry[0] for i in trace.syncs(wal)), "the view listed the ref before it was durable"
+    header_end = len(layout_view.header_bytes("0" * 16, 0))
+    assert patches[-1].offset is not None and patches[-1].offset + patches[-1].size <= header_end
 
 
 def test_archive_save_is_temp_fsync_link_dirsync(strace_bin: str, tmp_path: Path) -> None:
@@ -190,3 +214,20 @@ def test_the_parser_sees_a_missing_fsync() -> None:
     assert [e.call for e in trace.events] == ["openat", "write", "rename", "fsync", "openat", "fsync"]
     with pytest.raises(AssertionError, match="never fsynced"):
         assert_durable_publication(trace, "/r/index.json", kind="rename")
+
+
+def test_the_checker_sees_a_patch_spanning_pages() -> None:
+    """An index.json pwrite across a page boundary is rejected by the checker."""
+    text = "\n".join(
+        [
+            '1 openat(AT_FDCWD, "/r/index.sqlite3-wal", O_RDWR) = 3',
+            '1 pwrite64(3, "sha256:aa", 9, 0) = 9',
+            "1 fsync(3) = 0",
+            '1 openat(AT_FDCWD, "/r/index.json", O_WRONLY) = 4',
+            '1 pwrite64(4, "sha256:aa", 300, 4000) = 300',
+        ]
+    )
+    trace = parse(text)
+    assert trace.of("pwrite64", "/r/index.json")[0].offset == 4000
+    with pytest.raises(AssertionError, match="spans pages"):
+        assert_in_place_view_writes(trace, "/r/index.json", "/r/index.sqlite3-wal", "sha256:aa", 1)

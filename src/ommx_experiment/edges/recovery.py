@@ -12,9 +12,9 @@ the refs, plus entries other OCI tools wrote) and often the damaged file itself.
    index with OMMX's schema and ours;
 3. salvages, table by table, every row the damaged file still yields (refs,
    registry metadata, the checkpoint journal; rows on damaged pages are lost);
-4. keeps the registry id (salvaged, else the id ``index.json`` carries, else one
-   with the 8-hex prefix seen in ``<id8>.ommx.local/…`` names), so checkpoint and
-   pin names still match;
+4. keeps the registry id (salvaged, else a new one with the 8-hex prefix seen in
+   ``<id8>.ommx.local/…`` names of ``index.json``), so checkpoint and pin names
+   still match;
 5. restores refs, first come first served by name: salvaged rows; then
    ``index.json`` entries (ours and foreign OMMX artifacts) whose manifest
    closure is complete; then journal pins; then *unreferenced* OMMX manifests
@@ -127,7 +127,7 @@ def recover(
     with gc_exclusion(path):
         state = _diagnose(db_path)
         if state == "healthy":
-            return RecoveryReport(path, dry_run, state, foreign_entries=len(layout_view.foreign_refs(path)))
+            return RecoveryReport(path, dry_run, state, foreign_entries=len(layout_view.foreign_entries(layout_view.read_document(path))))
         _forget_open_handles(path)
         salvage = _salvage(db_path) if db_path.exists() and state != "empty" else _Salvage()
         plan = _plan(path, salvage, adopt_unreferenced)
@@ -144,7 +144,7 @@ def recover(
             skipped=tuple(plan.skipped),
             journal_rows={t: len(rows) for t, rows in salvage.rows.items() if t.startswith(JOURNAL_PREFIX)},
             salvage_errors=tuple(salvage.errors),
-            foreign_entries=len(layout_view.foreign_refs(path)),
+            foreign_entries=len(layout_view.foreign_entries(layout_view.read_document(path))),
         )
 
 
@@ -398,9 +398,9 @@ def _registry_id(salvage: _Salvage, document: dict[str, Any] | None) -> str:
         rec = dict(zip(columns, row, strict=False))
         if rec.get("key") == "registry_id" and _is_hex32(rec.get("value")):
             return str(rec["value"])
-    annotations = (document or {}).get("annotations")
-    if isinstance(annotations, dict) and _is_hex32(annotations.get(layout_view.REGISTRY_ID_MARK)):
-        return str(annotations[layout_view.REGISTRY_ID_MARK])
+    annotations = (document or {}).get("annotations")  # written by an earlier version of ours
+    if isinstance(annotations, dict) and _is_hex32(annotations.get("org.ommx-experiment.registry-id")):
+        return str(annotations["org.ommx-experiment.registry-id"])
     for entry in (document or {}).get("manifests", []):
         name = ((entry or {}).get("annotations") or {}).get(layout_view.REF_NAME, "") if isinstance(entry, dict) else ""
         host = str(name).split("/", 1)[0]
@@ -522,18 +522,12 @@ def _install(root: Path, salvage: _Salvage, plan: _Plan) -> list[Path]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(str(temp) + suffix)
     clear_corruption(db_path)
-    registry = LocalRegistry.at(root)
-    if not plan.restored and layout_view.read_document(root) is not None:
-        # Nothing could be restored: keep the old view beside the new, empty one.
+    if not plan.restored and layout_view.our_entries(layout_view.read_document(root)):
+        # Nothing could be restored: the old view is moved aside (kept), a fresh one is written.
         backup = root / f"{layout_view.INDEX_JSON}.broken-{_stamp()}"
-        os.link(root / layout_view.INDEX_JSON, backup)
+        os.rename(root / layout_view.INDEX_JSON, backup)
         moved.append(backup)
-        with registry.db.write("recover: accept an empty view") as conn:
-            conn.execute(
-                "INSERT INTO oxe_meta(key, value) SELECT 'view_version', value FROM oxe_meta WHERE key = 'refs_version' "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-            )
-    registry.sync()
+    LocalRegistry.at(root).sync()
     return moved
 
 

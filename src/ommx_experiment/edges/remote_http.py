@@ -114,6 +114,13 @@ class RegistryClient:
         self._session = requests.Session()
         self._session.auth = _keep_headers  # never let ~/.netrc replace our Authorization header
 
+    def fork(self) -> RegistryClient:
+        """A client for another thread (requests sessions are not thread-safe) that starts with
+        this client's credentials and token, so parallel transfers authenticate once."""
+        other = RegistryClient(self.image, credentials=self._credentials)
+        other._authorization = self._authorization
+        return other
+
     def __enter__(self) -> RegistryClient:
         return self
 

@@ -6,7 +6,9 @@ Every write that publishes something goes through this module:
    final step is a rename/link, never a copy);
 2. ``fsync`` the temp file;
 3. ``rename`` (replace semantics) or ``link`` (no-clobber semantics) it into place;
-4. ``fsync`` the folder, so the new directory entry survives a power loss.
+4. ``fsync`` the folder, so the new directory entry survives a power loss
+   (the blob store batches this step: one folder fsync covers every blob
+   linked since the last one, and runs before any ref that reaches them).
 
 A temp file is removed on *any* exit that does not publish it, including
 ``KeyboardInterrupt``. A process killed with SIGKILL can leave a temp file
@@ -120,13 +122,19 @@ def publish_replace(tmp: Path, final: Path, *, mode: int | None = PUBLIC_FILE_MO
     fsync_dir(final.parent)
 
 
-def publish_noclobber(tmp: Path, final: Path, *, mode: int | None = PUBLIC_FILE_MODE) -> bool:
+def publish_noclobber(
+    tmp: Path, final: Path, *, mode: int | None = PUBLIC_FILE_MODE, sync_dir: bool = True
+) -> bool:
     """Make a synced temp file appear as ``final`` unless ``final`` exists.
 
     Returns True if this call created ``final``, False if it already existed
     (its content is then untouched). Uses ``link`` so an existing file is never
     clobbered, then fsyncs the folder. The temp name stays and is removed by
     :func:`temp_file`.
+
+    ``sync_dir=False`` leaves the folder fsync to the caller, who must do it
+    before anything durable depends on the new name (the blob store batches
+    it: one folder fsync before each ref write, see ``BlobStore.sync_links``).
     """
     if mode is not None:
         os.chmod(tmp, mode)
@@ -134,7 +142,8 @@ def publish_noclobber(tmp: Path, final: Path, *, mode: int | None = PUBLIC_FILE_
         os.link(tmp, final)
     except FileExistsError:
         return False
-    fsync_dir(final.parent)
+    if sync_dir:
+        fsync_dir(final.parent)
     return True
 
 

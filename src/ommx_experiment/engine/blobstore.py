@@ -49,9 +49,9 @@ from .digest import (
     sha256_digest,
     sha256_digest_chunks,
 )
-from .locks import BLOB_LOCK, flock_exclusive
+from .locks import BLOB_LOCK, GC_EXCLUSION_LOCK, flock_exclusive
 
-CHUNK = 1 << 20  # 1 MiB: bounded memory whatever the blob size
+CHUNK = 1 << 20  # 1 MiB: bounded memory (a few chunks in flight) whatever the blob size
 LEASE_DIR = ".oxe-leases"
 LEASE_SUFFIX = ".lease"
 PINS_SUFFIX = ".pins"
@@ -68,35 +68,58 @@ class _Leases:
     The file is created under a temp name, locked ``LOCK_SH`` and only then
     renamed into place: a GC that can take ``LOCK_EX`` on a lease file knows its
     owner is gone.
+
+    Compaction keeps the file small whatever the number of closes: once it holds
+    more than :attr:`COMPACT_BYTES`, a new lease file with only the ``+`` lines of
+    the digests still held replaces it under the same name (created, locked and
+    renamed over it like the first), while this process holds
+    ``.gc-exclusion.lock`` (taken without waiting; busy means a GC is running, and
+    compaction waits for a later release). A deleting GC holds that lock from the
+    moment it reads ``refs`` until its last unlink, so no GC can be between its
+    ``refs`` snapshot and its lease read while history is dropped.
     """
 
-    COMPACT_AFTER_NS = 3600 * 10**9  # nothing held for an hour: the history can go
+    COMPACT_BYTES = 64 * 1024
 
     def __init__(self, root: Path) -> None:
         self.dir = root / LEASE_DIR
+        self._gc_lock = root / GC_EXCLUSION_LOCK
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._name = ""
         self._fd = -1
-        self._held: set[str] = set()
-        self._last_release = 0
+        self._held: dict[str, int] = {}  # digest -> id of the thread that leased it
+        self._size = 0
 
     def _ensure_open(self) -> None:
         if self._pid == os.getpid():
             return
+        name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._fd = self._new_file(name, "")
+        self._pid, self._name, self._held, self._size = os.getpid(), name, {}, 0
+
+    def _new_file(self, name: str, content: str) -> int:
+        """The lease file ``name`` holding ``content``: written and locked ``LOCK_SH`` under a temp
+        name, then renamed into place (over the previous file of that name, if any)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / atomic.temp_name("lease-")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        name = f"{os.getpid()}-{secrets.token_hex(6)}"
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
+            if content:
+                os.write(fd, content.encode())
             os.rename(tmp, self.dir / f"{name}{LEASE_SUFFIX}")
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._pid, self._name, self._fd, self._held = os.getpid(), name, fd, set()
+        return fd
+
+    def _append(self, text: str) -> None:
+        data = text.encode()
+        os.write(self._fd, data)
+        self._size += len(data)
 
     def pins_dir(self) -> Path:
         """This process's pins folder, created beside its lease file (opened now if needed)."""
@@ -125,12 +148,11 @@ class _Leases:
                 self._ensure_open()  # a forked child gets its own file and an empty held set
                 if digest in self._held:
                     return
-                if not self._held and time.monotonic_ns() - self._last_release > self.COMPACT_AFTER_NS:
-                    os.ftruncate(self._fd, 0)
-                os.write(self._fd, f"+{threading.get_ident()} {digest}\n".encode())
+                tid = threading.get_ident()
+                self._append(f"+{tid} {digest}\n")
             except OSError as exc:
                 raise RegistryError(f"Failed to lease blob {digest} in {self.dir}: {exc}") from exc
-            self._held.add(digest)
+            self._held[digest] = tid
 
     def release(self, digests: Iterable[str]) -> None:
         with self._lock:
@@ -141,11 +163,38 @@ class _Leases:
                 return
             stamp = time.monotonic_ns()
             try:
-                os.write(self._fd, "".join(f"-{stamp} {d}\n" for d in gone).encode())
+                self._append("".join(f"-{stamp} {d}\n" for d in gone))
             except OSError:
                 return  # still leased: over-protects until this process exits, never under-protects
-            self._held.difference_update(gone)
-            self._last_release = stamp
+            for digest in gone:
+                del self._held[digest]
+            if self._size > self.COMPACT_BYTES:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Swap in a new lease file holding only the ``+`` lines still held (see the class doc).
+
+        The new file is complete and locked before the old one goes; any failure
+        keeps the old file, which over-protects and never under-protects.
+        """
+        try:
+            lock_fd = os.open(self._gc_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            return
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return  # a GC is running (or this process holds the lock elsewhere): later
+            try:
+                held = "".join(f"+{tid} {d}\n" for d, tid in self._held.items())
+                fd = self._new_file(self._name, held)  # same name: the pins folder stays this file's
+            except OSError:
+                return
+            old_fd, self._fd, self._size = self._fd, fd, len(held.encode())
+            os.close(old_fd)
+        finally:
+            os.close(lock_fd)  # closing the descriptor releases the lock
 
 
 class PinFile:
@@ -350,6 +399,8 @@ class BlobStore:
         # lease of its own, so its temps carry only the pid (age-based cleanup).
         self._own = _leases_for(Path(root).absolute()) if pin is None else None
         self._next_cleanup = 0.0  # time.monotonic() of the next dead-temp sweep of blobs/sha256
+        self._unsynced = 0  # blobs linked or reused since the last folder fsync (see sync_links)
+        self._sync_guard = threading.Lock()
 
     # --- paths ---------------------------------------------------------------
 
@@ -441,10 +492,10 @@ class BlobStore:
         return self._write_new([data], "bytes", known=(digest, len(data)))
 
     def put_file(self, path: Path, *, expected_digest: str | None = None) -> StoredBlob:
-        """Stream the file at ``path`` into the store (memory bounded by one chunk).
+        """Stream the file at ``path`` into the store (memory bounded by a few chunks).
 
-        Hashes the file first: a blob that already exists is verified and touched,
-        not copied again.
+        One pass: the bytes are hashed while they are copied; a blob that turns out
+        to be stored already is verified and touched, and the copy is dropped unsynced.
         """
         with open(path, "rb") as fh:
             return self.put_stream(fh, expected_digest=expected_digest, source=str(path))
@@ -452,27 +503,19 @@ class BlobStore:
     def put_stream(
         self, fh: BinaryIO, *, expected_digest: str | None = None, source: str = "stream"
     ) -> StoredBlob:
-        """Store everything readable from ``fh``.
-
-        A seekable ``fh`` is hashed in a first pass; when that digest is already
-        stored (and verifies) it is only touched, else the data is copied in a
-        second pass. A non-seekable ``fh`` is copied while hashing, in one pass.
-        """
-        start = _tell_if_seekable(fh)
-        if start is not None:
-            digest, size = sha256_digest_chunks(_read_chunks(fh))
-            _check_expected(digest, expected_digest, source)
-            if self._touch_if_valid(digest, size):
-                return StoredBlob(digest, size)
-            fh.seek(start)
-            # The copy is hashed again: if the file changed in between, the digest
-            # returned is that of the bytes actually stored.
+        """Store everything readable from ``fh``, in one pass (see :meth:`put_chunks`)."""
         return self.put_chunks(_read_chunks(fh), expected_digest=expected_digest, source=source)
 
     def put_chunks(
         self, chunks: Iterable[bytes], *, expected_digest: str | None = None, source: str = "stream"
     ) -> StoredBlob:
-        """Store the concatenation of ``chunks``, hashing while writing.
+        """Store the concatenation of ``chunks``, hashing while writing (a helper thread writes
+        one chunk while the next is hashed).
+
+        The digest is known once the last chunk is written: if that blob is already
+        stored (and verifies), it is touched and the temp copy removed without an
+        fsync; else the copy is fsynced and published. The digest returned is that
+        of the bytes actually stored, whatever the source did meanwhile.
 
         An I/O failure (full disk, file size limit, read-only root) is a
         :class:`RegistryError` naming the temp path; the temp file is removed and
@@ -489,7 +532,7 @@ class BlobStore:
         known: tuple[str, int] | None = None,
     ) -> StoredBlob:
         """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
-        bytes the caller already hashed (then they are not hashed again)."""
+        bytes the caller already hashed and found absent (then they are not hashed again)."""
         tmp: Path | str = self.dir
         owner = None if self._own is None else self._own.owner_token()
         self.remove_dead_temp_files(throttled=True)
@@ -498,17 +541,44 @@ class BlobStore:
             with atomic.temp_file(self.dir, stem="blob-", owner=owner) as (tmp, handle):
                 if known is None:
                     hasher = StreamingDigest()
-                    _copy_chunks(chunks, handle, hasher, source=source)
-                    known = (hasher.digest(), hasher.size)
+                    _copy_chunks(chunks, handle, hasher, source=source, sync=False)
+                    digest, size = hasher.digest(), hasher.size
+                    _check_expected(digest, expected_digest, source)
+                    if self._touch_if_valid(digest, size):
+                        return StoredBlob(digest, size)  # the unsynced copy goes with the temp name
+                    atomic.sync_file(handle)
                 else:
                     _copy_chunks(chunks, handle, source=source)
+                    digest, size = known
+                    _check_expected(digest, expected_digest, source)
                 handle.close()
-                digest, size = known
-                _check_expected(digest, expected_digest, source)
                 self._publish(tmp, digest, size)
         except OSError as exc:
             raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
         return StoredBlob(digest, size)
+
+    def sync_links(self) -> None:
+        """``fsync`` ``blobs/sha256`` if a blob was linked (or reused) since the last call.
+
+        A put returns once the blob's bytes are fsynced and its name is linked; the
+        *name* becomes power-loss durable here. Every ref write calls this before its
+        transaction, so a durable ref never reaches a blob whose name is not. A reused
+        blob counts too: another process may have linked it without syncing yet.
+        """
+        with self._sync_guard:
+            pending = self._unsynced
+        if not pending:
+            return
+        try:
+            atomic.fsync_dir(self.dir)
+        except OSError as exc:
+            raise RegistryError(f"Failed to sync blob folder {self.dir}: {exc}") from exc
+        with self._sync_guard:
+            self._unsynced -= pending
+
+    def _mark_unsynced(self) -> None:
+        with self._sync_guard:
+            self._unsynced += 1
 
     def staging(self) -> Staging:
         """A :class:`Staging` area for all-or-nothing multi-blob imports."""
@@ -523,6 +593,7 @@ class BlobStore:
                     os.utime(path)
                 except FileNotFoundError:
                     raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
+                self._mark_unsynced()
 
     def touch_verified(self, blobs: Iterable[tuple[str, int | None, str]]) -> None:
         """Check that every ``(digest, size or None, role)`` blob exists with that size, and touch it.
@@ -578,6 +649,7 @@ class BlobStore:
         actual = self.size(digest)
         if actual != size:
             raise BlobNotFoundError(f"Failed to read blob {digest}: {actual} bytes in {self.dir}, expected {size}")
+        self._mark_unsynced()  # linked by another process, maybe not synced: the next ref or journal write syncs
 
     def delete_unleased_if_older(self, digests: Iterable[str], cutoff: float, refs_read_at_ns: int) -> list[str]:
         """GC sweep: under one ``blobs/.lock``, unlink each blob that no live writer leases
@@ -670,6 +742,7 @@ class BlobStore:
         with flock_exclusive(self._lock_path):
             if _file_equals(path, data):
                 os.utime(path)
+                self._mark_unsynced()
                 return True
         return False
 
@@ -682,6 +755,7 @@ class BlobStore:
         with flock_exclusive(self._lock_path):
             if _valid_file(path, digest, size):
                 os.utime(path)
+                self._mark_unsynced()
                 return True
         return False
 
@@ -690,11 +764,13 @@ class BlobStore:
         self._leases.acquire(digest)
         try:
             with flock_exclusive(self._lock_path):
-                if atomic.publish_noclobber(tmp, final):
+                if atomic.publish_noclobber(tmp, final, sync_dir=False):
                     os.utime(final)
+                    self._mark_unsynced()
                     return
                 if _valid_file(final, digest, size):
                     os.utime(final)
+                    self._mark_unsynced()
                     return
                 # A corrupt file squats on the digest name: our verified copy replaces it.
                 atomic.publish_replace(tmp, final)
@@ -769,7 +845,7 @@ class Staging:
 
 
 def fd_chunks(fd: int) -> Iterator[bytes]:
-    """Read the open file descriptor ``fd`` to its end, one chunk (at most 1 MiB) at a time."""
+    """Read the open file descriptor ``fd`` to its end, one chunk (at most :data:`CHUNK`) at a time."""
     while chunk := os.read(fd, CHUNK):
         yield chunk
 
@@ -781,15 +857,73 @@ def _copy_chunks(
     *,
     max_size: int | None = None,
     source: str,
+    sync: bool = True,
 ) -> None:
-    """Write ``chunks`` to ``handle`` (feeding ``hasher`` if given, which enforces ``max_size``), then fsync."""
-    for chunk in chunks:
-        if hasher is not None:
-            hasher.update(chunk)
-            if max_size is not None and hasher.size > max_size:
-                raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
-        handle.write(chunk)
-    atomic.sync_file(handle)
+    """Write ``chunks`` to ``handle`` (feeding ``hasher`` if given, which enforces ``max_size``),
+    then fsync unless ``sync`` is false.
+
+    From the second chunk on, a helper thread writes each chunk while this thread hashes it
+    (both release the GIL), so a large copy costs about max(hash, write), not their sum.
+    """
+    handle.flush()
+    fd = handle.fileno()
+    writer: _ChunkWriter | None = None
+    try:
+        for i, chunk in enumerate(chunks):
+            if writer is None and i == 0:
+                _write_all(fd, chunk)
+            else:
+                if writer is None:
+                    writer = _ChunkWriter(fd)
+                writer.put(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+                if max_size is not None and hasher.size > max_size:
+                    raise DigestMismatchError(f"Blob from {source} is larger than the declared {max_size} bytes")
+    finally:
+        if writer is not None:
+            writer.close()
+    if sync:
+        os.fsync(fd)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _ChunkWriter:
+    """Writes chunks to ``fd`` on a helper thread, at most two chunks queued (bounded memory)."""
+
+    def __init__(self, fd: int) -> None:
+        import queue
+
+        self._fd = fd
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="oxe-blob-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    _write_all(self._fd, chunk)
+                except OSError as exc:
+                    self._error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def close(self) -> None:
+        """Wait until every queued chunk is written; re-raise the first write error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _read_chunks(fh: BinaryIO) -> Iterator[bytes]:
@@ -805,13 +939,6 @@ def _check_expected(actual: str, expected: str | None, source: str) -> None:
 def _hash_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return sha256_digest_chunks(_read_chunks(fh))[0]
-
-
-def _tell_if_seekable(fh: BinaryIO) -> int | None:
-    try:
-        return fh.tell() if fh.seekable() else None
-    except (OSError, AttributeError, ValueError):
-        return None
 
 
 def _file_equals(path: str, data: bytes) -> bool:

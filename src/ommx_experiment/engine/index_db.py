@@ -91,6 +91,17 @@ REFS_TRIGGERS = {
     f"AFTER {event} ON refs BEGIN {_BUMP} END"
     for event in ("INSERT", "UPDATE", "DELETE")
 }
+_LOG_ROWS = {
+    "insert": "(NEW.name, NEW.reference)",
+    "update": "(OLD.name, OLD.reference), (NEW.name, NEW.reference)",
+    "delete": "(OLD.name, OLD.reference)",
+}
+#: The triggers that feed ``oxe_refs_log`` (the refs the ``index.json`` view has not planned yet).
+LOG_TRIGGERS = {
+    f"oxe_refs_log_{event}": f"CREATE TRIGGER IF NOT EXISTS oxe_refs_log_{event} AFTER {event.upper()} ON refs BEGIN "
+    f"INSERT INTO oxe_refs_log(name, reference) VALUES {rows}; END"
+    for event, rows in _LOG_ROWS.items()
+}
 
 # Our migrations: entry i brings oxe schema_version from i to i+1. Append only, never edit.
 MIGRATIONS: list[tuple[str, ...]] = [
@@ -123,6 +134,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE TABLE IF NOT EXISTS oxe_journal_sealed ("
         " session_id TEXT PRIMARY KEY, requested_name TEXT NOT NULL, manifest_digest TEXT NOT NULL,"
         " sealed_at TEXT NOT NULL)",
+    ),
+    # index.json patched in place (layout_view.py, spec/registry.md §5): the refs changed since the
+    # view was last planned (also by OMMX's writes) and where each entry sits in the file
+    (
+        "CREATE TABLE IF NOT EXISTS oxe_refs_log (name TEXT NOT NULL, reference TEXT NOT NULL)",
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_insert AFTER INSERT ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (NEW.name, NEW.reference); END",
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_update AFTER UPDATE ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference), (NEW.name, NEW.reference); END",
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_delete AFTER DELETE ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference); END",
+        "CREATE TABLE IF NOT EXISTS oxe_view_slots ("
+        " name TEXT NOT NULL, reference TEXT NOT NULL, pos INTEGER NOT NULL, len INTEGER NOT NULL,"
+        " PRIMARY KEY(name, reference))",
+        "CREATE INDEX IF NOT EXISTS oxe_view_slots_pos ON oxe_view_slots(pos)",
+    ),
+    # our Parquet layer of a received artifact, compared with its MessagePack table on first read
+    # (format/codec.py parquet_layer_agrees)
+    (
+        "CREATE TABLE IF NOT EXISTS oxe_parquet_unverified ("
+        " parquet_digest TEXT NOT NULL, msgpack_digest TEXT NOT NULL, PRIMARY KEY(parquet_digest, msgpack_digest))",
     ),
 ]
 
@@ -337,15 +369,20 @@ class Database:
             str(row[0])
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'refs'")
         }
-        if present >= set(REFS_TRIGGERS):
+        wanted = dict(REFS_TRIGGERS)
+        if "oxe_refs_log" in _table_names(conn):
+            wanted.update(LOG_TRIGGERS)
+        if present >= set(wanted):
             return
         try:
             with self.write("re-create the refs triggers") as wconn:
-                for name, stmt in REFS_TRIGGERS.items():
+                for name, stmt in wanted.items():
                     if name not in present:
                         wconn.execute(stmt)
                 wconn.execute("INSERT OR IGNORE INTO oxe_meta(key, value) VALUES ('refs_version', '0')")
                 wconn.execute(_BUMP)
+                # refs changed unseen while the triggers were gone: the view is rebuilt from refs
+                wconn.execute("DELETE FROM oxe_meta WHERE key = 'view_state'")
         except RegistryError:
             if os.access(self.path, os.W_OK):
                 raise  # a read-only root still reads; its view cannot be refreshed anyway

@@ -3,8 +3,9 @@ Layout (``oci-layout``, ``index.json``, ``blobs/sha256``) and OMMX 3's registry
 (``index.sqlite3``).
 
 Source of truth: OMMX's ``refs`` table plus the CAS. ``index.json`` is a view
-(:mod:`layout_view`) regenerated after each of our ref writes and by
-:meth:`LocalRegistry.sync`. Ref writes follow OMMX's semantics: *publish*
+(:mod:`layout_view`) brought up to date by each of our ref writes (planned in
+the ref's own transaction, patched in place after it commits, O(1) whatever
+the number of refs), on open when stale, and by :meth:`LocalRegistry.sync`. Ref writes follow OMMX's semantics: *publish*
 inserts if absent (same digest: no-op; other digest: :class:`RefConflictError`),
 *replace* upserts (checkpoint slots and pins), *remove* returns the old digest.
 Every write that makes blobs reachable (publish, replace, alias, restore,
@@ -44,7 +45,7 @@ from .names import ImageName
 from .root import get_local_registry_root, on_reset
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
     from .blobstore import StagedBlob, Staging
 
@@ -260,10 +261,11 @@ class LocalRegistry:
         replace: bool,
         chain: bool = False,
         strict_subject: bool = False,
-        refresh: bool = True,
+        adopting: tuple[str, str] | None = None,
     ) -> str | None:
         """The one ref write that makes blobs reachable. Publish: None if inserted, the digest if
-        unchanged. Replace: the previous digest, or "" if there was none."""
+        unchanged. Replace: the previous digest, or "" if there was none. ``adopting``: the
+        foreign ``index.json`` entry ``(name, digest)`` this write adopts (the view drops it)."""
         verb = "replace" if replace else "publish"
         with self.publish_window():
             manifest_bytes, facts = self.read_manifest(manifest_digest)
@@ -272,7 +274,7 @@ class LocalRegistry:
                 self.blobs.touch_verified(items)
             except BlobNotFoundError as exc:
                 raise BlobNotFoundError(f"{exc}; {image} was not published").with_traceback(None) from None
-            with self.db.write(f"{verb} {image}") as conn:
+            with self._ref_write(f"{verb} {image}") as conn:
                 row = _select_ref(conn, image)
                 if replace:
                     conn.execute(
@@ -296,11 +298,13 @@ class LocalRegistry:
                 else:
                     result = row[0]
                 _write_cache_rows(conn, manifest_digest, manifest_bytes, facts, config_bytes)
-                if replace:
-                    _prune_cache_rows(conn)
+                if replace and row is not None and row[0] != manifest_digest:
+                    _prune_cache_rows(conn, row[0])
+                if adopting is not None:
+                    layout_view.forget_foreign(conn, *adopting)
         self._release(manifest_digest, facts)
-        if refresh:
-            self._refresh_view(step=f"{verb} {image}")
+        if adopting is None:
+            self._adopt_foreign()
         return result
 
     def remove(
@@ -319,13 +323,12 @@ class LocalRegistry:
         (even to the same digest) is left alone and None is returned.
         """
         image = ImageName.parse(name)
-        with self.db.write(f"remove {image}") as conn:
+        with self._ref_write(f"remove {image}") as conn:
             row = _select_ref(conn, image)
             if row is None or not _row_matches(row, expected_digest, expected_updated_at):
                 return None
             conn.execute("DELETE FROM refs WHERE name = ? AND reference = ?", (image.repository, image.reference))
-            _prune_cache_rows(conn)
-        self._refresh_view(step=f"remove {image}")
+            _prune_cache_rows(conn, row[0])
         return str(row[0])
 
     def publish_staged(
@@ -360,8 +363,8 @@ class LocalRegistry:
     def alias(self, name: ImageName | str, manifest_digest: str) -> bool:
         """Publish ``name`` for an already stored manifest, after re-verifying its closure.
 
-        Holds ``.gc-exclusion.lock`` while checking and inserting, as OMMX does,
-        so a deleting GC cannot remove a blob in between.
+        In the publish window (``.gc-exclusion.lock``), as OMMX does, the whole local
+        subject chain is checked and touched, so a deleting GC cannot remove a blob in between.
         """
         image = ImageName.parse(name)
         return self._write_ref(image, manifest_digest, None, replace=False, chain=True) is None
@@ -386,7 +389,12 @@ class LocalRegistry:
     def sync(self) -> int:
         """Regenerate ``index.json`` from ``refs`` now; returns the number of entries."""
         layout_view.ensure_oci_layout(self.root)
-        return layout_view.regenerate(self.root, self.db)
+        with layout_view.locked(self.root):
+            with self.db.write("regenerate index.json") as conn:
+                plan = layout_view.plan(conn, self.root, full=True)
+            assert plan is not None
+            layout_view.apply(self.root, plan)
+        return plan.entries
 
     # --- internals -----------------------------------------------------------
 
@@ -395,15 +403,38 @@ class LocalRegistry:
         subject = () if facts.subject is None else (facts.subject,)
         self.blobs.release((manifest_digest, facts.config_digest, *(d for d, _ in facts.layers), *subject))
 
+    @contextlib.contextmanager
+    def _ref_write(self, step: str) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction that changes ``refs``, with the ``index.json`` view
+        planned inside it and written after it commits, all under ``.oxe-index.lock``.
+
+        The ref is what matters: a view that cannot be planned or written (full disk,
+        read-only root) is left stale, not wrong, and the next write, open or sync() fixes it.
+        """
+        plan = None
+        self.blobs.sync_links()  # every blob this ref may reach is durable under its name first
+        with layout_view.locked(self.root):
+            with self.db.write(step) as conn:
+                yield conn
+                try:
+                    plan = layout_view.plan(conn, self.root)
+                except (OSError, sqlite3.Error, RegistryError) as exc:
+                    log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
+            try:
+                layout_view.apply(self.root, plan)
+            except OSError as exc:
+                log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
+
     def _refresh_view(self, *, step: str, only_if_stale: bool = False, ensure_layout: bool = False) -> None:
-        # The ref is already committed: a view that cannot be written (full disk,
-        # read-only root) is stale, not wrong, and the next write or sync() fixes it.
+        # Opening a root: a view that cannot be written (read-only root) is stale, not wrong.
         try:
             if ensure_layout:
                 layout_view.ensure_oci_layout(self.root)
-            adopted = self._adopt_foreign()
-            if adopted or not only_if_stale or layout_view.is_stale(self.db):
-                layout_view.regenerate(self.root, self.db)
+            if only_if_stale and not layout_view.is_stale(self.root, self.db):
+                return
+            with self._ref_write(step):
+                pass
+            self._adopt_foreign()
         except RegistryIndexLostError:
             if step == "open":
                 raise
@@ -412,31 +443,28 @@ class LocalRegistry:
             log.warning("index.json view of %s not refreshed after %s: %s", self.root, step, exc)
 
     def _adopt_foreign(self) -> int:
-        """Adopt foreign ``index.json`` entries (skopeo, oras, any OCI tool) as refs; returns how many.
+        """Adopt the foreign ``index.json`` entries the view carries (skopeo, oras, any OCI tool) as refs.
 
-        An entry is adopted when its name is a valid image name not in ``refs``
-        and its manifest is a complete OMMX artifact (``application/org.ommx.v1.*``,
-        closure checked in the publish window, as ``alias``). Anything else stays
-        a foreign entry, carried verbatim by the view and kept by our GC. A name
-        that ``refs`` maps elsewhere keeps the ``refs`` target (warning).
+        An entry is adopted when its name is a valid image name not in ``refs`` and
+        its manifest is a complete OMMX artifact (``application/org.ommx.v1.*``,
+        closure checked in the publish window, as ``alias``); the view then drops
+        the foreign copy. Anything else stays a foreign entry, carried verbatim by
+        the view and kept by our GC. One query when there is none (the usual case).
         """
         adopted = 0
-        for name, digest in layout_view.foreign_refs(self.root):
+        try:
+            carried = layout_view.carried_foreign(self.db)
+        except RegistryError:
+            return 0
+        for name, digest in carried:
             try:
                 image = ImageName.parse(name)
-                current = self.resolve(image)
-                if current == digest:
-                    continue
-                if current is not None:
-                    log.warning("index.json entry %s -> %s (written by another tool) ignored: the ref points to %s",
-                                name, digest, current)
-                    continue
-                if not self.blobs.exists(digest):
-                    continue
+                if self.resolve(image) is not None or not self.blobs.exists(digest):
+                    continue  # refs wins (the next regeneration drops the copy); or nothing to adopt
                 _, facts = self.read_manifest(digest)
                 if not facts.artifact_type.startswith("application/org.ommx.v1."):
                     continue
-                self._write_ref(image, digest, None, replace=False, chain=True, refresh=False)
+                self._write_ref(image, digest, None, replace=False, chain=True, adopting=(name, digest))
                 adopted += 1
             except (InvalidInputError, RefConflictError, BlobNotFoundError, InvalidArtifactError) as exc:
                 log.debug("foreign index.json entry %s -> %s kept as it is: %s", name, digest, exc)
@@ -477,12 +505,25 @@ def _write_cache_rows(
         )
 
 
-def _prune_cache_rows(conn: sqlite3.Connection) -> None:
+def _prune_cache_rows(conn: sqlite3.Connection, manifest_digest: str) -> None:
+    """Drop OMMX's cache rows of a manifest no ref reaches any more (and of its config, if unshared).
+
+    OMMX prunes every unreferenced row on each write, a scan of the whole cache
+    (about 100 ms at 10,000 refs); the rows a ref write can orphan are those of the
+    digest it moved away from, found through OMMX's indexes in O(log refs).
+    """
+    found = conn.execute(
+        "SELECT config_digest FROM artifact_manifests WHERE manifest_digest = ? "
+        "AND NOT EXISTS (SELECT 1 FROM refs WHERE manifest_digest = ?)",
+        (manifest_digest, manifest_digest),
+    ).fetchone()
+    if found is None:
+        return
+    conn.execute("DELETE FROM artifact_manifests WHERE manifest_digest = ?", (manifest_digest,))
     conn.execute(
-        "DELETE FROM artifact_manifests WHERE manifest_digest NOT IN (SELECT manifest_digest FROM refs)"
-    )
-    conn.execute(
-        "DELETE FROM experiment_configs WHERE config_digest NOT IN (SELECT config_digest FROM artifact_manifests)"
+        "DELETE FROM experiment_configs WHERE config_digest = ? "
+        "AND NOT EXISTS (SELECT 1 FROM artifact_manifests WHERE config_digest = ?)",
+        (found[0], found[0]),
     )
 
 

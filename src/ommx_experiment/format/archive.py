@@ -57,6 +57,7 @@ from ..errors import (
     RegistryError,
 )
 from .codec import validate_experiment_artifact
+from .parquet_trust import note_received_parquet
 from .tarstream import END_OF_ARCHIVE, TarEntry, TarReader, padding, ustar_header, write_entry
 
 if TYPE_CHECKING:
@@ -319,6 +320,7 @@ def _finish_import(
         raise _fail(src.source, str(exc)) from exc
     except OSError as exc:
         raise _fail(src.source, f"reading a staged blob failed: {exc}") from exc
+    note_received_parquet(registry.db, manifest, config_bytes)
     _publish(registry, staging, staged, image, entry.digest, config_bytes)
     return image, entry.digest
 

@@ -6,7 +6,8 @@ what the config JSON says: LayerRefs are integer indexes into the manifest's
 (fixed field order, compact, UTF-8, no ASCII escaping); :meth:`ExperimentConfig.parse`
 reads with OMMX's defaults. :func:`validate_experiment` runs the §5 checks that
 need no blob I/O; :func:`validate_experiment_artifact` runs all of them (the one
-validator of archive imports and remote pulls).
+validator of archive imports and remote pulls); our Parquet layer of a received
+artifact is compared with its MessagePack table on first read (:mod:`~ommx_experiment.format.parquet_trust`).
 
 The same tree holding descriptors (``ExperimentContent``, ``build_experiment``,
 ``content_from_artifact``) lives in :mod:`ommx_experiment.format.content`, which
@@ -15,6 +16,7 @@ builds on this module.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -183,11 +185,14 @@ class ExperimentConfig:
 
     @classmethod
     def parse(cls, data: bytes) -> ExperimentConfig:
-        """Parse config bytes with OMMX's reader defaults; ``InvalidArtifactError`` on defects."""
-        obj = load_json_bounded(
-            data, what="experiment config", max_bytes=MAX_CONFIG_BYTES, object_pairs_hook=_remember_duplicates
-        )
-        return _config_from_obj(obj)
+        """Parse config bytes with OMMX's reader defaults; ``InvalidArtifactError`` on defects.
+
+        Configs as OMMX and we write them (known fields only, no escapes) take a fast path
+        (:func:`_parse_plain`); anything else, and every defect, the strict one.
+        """
+        if isinstance(data, bytes) and len(data) >= _CACHE_FROM_BYTES:
+            return _parse_cached(data)  # an import validates it, then the loaded Experiment reads it again
+        return _parse(data)
 
     @property
     def solve_count(self) -> int:
@@ -201,6 +206,24 @@ class ExperimentConfig:
 
 
 # --- parsing ----------------------------------------------------------------------------------------
+
+_CACHE_FROM_BYTES = 64 * 1024
+
+
+def _parse(data: bytes) -> ExperimentConfig:
+    plain = _parse_plain(data)
+    if plain is not None:
+        return plain
+    obj = load_json_bounded(
+        data, what="experiment config", max_bytes=MAX_CONFIG_BYTES, object_pairs_hook=_remember_duplicates
+    )
+    return _config_from_obj(obj)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_cached(data: bytes) -> ExperimentConfig:
+    return _parse(data)  # configs are immutable; a failure is not cached (it raises)
+
 
 
 class _JsonObject(dict[str, Any]):
@@ -373,6 +396,166 @@ def _config_from_obj(value: Any) -> ExperimentConfig:
     )
 
 
+# --- the fast path -----------------------------------------------------------------------------------
+
+EMPTY_TABLE = AttachmentTable()
+
+
+class _Decline(Exception):
+    """Not a plain config: let the strict parser decide (and name the defect, if any)."""
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """A JSON object as the C decoder hands it over: its ``(key, value)`` pairs, duplicates kept
+    (a distinct type, so a JSON array of two-element arrays can never pass for an object)."""
+
+    __slots__ = ()
+
+
+def _parse_plain(data: bytes) -> ExperimentConfig | None:
+    """The config, if it is *plain*: valid UTF-8 without ``\\u`` escapes, every object free of
+    duplicate keys and holding only known fields of the right types. None otherwise.
+
+    Objects are decoded as lists of pairs by the C decoder (so duplicate keys stay visible)
+    and turned into records directly; what is accepted here is exactly what the strict
+    parser accepts for the same bytes (``tests/format/test_codec.py`` checks both agree).
+    """
+    if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_CONFIG_BYTES or b"\\u" in data:
+        return None
+    try:
+        tree = json.loads(bytes(data).decode("utf-8"), parse_constant=_decline_constant, object_pairs_hook=_Pairs)
+        return _plain_config(tree)
+    except (_Decline, ValueError, TypeError, RecursionError):
+        return None
+
+
+def _decline_constant(name: str) -> Any:
+    raise _Decline(name)
+
+
+def _pairs(value: Any, fields: frozenset[str]) -> dict[str, Any]:
+    if type(value) is not _Pairs:
+        raise _Decline
+    obj = dict(value)
+    if len(obj) != len(value) or not obj.keys() <= fields:
+        raise _Decline
+    return obj
+
+
+def _plain_uint(value: Any, maximum: int) -> int:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise _Decline
+    return value
+
+
+def _plain_str(value: Any) -> str:
+    if type(value) is not str:
+        raise _Decline
+    return value
+
+
+def _plain_status(obj: dict[str, Any], allowed: Sequence[str], default: str | None) -> str:
+    status = obj.get("status", default)
+    if type(status) is not str or status not in allowed:
+        raise _Decline
+    return status
+
+
+def _plain_reason(obj: dict[str, Any], status: str) -> str | None:
+    outcome = obj.get("outcome")
+    if outcome is None:
+        return None
+    if status not in _REASON_STATUSES:
+        raise _Decline
+    reason = _pairs(outcome, _OUTCOME_FIELDS).get("reason")
+    return None if reason is None else _plain_str(reason)
+
+
+def _plain_table(value: Any) -> AttachmentTable:
+    obj = _pairs(value, _TABLE_FIELDS)
+    entries = obj.get("entries")
+    names = obj.get("filenames")
+    if type(entries) is not _Pairs or (names is not None and type(names) is not _Pairs):
+        raise _Decline
+    if not entries and not names:
+        return EMPTY_TABLE
+    refs = dict(entries)
+    filenames = {} if names is None else dict(names)
+    if len(refs) != len(entries) or (names is not None and len(filenames) != len(names)):
+        raise _Decline
+    for name, ref in refs.items():
+        _plain_str(name)
+        _plain_uint(ref, _U32_MAX)
+    for name, filename in filenames.items():
+        _plain_str(name)
+        _plain_str(filename)
+    return AttachmentTable(refs, filenames)
+
+
+def _plain_ref(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    return None if value is None else _plain_uint(value, _U32_MAX)
+
+
+def _plain_call(value: Any, id_key: str) -> dict[str, Any]:
+    obj = _pairs(value, _CALL_FIELDS | {id_key})
+    if "input" not in obj or "adapter" not in obj or id_key not in obj:
+        raise _Decline
+    return {
+        id_key: _plain_uint(obj[id_key], _U64_MAX),
+        "status": _plain_status(obj, RUN_STATUSES, FINISHED),
+        "input": _plain_uint(obj["input"], _U32_MAX),
+        "output": _plain_ref(obj, "output"),
+        "adapter": _plain_str(obj["adapter"]),
+        "adapter_options": _plain_str(obj.get("adapter_options", "{}")),
+        "diagnostics": _plain_ref(obj, "diagnostics"),
+    }
+
+
+def _plain_list(obj: dict[str, Any], key: str) -> list[Any]:
+    value = obj.get(key, [])
+    if type(value) is not list:
+        raise _Decline
+    return value
+
+
+def _plain_run(value: Any) -> RunRecord:
+    obj = _pairs(value, _RUN_FIELDS)
+    if "run_id" not in obj or "attachments" not in obj:
+        raise _Decline
+    status = _plain_status(obj, RUN_STATUSES, FINISHED)
+    solves = _plain_list(obj, "solves")
+    samplings = _plain_list(obj, "samplings")
+    return RunRecord(
+        _plain_uint(obj["run_id"], _U64_MAX),
+        status,
+        _plain_reason(obj, status),
+        _plain_table(obj["attachments"]),
+        _plain_ref(obj, "trace"),
+        tuple(SolveRecord(**_plain_call(c, "solve_id")) for c in solves) if solves else (),
+        tuple(SamplingRecord(**_plain_call(c, "sampling_id")) for c in samplings) if samplings else (),
+    )
+
+
+def _plain_config(tree: Any) -> ExperimentConfig:
+    obj = _pairs(tree, _TOP_FIELDS)
+    if "status" not in obj or "runs" not in obj or "attachments" not in obj or "run_parameters" not in obj:
+        raise _Decline
+    status = _plain_status(obj, EXPERIMENT_STATUSES, None)
+    runs = obj["runs"]
+    if type(runs) is not list:
+        raise _Decline
+    requested = obj.get("requested_image_name")
+    return ExperimentConfig(
+        status,
+        _plain_reason(obj, status),
+        None if requested is None else _plain_str(requested),
+        _plain_table(obj["attachments"]),
+        tuple(_plain_run(r) for r in runs),
+        _plain_uint(obj["run_parameters"], _U32_MAX),
+    )
+
+
 # --- validation (§5, the checks that need no blob I/O) ------------------------------------------
 
 
@@ -436,6 +619,8 @@ class _Validator:
                 self.typed(rec.diagnostics, f"{what} diagnostics", (mt.DIAGNOSTICS,))
 
     def run(self, run: RunRecord) -> None:
+        if run.attachments is EMPTY_TABLE and run.trace is None and not run.solves and not run.samplings:
+            return  # nothing that refers to a layer
         where = f"run {run.run_id}"
         self.attachments(run.attachments, where)
         if run.trace is not None:
@@ -496,12 +681,14 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     """Full §5 validation of an experiment artifact whose blobs ``read_blob`` returns; the config bytes.
 
     Checks the config size bound, parses the config, runs :func:`validate_experiment`
-    (any status), decodes the run-parameter MessagePack table against the run ids,
-    checks that every diagnostics layer is a MessagePack array, and that our Parquet
-    run-parameter layer, if present, equals the MessagePack table. ``read_blob``
-    must return verified bytes (a staged or stored blob). Raises
-    ``InvalidArtifactError`` naming the first defect; callers add where the
-    artifact came from. The one validator of archive imports and remote pulls.
+    (any status), decodes the run-parameter MessagePack table against the run ids and
+    checks that every diagnostics layer is a MessagePack array. ``read_blob`` must
+    return verified bytes (a staged or stored blob). Raises ``InvalidArtifactError``
+    naming the first defect; callers add where the artifact came from. The one
+    validator of archive imports and remote pulls, which then call
+    :func:`~ommx_experiment.format.parquet_trust.note_received_parquet`: our Parquet
+    run-parameter layer, which OMMX never reads, is compared with the MessagePack
+    table on its first read instead, so an import needs neither pandas nor pyarrow.
     """
     from .run_params import decode_msgpack
 
@@ -510,31 +697,20 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     config_bytes = read_blob(manifest.config)
     config = ExperimentConfig.parse(config_bytes)
     validate_experiment(manifest, config, allowed_statuses=EXPERIMENT_STATUSES)
-    table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
+    decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
     for run in config.runs:
         calls: tuple[SolveRecord | SamplingRecord, ...] = (*run.solves, *run.samplings)
         for call in calls:
             if call.diagnostics is not None:
                 _check_diagnostics(read_blob(manifest.layers[call.diagnostics]), run.run_id)
-    _check_parquet_layers(manifest, config, table, read_blob)
     return config_bytes
 
 
-def validate_parquet_layer(manifest: Manifest, config_bytes: bytes, read_blob: Callable[[Descriptor], bytes]) -> None:
-    """Our Parquet run-parameter layer, if the manifest has one, must decode and equal the
-    MessagePack table: ``run_parameters_df()`` reads it instead of the MessagePack layer, so
-    a received artifact must not carry a table that disagrees with what OMMX 3 reads.
-    Raises ``InvalidArtifactError``. (Part of :func:`validate_experiment_artifact`.)"""
-    from .run_params import decode_msgpack
-
-    config = ExperimentConfig.parse(config_bytes)
-    table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
-    _check_parquet_layers(manifest, config, table, read_blob)
-
-
-def _check_parquet_layers(
+def check_parquet_layers(
     manifest: Manifest, config: ExperimentConfig, table: ParameterTable, read_blob: Callable[[Descriptor], bytes]
 ) -> None:
+    """Every Parquet run-parameter layer of ``manifest`` decodes and equals ``table`` (the
+    MessagePack layer's): ``InvalidArtifactError`` otherwise."""
     layers = [
         d for d in manifest.layers
         if d.media_type == mt.PARQUET and d.annotations.get(mt.TITLE_ANNOTATION) == mt.PARQUET_RUN_PARAMS_TITLE

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine.oci import EMPTY_MAP, FrozenMap
 from ..errors import InvalidInputError
 from .codec import (
+    EMPTY_TABLE,
     EXPERIMENT_STATUSES,
     FINISHED,
     AttachmentTable,
@@ -58,6 +59,9 @@ class AttachmentContent:
     def sorted_names(self) -> list[str]:
         """Attachment names in byte (code point) order."""
         return sorted(self.descriptors)
+
+
+EMPTY_ATTACHMENTS = AttachmentContent()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +233,8 @@ class _RefResolver:
         )
 
     def run(self, run: RunRecord) -> RunContent:
+        if run.attachments is EMPTY_TABLE and run.trace is None and not run.solves and not run.samplings:
+            return RunContent(run.run_id, run.status, run.reason, EMPTY_ATTACHMENTS)  # the common case, shared parts
         where = f"run {run.run_id}"
         return RunContent(
             run_id=run.run_id,

@@ -50,6 +50,7 @@ from ..errors import (
     LifecycleError,
     OmmxExperimentError,
     ParameterTypeError,
+    RegistryError,
     RunNotFoundError,
     RunNotRecordedError,
 )
@@ -1053,6 +1054,10 @@ def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connec
     never corrupt the database. Ref writes keep the registry's own connection.
     Any SQLite failure is raised as ``JournalWriteError`` naming ``step``.
     """
+    try:
+        registry.blobs.sync_links()  # a row may name blobs just stored: their names are durable first
+    except RegistryError as exc:
+        raise JournalWriteError(f"Failed to write the checkpoint journal {registry.db.path} ({step}): {exc}") from exc
     try:
         with registry.db.journal_write(step) as conn:
             yield conn

@@ -15,7 +15,7 @@ from ..engine.oci import Descriptor
 from ..errors import InvalidArgumentTypeError, InvalidInputError, LifecycleError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
 COMPRESSIONS = ("none", "zstd")
 SNIFF_BYTES = 8192
@@ -165,6 +165,37 @@ def decompress(desc: Descriptor, data: bytes) -> bytes:
 
     with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
         return reader.read()
+
+
+def decompress_chunks(desc: Descriptor, chunks: Iterable[bytes], size: int = 1 << 20) -> Iterator[bytes]:
+    """:func:`decompress` as a stream of pieces of at most ``size`` bytes: memory stays bounded
+    whatever the blob size and however well it compressed."""
+    if not is_compressed(desc):
+        yield from chunks
+        return
+    import zstandard
+
+    source: Any = _ChunkReader(chunks)  # duck-typed: stream_reader only calls read()
+    with zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True) as reader:
+        while piece := reader.read(size):
+            yield piece
+
+
+class _ChunkReader:
+    """A minimal readable file over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = b""
+
+    def read(self, n: int = -1) -> bytes:
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        if n < 0 or n >= len(self._pending):
+            out, self._pending = self._pending, b""
+        else:
+            out, self._pending = self._pending[:n], self._pending[n:]
+        return out
 
 
 def dump_json(value: Any, who: str) -> bytes:

@@ -345,6 +345,59 @@ def decode_msgpack(data: bytes, valid_run_ids: Collection[int]) -> ParameterTabl
     types, values not matching their column type (float32 included), ints outside
     int64, trailing bytes, and run ids not in ``valid_run_ids``.
     """
+    table = _decode_canonical(data)
+    if table is None:  # not in the canonical form OMMX and we write: the strict reader names the defect
+        table = _decode_strict(data)
+    unknown = table.run_ids() - set(valid_run_ids)
+    if unknown:
+        raise InvalidArtifactError(f"Run-parameter layer refers to unknown run ids {sorted(unknown)}")
+    return table
+
+
+_PY_TYPE: dict[str, type] = {BOOL: bool, INT64: int, FLOAT64: float, STRING: str}
+
+
+def _decode_canonical(data: bytes) -> ParameterTable | None:
+    """The fast path of :func:`decode_msgpack`: msgpack's C decoder, then plain type checks.
+
+    Only a layer that re-encodes to exactly its own bytes is accepted here: that rules out
+    what a decoded object can no longer show (duplicate keys, float32 values, non-minimal
+    encodings, trailing bytes). Anything else returns None and goes to the strict reader,
+    which accepts the same layers and names the first defect of the others.
+    """
+    import msgpack
+
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception:  # msgpack raises a zoo of types for corrupt input
+        return None
+    if type(obj) is not dict or len(obj) != 1 or type(obj.get("columns")) is not dict:
+        return None
+    columns = []
+    for name, column in obj["columns"].items():
+        if type(name) is not str or type(column) is not dict or len(column) != 2:
+            return None
+        kind, values = column.get("type"), column.get("values")
+        if type(kind) is not str or kind not in _PY_TYPE or type(values) is not dict:
+            return None
+        if values:
+            if not all(type(k) is int for k in values) or min(values) < 0 or max(values) > _U64_MAX:
+                return None
+            expected = _PY_TYPE[kind]
+            if not all(type(v) is expected for v in values.values()):
+                return None
+            if kind == INT64 and (min(values.values()) < _I64_MIN or max(values.values()) > _I64_MAX):
+                return None
+        columns.append(ParameterColumn(name, kind, values))
+    try:
+        if msgpack.packb(obj, use_bin_type=True) != data:
+            return None
+    except Exception:
+        return None
+    return ParameterTable(tuple(columns))
+
+
+def _decode_strict(data: bytes) -> ParameterTable:
     reader = _Reader(bytes(data))
     if reader.map_len("the top level") != 1 or reader.string("the top-level key") != "columns":
         raise reader.fail("the top level must be a map with exactly one key `columns`")
@@ -356,11 +409,7 @@ def decode_msgpack(data: bytes, valid_run_ids: Collection[int]) -> ParameterTabl
         columns[name] = _read_column(reader, name)
     if reader.pos != len(reader.data):
         raise reader.fail(f"{len(reader.data) - reader.pos} trailing bytes")
-    table = ParameterTable(tuple(columns.values()))
-    unknown = table.run_ids() - set(valid_run_ids)
-    if unknown:
-        raise InvalidArtifactError(f"Run-parameter layer refers to unknown run ids {sorted(unknown)}")
-    return table
+    return ParameterTable(tuple(columns.values()))
 
 
 # --- pandas -------------------------------------------------------------------------------------------

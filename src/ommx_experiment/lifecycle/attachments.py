@@ -31,6 +31,7 @@ from ..format.payload import (
     compress,
     decode_typed,
     decompress,
+    decompress_chunks,
     dump_json,
     encode_typed,
     logical_media_type,
@@ -282,10 +283,16 @@ class AttachmentReader:
             target = target / safe_basename(filenames.get(name) or name)
         if target.exists() and not overwrite:
             raise LifecycleError(f"Attachment destination `{target}` already exists")
-        data = decompress(desc, blobs.get(desc.digest))
-        from ..engine.atomic import atomic_write_bytes
+        from ..engine import atomic
 
-        atomic_write_bytes(target, data)
+        # Streamed (memory bounded by a chunk whatever the size): verified while copied
+        # into a temp file beside the target, which replaces the target only if the
+        # whole blob hashed to its digest.
+        with atomic.temp_file(target.parent, stem="w") as (tmp, handle):
+            for chunk in decompress_chunks(desc, blobs.iter_chunks(desc.digest)):
+                handle.write(chunk)
+            atomic.sync_file(handle)
+            atomic.publish_replace(tmp, target)
         return target
 
 

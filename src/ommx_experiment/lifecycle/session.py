@@ -49,6 +49,7 @@ from ..format.content import (
     content_from_artifact,
 )
 from ..format.journal import Journal, JournalHeader, checkpoint_ref, run_blobs
+from ..format.parquet_trust import our_parquet_layer, parquet_layer_agrees
 from .autosave import DEFAULT_POLICY, AutosavePolicy, AutosaveSchedule
 from .reason import lifecycle_reason
 
@@ -96,6 +97,7 @@ class SealedState:
         self._content = content
         self._allowed = tuple(allowed)
         self._table: rp.ParameterTable | None = None
+        self._parquet_ok: bool | None = None
 
     @classmethod
     def open(
@@ -120,7 +122,7 @@ class SealedState:
             if size != layer.size:
                 raise BlobNotFoundError(f"Failed to read blob {layer.digest} (layer {i}): {size} bytes, expected {layer.size}")
         state = cls(registry, holder, image_name, digest, manifest, allowed=allowed)
-        if state.parquet_layer() is None:
+        if our_parquet_layer(manifest) is None:
             state.table()  # parses and validates config and msgpack now, as OMMX does at load
         return state
 
@@ -163,11 +165,13 @@ class SealedState:
         return out
 
     def parquet_layer(self) -> Descriptor | None:
-        """Our Parquet run-parameter layer (among our trailing layers), if this artifact has one."""
-        from ..format.run_meta import trailing_layers
-
-        layer = trailing_layers(self.manifest).get(mt.PARQUET_RUN_PARAMS_TITLE)
-        return layer if layer is not None and layer.media_type == mt.PARQUET else None
+        """Our Parquet run-parameter layer (among our trailing layers), if this artifact has one that
+        may be read (a received one is compared with the MessagePack table first: format.parquet_trust)."""
+        if self._parquet_ok is None:
+            self._parquet_ok = parquet_layer_agrees(
+                self.registry.db, self.manifest, lambda: self.config, lambda d: self.registry.blobs.get(d.digest)
+            )
+        return our_parquet_layer(self.manifest) if self._parquet_ok else None
 
 
 # --- unsealed --------------------------------------------------------------------------------------
