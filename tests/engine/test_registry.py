@@ -393,7 +393,10 @@ def test_triggers_dropped_by_ommx_migration_are_recreated_on_open(tmp_path: Path
     raw.execute("INSERT INTO refs VALUES ('example.com/ommx/made', 'v1', ?, '2026-01-01T00:00:00+00:00')", (a,))
     reopened = LocalRegistry(tmp_path / "reg")
     names = raw.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY name").fetchall()
-    assert names == [("oxe_refs_after_delete",), ("oxe_refs_after_insert",), ("oxe_refs_after_update",)]
+    assert names == [
+        ("oxe_refs_after_delete",), ("oxe_refs_after_insert",), ("oxe_refs_after_update",),
+        ("oxe_refs_log_delete",), ("oxe_refs_log_insert",), ("oxe_refs_log_update",),
+    ]
     assert layout_view.read_index(reopened.root) == {"example.com/ours:v1": a, "example.com/ommx/made:v1": a}
     before = reopened.db.refs_version()
     raw.execute("DELETE FROM refs WHERE name = 'example.com/ommx/made'")

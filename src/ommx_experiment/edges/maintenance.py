@@ -255,15 +255,19 @@ class _Traversal:
             self.queue.append(_Visit(links.subject, item.digest, "subject", strict=True))
 
     def _manifest_bytes(self, digest: str) -> bytes:
-        """The manifest's bytes: OMMX's cache row when it hashes to ``digest`` (one query for all
-        of them, no file to open per ref), else the verified blob file."""
+        """The manifest's bytes: OMMX's cache row when it hashes to ``digest`` and the listed file
+        has its size (one query for all of them, no file to open per ref), else the verified
+        blob file. A corrupt file of the same size is then not noticed by a dry run; the
+        cached bytes are the manifest, so nothing it reaches is collected."""
         if self._cached is None:
             rows = self.registry.db.query("SELECT manifest_digest, manifest_json FROM artifact_manifests")
             self._cached = {
                 str(d): b if isinstance(b, bytes) else str(b).encode() for d, b in rows if isinstance(b, (bytes, str))
             }
         data = self._cached.pop(digest, None)
-        if data is not None and sha256_digest(data) == digest:
+        listed = self.blobs.get(digest)
+        # the file must still be there with the same size; else read it (and report it if corrupt)
+        if data is not None and listed is not None and listed.size == len(data) and sha256_digest(data) == digest:
             return data
         return self.registry.blobs.get(digest)
 

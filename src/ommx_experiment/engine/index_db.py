@@ -84,6 +84,16 @@ REFS_TRIGGERS = {
     for event in ("INSERT", "UPDATE", "DELETE")
 }
 
+#: The triggers that log each changed ``(name, reference)`` of ``refs`` for the index.json view (layout_view.py).
+REFS_LOG_TRIGGERS = {
+    "oxe_refs_log_insert": "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_insert AFTER INSERT ON refs BEGIN "
+    "INSERT INTO oxe_refs_log(name, reference) VALUES (NEW.name, NEW.reference); END",
+    "oxe_refs_log_update": "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_update AFTER UPDATE ON refs BEGIN "
+    "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference), (NEW.name, NEW.reference); END",
+    "oxe_refs_log_delete": "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_delete AFTER DELETE ON refs BEGIN "
+    "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference); END",
+}
+
 # Our migrations: entry i brings oxe schema_version from i to i+1. Append only, never edit.
 MIGRATIONS: list[tuple[str, ...]] = [
     (
@@ -120,12 +130,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # view was last planned (also by OMMX's writes) and where each entry sits in the file
     (
         "CREATE TABLE IF NOT EXISTS oxe_refs_log (name TEXT NOT NULL, reference TEXT NOT NULL)",
-        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_insert AFTER INSERT ON refs BEGIN "
-        "INSERT INTO oxe_refs_log(name, reference) VALUES (NEW.name, NEW.reference); END",
-        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_update AFTER UPDATE ON refs BEGIN "
-        "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference), (NEW.name, NEW.reference); END",
-        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_delete AFTER DELETE ON refs BEGIN "
-        "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference); END",
+        *REFS_LOG_TRIGGERS.values(),
         "CREATE TABLE IF NOT EXISTS oxe_view_slots ("
         " name TEXT NOT NULL, reference TEXT NOT NULL, pos INTEGER NOT NULL, len INTEGER NOT NULL,"
         " PRIMARY KEY(name, reference))",
@@ -275,15 +280,18 @@ class Database:
             str(row[0])
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'refs'")
         }
-        if present >= set(REFS_TRIGGERS):
+        wanted = {**REFS_TRIGGERS, **(REFS_LOG_TRIGGERS if self._schema_version_in(conn) >= 4 else {})}
+        if present >= set(wanted):
             return
         try:
             with self.write("re-create the refs triggers") as wconn:
-                for name, stmt in REFS_TRIGGERS.items():
+                for name, stmt in wanted.items():
                     if name not in present:
                         wconn.execute(stmt)
                 wconn.execute("INSERT OR IGNORE INTO oxe_meta(key, value) VALUES ('refs_version', '0')")
                 wconn.execute(_BUMP)
+                # refs changed unseen by the view log: the next view update regenerates index.json
+                wconn.execute("DELETE FROM oxe_meta WHERE key = 'view_state'")
         except RegistryError:
             if os.access(self.path, os.W_OK):
                 raise  # a read-only root still reads; its view cannot be refreshed anyway
