@@ -217,7 +217,6 @@ class _Traversal:
         self.missing: list[GcMissingBlob] = []
         self.invalid: list[GcInvalidManifest] = []
         self.refs_read_at_ns = time.monotonic_ns()
-        self._cached: dict[str, bytes] | None = None
 
     def add_refs(self) -> None:
         self.refs_read_at_ns = time.monotonic_ns()  # lease releases stamped later stay leased
@@ -243,7 +242,7 @@ class _Traversal:
         if not self._present(item.digest):
             return
         try:
-            links = parse_manifest_links(self._manifest_bytes(item.digest), item.digest, GC)
+            links = parse_manifest_links(self.registry.blobs.get(item.digest), item.digest, GC)
         except (OmmxExperimentError, ValueError) as exc:
             if item.strict:
                 self.invalid.append(GcInvalidManifest(item.digest, item.kind, item.referenced_by, str(exc)))
@@ -253,23 +252,6 @@ class _Traversal:
             self._mark(layer, item.digest, "layer")
         if links.subject is not None:
             self.queue.append(_Visit(links.subject, item.digest, "subject", strict=True))
-
-    def _manifest_bytes(self, digest: str) -> bytes:
-        """The manifest's bytes: OMMX's cache row when it hashes to ``digest`` and the listed file
-        has its size (one query for all of them, no file to open per ref), else the verified
-        blob file. A corrupt file of the same size is then not noticed by a dry run; the
-        cached bytes are the manifest, so nothing it reaches is collected."""
-        if self._cached is None:
-            rows = self.registry.db.query("SELECT manifest_digest, manifest_json FROM artifact_manifests")
-            self._cached = {
-                str(d): b if isinstance(b, bytes) else str(b).encode() for d, b in rows if isinstance(b, (bytes, str))
-            }
-        data = self._cached.pop(digest, None)
-        listed = self.blobs.get(digest)
-        # the file must still be there with the same size; else read it (and report it if corrupt)
-        if data is not None and listed is not None and listed.size == len(data) and sha256_digest(data) == digest:
-            return data
-        return self.registry.blobs.get(digest)
 
     def _mark(self, digest: str, referenced_by: str | None, kind: str) -> None:
         if digest in self.reachable:
