@@ -35,7 +35,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engine.digest import is_valid_digest, sha256_digest
+from ..engine.digest import is_valid_digest
 from ..engine.durations import parse_duration_seconds
 from ..engine.locks import GC_EXCLUSION_LOCK, flock_exclusive
 from ..engine.manifest_links import GC, parse_manifest_links
