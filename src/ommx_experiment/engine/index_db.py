@@ -83,15 +83,16 @@ REFS_TRIGGERS = {
     f"AFTER {event} ON refs BEGIN {_BUMP} END"
     for event in ("INSERT", "UPDATE", "DELETE")
 }
-
-#: The triggers that log each changed ``(name, reference)`` of ``refs`` for the index.json view (layout_view.py).
-REFS_LOG_TRIGGERS = {
-    "oxe_refs_log_insert": "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_insert AFTER INSERT ON refs BEGIN "
-    "INSERT INTO oxe_refs_log(name, reference) VALUES (NEW.name, NEW.reference); END",
-    "oxe_refs_log_update": "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_update AFTER UPDATE ON refs BEGIN "
-    "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference), (NEW.name, NEW.reference); END",
-    "oxe_refs_log_delete": "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_delete AFTER DELETE ON refs BEGIN "
-    "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference); END",
+_LOG_ROWS = {
+    "insert": "(NEW.name, NEW.reference)",
+    "update": "(OLD.name, OLD.reference), (NEW.name, NEW.reference)",
+    "delete": "(OLD.name, OLD.reference)",
+}
+#: The triggers that feed ``oxe_refs_log`` (the refs the ``index.json`` view has not planned yet).
+LOG_TRIGGERS = {
+    f"oxe_refs_log_{event}": f"CREATE TRIGGER IF NOT EXISTS oxe_refs_log_{event} AFTER {event.upper()} ON refs BEGIN "
+    f"INSERT INTO oxe_refs_log(name, reference) VALUES {rows}; END"
+    for event, rows in _LOG_ROWS.items()
 }
 
 # Our migrations: entry i brings oxe schema_version from i to i+1. Append only, never edit.
@@ -130,7 +131,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
     # view was last planned (also by OMMX's writes) and where each entry sits in the file
     (
         "CREATE TABLE IF NOT EXISTS oxe_refs_log (name TEXT NOT NULL, reference TEXT NOT NULL)",
-        *REFS_LOG_TRIGGERS.values(),
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_insert AFTER INSERT ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (NEW.name, NEW.reference); END",
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_update AFTER UPDATE ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference), (NEW.name, NEW.reference); END",
+        "CREATE TRIGGER IF NOT EXISTS oxe_refs_log_delete AFTER DELETE ON refs BEGIN "
+        "INSERT INTO oxe_refs_log(name, reference) VALUES (OLD.name, OLD.reference); END",
         "CREATE TABLE IF NOT EXISTS oxe_view_slots ("
         " name TEXT NOT NULL, reference TEXT NOT NULL, pos INTEGER NOT NULL, len INTEGER NOT NULL,"
         " PRIMARY KEY(name, reference))",
@@ -280,7 +286,9 @@ class Database:
             str(row[0])
             for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'refs'")
         }
-        wanted = {**REFS_TRIGGERS, **(REFS_LOG_TRIGGERS if self._schema_version_in(conn) >= 4 else {})}
+        wanted = dict(REFS_TRIGGERS)
+        if "oxe_refs_log" in _table_names(conn):
+            wanted.update(LOG_TRIGGERS)
         if present >= set(wanted):
             return
         try:
@@ -290,7 +298,7 @@ class Database:
                         wconn.execute(stmt)
                 wconn.execute("INSERT OR IGNORE INTO oxe_meta(key, value) VALUES ('refs_version', '0')")
                 wconn.execute(_BUMP)
-                # refs changed unseen by the view log: the next view update regenerates index.json
+                # refs changed unseen while the triggers were gone: the view is rebuilt from refs
                 wconn.execute("DELETE FROM oxe_meta WHERE key = 'view_state'")
         except RegistryError:
             if os.access(self.path, os.W_OK):
