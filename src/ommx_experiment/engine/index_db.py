@@ -45,6 +45,8 @@ CORRUPT_MARKER = ".oxe-index-corrupt"
 RECOVER_HINT = "ommx-experiment recover"
 _SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
 _POISONED: set[str] = set()  # index paths this process saw corrupt
+MARKER_RECHECK_S = 1.0
+"""The Run-close fast path looks for another process's corruption marker at most this often."""
 OMMX_USER_VERSION = 2
 BUSY_TIMEOUT_MS = 60_000
 
@@ -175,6 +177,9 @@ class Database:
     def __init__(self, root: Path, *, path: Path | None = None) -> None:
         self.path = root / DB_NAME if path is None else path
         self.connections = shared_connections(self.path)
+        self._path_str = str(self.path)
+        self._marker_str = str(self.path.parent / CORRUPT_MARKER) if self.path.name == DB_NAME else ""
+        self._marker_checked = 0.0  # time.monotonic() of the last marker check on the Run-close fast path
 
     def close(self) -> None:
         """Close this process's connections to the file (harmlessly: no checkpoint, no unlink).
@@ -246,7 +251,13 @@ class Database:
         fast path retries a busy one in :meth:`journal_write`), except corruption:
         :class:`RegistryCorruptError`, also before writing when the index is marked.
         """
-        check_writable(self.path, "journal")
+        if _POISONED and self._path_str in _POISONED:
+            raise _corrupt(self.path, "journal", "marked corrupt earlier")
+        now = time.monotonic()
+        if now - self._marker_checked > MARKER_RECHECK_S:  # the hot path stats the marker at most once a second
+            self._marker_checked = now
+            if self._marker_str and os.path.exists(self._marker_str):
+                raise _corrupt(self.path, "journal", "marked corrupt by another process")
         shared = self.connections
         with shared.lock:
             conn = shared.enter(JOURNAL)
