@@ -116,7 +116,7 @@ def test_a_lock_held_by_another_process_makes_close_raise_then_commit_saves_the_
     with exp.run() as run:
         run.log_parameter("i", 0)
     run = exp.run()  # opened before the lock is taken
-    run.log_parameter("i", 1)
+    run.log_parameter("j", 1)  # a new column: this close writes its row at once (no group commit)
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(registry_root / "index.sqlite3")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -132,6 +132,43 @@ def test_a_lock_held_by_another_process_makes_close_raise_then_commit_saves_the_
     artifact = exp.commit()  # writes the refused run first, then publishes
     assert artifact.image_name == NAME
     assert [r.run_id for r in Experiment.load(NAME).runs] == [0, 1]
+
+
+def test_a_lock_held_by_another_process_makes_the_batch_flush_raise_and_commit_retries_it(
+    registry_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ommx_experiment.lifecycle import session as session_module
+
+    monkeypatch.setattr(index_db, "BUSY_TIMEOUT_MS", 1500)
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_SECONDS", 3600.0)  # only the size trigger
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_RUNS", 4)
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    with exp.run() as run:
+        run.log_parameter("i", 0)  # establishes the column: written at once
+    runs = [exp.run() for _ in range(4)]  # ids reserved before the lock is taken
+    for i, run in enumerate(runs, start=1):
+        run.log_parameter("i", i)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(registry_root / "index.sqlite3")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        for run in runs[:3]:  # deferred: no database access
+            run.finish()
+        with pytest.raises(JournalWriteError, match=r"Run\(s\) 1, 2, 3, 4 of .* were closed but not saved .*locked"):
+            runs[3].finish()  # the fourth deferred close makes the batch due
+        with pytest.raises(JournalWriteError, match=r"Run\(s\) 1, 2, 3, 4 of .* were closed but not saved"):
+            exp.commit()  # nothing published while the batch is not written
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert _fresh_restore_ids(registry_root) == [0, 1, 2, 3, 4]  # the deferred closes survive in the log meanwhile
+    exp.commit()  # the retry writes the batch, then publishes
+    assert [r.run_id for r in Experiment.load(NAME).runs] == [0, 1, 2, 3, 4]
+    assert Experiment.load(NAME).run_parameters_df()["i"].tolist() == [0, 1, 2, 3, 4]
 
 
 _KILLED_COMMIT = """

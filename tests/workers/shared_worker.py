@@ -8,11 +8,15 @@ Commands (one JSON array per line; one JSON reply per line on stdout):
 - ``["close", run_id]`` → ``{"ok": true}`` (or ``{"error": type, "message": ...}``)
 - ``["discard", run_id]`` → ``{"ok": true}`` or an error
 - ``["commit"]`` → ``{"digest": ...}`` or an error
+- ``["hold"]`` → ``{"ok": true}``: group commit writes no batch until commit or exit
+  (no size or time trigger), so closes stay deferred in the open-run log
+- ``["deferred"]`` → ``{"deferred": N}``: closes of this writer whose rows are not written yet
 - ``["exit"]``: leave cleanly
 
-``loop NAME PREFIX`` instead of commands: join NAME, then close runs with
+``loop NAME PREFIX [PAUSE]`` instead of commands: join NAME, then close runs with
 parameter ``token = PREFIX-<i>`` forever, printing ``closed <token> <run_id>``
-after each close returned (the caller kills us at random).
+after each close returned (the caller kills us at random, or a close raises);
+with ``PAUSE`` (seconds) a random pause of up to that long follows each close.
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ def _serve() -> None:
             elif cmd[0] == "commit":
                 assert exp is not None
                 reply = {"digest": exp.commit().manifest_digest}
+            elif cmd[0] == "hold":
+                from ommx_experiment.lifecycle import session as session_module
+
+                session_module.GROUP_COMMIT_RUNS = 10**9
+                session_module.GROUP_COMMIT_SECONDS = 10**6
+                reply = {"ok": True}
+            elif cmd[0] == "deferred":
+                assert exp is not None
+                reply = {"deferred": len(exp._session_or_raise().journal.deferred)}
             elif cmd[0] == "exit":
                 return
             else:
@@ -61,7 +74,10 @@ def _serve() -> None:
         sys.stdout.flush()
 
 
-def _loop(name: str, prefix: str) -> None:
+def _loop(name: str, prefix: str, pause: float = 0.0) -> None:
+    import random
+    import time
+
     from ommx_experiment import Experiment
 
     exp = Experiment.join(name)
@@ -75,10 +91,12 @@ def _loop(name: str, prefix: str) -> None:
         sys.stdout.write(f"closed {token} {run_id}\n")
         sys.stdout.flush()
         i += 1
+        if pause:
+            time.sleep(random.uniform(0, pause))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "loop":
-        _loop(sys.argv[2], sys.argv[3])
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "loop":
+        _loop(sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) == 5 else 0.0)
     else:
         _serve()

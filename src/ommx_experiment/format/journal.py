@@ -3,12 +3,17 @@
 Three mechanisms (spec/experiment.md, "Checkpoints"):
 
 journal
-    SQLite rows in ``index.sqlite3`` (our ``oxe_journal_*`` tables). A Run close
-    that stored no blobs is one autocommit ``INSERT`` of that run's row
-    (parameters, status, reason, close time; attachment descriptors, filenames,
-    solves, samplings, trace when present); one that stored blobs is one short
-    ``BEGIN IMMEDIATE`` transaction that also moves the pin and rewrites the
-    session header. Cost independent of the number of runs already closed.
+    SQLite rows in ``index.sqlite3`` (our ``oxe_journal_*`` tables), one per closed
+    run (parameters, status, reason, close time; attachment descriptors, filenames,
+    solves, samplings, trace when present). A Run close that stored no blobs and
+    brings no new column type is *group-committed*: it appends an ``f`` record to
+    the writer's open-run log (which survives SIGKILL) and its row is written with
+    the next batch (every :data:`GROUP_COMMIT_RUNS` closes, :data:`GROUP_COMMIT_SECONDS`
+    after the first of a batch, at commit, at exit). Readers merge the ``f``
+    records of every writer's log; a committer quiesces the writers first
+    (:func:`run_log.quiesce`). A close that stored blobs or establishes a column
+    type is one short ``BEGIN IMMEDIATE`` transaction (pin, columns, row). Cost
+    independent of the number of runs already closed.
 pins
     OMMX's GC keeps only what ``refs`` reaches. Every journal write that stored
     blobs also publishes a tiny generic artifact whose layers are those blobs and
@@ -45,6 +50,7 @@ from ..engine.oci import Descriptor, FrozenMap, Manifest, parse_descriptor
 from ..engine.writers import WRITERS_DIR, WriterIdentity, WriterLock, claim_if_dead, is_alive, log_path
 from ..engine.writers import remove_files as remove_writer_files
 from ..errors import (
+    ExperimentBusyError,
     InvalidArtifactError,
     JournalWriteError,
     LifecycleError,
@@ -55,7 +61,7 @@ from ..errors import (
     RunNotRecordedError,
 )
 from .content import AttachmentContent, ExperimentContent, RunContent, SolveContent, build_experiment
-from .run_log import CLOSED, OPEN, OpenRun, RunLog, read_log
+from .run_log import CLOSED, OPEN, PENDING, OpenRun, RunLog, quiesce, read_log, read_log_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -283,6 +289,11 @@ class OpenRunHolder:
 
 
 INTERRUPTED_REASON = "process exited while the run was open"
+GROUP_COMMIT_RUNS = 512
+"""A writer's deferred closes are written to the journal after this many (or at the other triggers)."""
+GROUP_COMMIT_SECONDS = 0.2
+"""... or this long after the first close of a batch (``Session``'s flush timer)."""
+QUIESCE_TIMEOUT_S = 90.0
 _SEAL_KEEP_DAYS = 30
 _MAX_BLOCK = 256
 
@@ -310,6 +321,8 @@ class Journal:
         self._ids: list[int] = []
         self._block = 1
         self._parsed: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] = {}  # run rows already decoded
+        self.deferred: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}  # closed, row not written yet
+        self._no_open = True  # no run of this writer is open: a flush may reset the log
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
 
     # --- joining ---------------------------------------------------------------------------------
@@ -405,6 +418,7 @@ class Journal:
             self._reserve()
         run_id = self._ids.pop()
         assert self.log is not None
+        self._no_open = False
         self.log.append((OPEN, run_id, time.time_ns()))
         return run_id
 
@@ -463,26 +477,100 @@ class Journal:
 
     # --- closing runs ---------------------------------------------------------------------------------
 
-    def append_run(self, run: RunContent, params: Mapping[str, ParamValue], new_blobs: Iterable[Descriptor] = ()) -> None:
-        """Record a closed run of this writer: durable and visible to every writer when this returns.
+    def append_run(self, run: RunContent, params: Mapping[str, ParamValue], new_blobs: Iterable[Descriptor] = ()) -> bool:
+        """Record a closed run of this writer: it survives SIGKILL and is visible to every writer when this returns.
 
-        Raises ``ParameterTypeError`` (nothing recorded) when another writer
-        established a different type for one of its parameters meanwhile, and
-        ``RunNotRecordedError`` when the experiment was committed or replaced first
-        (the run is then kept in a new draft of the same name, as the message says).
+        Returns True when the close was deferred (group commit: an ``f`` record in
+        the open-run log; the row follows with :meth:`flush`), False when the row
+        was written now. Raises ``ParameterTypeError`` (nothing recorded) when
+        another writer established a different type for one of its parameters
+        meanwhile, and ``RunNotRecordedError`` when the experiment was committed or
+        replaced first (the run is then kept in a new draft of the same name, as
+        the message says).
         """
         blobs = _unique(new_blobs)
-        body = run_body(run, params)
         update = _column_update(self.columns, params)
-        if not blobs and update is None:
-            recorded = self._append_fast(run.run_id, body)
+        log = self.log
+        if not blobs and update is None and log is not None:
+            log.close_lock()
+            try:
+                if not log.sealing():
+                    log.append((PENDING, run.run_id, run.status, run.reason, run.finished_ns or time.time_ns()))
+                    self.deferred[run.run_id] = (run, params if type(params) is dict else dict(params))
+                    return True
+                # a committer quiesced this writer: the journal decides, under the close lock
+                body = run_body(run, params)
+                recorded = self._append_fast(run.run_id, body)
+                if recorded:  # not being sealed (any more): a stale flag of a committer that gave up
+                    log.clear_flag()
+            finally:
+                log.close_unlock()
         else:
+            body = run_body(run, params)
             recorded = self._append_slow(run, params, body, blobs)
         if not recorded:
             self._keep_late(run, params, blobs)
         self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))
+        return False
+
+    def flush(self) -> None:
+        """Write this writer's deferred closes in one transaction (group commit).
+
+        While another process seals the session the runs stay deferred: the
+        committer read them from this writer's log and includes them; once it
+        committed (a tombstone) they are dropped here, once it gave up they are
+        written by the next flush. A session discarded meanwhile keeps them in a
+        ``-late-`` draft (``RunNotRecordedError``). A failed write raises
+        ``JournalWriteError`` naming the runs, which stay deferred for a retry.
+        """
+        if not self.deferred:
+            return
+        runs = list(self.deferred.values())
+        bodies = [run_body(run, params) for run, params in runs]
+        committed = None
+        try:
+            with journal_write(self.registry, f"journal {self.requested}: {len(runs)} closed run(s)") as conn:
+                state = _session_state(conn, self.session_id)
+                if state == "open":
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO oxe_journal_runs VALUES (?, ?, ?)",
+                        [(self.session_id, run.run_id, body) for (run, _), body in zip(runs, bodies, strict=True)],
+                    )
+                elif state == "sealing":
+                    return
+                else:
+                    committed = conn.execute(
+                        "SELECT 1 FROM oxe_journal_sealed WHERE session_id = ?", (self.session_id,)
+                    ).fetchone()
+        except (RegistryError, OSError, sqlite3.Error) as exc:  # JournalWriteError, or a failed COMMIT
+            ids = ", ".join(str(run.run_id) for run, _ in runs)
+            raise JournalWriteError(
+                f"Run(s) {ids} of {self.requested} were closed but not saved to the checkpoint journal "
+                f"{self.registry.db.path}: {exc}; they stay in this writer's open-run log and are written by "
+                "the next close, commit or exit once the cause is fixed"
+            ) from exc
+        for (run, params), body in zip(runs, bodies, strict=True):
+            self.deferred.pop(run.run_id, None)
+            self._parsed[run.run_id] = (body, run, params)
+        self._after_flush([run.run_id for run, _ in runs])
+        if state == "gone" and committed is None:
+            late: list[str] = []
+            for run, params in runs:
+                try:
+                    self._keep_late(run, params, [])
+                except RunNotRecordedError as exc:
+                    late.append(str(exc))
+            raise RunNotRecordedError("; ".join(late))
+
+    def _after_flush(self, run_ids: list[int]) -> None:
+        assert self.log is not None
+        if self._no_open and not self.deferred:
+            self.log.reset()
+        else:
+            for run_id in run_ids:
+                self.log.append((CLOSED, run_id))
 
     def _append_fast(self, run_id: int, body: str) -> bool:
         row = (self.session_id, run_id, body, self.session_id)
@@ -628,8 +716,9 @@ class Journal:
             self.log.append(record)
 
     def no_open_runs(self) -> None:
-        """Every run of this writer is closed or abandoned: the open-run log may start over."""
-        if self.log is not None:
+        """Every run of this writer is closed or abandoned: the open-run log may start over (after a flush)."""
+        self._no_open = True
+        if self.log is not None and not self.deferred:
             self.log.reset()
 
     # --- experiment-level state -------------------------------------------------------------------------
@@ -669,20 +758,36 @@ class Journal:
         return annotations
 
     def discard_run(self, run_id: int) -> None:
-        """Drop a closed run from the shared journal; column types are derived again from the rest."""
-        with journal_write(self.registry, f"journal {self.requested}: discard run {run_id}") as conn:
-            if _session_state(conn, self.session_id) != "open":
-                raise LifecycleError(self._gone_message(conn, f"run {run_id} was not discarded"))
-            if conn.execute(
-                "DELETE FROM oxe_journal_runs WHERE session_id = ? AND run_id = ?", (self.session_id, run_id)
-            ).rowcount != 1:
+        """Drop a closed run from the shared journal; column types are derived again from the rest.
+
+        A run whose close another writer deferred is waited for (its writer's next
+        flush, at most :data:`GROUP_COMMIT_SECONDS` after its close while that writer lives).
+        """
+        self.flush()
+        deadline = time.monotonic() + 10 * GROUP_COMMIT_SECONDS + 5
+        while True:
+            deferred = logged_deferred(self.registry, str(self.session_id))
+            with journal_write(self.registry, f"journal {self.requested}: discard run {run_id}") as conn:
+                if _session_state(conn, self.session_id) != "open":
+                    raise LifecycleError(self._gone_message(conn, f"run {run_id} was not discarded"))
+                if conn.execute(
+                    "DELETE FROM oxe_journal_runs WHERE session_id = ? AND run_id = ?", (self.session_id, run_id)
+                ).rowcount == 1:
+                    bodies = conn.execute(
+                        "SELECT body FROM oxe_journal_runs WHERE session_id = ?", (self.session_id,)
+                    ).fetchall()
+                    columns = _columns_of(
+                        [*(_parse_run_row(str(b))[1] for (b,) in bodies), *(p for r, p in deferred if r.run_id != run_id)],
+                        {},
+                    )
+                    conn.execute(
+                        "UPDATE oxe_journal_sessions SET columns = ?, updated_at = ? WHERE session_id = ?",
+                        (json.dumps(columns), now_timestamp(), self.session_id),
+                    )
+                    break
+            if all(r.run_id != run_id for r, _ in deferred) or time.monotonic() > deadline:
                 raise RunNotFoundError(f"Experiment {self.requested} has no closed run {run_id} to discard")
-            bodies = conn.execute("SELECT body FROM oxe_journal_runs WHERE session_id = ?", (self.session_id,)).fetchall()
-            columns = _columns_of((_parse_run_row(str(b))[1] for (b,) in bodies), {})
-            conn.execute(
-                "UPDATE oxe_journal_sessions SET columns = ?, updated_at = ? WHERE session_id = ?",
-                (json.dumps(columns), now_timestamp(), self.session_id),
-            )
+            time.sleep(GROUP_COMMIT_SECONDS / 4)
         self.columns = columns
 
     def has_attachment(self, name: str) -> bool:
@@ -727,10 +832,10 @@ class Journal:
         return recovered
 
     def _recover_writer(self, writer_id: str) -> list[int]:
-        open_runs = read_log(log_path(self.registry.root, writer_id))
+        open_runs, pending = read_log_state(log_path(self.registry.root, writer_id))
         runs: list[tuple[RunContent, dict[str, ParamValue]]] = []
         blobs: list[Descriptor] = []
-        for record in open_runs.values():
+        for record in [*pending.values(), *open_runs.values()]:  # deferred closes come back as closed runs
             run, params = _interrupted_run(record)
             runs.append((run, params))
             blobs += run_blobs(run)
@@ -820,6 +925,24 @@ class Journal:
                 raise LifecycleError(f"Experiment {self.requested} is being committed by another process")
             conn.execute("UPDATE oxe_journal_sessions SET sealing = ? WHERE session_id = ?", (mark, self.session_id))
 
+    def quiesce_writers(self) -> None:
+        """After :meth:`seal`: make every other writer's deferred closes final (see ``run_log.quiesce``).
+
+        From then on their closes go to the journal, which refuses them while the
+        session is sealed; the deferred ones already in their logs are read by
+        :meth:`snapshot` and so are part of the commit. ``ExperimentBusyError``
+        when a writer held its close lock for :data:`QUIESCE_TIMEOUT_S`.
+        """
+        rows = self.registry.db.query(
+            "SELECT writer_id FROM oxe_journal_writers WHERE session_id = ? AND writer_id != ?",
+            (self.session_id, self.identity.writer_id),
+        )
+        for (writer_id,) in rows:
+            try:
+                quiesce(log_path(self.registry.root, str(writer_id)), QUIESCE_TIMEOUT_S)
+            except (TimeoutError, OSError) as exc:
+                raise ExperimentBusyError(f"Cannot commit Experiment {self.requested}: {exc}") from exc
+
     def unseal(self) -> None:
         """Undo :meth:`seal` after a failed publish: writers may close runs again."""
         with journal_write(self.registry, f"journal {self.requested}: unseal") as conn:
@@ -883,7 +1006,11 @@ class Journal:
         if not self.started:
             return
         self.give_back_ids()
-        open_left = bool(self.log is not None and read_log(self.log.path))
+        try:
+            self.flush()
+        except OmmxExperimentError as exc:  # the log keeps them: the next join, restore or commit records them
+            log.warning("Closed runs of %s not written at exit: %s", self.requested, exc)
+        open_left = bool(self.deferred) or bool(self.log is not None and read_log(self.log.path))
         if not open_left:
             with (
                 contextlib.suppress(sqlite3.Error, OmmxExperimentError),
@@ -1011,19 +1138,22 @@ def _sealer_dead(root: Path, sealing: str) -> bool:
 
 
 def _interrupted_run(record: OpenRun) -> tuple[RunContent, dict[str, ParamValue]]:
+    """The run an open-run log shows: ``interrupted`` when it was open, as closed when it has an ``f`` record."""
     attachments = {
         name: parse_descriptor(desc, f"open-run log attachment {name!r}") for name, (desc, _) in record.attachments.items()
     }
     filenames = {name: str(fn) for name, (_, fn) in record.attachments.items() if fn is not None}
+    status, reason, finished_ns = record.closed or ("interrupted", INTERRUPTED_REASON, None)
     run = RunContent(
         run_id=record.run_id,
-        status="interrupted",
-        reason=INTERRUPTED_REASON,
+        status=status,
+        reason=reason,
         attachments=AttachmentContent(attachments, filenames),
         trace=_desc(record.trace, "open-run log trace"),
         solves=tuple(_call(c) for c in record.solves),
         samplings=tuple(_call(c) for c in record.samplings),
         started_ns=record.started_ns,
+        finished_ns=finished_ns,
     )
     params = {str(k): v for k, v in record.params.items() if type(v) in _PARAM_TYPES}
     return run, params
@@ -1197,6 +1327,16 @@ def discard_journal(registry: LocalRegistry, requested: ImageName) -> None:
         _remove_pins(registry, requested, session_id)
 
 
+def logged_deferred(registry: LocalRegistry, session_id: str) -> list[tuple[RunContent, dict[str, ParamValue]]]:
+    """Closed runs of the session's writers (live or dead) whose rows are not written yet: their ``f`` records."""
+    rows = registry.db.query("SELECT writer_id FROM oxe_journal_writers WHERE session_id = ?", (session_id,))
+    out: list[tuple[RunContent, dict[str, ParamValue]]] = []
+    for (writer_id,) in rows:
+        for record in read_log_state(log_path(registry.root, str(writer_id)))[1].values():
+            out.append(_interrupted_run(record))
+    return out
+
+
 def _decode_rows(
     rows: list[Any], cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None
 ) -> list[tuple[RunContent, dict[str, ParamValue], int | None]]:
@@ -1275,20 +1415,25 @@ def _read_session(
     session_id: str | None = None,
     cache: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] | None = None,
 ) -> JournalSnapshot | None:
-    """One session's snapshot; ``cache`` (run id → body, decoded row) spares decoding rows seen before."""
+    """One session's snapshot; ``cache`` (run id → body, decoded row) spares decoding rows seen before.
+
+    Closes deferred by group commit are read from the writers' open-run logs
+    *before* the rows: a batch written (and its log reset) in between is then in the rows.
+    """
+    if session_id is None:
+        found = registry.db.query(
+            "SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (str(requested),)
+        )
+        if not found:
+            return None
+        session_id = str(found[0][0])
+    deferred = logged_deferred(registry, session_id)
     with registry.db.read() as conn:
-        if session_id is not None:
-            row = conn.execute(
-                "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
-                "WHERE session_id = ?",
-                (session_id,),
-            ).fetchone()
-        else:
-            row = conn.execute(
-                "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
-                "WHERE requested_name = ?",
-                (str(requested),),
-            ).fetchone()
+        row = conn.execute(
+            "SELECT session_id, header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions "
+            "WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
         if row is None:
             return None
         sid = str(row[0])
@@ -1304,6 +1449,11 @@ def _read_session(
         if obj.get("filename") is not None:
             filenames[str(name)] = str(obj["filename"])
     parsed = _decode_rows(run_rows, cache)
+    if deferred:
+        written = {run.run_id for run, _, _ in parsed}
+        extra = [(run, params, run.finished_ns) for run, params in deferred if run.run_id not in written]
+        if extra:
+            parsed = sorted([*parsed, *extra], key=lambda item: item[0].run_id)
     updated_at = str(row[2])
     newest_ns = max((ns for _, _, ns in parsed if ns is not None), default=None)
     if newest_ns is not None:  # run rows carry their own close time

@@ -7,7 +7,7 @@ returns, so it survives the death of the process (not a power loss; closed runs
 are made durable by the journal, not by this log). The per-log cost is a
 ``marshal`` encoding, a CRC and one copy (about a microsecond).
 
-Layout: a 16-byte header (``b"OXERLOG1"`` + 8 reserved bytes), then records
+Layout: a 16-byte header (``b"OXERLOG1"``, a *seal flag* byte, 7 reserved bytes), then records
 ``[u32 length][u32 crc32(payload)][payload]`` where the payload is
 ``marshal.dumps((kind, run_id, *fields))``. A record is followed by at least four
 zero bytes (the file grows zero-filled), so a reader stops at the first zero
@@ -23,18 +23,29 @@ Record kinds (``run_id`` first):
 ``p``  parameter: ``(name, value)`` (bool/int/float/str; the last one wins)
 ``a``  attachment: ``(name, descriptor dict, filename or None)``
 ``s``  solve record (journal object), ``m`` sampling record, ``t`` trace descriptor
+``f``  run closed, not yet in the journal: ``(status, reason, finished_ns)``
+       (group commit: its row is written with the next batch; until then this
+       log is where other processes and recovery find it, as a *closed* run)
 ``c``  run closed and journaled (recovery skips it)
 ``d``  run abandoned without a record (its handle was dropped unclosed)
 ====== ==========================================================================
+
+Group commit handshake (spec/experiment.md, "Group commit"): a writer appends
+``f`` records only while holding ``flock`` on its log file and only when the
+seal flag (header byte 8) is clear. A committer sets the flag of every live
+writer (:func:`quiesce`), then takes and drops each one's ``flock``: from then on
+no ``f`` record can appear, and the ones present are part of the commit.
 """
 
 from __future__ import annotations
 
+import fcntl
 import marshal
 import mmap
 import os
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +61,8 @@ _crc32 = zlib.crc32
 _INITIAL_SIZE = 1 << 20
 
 OPEN, PARAM, ATTACHMENT, SOLVE, SAMPLING, TRACE, CLOSED, DROPPED = "o", "p", "a", "s", "m", "t", "c", "d"
+PENDING = "f"
+FLAG_OFFSET = len(MAGIC)
 
 
 class RunLog:
@@ -81,6 +94,24 @@ class RunLog:
                 self._grow(end + 8)
             self._mm[pos:end] = framed
             self._pos = end
+
+    def sealing(self) -> bool:
+        """The seal flag a committer sets (:func:`quiesce`): closes must then go to the journal directly."""
+        return self._fd >= 0 and self._mm[FLAG_OFFSET] != 0
+
+    def clear_flag(self) -> None:
+        """Clear a stale seal flag (call under :meth:`close_lock`, after the journal said it is not sealing)."""
+        if self._fd >= 0:
+            self._mm[FLAG_OFFSET] = 0
+
+    def close_lock(self) -> None:
+        """Take the close lock (``flock`` on the log file); a committer waits for it in :func:`quiesce`."""
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def close_unlock(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def reset(self) -> None:
         """Forget every record (no run of this writer is open any more)."""
@@ -117,6 +148,47 @@ def _allocate(fd: int, offset: int, length: int) -> None:
     ``ftruncate`` would let a later append kill the process.
     """
     os.posix_fallocate(fd, offset, length)
+
+
+def set_flag(path: os.PathLike[str] | str, value: bool) -> bool:
+    """Set or clear the seal flag of the log at ``path``; False when there is no such log."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        os.pwrite(fd, b"\x01" if value else b"\x00", FLAG_OFFSET)
+    finally:
+        os.close(fd)
+    return True
+
+
+def quiesce(path: os.PathLike[str] | str, timeout: float) -> bool:
+    """Wait for the close a live writer may be in (its ``flock``) and set its seal flag under that lock.
+
+    Afterwards the writer appends no ``f`` record until the flag is cleared, so the
+    ``f`` records in the log are final. False when there is no such log (the
+    writer is gone); ``TimeoutError`` when the writer held its close lock for ``timeout`` seconds.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the writer of {os.fspath(path)} held its close lock for {timeout} s") from None
+                time.sleep(0.001)
+        os.pwrite(fd, b"\x01", FLAG_OFFSET)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    return True
 
 
 def read_records(data: bytes) -> list[tuple[Any, ...]]:
@@ -156,11 +228,19 @@ class OpenRun:
     solves: list[Any] = field(default_factory=list)
     samplings: list[Any] = field(default_factory=list)
     trace: dict[str, Any] | None = None
+    closed: tuple[str, str | None, int] | None = None
+    """``(status, reason, finished_ns)`` of a run closed but not yet journaled (an ``f`` record)."""
 
 
 def open_runs(records: list[tuple[Any, ...]]) -> dict[int, OpenRun]:
     """The runs a log shows as opened and neither closed nor abandoned, by run id."""
+    return scan(records)[0]
+
+
+def scan(records: list[tuple[Any, ...]]) -> tuple[dict[int, OpenRun], dict[int, OpenRun]]:
+    """``(open, pending)``: runs still open, and runs closed but not yet journaled (``f`` records), by run id."""
     runs: dict[int, OpenRun] = {}
+    pending: dict[int, OpenRun] = {}
     for record in records:
         kind, run_id = record[0], record[1]
         if kind == OPEN:
@@ -168,6 +248,8 @@ def open_runs(records: list[tuple[Any, ...]]) -> dict[int, OpenRun]:
             continue
         run = runs.get(run_id)
         if run is None:
+            if kind == CLOSED:  # a pending run journaled later (``c`` after ``f``)
+                pending.pop(run_id, None)
             continue
         if kind == PARAM:
             run.params[str(record[2])] = record[3]
@@ -179,16 +261,26 @@ def open_runs(records: list[tuple[Any, ...]]) -> dict[int, OpenRun]:
             run.samplings.append(record[2])
         elif kind == TRACE:
             run.trace = record[2]
+        elif kind == PENDING:
+            if len(record) >= 5 and isinstance(record[4], int):
+                run.closed = (str(record[2]), None if record[3] is None else str(record[3]), record[4])
+                pending[run_id] = run
+            del runs[run_id]
         elif kind in (CLOSED, DROPPED):
             del runs[run_id]
-    return runs
+    return runs, pending
 
 
 def read_log(path: os.PathLike[str] | str) -> dict[int, OpenRun]:
     """The open runs recorded in the log file at ``path`` (missing file: none)."""
+    return read_log_state(path)[0]
+
+
+def read_log_state(path: os.PathLike[str] | str) -> tuple[dict[int, OpenRun], dict[int, OpenRun]]:
+    """``(open, pending)`` runs of the log file at ``path`` (see :func:`scan`; missing file: none)."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except FileNotFoundError:
-        return {}
-    return open_runs(read_records(data))
+        return {}, {}
+    return scan(read_records(data))

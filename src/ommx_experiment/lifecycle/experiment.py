@@ -443,6 +443,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
             )
         journal.seal("")
         try:
+            journal.quiesce_writers()  # their deferred closes are final now: the view below holds them
             built = self._build_for_commit(session, session.view())
             journal.seal(built.manifest_digest)  # a committer killed after this is finished by the next reader
             self._publish(session, built)

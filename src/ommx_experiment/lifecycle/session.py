@@ -48,7 +48,7 @@ from ..format.content import (
     build_experiment,
     content_from_artifact,
 )
-from ..format.journal import Journal, JournalHeader, checkpoint_ref, run_blobs
+from ..format.journal import GROUP_COMMIT_RUNS, GROUP_COMMIT_SECONDS, Journal, JournalHeader, checkpoint_ref, run_blobs
 from ..format.parquet_trust import our_parquet_layer, parquet_layer_agrees
 from .autosave import DEFAULT_POLICY, AutosavePolicy, AutosaveSchedule
 from .reason import lifecycle_reason
@@ -240,6 +240,7 @@ class Session:
         self.schedule = AutosaveSchedule(DEFAULT_POLICY, 0)
         self.journal = Journal(registry, requested, journal_session_id)
         self.writable = True  # cleared by the owner when the session leaves the unsealed state
+        self._flush_timer: threading.Timer | None = None
         self._exit_hook = weakref.finalize(self, _release_writer, self.journal)
 
     @property
@@ -338,9 +339,12 @@ class Session:
     def close_run(self, run: RunContent, params: dict[str, ParamValue]) -> None:
         """Record a closed run in the shared journal (O(1)), then apply the autosave policy.
 
+        A close without blobs or new column types is deferred (group commit, see
+        ``format.journal``); a batch is written when it is due or by the flush timer.
         ``ParameterTypeError``: nothing recorded, the run stays open (fix the value and
         close again). ``JournalWriteError``: the run is closed but not yet durable; it
-        stays in this session and is written by the next close or by commit.
+        stays in this session (or this writer's log) and is written by the next close
+        or by commit.
         ``RunNotRecordedError``: the experiment was committed or replaced first; the
         run was kept in a new draft (see the message).
         """
@@ -349,13 +353,13 @@ class Session:
                 self._one_less_open()
                 return
             try:
-                self.flush_pending()
+                self.flush_pending(deferred=False)
             except JournalWriteError as exc:
                 self.pending[run.run_id] = (run, params)
                 self._one_less_open()
                 raise JournalWriteError(self.journal.unsaved_message(run.run_id, exc)) from exc
             try:
-                self.journal.append_run(run, params, run_blobs(run))
+                deferred = self.journal.append_run(run, params, run_blobs(run))
             except ParameterTypeError:
                 raise
             except RunNotRecordedError:
@@ -367,11 +371,27 @@ class Session:
                 raise JournalWriteError(self.journal.unsaved_message(run.run_id, exc)) from exc
             self._one_less_open()
             self.closed += 1
+            if deferred:
+                if len(self.journal.deferred) >= GROUP_COMMIT_RUNS:
+                    self.journal.flush()
+                elif self._flush_timer is None:
+                    self._start_flush_timer()
             if self.schedule.due(self.closed):
                 self._autosave()
 
-    def flush_pending(self) -> None:
-        """Write runs whose close failed to reach the journal; raises ``JournalWriteError`` if it still fails."""
+    def _start_flush_timer(self) -> None:
+        timer = threading.Timer(GROUP_COMMIT_SECONDS, _timed_flush, (weakref.ref(self),))
+        timer.daemon = True
+        self._flush_timer = timer
+        timer.start()
+
+    def flush_pending(self, *, deferred: bool = True) -> None:
+        """Write runs whose close failed to reach the journal (and, with ``deferred``, the deferred closes).
+
+        Raises ``JournalWriteError`` if it still fails.
+        """
+        if deferred and self.journal.deferred:
+            self.journal.flush()
         while self.pending:
             run_id = min(self.pending)
             run, params = self.pending[run_id]
@@ -525,6 +545,19 @@ class Session:
     def release(self) -> None:
         """This process stops writing (sealed here, or read-only): give the writer slot back."""
         self._exit_hook()
+
+
+def _timed_flush(ref: weakref.ReferenceType[Session]) -> None:
+    """The flush timer: write a batch of deferred closes that did not fill up (errors: the next close raises)."""
+    session = ref()
+    if session is None:
+        return
+    with session.lock:
+        session._flush_timer = None
+        try:
+            session.journal.flush()
+        except Exception as exc:
+            log.warning("Deferred run closes of %s not written yet: %s", session.requested, exc)
 
 
 def _release_writer(journal: Journal) -> None:
