@@ -155,7 +155,7 @@ def _stat_bytes(kind: str, values: list[Any]) -> tuple[bytes, bytes] | None:
     Doubles skip NaN (the spec forbids it in statistics) and widen a zero bound to
     ``-0.0``/``+0.0``; strings compare as unsigned bytes and are left out when long.
     """
-    if kind == FLOAT64:
+    if kind == FLOAT64 and any(map(math.isnan, values)):
         values = [v for v in values if not math.isnan(v)]
     if not values:
         return None
@@ -200,8 +200,12 @@ def write_parquet(columns: Sequence[Column], num_rows: int, metadata: Mapping[st
             raise ValueError(f"unknown Parquet column kind {column.kind!r}")
         if len(column.values) != num_rows:
             raise ValueError(f"column {column.name!r} has {len(column.values)} values, expected {num_rows}")
-        present = [v is not None for v in column.values]
-        values = [v for v in column.values if v is not None]
+        if None in column.values:
+            present = [v is not None for v in column.values]
+            values = [v for v in column.values if v is not None]
+        else:
+            values = list(column.values)
+            present = [True] * num_rows
         if column.required and len(values) != num_rows:
             raise ValueError(f"REQUIRED column {column.name!r} has nulls")
         data = _plain(column.kind, values)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
 from .parquet import BOOL, FLOAT64, INT64, STRING, TIMESTAMP, Column, write_parquet
-from .run_params import column_order, frame_index
+from .run_params import column_cells, column_order, frame_index
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -109,23 +109,40 @@ def run_meta_row(run: RunContent) -> list[Any]:
     return [run.status, reason, started, finished, duration, len(run.solves), len(run.samplings)]
 
 
+def _meta_cells(ordered: list[RunContent | None]) -> list[Sequence[Any]]:
+    """The metadata columns (:data:`RUN_META_COLUMNS` order) of these rows, as :func:`run_meta_row` gives them."""
+    if None in ordered or any(r.status == "finished" and r.reason is not None for r in ordered):  # type: ignore[union-attr]
+        empty = [None] * len(RUN_META_COLUMNS)
+        rows = [run_meta_row(r) if r is not None else empty for r in ordered]
+        return list(zip(*rows, strict=True)) if rows else [() for _ in RUN_META_COLUMNS]
+    runs: list[RunContent] = ordered  # type: ignore[assignment]
+    started = [None if r.started_ns is None else r.started_ns // 1000 for r in runs]
+    finished = [None if r.finished_ns is None else r.finished_ns // 1000 for r in runs]
+    duration = [None if s is None or f is None else (f - s) / 1e6 for s, f in zip(started, finished, strict=True)]
+    return [
+        [r.status for r in runs],
+        [r.reason for r in runs],
+        started,
+        finished,
+        duration,
+        [len(r.solves) for r in runs],
+        [len(r.samplings) for r in runs],
+    ]
+
+
 def runs_columns(runs: Sequence[RunContent], table: ParameterTable) -> list[Column]:
     """The ``runs.parquet`` columns: metadata, then parameters in ``run_parameters_df()`` order."""
     by_id = {run.run_id: run for run in runs}
     index = frame_index(table, by_id)
     names = column_order(table, by_id)
     renamed = meta_column_names(names)
-    empty = [None] * len(RUN_META_COLUMNS)
-    rows = [run_meta_row(by_id[r]) if r in by_id else empty for r in index]
-    cells = list(zip(*rows, strict=True)) if rows else [() for _ in RUN_META_COLUMNS]
+    cells = _meta_cells([by_id.get(r) for r in index])
     columns = [Column(renamed["run_id"], INT64, index, required=True)]
     for name, kind, values in zip(RUN_META_COLUMNS, _RUN_META_KINDS, cells, strict=True):
         columns.append(Column(renamed[name], kind, list(values)))
     by_name = {c.name: c for c in table.columns}
     for name in names:
-        column_values = by_name[name].values
-        get = (column_values.to_dict() if hasattr(column_values, "to_dict") else dict(column_values)).get
-        columns.append(Column(name, by_name[name].type, [get(r) for r in index]))
+        columns.append(Column(name, by_name[name].type, column_cells(by_name[name], index)))
     return columns
 
 

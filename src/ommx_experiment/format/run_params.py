@@ -93,7 +93,7 @@ class ParameterTable:
 
     def run_ids(self) -> set[int]:
         """Every run id that has at least one value."""
-        return {run_id for column in self.columns for run_id in column.values}
+        return set().union(*(_as_dict(column.values) for column in self.columns))
 
 
 def value_type(value: object) -> str:
@@ -143,10 +143,14 @@ def build_table(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterabl
     whole column into float64, float then int casts the int; any other mix raises
     :class:`MixedParameterTypesError`.
     """
+    ids = sorted(set(run_ids))
+    fast = _uniform_table(params, ids)
+    if fast is not None:
+        return fast
     types: dict[str, str] = {}
     values: dict[str, dict[int, ParamValue]] = {}
     exact = _EXACT_KIND
-    for run_id in sorted(set(run_ids)):
+    for run_id in ids:
         row = params.get(run_id)
         if not row:
             continue
@@ -167,6 +171,35 @@ def build_table(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterabl
             column[run_id] = value
     # values were filled in ascending run-id order
     return ParameterTable(tuple(ParameterColumn._presorted(name, types[name], values[name]) for name in types))
+
+
+def _uniform_table(params: Mapping[int, Mapping[str, ParamValue]], ids: list[int]) -> ParameterTable | None:
+    """:func:`build_table` when every run with parameters has the same names (in the same order)
+    and each column one builtin type: columns are transposed at C speed. None otherwise."""
+    get = params.get
+    rows = []
+    row_ids = []
+    names: tuple[str, ...] | None = None
+    for run_id in ids:
+        row = get(run_id)
+        if not row:
+            continue
+        if names is None:
+            names = tuple(row)
+        elif len(row) != len(names) or tuple(row) != names:
+            return None
+        rows.append(row.values())
+        row_ids.append(run_id)
+    if names is None:
+        return ParameterTable()
+    columns = []
+    for name, cells in zip(names, zip(*rows, strict=True), strict=True):
+        kinds = set(map(type, cells))
+        kind = _EXACT_KIND.get(kinds.pop()) if len(kinds) == 1 else None
+        if kind is None or (kind is INT64 and not (min(cells) >= _I64_MIN and max(cells) <= _I64_MAX)):
+            return None
+        columns.append(ParameterColumn._presorted(name, kind, dict(zip(row_ids, cells, strict=True))))
+    return ParameterTable(tuple(columns))
 
 
 def _promote(
@@ -514,9 +547,17 @@ def encode_parquet(table: ParameterTable, run_ids: Iterable[int], metadata: Mapp
     columns = [Column(_run_id_column_name(names), INT64, index, required=True)]
     for name in names:
         column = by_name[name]
-        get = _as_dict(column.values).get
-        columns.append(Column(name, column.type, [get(r) for r in index]))
+        columns.append(Column(name, column.type, column_cells(column, index)))
     return write_parquet(columns, len(index), metadata)
+
+
+def column_cells(column: ParameterColumn, index: Sequence[int]) -> list[ParamValue | None]:
+    """The column's value for each run id of ``index`` (ascending, a superset of the column's), None where absent."""
+    values = _as_dict(column.values)
+    if len(values) == len(index):  # every run has a value: both are the same ascending ids
+        return list(values.values())
+    get = values.get
+    return [get(r) for r in index]
 
 
 def _from_arrow(chunked: Any, column_name: str) -> Any:
