@@ -228,6 +228,31 @@ def test_config_round_trip_property(config: ExperimentConfig) -> None:
     assert sorted(r.run_id for r in parsed.runs) == [r.run_id for r in parsed.runs]
 
 
+_plain_runs = st.builds(
+    RunRecord,
+    run_id=st.integers(min_value=0, max_value=2**64 - 1),
+    status=st.sampled_from(["finished", "failed", "interrupted"]),
+    reason=st.none() | _text,
+)
+
+
+@given(
+    st.builds(
+        ExperimentConfig,
+        status=st.sampled_from(["finished", "draft", "failed", "interrupted"]),
+        reason=st.none() | _text,
+        requested_image_name=st.none() | _text,
+        attachments=_tables,
+        runs=st.lists(_plain_runs | _runs, max_size=4, unique_by=lambda r: r.run_id).map(tuple),
+        run_parameters=_ref,
+    )
+)
+def test_config_bytes_of_params_only_runs_are_json_dumps_of_the_object(config: ExperimentConfig) -> None:
+    """``to_bytes`` formats params-only runs directly (a sweep's commit); the bytes are json.dumps's exactly."""
+    expected = json.dumps(config.to_obj(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert config.to_bytes() == expected
+
+
 # --- tolerant parsing -------------------------------------------------------------------------------------
 
 

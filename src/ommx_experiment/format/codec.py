@@ -16,6 +16,7 @@ builds on this module.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections import Counter
@@ -148,6 +149,23 @@ class RunRecord:
         return obj
 
 
+_STATUS_JSON = {status: json.dumps(status) for status in (FINISHED, FAILED, INTERRUPTED)}
+
+
+def _is_plain(run: RunRecord) -> bool:
+    """No attachments, trace, solves or samplings: the run's config object is fixed but for id, status, reason."""
+    return not (run.attachments.entries or run.attachments.filenames or run.trace is not None or run.solves or run.samplings)
+
+
+def _plain_run_json(run: RunRecord) -> str:
+    """``json.dumps(run.to_obj(), separators=(",", ":"), ensure_ascii=False)`` of a plain run."""
+    outcome = ""
+    if run.status in _REASON_STATUSES and run.reason is not None:
+        outcome = ',"outcome":{"reason":' + json.dumps(run.reason, ensure_ascii=False) + "}"
+    status = _STATUS_JSON.get(run.status) or json.dumps(run.status, ensure_ascii=False)
+    return f'{{"run_id":{int(run.run_id)},"status":{status}{outcome},"attachments":{{"entries":{{}}}},"solves":[],"samplings":[]}}'
+
+
 @dataclass(frozen=True, slots=True)
 class ExperimentConfig:
     """The ``application/org.ommx.v1.experiment.config+json`` blob.
@@ -181,7 +199,17 @@ class ExperimentConfig:
 
     def to_bytes(self) -> bytes:
         """OMMX's exact config bytes."""
-        return json.dumps(self.to_obj(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if not all(map(_is_plain, self.runs)):
+            return json.dumps(self.to_obj(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # Params-only runs (a sweep): their objects are formatted directly, ~10x faster than json.dumps of dicts.
+        obj = self.to_obj_without_runs()
+        head, mark, tail = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).rpartition('"runs":[]')
+        runs = ",".join([_plain_run_json(r) for r in sorted(self.runs, key=lambda r: r.run_id)])
+        return f"{head}{mark[:-1]}{runs}]{tail}".encode()
+
+    def to_obj_without_runs(self) -> dict[str, Any]:
+        """:meth:`to_obj` with an empty ``runs`` list (same key order)."""
+        return dataclasses.replace(self, runs=()).to_obj()
 
     @classmethod
     def parse(cls, data: bytes) -> ExperimentConfig:

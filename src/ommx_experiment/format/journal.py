@@ -323,6 +323,7 @@ class Journal:
         self._parsed: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] = {}  # run rows already decoded
         self.deferred: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}  # closed, row not written yet
         self._no_open = True  # no run of this writer is open: a flush may reset the log
+        self.opened_ns = 0  # when the last run id was allocated
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
 
     # --- joining ---------------------------------------------------------------------------------
@@ -419,7 +420,8 @@ class Journal:
         run_id = self._ids.pop()
         assert self.log is not None
         self._no_open = False
-        self.log.append((OPEN, run_id, time.time_ns()))
+        self.opened_ns = time.time_ns()  # the Run's started_ns: its deferred close reads it back from the log
+        self.log.append((OPEN, run_id, self.opened_ns))
         return run_id
 
     def _reserve(self) -> None:

@@ -114,8 +114,8 @@ class Run(AdapterCalls, AttachmentWriter):
         self._trace: Descriptor | None = None
         self._span: Any = None
         self._capture: Any = None  # tracing.RunCapture while a store_trace Run is entered
-        self._started_ns = time.time_ns()
         self._journal = self._session.journal  # open-run log and column types (format.journal)
+        self._started_ns = self._journal.opened_ns or time.time_ns()  # as logged with the run id (Experiment.run)
         self._log_append = self._journal.log_append()
         self._finalizer = weakref.finalize(self, self._session.release_run, run_id)
 
