@@ -479,7 +479,14 @@ class Journal:
 
     # --- closing runs ---------------------------------------------------------------------------------
 
-    def append_run(self, run: RunContent, params: Mapping[str, ParamValue], new_blobs: Iterable[Descriptor] = ()) -> bool:
+    def append_run(
+        self,
+        run: RunContent,
+        params: Mapping[str, ParamValue],
+        new_blobs: Iterable[Descriptor] = (),
+        *,
+        columns_checked: bool = False,
+    ) -> bool:
         """Record a closed run of this writer: it survives SIGKILL and is visible to every writer when this returns.
 
         Returns True when the close was deferred (group commit: an ``f`` record in
@@ -488,10 +495,11 @@ class Journal:
         another writer established a different type for one of its parameters
         meanwhile, and ``RunNotRecordedError`` when the experiment was committed or
         replaced first (the run is then kept in a new draft of the same name, as
-        the message says).
+        the message says). ``columns_checked``: every value is known to have exactly
+        the type its column has in :attr:`columns` (no new or widened column).
         """
         blobs = _unique(new_blobs)
-        update = _column_update(self.columns, params)
+        update = None if columns_checked else _column_update(self.columns, params)
         log = self.log
         if not blobs and update is None and log is not None:
             log.close_lock()

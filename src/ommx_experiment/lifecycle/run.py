@@ -116,6 +116,8 @@ class Run(AdapterCalls, AttachmentWriter):
         self._capture: Any = None  # tracing.RunCapture while a store_trace Run is entered
         self._journal = self._session.journal  # open-run log and column types (format.journal)
         self._started_ns = self._journal.opened_ns or time.time_ns()  # as logged with the run id (Experiment.run)
+        self._columns_seen = self._journal.columns  # replaced (never mutated) when column types change
+        self._unmatched = False  # some parameter did not match an established column type exactly
         self._log_append = self._journal.log_append()
         self._finalizer = weakref.finalize(self, self._session.release_run, run_id)
 
@@ -159,6 +161,7 @@ class Run(AdapterCalls, AttachmentWriter):
         if self._state is not _ENTERED or not self._session.writable:
             self._check_writable()
         if self._journal.columns.get(name) != PARAM_KIND[type(value)]:
+            self._unmatched = True
             self._session.check_param(name, value)  # ParameterTypeError: the run stays usable
         self._params[name] = value
         self._log_append(("p", self._run_id, name, value))  # run_log.PARAM: survives a kill from here on
@@ -237,7 +240,9 @@ class Run(AdapterCalls, AttachmentWriter):
                 finished_ns=time.time_ns(),
             )
             try:
-                self._session.close_run(content, self._params)
+                # every parameter matched the column types, which have not changed since: no new column
+                checked = not self._unmatched and self._journal.columns is self._columns_seen
+                self._session.close_run(content, self._params, columns_checked=checked)
             except ParameterTypeError:
                 raise
             except BaseException:

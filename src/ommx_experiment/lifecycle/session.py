@@ -336,7 +336,7 @@ class Session:
                 self.journal.log_open((run_log.DROPPED, run_id))
             self._one_less_open()
 
-    def close_run(self, run: RunContent, params: dict[str, ParamValue]) -> None:
+    def close_run(self, run: RunContent, params: dict[str, ParamValue], *, columns_checked: bool = False) -> None:
         """Record a closed run in the shared journal (O(1)), then apply the autosave policy.
 
         A close without blobs or new column types is deferred (group commit, see
@@ -344,7 +344,8 @@ class Session:
         ``ParameterTypeError``: nothing recorded, the run stays open (fix the value and
         close again). ``JournalWriteError``: the run is closed but not yet durable; it
         stays in this session (or this writer's log) and is written by the next close
-        or by commit.
+        or by commit. ``columns_checked``: the caller knows every parameter matches the
+        journal's cached column types (``Journal.append_run``).
         ``RunNotRecordedError``: the experiment was committed or replaced first; the
         run was kept in a new draft (see the message).
         """
@@ -359,7 +360,7 @@ class Session:
                 self._one_less_open()
                 raise JournalWriteError(self.journal.unsaved_message(run.run_id, exc)) from exc
             try:
-                deferred = self.journal.append_run(run, params, run_blobs(run))
+                deferred = self.journal.append_run(run, params, run_blobs(run), columns_checked=columns_checked)
             except ParameterTypeError:
                 raise
             except RunNotRecordedError:
