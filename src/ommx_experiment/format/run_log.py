@@ -150,19 +150,6 @@ def _allocate(fd: int, offset: int, length: int) -> None:
     os.posix_fallocate(fd, offset, length)
 
 
-def set_flag(path: os.PathLike[str] | str, value: bool) -> bool:
-    """Set or clear the seal flag of the log at ``path``; False when there is no such log."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        os.pwrite(fd, b"\x01" if value else b"\x00", FLAG_OFFSET)
-    finally:
-        os.close(fd)
-    return True
-
-
 def quiesce(path: os.PathLike[str] | str, timeout: float) -> bool:
     """Wait for the close a live writer may be in (its ``flock``) and set its seal flag under that lock.
 
