@@ -746,11 +746,12 @@ class Journal:
             run, params = _interrupted_run(record)
             runs.append((run, params))
             blobs += run_blobs(run)
-        present = [d for d in _unique(blobs) if self.registry.blobs.exists(d.digest)]
-        if len(present) != len(_unique(blobs)):
-            log.warning("Recovered runs of %s reference blobs that are gone; those attachments are dropped", self.requested)
-            runs = [(_without_missing(r, self.registry), p) for r, p in runs]
-        pin = self._publish_pin(present) if present else None
+        with self.registry.publish_window():  # what is present now stays so until the pin holds it
+            present = [d for d in _unique(blobs) if self.registry.blobs.exists(d.digest)]
+            if len(present) != len(_unique(blobs)):
+                log.warning("Recovered runs of %s reference blobs that are gone; those attachments are dropped", self.requested)
+                runs = [(_without_missing(r, self.registry), p) for r, p in runs]
+            pin = self._publish_pin(present) if present else None
         done: list[int] = []
         with journal_write(self.registry, f"journal {self.requested}: recover writer {writer_id}") as conn:
             columns = _session_columns(conn, self.session_id)
