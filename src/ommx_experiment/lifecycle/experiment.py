@@ -35,7 +35,7 @@ from ..format.journal import checkpoint_ref, checkpoint_updated_at, has_journal,
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
 from .run import Run, SealedRun
-from .session import SealedState, Session, failure_outcome
+from .session import SealedState, Session, failure_outcome, gc_paused
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -458,7 +458,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
         journal.seal("")
         try:
             journal.quiesce_writers()  # their deferred closes are final now: the view below holds them
-            built = self._build_for_commit(session, session.view())
+            with gc_paused():
+                built = self._build_for_commit(session, session.view())
             journal.seal(built.manifest_digest)  # a committer killed after this is finished by the next reader
             self._publish(session, built)
         except BaseException:

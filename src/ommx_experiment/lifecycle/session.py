@@ -13,6 +13,8 @@ loaded, imported, or a failed checkpoint).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import sqlite3
 import threading
@@ -513,9 +515,11 @@ class Session:
         ``parquet``: append our analysis layers (``lifecycle.analysis``; ``provenance``
         adds the provenance layer). Raises ``MixedParameterTypesError`` before anything is stored.
         """
-        state = view if view is not None else self.view()
+        with gc_paused():
+            state = view if view is not None else self.view()
         try:
-            return self._build(state, status, reason=reason, requested=requested, parquet=parquet, provenance=provenance)
+            with gc_paused():
+                return self._build(state, status, reason=reason, requested=requested, parquet=parquet, provenance=provenance)
         except InvalidTextError:
             raise
         except UnicodeEncodeError as exc:  # a string logged by an older version that did not check text
@@ -560,6 +564,24 @@ class Session:
     def release(self) -> None:
         """This process stops writing (sealed here, or read-only): give the writer slot back."""
         self._exit_hook()
+
+
+@contextlib.contextmanager
+def gc_paused() -> Any:
+    """No cyclic garbage collection while building an artifact (it frees nothing there).
+
+    A 10,000-run build allocates a few hundred thousand containers; the collections
+    they trigger walk every live object (the session's decoded runs included) and
+    cost about a fifth of a commit. Re-enabled on the way out if it was enabled.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _timed_flush(ref: weakref.ReferenceType[Session]) -> None:
