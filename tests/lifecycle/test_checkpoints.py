@@ -114,6 +114,10 @@ def test_journal_rows_are_o1_per_close() -> None:
     registry = LocalRegistry.default()
     _close_runs(exp, 5)
     rows = registry.db.query("SELECT run_id FROM oxe_journal_runs ORDER BY run_id")
+    assert [r[0] for r in rows] == [0]  # the close that established the column; 1-4 are group-committed
+    assert sorted(exp._session_or_raise().journal.deferred) == [1, 2, 3, 4]
+    exp._session_or_raise().flush_pending()  # one transaction for the batch
+    rows = registry.db.query("SELECT run_id FROM oxe_journal_runs ORDER BY run_id")
     assert [r[0] for r in rows] == [0, 1, 2, 3, 4]
     # The session row is written once, not per close (that would touch a second page per run).
     sessions = registry.db.query("SELECT COUNT(*) FROM oxe_journal_sessions WHERE requested_name = ?", (NAME,))
@@ -160,6 +164,7 @@ def test_new_session_replaces_old_journal_at_first_write() -> None:
     _close_runs(new, 1)
     assert [r.run_id for r in Experiment.restore_from_checkpoint(NAME).runs] == [0]
     # `old` is still alive in this process: its session is detached, not dropped, and it can still commit
+    old._session_or_raise().flush_pending()  # its group-committed closes are rows now
     rows = LocalRegistry.default().db.query("SELECT requested_name, count(*) FROM oxe_journal_sessions s "
                                             "JOIN oxe_journal_runs r USING (session_id) GROUP BY requested_name")
     assert sorted((str(n).split(":")[-1].split("-late-")[0], c) for n, c in rows) == [("v1", 1), ("v1", 3)]

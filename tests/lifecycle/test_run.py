@@ -158,7 +158,7 @@ def test_a_failed_close_under_a_failing_body_is_told_on_the_body_exception(regis
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(ZeroDivisionError) as info:
             with second as run:
-                run.log_parameter("i", 1)
+                run.log_parameter("j", 1)  # a new column: this close writes its row at once (no group commit)
                 1 / 0  # noqa: B018
     finally:
         assert holder.stdin is not None

@@ -38,6 +38,8 @@ def _fresh_process_setup(root: Path, journal_runs: int = 5, *, autosave: bool = 
     script = f"""
 import os
 from ommx_experiment import Experiment, AutosavePolicy
+from ommx_experiment.lifecycle import session
+session.GROUP_COMMIT_RUNS = 1  # every close writes its journal row before os._exit (no deferred batch)
 for n in range(2):
     e = Experiment(f"example.com/il/c{{n}}:v1")
     with e.run() as r:

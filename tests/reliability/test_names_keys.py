@@ -250,6 +250,7 @@ def test_poison_in_a_journal_row_of_an_older_version_is_named_and_discardable(re
         with exp.run() as run:
             run.log_parameter("i", i)
             run.log_parameter("label", "POISON" if i == 42 else "ok")
+    exp._session_or_raise().flush_pending()  # group commit: the rows the injection rewrites are written
     registry = LocalRegistry.default()
     with registry.db.write("inject an older version's row") as conn:
         changed = conn.execute(

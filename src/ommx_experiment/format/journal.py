@@ -503,7 +503,7 @@ class Journal:
         blobs = _unique(new_blobs)
         update = None if columns_checked else _column_update(self.columns, params)
         log = self.log
-        if not blobs and update is None and log is not None:
+        if not blobs and update is None and log is not None and not index_db.other_sqlite_loaded():
             log.close_lock()
             try:
                 if not log.sealing():
@@ -518,6 +518,8 @@ class Journal:
             finally:
                 log.close_unlock()
         else:
+            if self.deferred:  # OMMX 3's SQLite is in the process: no deferral, nothing left for a timer
+                self.flush()
             body = run_body(run, params)
             recorded = self._append_slow(run, params, body, blobs)
         if not recorded:

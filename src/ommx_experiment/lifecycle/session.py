@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
+from ..engine.index_db import other_sqlite_loaded
 from ..engine.oci import Descriptor, FrozenMap, Manifest
 from ..engine.text import is_utf8_text
 from ..errors import (
@@ -591,6 +592,8 @@ def _timed_flush(ref: weakref.ReferenceType[Session]) -> None:
         return
     with session.lock:
         session._flush_timer = None
+        if other_sqlite_loaded():  # OMMX 3 may be using the index right now: the next call of ours writes them
+            return
         try:
             session.journal.flush()
         except Exception as exc:
