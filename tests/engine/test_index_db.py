@@ -7,6 +7,7 @@ checkpoint, then unlinking ``-wal`` and ``-shm``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -101,6 +102,25 @@ def test_closing_any_descriptor_of_the_file_keeps_our_lock(
         reg = LocalRegistry.at(registry_root)
     reg.publish("example.com/ours/b:v1", digest)
     assert _refs_seen_by_another_process(registry_root) == ["example.com/ours/a", "example.com/ours/b"]
+
+
+def test_a_file_system_refusing_ofd_locks_gets_the_fallback(registry_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail safe: when taking the keepers' locks fails, the sentinel and the checks take over for that file."""
+    monkeypatch.setattr(index_db, "OFD_LOCKS", True)
+
+    def refuse(fd: int, start: int, length: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(index_db, "_ofd_read_lock", refuse)
+    reg = LocalRegistry.at(registry_root)
+    reg.publish("example.com/ours/a:v1", store_generic(reg, [(OCTET, b"a")]))
+    shared = reg.db.connections
+    assert shared.ofd is False and shared._sentinel is not None and shared._keep_wal >= 0
+    wal = registry_root / "index.sqlite3-wal"
+    inode = wal.stat().st_ino
+    reg.close()
+    assert wal.stat().st_ino == inode  # the sentinel kept our close from unlinking
+    assert _refs_seen_by_another_process(registry_root) == ["example.com/ours/a"]
 
 
 def test_an_unlinked_wal_makes_the_next_operation_reopen(registry_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
