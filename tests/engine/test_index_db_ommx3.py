@@ -86,6 +86,7 @@ print(json.dumps({"ommx": sorted(e.image_name for e in oe.list_experiments()),
 
 
 MODES = pytest.mark.parametrize("mode", ["ofd", "fallback"])
+SHARED_RANGE = ["READ", 0x40000002, str(0x40000002 + 509)]
 
 
 def _prelude(mode: str) -> str:
@@ -251,3 +252,43 @@ def test_locks_dropped_by_ommx_are_taken_back_by_our_next_operation(
         "after_holder": [], "after_commit": [],
     }
     _assert_root(ours3, registry_root, _names("a", "b"))
+
+
+@MODES
+def test_after_our_close_ommx_connection_keeps_a_lock(ours3: OursOnOmmx3, registry_root: Path, mode: str) -> None:
+    """Our ``close()`` drops the POSIX locks of OMMX's long-lived connection (closing our descriptors).
+
+    Then a last close in another process unlinks the -wal under OMMX's connection
+    (the fallback shows it). With ``ofd`` the keepers' locks stay parked while OMMX
+    has the file open, so that close cannot unlink; our next open takes new ones and
+    releases the parked ones.
+    """
+    script = _prelude(mode) + textwrap.dedent(
+        """
+        import json, subprocess, sys
+        import ommx.experiment as oe, ommx_experiment as ox
+        from ommx_experiment.engine.registry import LocalRegistry
+        commit(oe, "example.com/shared/x:v1")      # OMMX keeps its default-registry connection open
+        commit(ox, "example.com/shared/ours:v1")
+        db = str(LocalRegistry.default().db.path)
+        LocalRegistry.default().close()
+        report = {"posix_dropped": SHARED not in held_locks(db), "parked": SHARED in ofd_locks(db)}
+        subprocess.run([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                        "c.execute('SELECT count(*) FROM refs').fetchone(); c.close()", db], check=True)
+        report["after_other_close"] = deleted_index_fds()
+        if not report["after_other_close"]:
+            commit(oe, "example.com/shared/y:v1")
+            ox.list_experiments()                  # reopens: new keepers, the parked ones released
+            report["ofd_after_reopen"] = ofd_locks(db)
+        print(json.dumps(report))
+        """
+    )
+    report = ours3.run_json(script, root=registry_root)
+    if mode == "fallback":
+        assert report["posix_dropped"] is True and report["parked"] is False
+        assert "index.sqlite3-wal (deleted)" in report["after_other_close"]  # the hazard: OMMX's -wal unlinked
+        return
+    assert report == {
+        "posix_dropped": True, "parked": True, "after_other_close": [], "ofd_after_reopen": [SHARED_RANGE],
+    }
+    _assert_root(ours3, registry_root, _names("ours", "x", "y"))

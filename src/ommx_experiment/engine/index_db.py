@@ -535,6 +535,8 @@ class SharedConnections:
         #: The keepers hold open file description locks (no sentinel, no ``-wal`` keeper, no checks).
         self.ofd = False
         self._ofd_refused = False  # this file's file system refused them: the fallback from now on
+        #: Keepers left holding their locks by :meth:`close` while OMMX still had the file open.
+        self._parked: tuple[int, ...] = ()
         #: How often an unlinked ``-wal`` made us reopen (tests and benchmarks read it).
         self.reopens = 0
 
@@ -568,9 +570,35 @@ class SharedConnections:
             self.reopens += 1
             self._close_all(keep_shared_lock=True)
 
-    def close(self) -> None:
+    def close(self, *, release: bool = False) -> None:
+        """Close every connection of ours to the file, then the keepers.
+
+        If OMMX 3's SQLite still has the file open (a descriptor of it remains once
+        ours are closed), the keepers' open file description locks stay, *parked*:
+        our closes dropped that connection's POSIX locks, and without ours a last
+        close in another process could unlink the ``-wal`` under it. Parked keepers
+        are released when the file is next opened (new ones are taken first) and at
+        interpreter exit (``release``).
+        """
         with self.lock:
+            keepers = (self._keep_db, self._keep_shm)
+            park = self.ofd and not release and (_other_sqlite_seen or other_sqlite_loaded())
+            if park:
+                self._keep_db = self._keep_shm = -1  # out of _close_all's reach
             self._close_all(keep_shared_lock=False)
+            if park and _descriptor_open_elsewhere(self.path, keepers):
+                self._release_parked()
+                self._parked = keepers
+            else:
+                for fd in keepers if park else ():
+                    _close_fd(fd)
+            if release:
+                self._release_parked()
+
+    def _release_parked(self) -> None:
+        for fd in self._parked:
+            _close_fd(fd)
+        self._parked = ()
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -600,10 +628,17 @@ class SharedConnections:
         """
         if self.ofd:
             return
-        if OFD_LOCKS and not self._ofd_refused:
-            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # a new file's -shm exists from now on
-            if self._take_ofd_locks():
-                return
+        try:
+            if OFD_LOCKS and not self._ofd_refused:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # a new file's -shm exists from now on
+                if self._take_ofd_locks():
+                    return
+            self._guard_fallback()
+        finally:
+            self._release_parked()  # after new locks were taken: the file is never without ours
+
+    def _guard_fallback(self) -> None:
+        """Without open file description locks: the sentinel, and the keepers the checks use."""
         if self._sentinel is None:
             sentinel = connect(_uri(self.path, "mode=ro"), uri=True)
             sentinel.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # holds SHARED from now on
@@ -717,6 +752,9 @@ class SharedConnections:
         self._conns.clear()
         self._sentinel = None
         self._close_keepers()  # the child holds no POSIX locks: closing its copies releases nothing
+        for fd in self._parked:  # nor do copies of open file descriptions the parent still has open
+            _close_fd(fd)
+        self._parked = ()
         self.lock = threading.RLock()
         self.depth = 0
 
@@ -744,7 +782,7 @@ def _close_every_file() -> None:
     with _SHARED_LOCK:
         every = list(_SHARED.values())
     for shared in every:
-        shared.close()
+        shared.close(release=True)
 
 
 def _forget_after_fork() -> None:
@@ -803,6 +841,21 @@ def _uri(path: str, query: str) -> str:
 def _ofd_read_lock(fd: int, start: int, length: int) -> None:
     """A non-blocking open file description read lock on ``length`` bytes from ``start``."""
     fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_RDLCK, os.SEEK_SET, start, length, 0))
+
+
+def _descriptor_open_elsewhere(path: str, ours: tuple[int, ...]) -> bool:
+    """Whether a descriptor of this process other than ``ours`` refers to ``path`` (Linux ``/proc/self/fd``)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return True  # cannot tell: keep the locks (released at the next open or at exit)
+    for name in names:
+        if int(name) in ours:
+            continue
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}") == path:
+                return True
+    return False
 
 
 def _close_fd(fd: int) -> None:
