@@ -1393,12 +1393,8 @@ def _decode_rows(
     out: list[tuple[RunContent, dict[str, ParamValue], int | None]] = []
     seen: set[int] = set()
     for run_id, body in rows:
-        hit = cache.get(run_id)
-        if body is None and hit is not None:  # known unchanged (see _read_session)
-            out.append((hit[1], hit[2], hit[1].finished_ns))
-            seen.add(run_id)
-            continue
         text = str(body)
+        hit = cache.get(run_id)
         if hit is not None and hit[0] == text:
             out.append((hit[1], hit[2], hit[1].finished_ns))
         else:
@@ -1489,15 +1485,9 @@ def _read_session(
         if row is None:
             return None
         sid = str(row[0])
-        run_rows: list[Any] = []
-        if cache:  # a row never changes once written: rows this writer wrote and decoded are not read again
-            ids = [i for (i,) in conn.execute("SELECT run_id FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,))]
-            if cache.keys() >= set(ids):
-                run_rows = [(i, None) for i in ids]
-        if not run_rows:
-            run_rows = conn.execute(
-                "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)
-            ).fetchall()
+        run_rows = conn.execute(
+            "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)
+        ).fetchall()
         att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
     descriptors: dict[str, Descriptor] = {}
     filenames: dict[str, str] = {}
