@@ -21,7 +21,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import media_types as mt
 from ..engine.oci import EMPTY_MAP, FrozenMap, json_type, load_json_bounded
@@ -677,8 +677,26 @@ def validate_experiment(
     validator.typed(config.run_parameters, "run parameters", (mt.RUN_PARAMETERS,))
 
 
+class ValidatedExperiment(NamedTuple):
+    """What :func:`validate_received_experiment` read and checked."""
+
+    config_bytes: bytes
+    config: ExperimentConfig
+    table: ParameterTable
+
+
 def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descriptor], bytes]) -> bytes:
     """Full §5 validation of an experiment artifact whose blobs ``read_blob`` returns; the config bytes.
+
+    See :func:`validate_received_experiment`, which also returns what it decoded.
+    """
+    return validate_received_experiment(manifest, read_blob).config_bytes
+
+
+def validate_received_experiment(
+    manifest: Manifest, read_blob: Callable[[Descriptor], bytes]
+) -> ValidatedExperiment:
+    """Full §5 validation of an experiment artifact whose blobs ``read_blob`` returns.
 
     Checks the config size bound, parses the config, runs :func:`validate_experiment`
     (any status), decodes the run-parameter MessagePack table against the run ids and
@@ -689,6 +707,8 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     :func:`~ommx_experiment.format.parquet_trust.note_received_parquet`: our Parquet
     run-parameter layer, which OMMX never reads, is compared with the MessagePack
     table on its first read instead, so an import needs neither pandas nor pyarrow.
+    Returns the config bytes, the parsed config and the table (an import opens the
+    Experiment it stored from them without reading them again).
     """
     from .run_params import decode_msgpack
 
@@ -697,13 +717,13 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     config_bytes = read_blob(manifest.config)
     config = ExperimentConfig.parse(config_bytes)
     validate_experiment(manifest, config, allowed_statuses=EXPERIMENT_STATUSES)
-    decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
+    table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
     for run in config.runs:
         calls: tuple[SolveRecord | SamplingRecord, ...] = (*run.solves, *run.samplings)
         for call in calls:
             if call.diagnostics is not None:
                 _check_diagnostics(read_blob(manifest.layers[call.diagnostics]), run.run_id)
-    return config_bytes
+    return ValidatedExperiment(config_bytes, config, table)
 
 
 def check_parquet_layers(
