@@ -334,7 +334,7 @@ def _finish_import(
         raise _fail(src.source, str(exc)) from exc
     except OSError as exc:
         raise _fail(src.source, f"reading a staged blob failed: {exc}") from exc
-    note_received_parquet(registry.db, manifest, config_bytes)
+    note_received_parquet(registry.db, manifest, None if validated is None else validated.config)
     _publish(registry, staging, staged, image, entry.digest, config_bytes)
     if received is not None:
         received.manifest = manifest
