@@ -132,7 +132,9 @@ class SealedState:
         if received is not None:
             config, table = received
             validate_experiment(manifest, config, allowed_statuses=allowed)
-            return cls(registry, holder, image_name, digest, manifest, config, allowed=allowed, table=table)
+            state = cls(registry, holder, image_name, digest, manifest, config, allowed=allowed, table=table)
+            state.run_records()  # ordered now, with the rest of the import's decoding (as OMMX's import)
+            return state
         state = cls(registry, holder, image_name, digest, manifest, allowed=allowed)
         if our_parquet_layer(manifest) is None:
             state.table()  # parses and validates config and msgpack now, as OMMX does at load
