@@ -133,6 +133,12 @@ class BlobNotFoundError(RegistryError):
     """A blob named by a digest is absent from the CAS. Message contains ``Failed to read blob``."""
 
 
+class RunBlobsLostError(BlobNotFoundError):
+    """A Run's logged payload blobs vanished before its close could pin them (a deleting GC that
+    does not honour our leases, such as OMMX 3's with a short grace). The run was not recorded;
+    the message names the run, each lost blob and the parameters that were logged."""
+
+
 class DigestMismatchError(RegistryError):
     """Bytes do not hash to the digest that names them."""
 

@@ -31,6 +31,7 @@ from ommx_experiment.errors import (
     JournalWriteError,
     LifecycleError,
     OmmxExperimentError,
+    RunBlobsLostError,
 )
 
 from . import _support as sup
@@ -221,25 +222,104 @@ def test_ommx_gc_waits_for_the_publish_window(ommx3: Any, registry_root: Path) -
 @pytest.mark.ommx3
 def test_ommx_zero_grace_gc_beside_an_open_run_never_yields_a_broken_commit(ommx3: Any, registry_root: Path) -> None:
     """OMMX 3's gc(delete=True, "0s") while a Run holds a logged attachment (the repro of issue 16,
-    fault 2 B): commit() either publishes an artifact that loads in both libraries, or raises
-    BlobNotFoundError with nothing published; it never returns a broken commit."""
+    fault 2 B): the close raises RunBlobsLostError naming the run, the lost attachment and its
+    parameters; the run is not recorded and not kept pending, so the next run and commit() work and
+    the artifact loads in OMMX 3. It never yields a broken commit."""
     name = "example.com/fw/open-run:v1"
     exp = Experiment(name)
-    try:
+    with pytest.raises(RunBlobsLostError) as lost:  # OMMX ignores our leases: the unpinned payload is gone
         with exp.run() as run:
             run.log_parameter("i", 0)
             run.log_attachment("payload", "application/octet-stream", b"payload of an open run" * 50)
-            ommx3.run_json(_OMMX_GC_ONCE.format(grace="0s"), root=registry_root)
-    except JournalWriteError as exc:  # the close could not pin the collected blob: said loudly
-        assert "Failed to read blob" in str(exc) and "stays in this session" in str(exc)
-    outcome = _commit_outcome(exp, name)
-    if outcome == "published":
-        load = ommx3.run_json(
-            f"import json\nfrom ommx.experiment import Experiment\n"
-            f"print(json.dumps(Experiment.load({name!r}).runs[0].get_blob('payload').decode()))",
-            root=registry_root,
-        )
-        assert load == "payload of an open run" * 50
+            collected = ommx3.run_json(_OMMX_GC_ONCE.format(grace="0s"), root=registry_root)["deleted"]
+    digest = sha256_digest(b"payload of an open run" * 50)
+    assert digest in collected
+    message = str(lost.value)
+    assert isinstance(lost.value, BlobNotFoundError) and isinstance(lost.value, RuntimeError)
+    assert "run 0 of" in message and "attachment `payload`" in message and digest in message, message
+    assert "{'i': 0}" in message and "not recorded" in message, message
+    # the sweep goes on: the failed run is not kept pending, so later closes and the commit work
+    with exp.run() as run:
+        run.log_parameter("i", 1)
+        run.log_attachment("payload", "application/octet-stream", b"payload of a later run" * 50)
+    assert _commit_outcome(exp, name) == "published"
+    load = ommx3.run_json(
+        f"import json\nfrom ommx.experiment import Experiment\ne = Experiment.load({name!r})\n"
+        f"print(json.dumps([[r.run_id, r.get_blob('payload').decode()] for r in e.runs]))",
+        root=registry_root,
+    )
+    assert load == [[1, "payload of a later run" * 50]]
+
+
+def test_experiment_attachment_collected_before_its_pin_is_written_again(
+    registry_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An experiment-level attachment is pinned inside the publish window; a blob that a GC collected
+    between its write and that window (injected here: the file is unlinked right after the write)
+    is written again from the bytes or the source file before the pin, never pinned missing."""
+    exp = Experiment("example.com/fw/exp-attach:v1")
+    blobs = LocalRegistry.default().blobs
+    real_put_bytes, real_put_file = blobs.put_bytes, blobs.put_file
+    collected: list[str] = []
+
+    def collect(stored: Any, attachment: bool) -> Any:
+        if attachment and stored.digest not in collected:  # each attachment's first write only
+            (blobs.dir / stored.digest.split(":", 1)[1]).unlink()
+            collected.append(stored.digest)
+        return stored
+
+    monkeypatch.setattr(blobs, "put_bytes", lambda data: collect(real_put_bytes(data), data.startswith(b'{"pad"')))
+    monkeypatch.setattr(blobs, "put_file", lambda path: collect(real_put_file(path), True))
+    exp.log_json("config", {"pad": "x" * 200})
+    source = registry_root.parent / "table.csv"
+    source.write_text("a,b\n" + "1,2\n" * 100)
+    exp.log_file("table", source)
+    monkeypatch.undo()
+    assert len(collected) == 2
+    art = exp.commit()
+    again = Experiment.load(art.image_name)
+    assert again.get_json("config") == {"pad": "x" * 200}
+    assert again.get_blob("table") == source.read_bytes()
+
+
+@pytest.mark.ommx3
+def test_experiment_attachments_beside_ommx_zero_grace_gc(ommx3: Any, tmp_path: Path) -> None:
+    """OMMX 3's gc(delete=True, "0s") in a loop while we log 150 experiment-level attachments and
+    commit: every log returns, the commit succeeds, and every attachment loads in both libraries."""
+    root = tmp_path / "registry"
+    stop = tmp_path / "stop"
+    LocalRegistry.at(root)
+    gc_loop = subprocess.Popen(
+        [str(ommx3.python), "-c", _OMMX_GC_LOOP.format(stop=str(stop), grace="0s")],
+        env=ommx3.env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    code = (
+        "import json\nfrom ommx_experiment import Experiment\n"
+        "exp = Experiment('example.com/fw/exp-attach-race:v1')\n"
+        "for i in range(150):\n"
+        "    exp.log_attachment('a%d' % i, 'application/octet-stream', b'%06d' % i * 200)\n"
+        "print(json.dumps({'digest': exp.commit().manifest_digest}))\n"
+    )
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], env=sup.env(root), capture_output=True, text=True, timeout=600)
+    finally:
+        stop.touch()
+        out, err = gc_loop.communicate(timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert gc_loop.returncode == 0, err
+    report = _last_json(out)
+    assert report["errors"] == [] and report["passes"] > 0, report
+    check = (
+        "import json\nfrom {module} import Experiment\n"
+        "e = Experiment.load('example.com/fw/exp-attach-race:v1')\n"
+        "print(json.dumps(sum(e.get_blob('a%d' % i) == b'%06d' % i * 200 for i in range(150))))\n"
+    )
+    ours = subprocess.run(
+        [sys.executable, "-c", check.format(module="ommx_experiment")], env=sup.env(root), capture_output=True, text=True
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert _last_json(ours.stdout) == 150
+    assert ommx3.run_json(check.format(module="ommx.experiment"), root=root) == 150
 
 
 @pytest.mark.ommx3
@@ -360,11 +440,10 @@ def test_our_gc_beside_ommx3_commits(ommx3: Any, tmp_path: Path) -> None:
 )
 def test_ommx_gc_beside_our_commits(ommx3: Any, tmp_path: Path, grace: str, per_writer: int) -> None:
     """OMMX 3's gc(delete=True) at 0 s / 1 s grace in a loop beside 2 of our committing processes
-    (runs with parameters; every other one with a run attachment): every parameter-only commit
-    succeeds; every commit() that returned loads in both libraries with its params and payload; a commit
-    that raised raised BlobNotFoundError or JournalWriteError (its run's blob was collected before
-    the close could pin it) and published nothing; OMMX's GC keeps making passes
-    (the publish windows never starve it)."""
+    (runs with parameters; every other one with a run attachment): every commit() succeeds and loads in
+    both libraries with its params and payload; the only failure is a Run close raising RunBlobsLostError
+    (its payload was collected before the close could pin it; the run is not recorded, nothing published);
+    OMMX's GC keeps making passes (the publish windows never starve it)."""
     root = tmp_path / "registry"
     stop = tmp_path / "stop"
     LocalRegistry.at(root)
@@ -389,7 +468,9 @@ def test_ommx_gc_beside_our_commits(ommx3: Any, tmp_path: Path, grace: str, per_
     assert len(outcomes) == 2 * per_writer
     failed = {n: o for n, o in outcomes.items() if "ok" not in o}
     for name, outcome in failed.items():
-        assert outcome["error"] in ("BlobNotFoundError", "JournalWriteError"), (name, outcome)
+        # the only failure left: the run's payload was collected before its close pinned it (said at the
+        # close, the run not recorded); every commit() attempted succeeded
+        assert outcome["error"] == "RunBlobsLostError", (name, outcome)
         assert outcome["published"] == "None" and "Failed to read blob" in outcome["message"], (name, outcome)
     published = sorted(n for n, o in outcomes.items() if "ok" in o)
     # Parameter-only commits write all their blobs inside the publish window: they always succeed.

@@ -235,3 +235,35 @@ def test_watcher_reports_a_non_utf8_file_name(tmp_path: Path) -> None:
     exp.commit()
     names = set(exp.runs[0].attachment_names) | set(exp.attachment_names)
     assert "good.txt" in names and not any("bad" in n for n in names)
+
+
+def test_poison_in_a_journal_row_of_an_older_version_is_named_and_discardable(registry_root: Path) -> None:
+    """A journal row written by a version that did not check text (a JSON ``\\ud800`` escape in a
+    parameter) makes commit() raise InvalidTextError naming the run and ``discard_run``, never a raw
+    UnicodeEncodeError; restore carries the poison, and after ``discard_run`` the good runs commit."""
+    from ommx_experiment import Experiment, LocalRegistry
+    from ommx_experiment.errors import InvalidTextError
+
+    name = "example.com/nk/old-poison:v1"
+    exp = Experiment(name)
+    for i in range(100):
+        with exp.run() as run:
+            run.log_parameter("i", i)
+            run.log_parameter("label", "POISON" if i == 42 else "ok")
+    registry = LocalRegistry.default()
+    with registry.db.write("inject an older version's row") as conn:
+        changed = conn.execute(
+            "UPDATE oxe_journal_runs SET body = replace(body, '\"POISON\"', '\"x\\ud800\"') WHERE body LIKE '%POISON%'"
+        ).rowcount
+    assert changed == 1
+    for attempt in (exp, Experiment.restore_from_checkpoint(name)):
+        with pytest.raises(InvalidTextError) as info:
+            attempt.commit()
+        message = str(info.value)
+        assert "parameter 'label' of run 42" in message and "discard_run(42)" in message, message
+        assert isinstance(info.value, UnicodeEncodeError) and registry.resolve(name) is None
+    restored = Experiment.restore_from_checkpoint(name)
+    restored.discard_run(42)
+    art = restored.commit()
+    runs = Experiment.load(art.image_name).runs
+    assert [r.run_id for r in runs] == [i for i in range(100) if i != 42]

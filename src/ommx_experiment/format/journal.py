@@ -44,12 +44,14 @@ from ..engine.oci import Descriptor, FrozenMap, Manifest, parse_descriptor
 from ..engine.writers import WriterIdentity, WriterLock, claim_if_dead, is_alive, log_path
 from ..engine.writers import remove_files as remove_writer_files
 from ..errors import (
+    BlobNotFoundError,
     InvalidArtifactError,
     JournalWriteError,
     LifecycleError,
     OmmxExperimentError,
     ParameterTypeError,
     RegistryError,
+    RunBlobsLostError,
     RunNotFoundError,
     RunNotRecordedError,
 )
@@ -500,7 +502,7 @@ class Journal:
     def _append_slow(
         self, run: RunContent, params: Mapping[str, ParamValue], body: str, blobs: list[Descriptor]
     ) -> bool:
-        pin = self._publish_pin(blobs) if blobs else self.pin_digest
+        pin = self._pin_run_blobs(run, params, blobs) if blobs else self.pin_digest
         with journal_write(self.registry, f"journal {self.requested} run {run.run_id}") as conn:
             columns = _session_columns(conn, self.session_id)
             update = _column_update(columns, params)  # raises ParameterTypeError on a conflict
@@ -516,6 +518,16 @@ class Journal:
         self.columns = columns
         self.pin_digest = pin
         return True
+
+    def _pin_run_blobs(self, run: RunContent, params: Mapping[str, ParamValue], blobs: list[Descriptor]) -> str:
+        """Pin a closing run's blobs; ``RunBlobsLostError`` (the run cannot be recorded) when some are gone."""
+        try:
+            return self._publish_pin(blobs)
+        except BlobNotFoundError as exc:
+            lost = [d for d in blobs if not self.registry.blobs.exists(d.digest)]
+            if not lost:
+                raise
+            raise RunBlobsLostError(_lost_blobs_message(self.requested, self.registry.root, run, params, lost)) from exc
 
     def take_run_ids(self, count: int) -> list[int]:
         """``count`` run ids for :meth:`append_closed_runs`: never open, so not in the open-run log."""
@@ -733,11 +745,12 @@ class Journal:
             run, params = _interrupted_run(record)
             runs.append((run, params))
             blobs += run_blobs(run)
-        present = [d for d in _unique(blobs) if self.registry.blobs.exists(d.digest)]
-        if len(present) != len(_unique(blobs)):
-            log.warning("Recovered runs of %s reference blobs that are gone; those attachments are dropped", self.requested)
-            runs = [(_without_missing(r, self.registry), p) for r, p in runs]
-        pin = self._publish_pin(present) if present else None
+        with self.registry.publish_window():  # what is present now stays so until the pin holds it
+            present = [d for d in _unique(blobs) if self.registry.blobs.exists(d.digest)]
+            if len(present) != len(_unique(blobs)):
+                log.warning("Recovered runs of %s reference blobs that are gone; those attachments are dropped", self.requested)
+                runs = [(_without_missing(r, self.registry), p) for r, p in runs]
+            pin = self._publish_pin(present) if present else None
         done: list[int] = []
         with journal_write(self.registry, f"journal {self.requested}: recover writer {writer_id}") as conn:
             columns = _session_columns(conn, self.session_id)
@@ -915,16 +928,19 @@ class Journal:
         and our GC keeps them (see :func:`~ommx_experiment.format.journal_roots.journal_blob_digests`).
         """
         store = self.registry.blobs
-        config = store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
-        subject = None
-        if self.pin_digest is not None and store.exists(self.pin_digest):
-            subject = Descriptor(mt.OCI_MANIFEST, self.pin_digest, store.size(self.pin_digest))
-        manifest = Manifest(
-            mt.GENERIC_ARTIFACT_TYPE, Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size), tuple(blobs), subject
-        )
-        stored = store.put_bytes(manifest.to_bytes())
         pin = writer_pin_name(self.registry.registry_id, self.requested, str(self.session_id), self.identity.writer_id)
-        self.registry.replace(pin, stored.digest)
+        # One publish window from the pin's manifest write to its ref: no deleting GC (ours or
+        # OMMX's, which takes the same lock) can collect the new manifest or its config in between.
+        with self.registry.publish_window():
+            config = store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
+            subject = None
+            if self.pin_digest is not None and store.exists(self.pin_digest):
+                subject = Descriptor(mt.OCI_MANIFEST, self.pin_digest, store.size(self.pin_digest))
+            manifest = Manifest(
+                mt.GENERIC_ARTIFACT_TYPE, Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size), tuple(blobs), subject
+            )
+            stored = store.put_bytes(manifest.to_bytes())
+            self.registry.replace(pin, stored.digest)
         return stored.digest
 
     def _forget_dropped(self) -> None:
@@ -932,6 +948,26 @@ class Journal:
         dropped, self._dropped = self._dropped, []
         for session_id in dropped:
             _remove_pins(self.registry, self.requested, session_id)
+
+
+def _lost_blobs_message(
+    requested: ImageName, root: Path, run: RunContent, params: Mapping[str, ParamValue], lost: list[Descriptor]
+) -> str:
+    labels = {d.digest: f"attachment `{name}`" for name, d in run.attachments.descriptors.items()}
+    if run.trace is not None:
+        labels.setdefault(run.trace.digest, "trace")
+    for kind, calls in (("solve", run.solves), ("sampling", run.samplings)):
+        for call in calls:
+            for role, d in (("input", call.input), ("output", call.output), ("diagnostics", call.diagnostics)):
+                if d is not None:
+                    labels.setdefault(d.digest, f"{kind} {role}")
+    named = ", ".join(f"{labels.get(d.digest, 'blob')} ({d.digest}, {d.size} bytes)" for d in lost)
+    return (
+        f"Failed to read blob: run {run.run_id} of {requested} was not recorded: {named} vanished from "
+        f"{root / 'blobs' / 'sha256'} before the close could pin it (a deleting GC that does not honour our "
+        f"leases, such as OMMX 3's gc with a grace period shorter than the run was open); "
+        f"its logged parameters were {dict(params)!r}; log the run again"
+    )
 
 
 def _ignore(record: tuple[Any, ...]) -> None:

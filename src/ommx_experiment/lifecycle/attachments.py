@@ -41,7 +41,7 @@ from ..format.payload import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from ..edges.watcher import Watcher
     from ..engine.blobstore import BlobStore
@@ -74,11 +74,19 @@ class AttachmentWriter:
     def _add_attachment(self, name: str, desc: Descriptor, filename: str | None = None) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _publish_attachment(
+        self, name: str, desc: Descriptor, filename: str | None, reput: Callable[[], str]
+    ) -> None:
+        """Record a stored attachment. ``reput()`` stores its bytes again and returns their digest:
+        an owner that pins at once (an Experiment) calls it when a GC collected the blob meanwhile."""
+        self._add_attachment(name, desc, filename)
+
     def _store(self, name: str, media_type: str, data: bytes, annotations: Mapping[str, str], filename: str | None = None) -> None:
         self._reserve_attachment(name)
-        stored = self._attachment_blobs().put_bytes(data)
+        blobs = self._attachment_blobs()
+        stored = blobs.put_bytes(data)
         desc = Descriptor(media_type, stored.digest, stored.size, FrozenMap(annotations))
-        self._add_attachment(name, desc, filename)
+        self._publish_attachment(name, desc, filename, lambda: blobs.put_bytes(data).digest)
 
     def watch(
         self,
@@ -155,8 +163,10 @@ class AttachmentWriter:
                 media_type = sniff_media_type(fh.read(SNIFF_BYTES))
         if compression == "none":
             self._reserve_attachment(name)
-            stored = self._attachment_blobs().put_file(source)
-            self._add_attachment(name, Descriptor(media_type, stored.digest, stored.size), export)
+            blobs = self._attachment_blobs()
+            stored = blobs.put_file(source)
+            desc = Descriptor(media_type, stored.digest, stored.size)
+            self._publish_attachment(name, desc, export, lambda: blobs.put_file(source).digest)
             return
         self._store(name, *compress(media_type, source.read_bytes(), compression), filename=export)
 

@@ -22,6 +22,7 @@ from ..engine.oci import Descriptor
 from ..engine.registry import LocalRegistry
 from ..engine.text import check_annotation_text
 from ..errors import (
+    BlobNotFoundError,
     ExperimentBusyError,
     InvalidArgumentTypeError,
     InvalidInputError,
@@ -37,7 +38,7 @@ from .run import Run, SealedRun, SealedRuns
 from .session import SealedState, Session, failure_outcome
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     import pandas as pd
@@ -370,6 +371,19 @@ class Experiment(AttachmentWriter, AttachmentReader):
         session = self._session_or_raise()
         with session.lock:
             self._check_unsealed()
+            session.add_attachment(name, desc, filename)
+
+    def _publish_attachment(self, name: str, desc: Descriptor, filename: str | None, reput: Callable[[], str]) -> None:
+        # The blob was written outside any lock; inside the publish window (no deleting GC, ours or
+        # OMMX's) it is checked, written again if a GC collected it meanwhile, and pinned.
+        session = self._session_or_raise()
+        with session.lock, session.registry.publish_window():
+            self._check_unsealed()
+            if not session.registry.blobs.exists(desc.digest) and reput() != desc.digest:
+                raise BlobNotFoundError(
+                    f"Failed to read blob {desc.digest}: attachment `{name}` of {session.requested} was collected "
+                    "before it was pinned, and its source changed meanwhile; it was not attached"
+                )
             session.add_attachment(name, desc, filename)
 
     # --- mutation -------------------------------------------------------------------------------------

@@ -24,12 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
 from ..engine.oci import Descriptor, FrozenMap, Manifest
+from ..engine.text import is_utf8_text
 from ..errors import (
     BlobNotFoundError,
+    InvalidTextError,
     JournalWriteError,
     LifecycleError,
     OmmxExperimentError,
     ParameterTypeError,
+    RunBlobsLostError,
     RunNotFoundError,
     RunNotRecordedError,
 )
@@ -366,7 +369,8 @@ class Session:
         close again). ``JournalWriteError``: the run is closed but not yet durable; it
         stays in this session and is written by the next close or by commit.
         ``RunNotRecordedError``: the experiment was committed or replaced first; the
-        run was kept in a new draft (see the message).
+        run was kept in a new draft (see the message). ``RunBlobsLostError``: a blob the
+        run logged was deleted before this close could pin it; the run is not recorded.
         """
         with self.lock:
             if not self.writable:
@@ -382,7 +386,7 @@ class Session:
                 self.journal.append_run(run, params, run_blobs(run))
             except ParameterTypeError:
                 raise
-            except RunNotRecordedError:
+            except (RunNotRecordedError, RunBlobsLostError):  # nothing to retry: said, not kept pending
                 self._one_less_open()
                 raise
             except (OmmxExperimentError, OSError, sqlite3.Error) as exc:
@@ -401,7 +405,7 @@ class Session:
             run, params = self.pending[run_id]
             try:
                 self.journal.append_run(run, params, run_blobs(run))
-            except (RunNotRecordedError, ParameterTypeError):
+            except (RunNotRecordedError, ParameterTypeError, RunBlobsLostError):
                 del self.pending[run_id]
                 raise
             except (OmmxExperimentError, OSError, sqlite3.Error) as exc:
@@ -513,6 +517,16 @@ class Session:
         adds the provenance layer). Raises ``MixedParameterTypesError`` before anything is stored.
         """
         state = view if view is not None else self.view()
+        try:
+            return self._build(state, status, reason=reason, requested=requested, parquet=parquet, provenance=provenance)
+        except InvalidTextError:
+            raise
+        except UnicodeEncodeError as exc:  # a string logged by an older version that did not check text
+            raise _poison_error(state, exc) from None
+
+    def _build(
+        self, state: SessionView, status: str, *, reason: str | None, requested: str | None, parquet: bool, provenance: bool
+    ) -> BuiltArtifact:
         table = rp.build_table(state.params, state.runs.keys())
         blobs = self.registry.blobs
         msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
@@ -570,3 +584,35 @@ def failure_outcome(exc_type: type[BaseException], exc_value: BaseException | No
     (of a fresh ``exc_type()`` when ``__exit__`` got no instance).
     """
     return failure_status(exc_type), lifecycle_reason(exc_value if exc_value is not None else exc_type())
+
+
+def _poison_error(state: SessionView, exc: UnicodeEncodeError) -> InvalidTextError:
+    """Name the first string of ``state`` that cannot be stored, and how to get rid of it."""
+
+    def where() -> tuple[str, str] | None:
+        for run_id in sorted(state.params):
+            for key, value in state.params[run_id].items():
+                for text in (key, value):
+                    if isinstance(text, str) and not is_utf8_text(text):
+                        return f"parameter {key!r} of run {run_id} (drop the run with discard_run({run_id}))", text
+        for run_id in sorted(state.runs):
+            run = state.runs[run_id]
+            for name in (*run.attachments.descriptors, *run.attachments.filenames.values()):
+                if not is_utf8_text(name):
+                    return f"attachment of run {run_id} (drop the run with discard_run({run_id}))", name
+        for name in (*state.attachments, *state.filenames.values()):
+            if not is_utf8_text(name):
+                return "experiment attachment name", name
+        for key, value in state.annotations.items():
+            for text in (key, value):
+                if not is_utf8_text(text):
+                    return "annotation (set it again with set_annotation)", text
+        return None
+
+    found = where()
+    if found is None:
+        return InvalidTextError("a string of the experiment", str(exc.object), exc.start, exc.end)
+    what, text = found
+    start = next(i for i, ch in enumerate(text) if not is_utf8_text(ch))
+    return InvalidTextError(what, text, start, start + 1)
+
