@@ -258,3 +258,26 @@ def test_journaled_blobs_survive_gc_without_their_pin_ref(registry: LocalRegistr
     assert [r.get_blob("blob") for r in restored.runs] == payloads[1:]
     restored.commit()
     assert [r.get_blob("blob") for r in Experiment.load(name).runs] == payloads[1:]
+
+
+def test_root_image_names_without_a_parse_agree_with_the_parse() -> None:
+    """Ref rows whose host names itself are shown joined (no parse per ref); every row reads
+    exactly as ImageName.from_row shows it (or joined, when it does not parse)."""
+    from ommx_experiment.engine.names import ImageName
+    from ommx_experiment.errors import InvalidInputError
+
+    def parsed(name: str, reference: str) -> str:
+        try:
+            return str(ImageName.from_row(name, reference))
+        except InvalidInputError:
+            return f"{name}{'@' if ':' in reference else ':'}{reference}"
+
+    hosts = ["example.com", "localhost", "localhost:5000", "a.b-c.io:443", "docker.io", "index.docker.io",
+             "registry-1.docker.io", "ubuntu", "Example.com", "a_b.com", "1234abcd.ommx.local", "x.com:"]  # fmt: skip
+    paths = ["x", "team/sweep", "a/b/c", "library/ubuntu", "A/b", "x__y", "x..y", "-x", "x-"]
+    references = ["v1", "latest", "sha256:" + "a" * 64, "", "V1.0_rc", "sha256:bad", "a" * 129, "x:y"]
+    for host in hosts:
+        for path in paths:
+            for reference in references:
+                name = f"{host}/{path}"
+                assert maintenance._ref_string(name, reference) == parsed(name, reference), (name, reference)

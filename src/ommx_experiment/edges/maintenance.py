@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
+from typing import NamedTuple
 
 from ..engine import layout_view
 from ..engine.digest import is_valid_digest
@@ -172,8 +173,7 @@ def _count(blobs: tuple[GcBlob, ...]) -> str:
 # --- mark & sweep ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Visit:
+class _Visit(NamedTuple):
     digest: str
     referenced_by: str | None
     kind: str
@@ -196,31 +196,47 @@ def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
     except FileNotFoundError:
         return found
     try:
-        names = sorted(set(_BLOB_NAME.findall("\n".join(os.listdir(fd)))))
-        for name in names:
+        listing = os.listdir(fd)
+        joined = "\n".join(listing)
+        names = _BLOB_NAME.findall(joined)
+        names = sorted(names if joined.count("\n") == len(listing) - 1 else set(names))  # no name holds a newline
+        stat, new, set_digest, set_size, set_mtime = os.stat, _new_blob, _set_blob_digest, _set_blob_size, _set_blob_mtime
+        for name in names:  # one lstat each; the loop body kept flat (10,000s of names)
             try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                st = stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             if not S_ISREG(st.st_mode):
                 continue
             digest = "sha256:" + name
-            found[digest] = _gc_blob(digest, st.st_size, st.st_mtime)
+            blob = new(GcBlob)  # GcBlob(digest, size, mtime) through its slots
+            set_digest(blob, digest)
+            set_size(blob, st.st_size)
+            set_mtime(blob, st.st_mtime)
+            found[digest] = blob
     finally:
         os.close(fd)
     return found
 
 
-def _gc_blob(digest: str, size: int, mtime: float) -> GcBlob:
-    """``GcBlob(digest, size, mtime)`` through its slots (no dataclass ``__init__``: 10,000s per pass)."""
-    blob = _new_blob(GcBlob)
-    _set_blob_digest(blob, digest)
-    _set_blob_size(blob, size)
-    _set_blob_mtime(blob, mtime)
-    return blob
+def _ref_root(digest: str, name: str, reference: str, image_name: str) -> GcRoot:
+    """``GcRoot("ref", digest, name, reference, image_name)`` through its slots (one per ref)."""
+    root = _new_blob(GcRoot)
+    _set_root_kind(root, "ref")
+    _set_root_digest(root, digest)
+    _set_root_name(root, name)
+    _set_root_reference(root, reference)
+    _set_root_image_name(root, image_name)
+    return root
 
 
 _new_blob = object.__new__
+_root_slots = vars(GcRoot)
+_set_root_kind = _root_slots["kind"].__set__
+_set_root_digest = _root_slots["digest"].__set__
+_set_root_name = _root_slots["name"].__set__
+_set_root_reference = _root_slots["reference"].__set__
+_set_root_image_name = _root_slots["image_name"].__set__
 _blob_slots = vars(GcBlob)
 _set_blob_digest = _blob_slots["digest"].__set__
 _set_blob_size = _blob_slots["size"].__set__
@@ -243,14 +259,15 @@ class _Traversal:
     def add_refs(self) -> None:
         self.refs_read_at_ns = time.monotonic_ns()  # lease releases stamped later stay leased
         rows = self.registry.db.query("SELECT name, reference, manifest_digest FROM refs ORDER BY name, reference")
+        roots, queue = self.roots, self.queue
         for name, reference, digest in rows:
-            self.roots.append(GcRoot("ref", str(digest), str(name), str(reference), _ref_string(name, reference)))
-            self.queue.append(_Visit(str(digest), None, "ref_manifest", strict=True))
+            roots.append(_ref_root(str(digest), str(name), str(reference), _ref_string(name, reference)))
+            queue.append(_Visit(str(digest), None, "ref_manifest", True))
 
     def add_protected(self, digests: Iterable[str]) -> None:
         for digest in digests:
             self.roots.append(GcRoot("protected_digest", digest))
-            self.queue.append(_Visit(digest, None, "protected_digest", strict=False))
+            self.queue.append(_Visit(digest, None, "protected_digest", False))
 
     def run(self) -> None:
         while self.queue:
@@ -273,7 +290,7 @@ class _Traversal:
         for layer, _ in links.layers:
             self._mark(layer, item.digest, "layer")
         if links.subject is not None:
-            self.queue.append(_Visit(links.subject, item.digest, "subject", strict=True))
+            self.queue.append(_Visit(links.subject, item.digest, "subject", True))
 
     def _manifest_bytes(self, digest: str) -> bytes:
         """The manifest's bytes, read from its blob file as OMMX's GC does (unhashed): a
@@ -284,8 +301,13 @@ class _Traversal:
         except OSError:
             return self.registry.blobs.get(digest)  # raises the store's error for the report
         try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 16):  # one read for a manifest, one more for the end
+            listed = self.blobs.get(digest)
+            want = 1 << 16 if listed is None else listed.size + 1
+            chunk = os.read(fd, want)
+            if len(chunk) < want:  # a short read of a regular file: its end (one read per manifest)
+                return chunk
+            chunks = [chunk]
+            while chunk := os.read(fd, 1 << 16):
                 chunks.append(chunk)
             return b"".join(chunks)
         finally:
@@ -318,12 +340,21 @@ class _Traversal:
         )
 
 
+# ``host[:port]/path`` with a host that names itself (a dot, a port or localhost): parsing the
+# joined row gives the same string back (or fails, and the joined row is shown anyway).
+_EXPLICIT_HOST_NAME = re.compile(r"(?:localhost|[a-z0-9-]+\.[a-z0-9.-]+|[a-z0-9.-]+:[0-9]+)/[a-z0-9._/-]+")
+_NORMALISED_HOSTS = ("docker.io", "registry-1.docker.io", "index.docker.io")
+
+
 def _ref_string(name: object, reference: object) -> str:
+    name, reference = str(name), str(reference)
+    joined = f"{name}{'@' if ':' in reference else ':'}{reference}"
+    if _EXPLICIT_HOST_NAME.fullmatch(name) and name.split("/", 1)[0] not in _NORMALISED_HOSTS:
+        return joined  # the rows we and OMMX write: no parse per ref
     try:
-        return str(ImageName.from_row(str(name), str(reference)))
+        return str(ImageName.from_row(name, reference))
     except InvalidInputError:
-        joiner = "@" if ":" in str(reference) else ":"
-        return f"{name}{joiner}{reference}"
+        return joined
 
 
 def _journal_roots(registry: LocalRegistry) -> list[str]:
