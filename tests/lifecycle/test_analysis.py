@@ -136,6 +136,34 @@ def test_fork_carries_run_timing_of_the_parent() -> None:
     assert c.loc[2, "finished_at"] > p.loc[1, "finished_at"]
 
 
+def test_fork_reads_the_timing_without_pyarrow_in_a_fresh_process(registry_root: Path) -> None:
+    """Fork + run + commit in a fresh process imports neither pyarrow nor pandas (our own reader
+    of our ``runs.parquet``), and the child's runs carry the parent's times exactly."""
+    import json
+    import subprocess
+    import sys
+
+    parent = Experiment("example.com/views/fork-fresh:v1")
+    for capacity in (10, 20):
+        with parent.run() as run:
+            run.log_parameter("capacity", capacity)
+            run.log_json("cfg", {"capacity": capacity})
+    parent.commit()
+    script = (
+        "import json, sys\nfrom ommx_experiment import Experiment\n"
+        "child = Experiment.load('example.com/views/fork-fresh:v1').fork('example.com/views/fork-fresh:v2')\n"
+        "with child.run() as run:\n    run.log_parameter('capacity', 50)\n"
+        "child.commit()\nprint(json.dumps(['pyarrow' in sys.modules, 'pandas' in sys.modules]))\n"
+    )
+    env = {**__import__("os").environ, "OMMX_LOCAL_REGISTRY_ROOT": str(registry_root)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == [False, False]
+    p, c = parent.runs_df(), Experiment.load("example.com/views/fork-fresh:v2").runs_df()
+    pd.testing.assert_frame_equal(c.loc[[0, 1], META], p.loc[[0, 1], META])
+    assert p["started_at"].notna().all()
+
+
 def test_provenance_recorded_by_default_and_switched_off() -> None:
     exp = _study("example.com/views/prov:v1", fail=False)
     exp.commit()

@@ -219,3 +219,40 @@ def test_lazy_run_view_of_a_damaged_artifact_names_the_run_and_the_digest() -> N
     with pytest.raises(DigestMismatchError, match=desc.digest) as info:
         exp.runs[3].get_blob("raw")
     assert isinstance(info.value, OmmxExperimentError)
+
+
+def test_a_failed_close_under_a_failing_body_is_told_on_the_body_exception(registry_root, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The body's exception propagates (as OMMX), and the close that failed meanwhile (here: another
+    process holds the index lock past the busy budget) is added to it as a note, not only logged;
+    the run stays pending and the commit saves it."""
+    import subprocess
+    import sys
+
+    from ommx_experiment.engine import index_db
+
+    monkeypatch.setattr(index_db, "BUSY_TIMEOUT_MS", 1000)
+    exp = Experiment("example.com/run/noted:v1")
+    with exp.run() as run:
+        run.log_parameter("i", 0)
+    second = exp.run()  # its id is reserved before the lock is taken
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\nsys.stdin.read()\nc.execute('COMMIT')",
+         str(registry_root / "index.sqlite3")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ZeroDivisionError) as info:
+            with second as run:
+                run.log_parameter("i", 1)
+                1 / 0  # noqa: B018
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    notes = getattr(info.value, "__notes__", [])
+    assert len(notes) == 1 and notes[0].startswith("Run 1 could not be recorded as failed: JournalWriteError"), notes
+    assert "stays in this session" in notes[0]
+    art = exp.commit()
+    assert [(r.run_id, r.status) for r in Experiment.load(art.image_name).runs] == [(0, "finished"), (1, "failed")]

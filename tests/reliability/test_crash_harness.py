@@ -78,7 +78,7 @@ def _next_operation_removes_dead_temps(root: Path, scratch: Path) -> None:
     assert [p.name for p in scratch.iterdir() if atomic.is_temp_name(p.name)] == []
 
 
-@pytest.mark.parametrize("kills", [pytest.param(30, id="30"), pytest.param(300, id="300", marks=pytest.mark.stress)])
+@pytest.mark.parametrize("kills", [pytest.param(20, id="20"), pytest.param(300, id="300", marks=pytest.mark.stress)])
 def test_sigkill_at_random_moments_loses_nothing_committed_or_closed(tmp_path: Path, kills: int) -> None:
     last = _kill_loop(tmp_path, kills)
     assert last["committed"] > 0  # the workload got far enough to commit

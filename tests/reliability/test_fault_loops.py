@@ -21,12 +21,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import unavailable
 
 from . import _support as sup
 
@@ -113,18 +111,6 @@ def _check_ommx(ommx3: Any, root: Path, name: str, tag: str, got: dict[str, Any]
     assert seen["problems"] == [] and seen["runs"] == got["restored"] and seen["checked"] > 0, seen
 
 
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        unavailable(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 class _Filler(threading.Thread):
     """Fills the disk to the last byte, holds it full, frees it, again, until stopped."""
 
@@ -152,7 +138,7 @@ def test_sweep_killed_under_a_filling_disk_and_a_held_lock(ommx3: Any, tmp_path:
     errors: dict[str, int] = {}
     closed = 0
     for k in range(rounds):
-        with _tmpfs(tmp_path / f"disk{k}", "12m") as disk:
+        with sup.tmpfs(tmp_path / f"disk{k}", "12m") as disk:
             root = disk / "registry"
             name = f"example.com/loops/disk:{k}"
             report = tmp_path / f"d{k}.txt"

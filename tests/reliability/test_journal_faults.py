@@ -12,31 +12,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import unavailable
 
 from ommx_experiment import AutosavePolicy, Experiment
 from ommx_experiment.engine import index_db
 from ommx_experiment.engine.root import _reset_for_tests
 from ommx_experiment.errors import JournalWriteError
 
+from . import _support as sup
+
 REPO = Path(__file__).resolve().parents[2]
 NAME = "example.com/faults/journal:v1"
-
-
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        unavailable(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _fresh_restore_ids(root: Path) -> list[int]:
@@ -56,7 +44,7 @@ def _use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
 def test_a_full_disk_makes_close_raise_and_the_run_is_saved_once_space_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with _tmpfs(tmp_path / "disk", "6m") as disk:
+    with sup.tmpfs(tmp_path / "disk", "6m") as disk:
         root = disk / "registry"
         _use_root(monkeypatch, root)
         exp = Experiment(NAME)

@@ -297,8 +297,9 @@ class Run(AdapterCalls, AttachmentWriter):
         status, reason = failure_outcome(exc_type, exc_value)
         try:
             self._close(status, reason)
-        except Exception as exc:  # the body's exception wins
+        except Exception as exc:  # the body's exception wins; the failed close is told on it, not only logged
             log.warning("Run %s could not be recorded as %s: %s", self._run_id, status, exc)
+            _note(exc_value, f"Run {self._run_id} could not be recorded as {status}: {type(exc).__name__}: {exc}")
         return False
 
     def _store_trace(self, capture: Any) -> None:
@@ -324,6 +325,13 @@ class Run(AdapterCalls, AttachmentWriter):
             store_run_trace(self, capture, exc)
         except Exception as store_exc:
             log.warning("Run %s: trace not stored: %s", self._run_id, store_exc)
+            _note(exc, f"Run {self._run_id}: trace not stored: {type(store_exc).__name__}: {store_exc}")
+
+
+def _note(exc: BaseException | None, text: str) -> None:
+    """Add ``text`` to the traceback of the exception that is propagating (PEP 678)."""
+    if exc is not None:
+        exc.add_note(text)
 
 
 class SealedRuns:
