@@ -286,9 +286,13 @@ class _Traversal:
             if item.strict:
                 self.invalid.append(GcInvalidManifest(item.digest, item.kind, item.referenced_by, str(exc)))
             return  # a protected non-manifest blob: keep only the blob
+        reachable, listed = self.reachable, self.blobs
         self._mark(links.config_digest, item.digest, "config")
         for layer, _ in links.layers:
-            self._mark(layer, item.digest, "layer")
+            if layer not in reachable and layer in listed:  # the common case, inline: a listed layer seen first
+                reachable.add(layer)
+            else:
+                self._mark(layer, item.digest, "layer")
         if links.subject is not None:
             self.queue.append(_Visit(links.subject, item.digest, "subject", True))
 
