@@ -1,9 +1,11 @@
 """What sharing one process with OMMX 3 costs: Run close, Run enter+exit, listings, load.
 
-Every operation of ours re-validates the process-wide SQLite connections first
-(spec/registry.md §4a: re-take the POSIX locks, stat the ``-wal``), refreshes
-``index.json`` when OMMX wrote since, and a Run opens its OpenTelemetry span with
-OMMX's calls. These rows show what that costs on the paths users repeat most:
+Our process-wide SQLite connections sit beside two keepers holding open file
+description locks (spec/registry.md §4a; on platforms without them, every operation
+re-takes the POSIX locks and stats the ``-wal`` first, and reopens after OMMX unlinked
+it), every operation refreshes ``index.json`` when OMMX wrote since, and a Run opens its
+OpenTelemetry span with OMMX's calls. These rows show what that costs on the paths users
+repeat most:
 
 - ``run close``: median ``Run.__exit__`` over 400 runs with no parameter type
   change (the journal's O(1) fast path), default autosave policy;
@@ -12,7 +14,10 @@ OMMX's calls. These rows show what that costs on the paths users repeat most:
   OpenTelemetry calls (``get_tracer``, ``start_as_current_span``, ``get_current_span``);
 - ``list_experiments`` / ``list_experiment_checkpoints``: median of 20 warm calls
   on a root holding 40 experiments;
-- ``Experiment.load``: median of 20 warm loads.
+- ``Experiment.load``: median of 20 warm loads;
+- beside OMMX 3 only, 40 rounds of OMMX's ``list_experiments`` then one Run close of
+  ours (OMMX's listing opens and closes its connection each time): the median of each
+  (``run enter+exit after an OMMX listing``, ``OMMX list_experiments between ours``).
 
 Each runtime runs in a fresh process: the project venv (ommx 2.9) and the OMMX 3
 side venv with ``ommx.experiment`` imported (OMMX's SQLite loaded in the process).
@@ -67,6 +72,19 @@ draft = ox.Experiment("bench.example.com/sharing/draft:v1")
 with draft.run() as run:
     run.log_parameter("k", 0)
 
+after_ommx, ommx_lists = [], []
+if {with_ommx}:
+    for i in range(41):
+        start = time.perf_counter()
+        ommx.experiment.list_experiments()
+        middle = time.perf_counter()
+        with draft.run() as run:
+            run.log_parameter("k", i)
+        end = time.perf_counter()
+        if i:
+            ommx_lists.append(middle - start)
+            after_ommx.append(end - middle)
+
 def timed(fn, n=20):
     fn()
     out = []
@@ -83,6 +101,8 @@ print(json.dumps({{
     "list_experiments": timed(ox.list_experiments),
     "list_experiment_checkpoints": timed(ox.list_experiment_checkpoints),
     "Experiment.load": timed(lambda: ox.Experiment.load("bench.example.com/sharing/e07:v1")),
+    **({{"run enter+exit after an OMMX listing": median_us(after_ommx),
+        "OMMX list_experiments between ours": median_us(ommx_lists)}} if {with_ommx} else {{}}),
 }}))
 """
 

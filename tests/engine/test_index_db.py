@@ -7,6 +7,7 @@ checkpoint, then unlinking ``-wal`` and ``-shm``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -44,8 +45,17 @@ def _refs_seen_by_another_process(root: Path) -> list[str]:
     return list(json.loads(out.stdout))
 
 
-def test_our_closes_never_checkpoint_or_unlink(registry_root: Path) -> None:
-    """Closing every connection leaves ``-wal``/``-shm`` in place: another library may be using them."""
+MODES = pytest.mark.parametrize("ofd", [True, False], ids=["ofd", "fallback"])
+
+
+@MODES
+def test_our_closes_never_checkpoint_or_unlink(registry_root: Path, monkeypatch: pytest.MonkeyPatch, ofd: bool) -> None:
+    """Closing every connection leaves ``-wal``/``-shm`` in place: another library may be using them.
+
+    With the keepers' open file description locks our own SQLite cannot take
+    EXCLUSIVE; in the fallback the read-only sentinel, closed last, holds SHARED.
+    """
+    monkeypatch.setattr(index_db, "OFD_LOCKS", ofd)
     reg = LocalRegistry.at(registry_root)
     reg.publish("example.com/ours/a:v1", store_generic(reg, [(OCTET, b"a")]))
     wal = registry_root / "index.sqlite3-wal"
@@ -54,9 +64,68 @@ def test_our_closes_never_checkpoint_or_unlink(registry_root: Path) -> None:
     assert wal.stat().st_ino == inode and wal.stat().st_size > 0
     assert (registry_root / "index.sqlite3-shm").exists()
     assert _refs_seen_by_another_process(registry_root) == ["example.com/ours/a"]
+    assert reg.db.connections.ofd is False  # closed: the keepers' locks are released too
+
+
+def _close_last_elsewhere(root: Path) -> None:
+    """Another process opens, reads and closes the database: SQLite's last close unless a lock stops it."""
+    code = "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT count(*) FROM refs').fetchone(); c.close()"
+    subprocess.run([sys.executable, "-c", code, str(root / "index.sqlite3")], check=True)
+
+
+@MODES
+def test_closing_any_descriptor_of_the_file_keeps_our_lock(
+    registry_root: Path, monkeypatch: pytest.MonkeyPatch, ofd: bool
+) -> None:
+    """What another library's close does to the process's POSIX locks, made by hand (hazard 3 of §4a).
+
+    Closing any descriptor of the file drops every POSIX lock of the process on it,
+    our SQLite's SHARED included; then another process's last close checkpoints and
+    unlinks the ``-wal`` under our connections. The fallback (its checks off here, as
+    on the ommx 2.9 runtime) shows that hazard; the keepers' open file description
+    locks are not dropped, so the other process cannot unlink.
+    """
+    monkeypatch.setattr(index_db, "OFD_LOCKS", ofd)
+    reg = LocalRegistry.at(registry_root)
+    digest = store_generic(reg, [(OCTET, b"a")])
+    reg.publish("example.com/ours/a:v1", digest)
+    assert reg.db.connections.ofd is ofd
+    for name in ("index.sqlite3", "index.sqlite3-shm"):
+        os.close(os.open(registry_root / name, os.O_RDONLY))
+    _close_last_elsewhere(registry_root)
+    if ofd:
+        assert _deleted_index_fds() == []
+        assert (registry_root / "index.sqlite3-wal").exists()
+    else:
+        assert "index.sqlite3-wal (deleted)" in _deleted_index_fds()  # the hazard
+        reg.close()
+        reg = LocalRegistry.at(registry_root)
+    reg.publish("example.com/ours/b:v1", digest)
+    assert _refs_seen_by_another_process(registry_root) == ["example.com/ours/a", "example.com/ours/b"]
+
+
+def test_a_file_system_refusing_ofd_locks_gets_the_fallback(registry_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail safe: when taking the keepers' locks fails, the sentinel and the checks take over for that file."""
+    monkeypatch.setattr(index_db, "OFD_LOCKS", True)
+
+    def refuse(fd: int, start: int, length: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(index_db, "_ofd_read_lock", refuse)
+    reg = LocalRegistry.at(registry_root)
+    reg.publish("example.com/ours/a:v1", store_generic(reg, [(OCTET, b"a")]))
+    shared = reg.db.connections
+    assert shared.ofd is False and shared._sentinel is not None and shared._keep_wal >= 0
+    wal = registry_root / "index.sqlite3-wal"
+    inode = wal.stat().st_ino
+    reg.close()
+    assert wal.stat().st_ino == inode  # the sentinel kept our close from unlinking
+    assert _refs_seen_by_another_process(registry_root) == ["example.com/ours/a"]
 
 
 def test_an_unlinked_wal_makes_the_next_operation_reopen(registry_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback of platforms without open file description locks: the check before each operation."""
+    monkeypatch.setattr(index_db, "OFD_LOCKS", False)
     monkeypatch.setattr(index_db, "other_sqlite_loaded", lambda: True)
     reg = LocalRegistry.at(registry_root)
     digest = store_generic(reg, [(OCTET, b"a")])

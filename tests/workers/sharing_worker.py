@@ -3,8 +3,11 @@
 Runs on the OMMX 3 side venv with our ``src`` on ``PYTHONPATH``; the registry root
 comes from ``OMMX_LOCAL_REGISTRY_ROOT``. Commands::
 
-    sharing_worker.py interleave OPS SEED   # OPS random calls of both libraries in this process while
-                                            # a `peer` process commits; prints one JSON report
+    sharing_worker.py interleave OPS SEED MODE  # OPS random calls of both libraries in this process while
+                                            # a `peer` process commits; prints one JSON report. MODE `ofd`:
+                                            # our design on Linux; `fallback`: the one of other platforms
+    sharing_worker.py hazard                # a plain sqlite3 connection, then OMMX's listing: prints the
+                                            # deleted index.sqlite3* files this process then holds
     sharing_worker.py peer SEED             # until stdin closes: one short-lived process per commit,
                                             # alternating OMMX 3 and ours; prints each committed name
     sharing_worker.py commit LIB NAME       # one commit with LIB (ommx|ours) in a fresh process
@@ -14,8 +17,10 @@ comes from ``OMMX_LOCAL_REGISTRY_ROOT``. Commands::
 The report of ``interleave`` holds, besides counts: ``held_after_ours``, the calls
 of ours after which some file descriptor of this process still pointed at an
 unlinked ``index.sqlite3-wal``/``-shm`` (spec/registry.md §4a says none);
-``held_after_ommx``, how many OMMX calls left one (the hazard being exercised);
-``errors``; and ``expected``, every name that must exist afterwards.
+``held_after_ommx``, the same after OMMX's calls (none with ``ofd``; with
+``fallback``, how often the hazard struck, the first few in
+``held_after_ommx_first``); ``errors``; and ``expected``, every name that must
+exist afterwards.
 """
 
 from __future__ import annotations
@@ -167,15 +172,21 @@ WEIGHTS = {
 EPHEMERAL = {"ommx_list_experiments", "ommx_list_checkpoints", "ommx_list_artifacts"}
 
 
-def interleave(ops: int, seed: int) -> dict[str, Any]:
+def interleave(ops: int, seed: int, mode: str) -> dict[str, Any]:
     warnings.simplefilter("ignore")
+    if mode == "fallback":
+        from ommx_experiment.engine import index_db
+
+        index_db.OFD_LOCKS = False
     mix = Interleaving(seed)
     peer = subprocess.Popen(
         [sys.executable, __file__, "peer", str(seed)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     every = [name for name, weight in WEIGHTS.items() for _ in range(weight)]
     first_half = [name for name in every if name.startswith("ours_") or name in EPHEMERAL]
-    report: dict[str, Any] = {"calls": {}, "held_after_ours": [], "held_after_ommx": 0, "errors": []}
+    report: dict[str, Any] = {
+        "calls": {}, "held_after_ours": [], "held_after_ommx": 0, "held_after_ommx_first": [], "errors": [],
+    }
     for i in range(ops):
         name = mix.rng.choice(first_half if i < ops // 2 else every)
         call: Callable[[], None] = getattr(mix, name)
@@ -191,6 +202,8 @@ def interleave(ops: int, seed: int) -> dict[str, Any]:
             report["held_after_ours"].append([i, name, held])
         elif held:
             report["held_after_ommx"] += 1
+            if len(report["held_after_ommx_first"]) < 5:
+                report["held_after_ommx_first"].append([i, name, held])
     for experiment in mix.open_sessions:
         experiment.commit()
         mix.expected.append(experiment.image_name)
@@ -202,6 +215,20 @@ def interleave(ops: int, seed: int) -> dict[str, Any]:
     report["held_at_end"] = deleted_index_fds()
     report["expected"] = mix.expected + peer_names
     return report
+
+
+def hazard() -> list[str]:
+    """What OMMX's listing does to a connection without our keepers' locks (run before the interleaving)."""
+    import sqlite3
+
+    import ommx.experiment as oe
+
+    plain = sqlite3.connect(Path(os.environ["OMMX_LOCAL_REGISTRY_ROOT"]) / "index.sqlite3")
+    plain.execute("SELECT count(*) FROM refs").fetchone()
+    oe.list_experiments()  # OMMX's last connection closes: it checkpoints and unlinks -wal/-shm
+    held = deleted_index_fds()
+    plain.close()
+    return held
 
 
 def peer(seed: int) -> None:
@@ -259,7 +286,9 @@ def verify(which: str, expected_file: str) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     command = argv[0]
     if command == "interleave":
-        print(json.dumps(interleave(int(argv[1]), int(argv[2]))))
+        print(json.dumps(interleave(int(argv[1]), int(argv[2]), argv[3])))
+    elif command == "hazard":
+        print(json.dumps(hazard()))
     elif command == "peer":
         peer(int(argv[1]))
     elif command == "commit":

@@ -12,10 +12,10 @@ The database is shared with OMMX 3 (registry-sharing.md §4, §7 rules 10–15):
   read transaction is ever upgraded (that fails at once under WAL).
 - No foreign keys into OMMX's tables; triggers on ``refs`` are plain SQL touching
   only our tables (they bump ``oxe_meta.refs_version``, also on OMMX's writes).
-- This process's connections to one file are shared by every ``Database`` of it
-  and re-validated at the start of each operation, so OMMX 3's own SQLite in the
-  same process can neither make us write into an unlinked ``-wal`` nor be hurt by
-  our closes (:class:`SharedConnections`, spec/registry.md §4a).
+- This process's connections to one file are shared by every ``Database`` of it,
+  and two *keeper* descriptors hold open file description locks beside them, so
+  neither OMMX 3's own SQLite in the same process nor ours can unlink the ``-wal``
+  the other is using (:class:`SharedConnections`, spec/registry.md §4a).
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ import fcntl
 import json
 import os
 import sqlite3
+import struct
 import sys
 import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -463,6 +464,17 @@ _SHARED_FIRST = _PENDING_BYTE + 2
 _SHARED_SIZE = 510
 _SHM_DMS = 128
 
+#: ``struct flock`` on 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid, padding (32 bytes).
+_FLOCK = struct.Struct("hhqqi4x")
+#: Whether the keepers hold *open file description* locks (Linux, 64-bit). Unlike the POSIX locks
+#: SQLite takes, they belong to the keeper's descriptor, not to the process: closing another
+#: descriptor of the file (OMMX's SQLite closing its connection, or ours) does not drop them, and
+#: they conflict with the POSIX locks of this very process, so the EXCLUSIVE lock that either
+#: library's last close needs to checkpoint and unlink ``-wal``/``-shm`` is refused. False selects
+#: the checks of :meth:`SharedConnections.revalidate` instead (also per file when a file system
+#: refuses them). Tests set it to exercise that fallback.
+OFD_LOCKS = sys.platform == "linux" and hasattr(fcntl, "F_OFD_SETLK") and sys.maxsize > 2**32 and _FLOCK.size == 32
+
 #: OMMX 3's extension module: it bundles its own SQLite, which opens ``index.sqlite3``.
 _OMMX_EXTENSION = "ommx._ommx_rust"
 _other_sqlite_seen = False
@@ -472,7 +484,7 @@ def other_sqlite_loaded() -> bool:
     """True once OMMX 3's SQLite is loaded in this process (OMMX 2's extension has no registry).
 
     Until then nothing else in the process can unlink our ``-wal`` or drop our
-    POSIX locks, and :meth:`SharedConnections.enter` skips its checks.
+    POSIX locks, and :meth:`SharedConnections.enter` skips the fallback's checks.
     """
     global _other_sqlite_seen
     if not _other_sqlite_seen:
@@ -486,22 +498,28 @@ class SharedConnections:
 
     A second SQLite library in the process (OMMX 3's, statically linked) shares
     the file but not SQLite's in-process lock bookkeeping, and POSIX locks of one
-    process never conflict. So it may unlink ``-wal``/``-shm`` under our open
-    connections (its last close), and any close of a file descriptor drops every
-    lock the process holds on that file. The rules (spec/registry.md §4a):
+    process never conflict. So its last close may checkpoint and unlink
+    ``-wal``/``-shm`` under our open connections, ours under its, and any close
+    of a file descriptor drops every POSIX lock the process holds on that file.
+    The rules (spec/registry.md §4a):
 
     - one ``RLock`` serialises all our use of the file in this process;
-    - at the start of each outermost operation (while OMMX 3 is loaded): re-take
-      the locks our SQLite believes it holds (SHARED on the database, DMS on the
-      ``-shm``), then check the ``-wal`` our connections use: unlinked → close
-      every connection and reopen;
-    - a read-only *sentinel* connection, opened after the first read and closed
-      last, keeps every close of ours from checkpointing or unlinking anything;
-    - no transaction outlives an operation.
+    - no transaction outlives an operation;
+    - once the main connection is open in WAL mode, two *keeper* descriptors hold
+      open file description (OFD) read locks on SQLite's SHARED range of the
+      database and on the ``-shm``'s DMS byte. OFD locks belong to the descriptor:
+      no close of another descriptor drops them, and they conflict with the POSIX
+      locks of this very process. So the EXCLUSIVE lock that any last close (OMMX's,
+      ours, another process's) needs before it checkpoints and unlinks is refused
+      while we hold the file, and another process can never reset the ``-shm``
+      under OMMX's connection. Nothing is checked per operation.
 
-    Three *keeper* descriptors serve the checks: the database and ``-shm`` (to
-    take the locks through) and the ``-wal`` (its link count drops to 0 when it
-    is unlinked; ``fstat`` is cheaper than ``stat`` of the path).
+    Where OFD locks are unavailable (not 64-bit Linux, or refused by the file
+    system), the fallback: a read-only *sentinel* connection, closed last, keeps
+    our closes from checkpointing; at the start of each outermost operation (while
+    OMMX 3 is loaded) the keepers re-take the POSIX locks our SQLite believes it
+    holds, and a third keeper on the ``-wal`` shows whether it was unlinked (then
+    every connection is closed and reopened).
     """
 
     def __init__(self, path: str) -> None:
@@ -514,6 +532,11 @@ class SharedConnections:
         self._keep_db = -1
         self._keep_shm = -1
         self._keep_wal = -1
+        #: The keepers hold open file description locks (no sentinel, no ``-wal`` keeper, no checks).
+        self.ofd = False
+        self._ofd_refused = False  # this file's file system refused them: the fallback from now on
+        #: Keepers left holding their locks by :meth:`close` while OMMX still had the file open.
+        self._parked: tuple[int, ...] = ()
         #: How often an unlinked ``-wal`` made us reopen (tests and benchmarks read it).
         self.reopens = 0
 
@@ -541,15 +564,41 @@ class SharedConnections:
                 self.depth -= 1
 
     def revalidate(self) -> None:
-        """Re-take our POSIX locks, then reopen everything if the ``-wal`` was unlinked."""
+        """The fallback's check: re-take our POSIX locks, then reopen everything if the ``-wal`` was unlinked."""
         self._retake_locks()
         if os.fstat(self._keep_wal).st_nlink == 0:
             self.reopens += 1
             self._close_all(keep_shared_lock=True)
 
-    def close(self) -> None:
+    def close(self, *, release: bool = False) -> None:
+        """Close every connection of ours to the file, then the keepers.
+
+        If OMMX 3's SQLite still has the file open (a descriptor of it remains once
+        ours are closed), the keepers' open file description locks stay, *parked*:
+        our closes dropped that connection's POSIX locks, and without ours a last
+        close in another process could unlink the ``-wal`` under it. Parked keepers
+        are released when the file is next opened (new ones are taken first) and at
+        interpreter exit (``release``).
+        """
         with self.lock:
+            keepers = (self._keep_db, self._keep_shm)
+            park = self.ofd and not release and (_other_sqlite_seen or other_sqlite_loaded())
+            if park:
+                self._keep_db = self._keep_shm = -1  # out of _close_all's reach
             self._close_all(keep_shared_lock=False)
+            if park and _descriptor_open_elsewhere(self.path, keepers):
+                self._release_parked()
+                self._parked = keepers
+            else:
+                for fd in keepers if park else ():
+                    _close_fd(fd)
+            if release:
+                self._release_parked()
+
+    def _release_parked(self) -> None:
+        for fd in self._parked:
+            _close_fd(fd)
+        self._parked = ()
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -565,18 +614,31 @@ class SharedConnections:
                 conn.execute(f"PRAGMA wal_autocheckpoint = {JOURNAL_WAL_AUTOCHECKPOINT_PAGES}")
             self._conns[kind] = conn
             if wal:
-                self._guard()
+                self._guard(conn)
         except sqlite3.Error as exc:
             raise translate_error(exc, Path(self.path), "open the registry index") from exc
         return conn
 
-    def _guard(self) -> None:
-        """After the main connection's first read in WAL mode: the sentinel and the keepers.
+    def _guard(self, conn: sqlite3.Connection) -> None:
+        """After the main connection opened in WAL mode: the keepers' locks (or the sentinel).
 
         Not for a rollback journal (WAL unsupported there: no ``-wal`` to lose, no
         lock held between transactions) nor a read-only fallback (it cannot
         checkpoint, and ``immutable=1`` takes no locks).
         """
+        if self.ofd:
+            return
+        try:
+            if OFD_LOCKS and not self._ofd_refused:
+                conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # a new file's -shm exists from now on
+                if self._take_ofd_locks():
+                    return
+            self._guard_fallback()
+        finally:
+            self._release_parked()  # after new locks were taken: the file is never without ours
+
+    def _guard_fallback(self) -> None:
+        """Without open file description locks: the sentinel, and the keepers the checks use."""
         if self._sentinel is None:
             sentinel = connect(_uri(self.path, "mode=ro"), uri=True)
             sentinel.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # holds SHARED from now on
@@ -591,6 +653,38 @@ class SharedConnections:
         except OSError:
             self._close_keepers()  # an unreadable -shm or -wal: reads fail anyway; nothing to re-take
 
+    def _take_ofd_locks(self) -> bool:
+        """Read-lock SHARED on the database and DMS on the ``-shm`` with open file description locks.
+
+        Our connection has just read, so our SQLite holds both as POSIX read locks and
+        no other process can hold them exclusively: the locks are granted at once (the
+        wait covers the impossible). Then the database's lock is read back with a POSIX
+        ``F_GETLK`` for a write lock, which must see a read lock over the range: a
+        ``struct flock`` laid out otherwise, or a file system without these locks, makes
+        this return False and the sentinel and the checks take over.
+        """
+        fds: list[int] = []
+        try:
+            fds.append(os.open(self.path, os.O_RDONLY | os.O_CLOEXEC))
+            fds.append(os.open(self.path + "-shm", os.O_RDONLY | os.O_CLOEXEC))
+            def take() -> None:
+                _ofd_read_lock(fds[0], _SHARED_FIRST, _SHARED_SIZE)
+                _ofd_read_lock(fds[1], _SHM_DMS, 1)
+
+            self._lock_until_granted(take)
+            probe = _FLOCK.unpack(fcntl.fcntl(fds[0], fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET,
+                                                                                  _SHARED_FIRST, _SHARED_SIZE, 0)))
+            if probe[0] != fcntl.F_RDLCK or not probe[2] <= _SHARED_FIRST + _SHARED_SIZE - 1 < probe[2] + probe[3]:
+                raise OSError(errno.EINVAL, f"F_GETLK does not see the lock: {probe}")
+        except (OSError, RegistryError):
+            for fd in fds:
+                _close_fd(fd)  # closing the descriptor releases its open file description locks
+            self._ofd_refused = True
+            return False
+        self._keep_db, self._keep_shm = fds
+        self.ofd = True
+        return True
+
     # --- the checks ------------------------------------------------------------------------------
 
     def _retake_locks(self) -> None:
@@ -600,11 +694,18 @@ class SharedConnections:
         exclusively: a process closing the file last (its checkpoint), or one
         initialising the ``-shm``; the ``-wal`` check that follows then sees what it did.
         """
+        def take() -> None:
+            fcntl.lockf(self._keep_db, fcntl.LOCK_SH | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
+            fcntl.lockf(self._keep_shm, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, _SHM_DMS)
+
+        self._lock_until_granted(take)
+
+    def _lock_until_granted(self, take: Callable[[], None]) -> None:
+        """Call ``take`` (non-blocking lock calls) until it succeeds, up to the busy timeout."""
         deadline: float | None = None
         while True:
             try:
-                fcntl.lockf(self._keep_db, fcntl.LOCK_SH | fcntl.LOCK_NB, _SHARED_SIZE, _SHARED_FIRST)
-                fcntl.lockf(self._keep_shm, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, _SHM_DMS)
+                take()
                 return
             except OSError as exc:
                 if exc.errno not in (errno.EACCES, errno.EAGAIN):
@@ -617,7 +718,7 @@ class SharedConnections:
                 time.sleep(0.001)
 
     def _close_all(self, *, keep_shared_lock: bool) -> None:
-        """Close every connection, the sentinel last: none of these closes checkpoints or unlinks.
+        """Close every connection, the sentinel last, then the keepers: none of these closes checkpoints or unlinks.
 
         A connection of ours still open would pin SQLite's mapping of the old
         ``-shm`` for the new ones (one mapping per inode per library), so a
@@ -643,6 +744,7 @@ class SharedConnections:
         for fd in (self._keep_wal, self._keep_shm, self._keep_db):
             _close_fd(fd)
         self._keep_db = self._keep_shm = self._keep_wal = -1
+        self.ofd = False
 
     def _forget(self) -> None:
         """In a forked child: the parent's connections and locks are not ours (never close them here)."""
@@ -650,6 +752,9 @@ class SharedConnections:
         self._conns.clear()
         self._sentinel = None
         self._close_keepers()  # the child holds no POSIX locks: closing its copies releases nothing
+        for fd in self._parked:  # nor do copies of open file descriptions the parent still has open
+            _close_fd(fd)
+        self._parked = ()
         self.lock = threading.RLock()
         self.depth = 0
 
@@ -677,7 +782,7 @@ def _close_every_file() -> None:
     with _SHARED_LOCK:
         every = list(_SHARED.values())
     for shared in every:
-        shared.close()
+        shared.close(release=True)
 
 
 def _forget_after_fork() -> None:
@@ -731,6 +836,26 @@ def _open_read_only(path: str) -> sqlite3.Connection:
 
 def _uri(path: str, query: str) -> str:
     return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?" + query
+
+
+def _ofd_read_lock(fd: int, start: int, length: int) -> None:
+    """A non-blocking open file description read lock on ``length`` bytes from ``start``."""
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_RDLCK, os.SEEK_SET, start, length, 0))
+
+
+def _descriptor_open_elsewhere(path: str, ours: tuple[int, ...]) -> bool:
+    """Whether a descriptor of this process other than ``ours`` refers to ``path`` (Linux ``/proc/self/fd``)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return True  # cannot tell: keep the locks (released at the next open or at exit)
+    for name in names:
+        if int(name) in ours:
+            continue
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}") == path:
+                return True
+    return False
 
 
 def _close_fd(fd: int) -> None:
