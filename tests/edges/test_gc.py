@@ -15,6 +15,7 @@ from ommx_experiment.edges import maintenance
 from ommx_experiment.engine.oci import Manifest
 from ommx_experiment.engine.registry import LocalRegistry
 from ommx_experiment.format import journal as checkpoints
+from ommx_experiment.format import journal_roots
 
 OLD = time.time() - 3 * 86400
 
@@ -126,9 +127,7 @@ def test_journal_blob_digests_are_roots(registry: LocalRegistry, monkeypatch: py
     plain = put(registry, mt.OCTET_STREAM, b"journaled payload").digest
     _age_all(registry)
     assert journaled_digest in _digests(maintenance.gc().orphan_candidates)
-    monkeypatch.setattr(
-        checkpoints, "journal_blob_digests", lambda reg: [journaled_digest, plain, "junk"], raising=False
-    )
+    monkeypatch.setattr(journal_roots, "journal_blob_digests", lambda reg: [journaled_digest, plain, "junk"])
     report = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert {r.kind for r in report.roots} == {"protected_digest"}
     assert {d for d, _ in registry.closure(journaled_digest)} | {plain} <= _digests(report.reachable_blobs)
@@ -246,7 +245,7 @@ def test_journaled_blobs_survive_gc_without_their_pin_ref(registry: LocalRegistr
     [pin] = checkpoints.pin_refs(registry, ImageName.parse(name))  # one writer, one pin chain
     assert registry.remove(pin) is not None
     assert registry.list_refs() == []  # nothing but the journal names these blobs now
-    assert {sha256_digest(p) for p in payloads} <= checkpoints.journal_blob_digests(registry)
+    assert {sha256_digest(p) for p in payloads} <= journal_roots.journal_blob_digests(registry)
     _age_all(registry)
     report = maintenance.gc(delete=True, grace_period="0s", exclusive=True)
     assert {r.kind for r in report.roots} == {"protected_digest"}
@@ -259,3 +258,26 @@ def test_journaled_blobs_survive_gc_without_their_pin_ref(registry: LocalRegistr
     assert [r.get_blob("blob") for r in restored.runs] == payloads[1:]
     restored.commit()
     assert [r.get_blob("blob") for r in Experiment.load(name).runs] == payloads[1:]
+
+
+def test_root_image_names_without_a_parse_agree_with_the_parse() -> None:
+    """Ref rows whose host names itself are shown joined (no parse per ref); every row reads
+    exactly as ImageName.from_row shows it (or joined, when it does not parse)."""
+    from ommx_experiment.engine.names import ImageName
+    from ommx_experiment.errors import InvalidInputError
+
+    def parsed(name: str, reference: str) -> str:
+        try:
+            return str(ImageName.from_row(name, reference))
+        except InvalidInputError:
+            return f"{name}{'@' if ':' in reference else ':'}{reference}"
+
+    hosts = ["example.com", "localhost", "localhost:5000", "a.b-c.io:443", "docker.io", "index.docker.io",
+             "registry-1.docker.io", "ubuntu", "Example.com", "a_b.com", "1234abcd.ommx.local", "x.com:"]  # fmt: skip
+    paths = ["x", "team/sweep", "a/b/c", "library/ubuntu", "A/b", "x__y", "x..y", "-x", "x-"]
+    references = ["v1", "latest", "sha256:" + "a" * 64, "", "V1.0_rc", "sha256:bad", "a" * 129, "x:y"]
+    for host in hosts:
+        for path in paths:
+            for reference in references:
+                name = f"{host}/{path}"
+                assert maintenance._ref_string(name, reference) == parsed(name, reference), (name, reference)

@@ -654,3 +654,55 @@ def test_fast_parser_takes_ommx_and_our_configs() -> None:
     from ommx_experiment.format import codec
 
     assert codec._parse_plain(VERIFIED_CONFIG) == _strict(VERIFIED_CONFIG)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.builds(
+        ExperimentConfig,
+        status=st.sampled_from(["finished", "failed", "interrupted"]),
+        reason=st.none() | _text,
+        requested_image_name=st.none() | _text,
+        attachments=_tables,
+        runs=st.lists(_runs, max_size=4).map(tuple),
+        run_parameters=_ref,
+    )
+)
+def test_config_bytes_are_the_compact_json_of_to_obj(config: ExperimentConfig) -> None:
+    """``to_bytes`` formats bare runs from a template: the bytes stay ``to_obj()`` as compact JSON."""
+    reference = json.dumps(config.to_obj(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert config.to_bytes() == reference
+
+
+def test_fast_parser_reencodes_dict_decoded_configs() -> None:
+    """The dict-decoded first try accepts only configs that re-encode to their own bytes: a duplicate
+    key, a reordered field or extra whitespace goes to the pairs path (or the strict parser), never
+    silently merged."""
+    from ommx_experiment.format import codec
+
+    bare = b'{"run_id":1,"status":"finished","attachments":{"entries":{}},"solves":[],"samplings":[]}'
+    data = b'{"status":"finished","attachments":{"entries":{}},"runs":[' + bare + b'],"run_parameters":0}'
+    config = codec._parse_plain(data)
+    assert config is not None and config.runs == (RunRecord(1),) and config.to_bytes() == data
+    assert config.runs[0].attachments is codec.EMPTY_TABLE
+    duplicated = data.replace(b'"run_id":1,', b'"run_id":2,"run_id":1,')
+    assert codec._parse_plain(duplicated) is None
+    spaced = data.replace(b'"run_id":1', b'"run_id" : 1')
+    assert codec._parse_plain(spaced) == config  # not canonical, still plain: the pairs path
+    failed = codec._parse_plain(data.replace(b'"run_id":1,"status":"finished"', b'"run_id":1,"status":"failed"'))
+    assert failed is not None and failed.runs[0].status == "failed"
+
+
+def test_fast_parser_layout_guess_falls_back_on_runs_that_are_not_bare() -> None:
+    """Runs read by pattern are only a guess: a config mixing bare runs with a run holding an
+    attachment, or naming `"runs":[` inside a string, is still read exactly as the strict parser does."""
+    from ommx_experiment.format import codec
+
+    mixed = ExperimentConfig(
+        "finished", None, 'a,"runs":[b', AttachmentTable({',"runs":[': 0}),
+        (RunRecord(0), RunRecord(1, attachments=AttachmentTable({"x": 1})), RunRecord(2, "failed", "boom")), 2,
+    )
+    data = mixed.to_bytes()
+    assert codec._parse_plain(data) == _strict(data) == mixed
+    bare = ExperimentConfig("finished", None, None, AttachmentTable(), tuple(RunRecord(i) for i in range(3)), 0)
+    assert codec._plain_by_layout(bare.to_bytes().decode()) == bare

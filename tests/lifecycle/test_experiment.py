@@ -418,6 +418,31 @@ def test_save_and_import_archive(tmp_path) -> None:
     assert imported.run_parameters_df().equals(exp.run_parameters_df())
 
 
+def test_import_archive_opens_the_experiment_from_what_it_validated(tmp_path, monkeypatch) -> None:
+    """The config and table the import validated are reused (no second parse), and the sealed
+    statuses are still checked on them (a draft is refused as Experiment.load refuses it)."""
+    from ommx_experiment.format import codec
+    from ommx_experiment.errors import InvalidArtifactError
+    from ommx_experiment.format.codec import ExperimentConfig
+    from ommx_experiment.lifecycle.session import SealedState
+
+    exp = _committed()
+    exp.save(tmp_path / "exp.ommx")
+    run_ids, frame = [r.run_id for r in exp.runs], exp.run_parameters_df()
+    parses = []
+    real_parse = codec._parse
+    monkeypatch.setattr(codec, "_parse", lambda data: parses.append(len(data)) or real_parse(data))
+    codec._parse_cached.cache_clear()
+    imported = Experiment.import_archive(tmp_path / "exp.ommx")
+    assert [r.run_id for r in imported.runs] == run_ids and imported.run_parameters_df().equals(frame)
+    assert len(parses) == 1  # the import's own: the opened Experiment read the config it validated
+    sealed = imported._sealed
+    config = sealed.config
+    draft = ExperimentConfig("draft", None, None, config.attachments, config.runs, config.run_parameters)
+    with pytest.raises(InvalidArtifactError, match="^Experiment config status is draft, expected finished"):
+        SealedState.open(sealed.registry, sealed.image_name, sealed.manifest_digest, received=(draft, sealed.table()))
+
+
 def test_from_artifact_rejects_generic() -> None:
     from ommx_experiment.lifecycle.artifact import ArtifactDraft
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ommx_experiment import Experiment
@@ -132,6 +134,91 @@ def test_parameter_subclasses_are_normalised() -> None:
     df = Experiment.load(NAME).run_parameters_df()
     assert df.loc[0, "f"] == 0.5 and df.loc[0, "i"] == 3
     assert (df.loc[0, "n"], df.loc[0, "g"], df.loc[0, "b"]) == (1, 0.25, True)
+
+
+def _mixed_experiment(name: str) -> Experiment:
+    """Params-only runs, runs with attachments (one named twice over runs), a failed and an interrupted run."""
+    exp = Experiment(name)
+    for i in range(4):
+        with exp.run() as run:
+            run.log_parameter("i", i)
+            if i % 2:
+                run.log_json("cfg", {"i": i})
+                run.log_attachment("raw", "application/octet-stream", b"%d" % i)
+    with pytest.raises(ValueError):
+        with exp.run() as run:
+            run.log_json("state", {"ok": False})
+            raise ValueError("boom")
+    with pytest.raises(KeyboardInterrupt):
+        with exp.run() as run:
+            raise KeyboardInterrupt
+    exp.commit()
+    return exp
+
+
+def _eager_views(exp: Experiment) -> list[object]:
+    """The views as built before they were lazy: every run mapped through content_from_artifact at once."""
+    from ommx_experiment.format.content import content_from_artifact
+    from ommx_experiment.lifecycle.run import SealedRun
+
+    sealed = exp._sealed
+    assert sealed is not None
+    content = content_from_artifact(sealed.manifest, sealed.config)
+    return [SealedRun(sealed.registry.blobs, run) for run in content.runs]
+
+
+def _view_facts(run: object) -> tuple[object, ...]:
+    names = run.attachment_names  # type: ignore[attr-defined]
+    return (
+        run.run_id, run.status, run.lifecycle_reason, names,  # type: ignore[attr-defined]
+        [run.get_blob(n) for n in names], [run.attachment_media_type(n) for n in names],  # type: ignore[attr-defined]
+        run.solves, run.samplings, run.trace, repr(run),  # type: ignore[attr-defined]
+    )
+
+
+@pytest.mark.parametrize("opened", ["load", "import_archive"])
+def test_sealed_run_views_are_lazy_and_agree_with_eager_decoding(opened: str, tmp_path: Path) -> None:
+    _mixed_experiment(NAME)
+    if opened == "load":
+        exp = Experiment.load(NAME)
+    else:
+        Experiment.load(NAME).save(tmp_path / "mixed.ommx")
+        exp = Experiment.import_archive(tmp_path / "mixed.ommx")  # validated again, opened from what it validated
+    runs = exp.runs
+    assert [r._resolved for r in runs] == [None] * 6  # nothing mapped yet: each view holds its config record
+    assert [(r.run_id, r.status) for r in runs] == [(0, "finished"), (1, "finished"), (2, "finished"),
+                                                    (3, "finished"), (4, "failed"), (5, "interrupted")]  # fmt: skip
+    assert all(r._resolved is None for r in runs)  # run_id and status came from the record
+    eager = _eager_views(exp)
+    assert [_view_facts(r) for r in runs] == [_view_facts(r) for r in eager]
+    assert runs[1].get_json("cfg") == {"i": 1} and runs[4].lifecycle_reason.startswith("ValueError: boom")
+
+
+def test_lazy_run_view_of_a_damaged_artifact_names_the_run_and_the_digest() -> None:
+    from ommx_experiment.engine.oci import Manifest
+    from ommx_experiment.errors import DigestMismatchError, InvalidArtifactError, OmmxExperimentError
+    from ommx_experiment.lifecycle.run import SealedRuns
+
+    _mixed_experiment(NAME)
+    exp = Experiment.load(NAME)
+    sealed = exp._sealed
+    assert sealed is not None
+    # A manifest that lost the layers run 1 refers to (validation stops this on every stored path;
+    # a view must still fail with our error, naming the run and the artifact, never an IndexError).
+    short = Manifest(sealed.manifest.artifact_type, sealed.manifest.config, sealed.manifest.layers[:1])
+    views = SealedRuns(sealed.registry.blobs, None, short, sealed.manifest_digest).views(sealed.run_records())
+    assert views[0].attachment_names == []  # a params-only run refers to no layer
+    with pytest.raises(InvalidArtifactError, match=rf"^Experiment artifact {sealed.manifest_digest}, run 1: .*refers to layer"):
+        views[1].attachment_names
+    # A run's blob damaged on disk after the load: the lazy view reads it verified, naming the digest.
+    run = exp.runs[3]
+    desc = run._content.attachments.descriptors["raw"]
+    path = sealed.registry.blobs.path(desc.digest)
+    path.chmod(0o644)
+    path.write_bytes(b"X" * desc.size)
+    with pytest.raises(DigestMismatchError, match=desc.digest) as info:
+        exp.runs[3].get_blob("raw")
+    assert isinstance(info.value, OmmxExperimentError)
 
 
 def test_a_failed_close_under_a_failing_body_is_told_on_the_body_exception(registry_root, monkeypatch) -> None:  # type: ignore[no-untyped-def]

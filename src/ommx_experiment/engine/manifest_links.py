@@ -82,24 +82,23 @@ def parse_manifest_links(data: bytes, digest: str, rules: ManifestRules = CLOSUR
         artifact_type=str(doc.get("artifactType") or ""),
         config_digest=config[0],
         config_size=config[1],
-        layers=tuple(_link(layer, digest, "layers", rules) for layer in layers),
+        layers=tuple([_link(layer, digest, "layers", rules) for layer in layers]),
         subject=None if subject is None else _link(subject, digest, "subject", rules)[0],
         annotations=_annotations(doc.get("annotations"), digest),
     )
 
 
 def _link(value: Any, manifest: str, field: str, rules: ManifestRules) -> tuple[str, int]:
-    if isinstance(value, dict):
+    if type(value) is dict:  # JSON objects decode to exact dicts, sizes to exact ints (a bool is not one)
         digest, size = value.get("digest"), value.get("size")
-        if isinstance(digest, str) and isinstance(size, int) and _acceptable(value, digest, size, rules):
+        if (
+            type(size) is int
+            and type(digest) is str
+            and is_valid_digest(digest)
+            and (not rules.strict_descriptors or (type(value.get("mediaType")) is str and size >= 0))
+        ):
             return digest, size
     raise InvalidArtifactError(f"Manifest {manifest} has an invalid `{field}` descriptor: {value!r:.200}")
-
-
-def _acceptable(value: dict[str, Any], digest: str, size: int, rules: ManifestRules) -> bool:
-    if not is_valid_digest(digest) or isinstance(size, bool):
-        return False
-    return not rules.strict_descriptors or (isinstance(value.get("mediaType"), str) and size >= 0)
 
 
 def _annotations(value: Any, manifest: str) -> FrozenMap[str, str]:

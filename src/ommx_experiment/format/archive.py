@@ -56,16 +56,19 @@ from ..errors import (
     RefConflictError,
     RegistryError,
 )
-from .codec import validate_experiment_artifact
+from .codec import validate_received_experiment
 from .parquet_trust import note_received_parquet
 from .tarstream import END_OF_ARCHIVE, TarEntry, TarReader, padding, ustar_header, write_entry
 
 if TYPE_CHECKING:
     from ..engine.blobstore import StagedBlob, Staging
     from ..engine.registry import LocalRegistry
+    from .codec import ExperimentConfig
+    from .run_params import ParameterTable
 
 __all__ = [
     "ArchiveManifest",
+    "Received",
     "import_archive",
     "import_layout_dir",
     "import_path",
@@ -294,8 +297,17 @@ def _ref_name(entry: Descriptor, registry: LocalRegistry, source: str) -> ImageN
         raise _fail(source, f"invalid ref name annotation: {exc}") from exc
 
 
+@dataclass(slots=True)
+class Received:
+    """Filled in by an import it is passed to: the manifest it stored and, for an experiment, the
+    config and run-parameter table it validated (so the Experiment opened next reads neither again)."""
+
+    manifest: Manifest | None = None
+    experiment: tuple[ExperimentConfig, ParameterTable] | None = None
+
+
 def _finish_import(
-    registry: LocalRegistry, staging: Staging, src: _Input, *, layout_required: bool
+    registry: LocalRegistry, staging: Staging, src: _Input, *, layout_required: bool, received: Received | None = None
 ) -> tuple[ImageName, str]:
     try:
         _check_oci_layout(src.oci_layout, src.source, required=layout_required)
@@ -311,8 +323,10 @@ def _finish_import(
             elif staged[desc.digest].size != desc.size:
                 raise _fail(src.source, f"the {role} blob {desc.digest} is declared with two different sizes")
         config_bytes = None
+        validated = None
         if manifest.artifact_type == mt.EXPERIMENT_ARTIFACT_TYPE:
-            config_bytes = validate_experiment_artifact(manifest, lambda d: staged[d.digest].path.read_bytes())
+            validated = validate_received_experiment(manifest, lambda d: staged[d.digest].path.read_bytes())
+            config_bytes = validated.config_bytes
         image = _ref_name(entry, registry, src.source)
     except ArchiveError:
         raise
@@ -320,8 +334,11 @@ def _finish_import(
         raise _fail(src.source, str(exc)) from exc
     except OSError as exc:
         raise _fail(src.source, f"reading a staged blob failed: {exc}") from exc
-    note_received_parquet(registry.db, manifest, config_bytes)
+    note_received_parquet(registry.db, manifest, None if validated is None else validated.config)
     _publish(registry, staging, staged, image, entry.digest, config_bytes)
+    if received is not None:
+        received.manifest = manifest
+        received.experiment = None if validated is None else (validated.config, validated.table)
     return image, entry.digest
 
 
@@ -423,7 +440,9 @@ def _open_regular(path: str | os.PathLike[str], source: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def import_archive(registry: LocalRegistry, path: str | os.PathLike[str]) -> tuple[ImageName, str]:
+def import_archive(
+    registry: LocalRegistry, path: str | os.PathLike[str], *, received: Received | None = None
+) -> tuple[ImageName, str]:
     """Import a ``.ommx`` file; returns ``(ref name, manifest digest)``.
 
     All-or-nothing: a failure (``ArchiveError``, ``RefConflictError`` "Local
@@ -436,7 +455,7 @@ def import_archive(registry: LocalRegistry, path: str | os.PathLike[str]) -> tup
         info = os.fstat(fh.fileno())
         files, blobs = _read_tar(fh, source, info.st_size, staging)
         src = _Input(source, files.get("oci-layout"), files.get("index.json"), _lookup(blobs, source))
-        return _finish_import(registry, staging, src, layout_required=False)
+        return _finish_import(registry, staging, src, layout_required=False, received=received)
 
 
 # =============================================================================================
@@ -507,7 +526,9 @@ def _dir_blob(root_fd: int, staging: Staging, source: str) -> Callable[[Descript
     return stage
 
 
-def import_layout_dir(registry: LocalRegistry, path: str | os.PathLike[str]) -> tuple[ImageName, str]:
+def import_layout_dir(
+    registry: LocalRegistry, path: str | os.PathLike[str], *, received: Received | None = None
+) -> tuple[ImageName, str]:
     """Import an OCI Image Layout directory holding exactly one OMMX manifest.
 
     Same checks and all-or-nothing publication as :func:`import_archive`;
@@ -524,7 +545,7 @@ def import_layout_dir(registry: LocalRegistry, path: str | os.PathLike[str]) -> 
         index = _read_small(root_fd, "index.json", source)
         with registry.blobs.staging() as staging:
             src = _Input(source, layout, index, _dir_blob(root_fd, staging, source))
-            return _finish_import(registry, staging, src, layout_required=True)
+            return _finish_import(registry, staging, src, layout_required=True, received=received)
     finally:
         os.close(root_fd)
 
@@ -600,13 +621,17 @@ def _inspect(target: Path, source: str) -> ArchiveManifest:
     return ArchiveManifest(entry.annotations.get(mt.REF_NAME_ANNOTATION), entry.digest, manifest)
 
 
-def import_path(registry: LocalRegistry, path: str | os.PathLike[str]) -> tuple[ImageName, str]:
-    """Dispatch: a file is a ``.ommx`` archive, a directory an OCI layout; else ``ArchiveError``."""
+def import_path(
+    registry: LocalRegistry, path: str | os.PathLike[str], *, received: Received | None = None
+) -> tuple[ImageName, str]:
+    """Dispatch: a file is a ``.ommx`` archive, a directory an OCI layout; else ``ArchiveError``.
+
+    ``received``: filled in with what the import validated (see :class:`Received`)."""
     target = Path(path)
     if target.is_file():
-        return import_archive(registry, target)
+        return import_archive(registry, target, received=received)
     if target.is_dir():
-        return import_layout_dir(registry, target)
+        return import_layout_dir(registry, target, received=received)
     kind = _kind_of(target)
     if kind is not None:
         raise _fail(str(path), f"not a .ommx archive or an OCI layout directory ({kind})")

@@ -16,13 +16,13 @@ builds on this module.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import media_types as mt
 from ..engine.oci import EMPTY_MAP, FrozenMap, json_type, load_json_bounded
@@ -149,23 +149,6 @@ class RunRecord:
         return obj
 
 
-_STATUS_JSON = {status: json.dumps(status) for status in (FINISHED, FAILED, INTERRUPTED)}
-
-
-def _is_plain(run: RunRecord) -> bool:
-    """No attachments, trace, solves or samplings: the run's config object is fixed but for id, status, reason."""
-    return not (run.attachments.entries or run.attachments.filenames or run.trace is not None or run.solves or run.samplings)
-
-
-def _plain_run_json(run: RunRecord) -> str:
-    """``json.dumps(run.to_obj(), separators=(",", ":"), ensure_ascii=False)`` of a plain run."""
-    outcome = ""
-    if run.status in _REASON_STATUSES and run.reason is not None:
-        outcome = ',"outcome":{"reason":' + json.dumps(run.reason, ensure_ascii=False) + "}"
-    status = _STATUS_JSON.get(run.status) or json.dumps(run.status, ensure_ascii=False)
-    return f'{{"run_id":{int(run.run_id)},"status":{status}{outcome},"attachments":{{"entries":{{}}}},"solves":[],"samplings":[]}}'
-
-
 @dataclass(frozen=True, slots=True)
 class ExperimentConfig:
     """The ``application/org.ommx.v1.experiment.config+json`` blob.
@@ -188,28 +171,27 @@ class ExperimentConfig:
 
     def to_obj(self) -> dict[str, Any]:
         """JSON object in OMMX's field order (runs sorted by ``run_id``)."""
+        obj = self._head_obj()
+        obj["runs"] = [r.to_obj() for r in sorted(self.runs, key=lambda r: r.run_id)]
+        obj["run_parameters"] = self.run_parameters
+        return obj
+
+    def _head_obj(self) -> dict[str, Any]:
+        """The fields before ``runs``, in OMMX's order."""
         obj: dict[str, Any] = {"status": self.status}
         _outcome(obj, self.status, self.reason)
         if self.requested_image_name is not None:
             obj["requested_image_name"] = self.requested_image_name
         obj["attachments"] = self.attachments.to_obj()
-        obj["runs"] = [r.to_obj() for r in sorted(self.runs, key=lambda r: r.run_id)]
-        obj["run_parameters"] = self.run_parameters
         return obj
 
     def to_bytes(self) -> bytes:
-        """OMMX's exact config bytes."""
-        if not all(map(_is_plain, self.runs)):
-            return json.dumps(self.to_obj(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        # Params-only runs (a sweep): their objects are formatted directly, ~10x faster than json.dumps of dicts.
-        obj = self.to_obj_without_runs()
-        head, mark, tail = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).rpartition('"runs":[]')
-        runs = ",".join([_plain_run_json(r) for r in sorted(self.runs, key=lambda r: r.run_id)])
-        return f"{head}{mark[:-1]}{runs}]{tail}".encode()
-
-    def to_obj_without_runs(self) -> dict[str, Any]:
-        """:meth:`to_obj` with an empty ``runs`` list (same key order)."""
-        return dataclasses.replace(self, runs=()).to_obj()
+        """OMMX's exact config bytes: ``to_obj()`` as compact JSON (runs without attachments,
+        trace or calls are formatted from a template, ~10x faster than through ``json.dumps``)."""
+        head = self._head_obj()
+        runs = ",".join(_run_json(r) for r in sorted(self.runs, key=lambda r: r.run_id))
+        text = f'{_dumps(head)[:-1]},"runs":[{runs}],"run_parameters":{self.run_parameters}}}'
+        return text.encode("utf-8")
 
     @classmethod
     def parse(cls, data: bytes) -> ExperimentConfig:
@@ -231,6 +213,32 @@ class ExperimentConfig:
     def sampling_count(self) -> int:
         """Total number of samplings over all runs."""
         return sum(len(r.samplings) for r in self.runs)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+_BARE_RUN_JSON = {
+    status: '{"run_id":%d,"status":"' + status + '","attachments":{"entries":{}},"solves":[],"samplings":[]}'
+    for status in RUN_STATUSES
+}
+
+
+def _run_json(run: RunRecord) -> str:
+    template = _BARE_RUN_JSON.get(run.status)
+    if (
+        template is not None
+        and not run.attachments.entries
+        and not run.attachments.filenames
+        and run.trace is None
+        and not run.solves
+        and not run.samplings
+        and (run.reason is None or run.status not in _REASON_STATUSES)
+        and type(run.run_id) is int
+    ):
+        return template % run.run_id
+    return _dumps(run.to_obj())
 
 
 # --- parsing ----------------------------------------------------------------------------------------
@@ -444,25 +452,52 @@ def _parse_plain(data: bytes) -> ExperimentConfig | None:
     """The config, if it is *plain*: valid UTF-8 without ``\\u`` escapes, every object free of
     duplicate keys and holding only known fields of the right types. None otherwise.
 
-    Objects are decoded as lists of pairs by the C decoder (so duplicate keys stay visible)
-    and turned into records directly; what is accepted here is exactly what the strict
-    parser accepts for the same bytes (``tests/format/test_codec.py`` checks both agree).
+    First tries: the config in the exact bytes OMMX and we write, read as if every run were
+    bare (no attachments, trace or calls: the runs by pattern), then with objects decoded
+    as dicts (the C decoder's fastest form). Either guess is kept only if re-encoding it
+    gives the input back byte for byte, which rules out what a dict no longer shows
+    (duplicate keys) and any other layout. Otherwise objects are decoded as lists of pairs
+    (so duplicate keys stay visible) and turned into records directly. What is accepted
+    here is exactly what the strict parser accepts for the same bytes
+    (``tests/format/test_codec.py`` checks both agree).
     """
     if not isinstance(data, (bytes, bytearray)) or len(data) > MAX_CONFIG_BYTES or b"\\u" in data:
         return None
     try:
-        tree = json.loads(bytes(data).decode("utf-8"), parse_constant=_decline_constant, object_pairs_hook=_Pairs)
-        return _plain_config(tree)
+        text = bytes(data).decode("utf-8")
+    except ValueError:
+        return None
+    for guess in (_plain_by_layout, _plain_dicts):
+        try:
+            config = guess(text)
+            if config.to_bytes() == data:
+                return config
+        except (_Decline, ValueError, TypeError, RecursionError):
+            pass
+    try:
+        return _plain_config(json.loads(text, parse_constant=_decline_constant, object_pairs_hook=_Pairs))
     except (_Decline, ValueError, TypeError, RecursionError):
         return None
+
+
+def _plain_dicts(text: str) -> ExperimentConfig:
+    return _plain_config(json.loads(text, parse_constant=_decline_constant))
 
 
 def _decline_constant(name: str) -> Any:
     raise _Decline(name)
 
 
+_OBJECT_TYPES = (_Pairs, dict)  # one or the other in one decoded tree: pairs (checked here) or dicts (re-encoded)
+
+
 def _pairs(value: Any, fields: frozenset[str]) -> dict[str, Any]:
-    if type(value) is not _Pairs:
+    kind = type(value)
+    if kind is dict:
+        if not value.keys() <= fields:
+            raise _Decline
+        return value
+    if kind is not _Pairs:
         raise _Decline
     obj = dict(value)
     if len(obj) != len(value) or not obj.keys() <= fields:
@@ -501,9 +536,9 @@ def _plain_reason(obj: dict[str, Any], status: str) -> str | None:
 
 def _plain_table(value: Any) -> AttachmentTable:
     obj = _pairs(value, _TABLE_FIELDS)
-    entries = obj.get("entries")
-    names = obj.get("filenames")
-    if type(entries) is not _Pairs or (names is not None and type(names) is not _Pairs):
+    entries: Any = obj.get("entries")
+    names: Any = obj.get("filenames")
+    if type(entries) not in _OBJECT_TYPES or (names is not None and type(names) not in _OBJECT_TYPES):
         raise _Decline
     if not entries and not names:
         return EMPTY_TABLE
@@ -547,7 +582,67 @@ def _plain_list(obj: dict[str, Any], key: str) -> list[Any]:
     return value
 
 
+_EMPTY_RUN_KEYS = ("run_id", "status", "attachments", "solves", "samplings")
+_EMPTY_TABLE_OBJ: dict[str, Any] = {"entries": {}}
+
+
+def _bare_run(run_id: int, status: str) -> RunRecord:
+    """``RunRecord(run_id, status, None, EMPTY_TABLE)`` through its slots, without the dataclass
+    ``__init__`` and ``__post_init__`` (a third of the cost, for 10,000s of runs)."""
+    record = _new_record(RunRecord)
+    _set_run_id(record, run_id)
+    _set_status(record, status)
+    _set_reason(record, None)
+    _set_attachments(record, EMPTY_TABLE)
+    _set_trace(record, None)
+    _set_solves(record, ())
+    _set_samplings(record, ())
+    return record
+
+
+_new_record = object.__new__
+_slot_setters: dict[str, Any] = {name: vars(RunRecord)[name].__set__ for name in RunRecord.__slots__}
+_set_run_id = _slot_setters["run_id"]
+_set_status = _slot_setters["status"]
+_set_reason = _slot_setters["reason"]
+_set_attachments = _slot_setters["attachments"]
+_set_trace = _slot_setters["trace"]
+_set_solves = _slot_setters["solves"]
+_set_samplings = _slot_setters["samplings"]
+
+
 def _plain_run(value: Any) -> RunRecord:
+    if type(value) is dict and len(value) == 5:  # a run without attachments, trace or calls (re-encoded later)
+        run_id = value.get("run_id")
+        status = value.get("status")
+        if (
+            type(run_id) is int
+            and 0 <= run_id <= _U64_MAX
+            and status in RUN_STATUSES
+            and value.get("attachments") == _EMPTY_TABLE_OBJ
+            and value.get("solves") == []
+            and value.get("samplings") == []
+        ):
+            return _bare_run(run_id, status)
+    elif type(value) is _Pairs and len(value) == 5:  # a run without attachments, trace or calls, as written
+        (k0, run_id), (k1, status), (k2, table), (k3, solves), (k4, samplings) = value
+        if (
+            (k0, k1, k2, k3, k4) == _EMPTY_RUN_KEYS
+            and type(run_id) is int
+            and 0 <= run_id <= _U64_MAX
+            and type(status) is str
+            and status in RUN_STATUSES
+            and type(table) is _Pairs
+            and len(table) == 1
+            and table[0][0] == "entries"
+            and type(table[0][1]) is _Pairs
+            and not table[0][1]
+            and type(solves) is list
+            and not solves
+            and type(samplings) is list
+            and not samplings
+        ):
+            return _bare_run(run_id, status)
     obj = _pairs(value, _RUN_FIELDS)
     if "run_id" not in obj or "attachments" not in obj:
         raise _Decline
@@ -567,21 +662,55 @@ def _plain_run(value: Any) -> RunRecord:
 
 def _plain_config(tree: Any) -> ExperimentConfig:
     obj = _pairs(tree, _TOP_FIELDS)
-    if "status" not in obj or "runs" not in obj or "attachments" not in obj or "run_parameters" not in obj:
+    if "runs" not in obj or "run_parameters" not in obj:
         raise _Decline
-    status = _plain_status(obj, EXPERIMENT_STATUSES, None)
     runs = obj["runs"]
     if type(runs) is not list:
         raise _Decline
+    return _plain_head(obj, tuple([_plain_run(r) for r in runs]), obj["run_parameters"])
+
+
+def _plain_head(obj: dict[str, Any], runs: tuple[RunRecord, ...], run_parameters: Any) -> ExperimentConfig:
+    if "status" not in obj or "attachments" not in obj:
+        raise _Decline
+    status = _plain_status(obj, EXPERIMENT_STATUSES, None)
     requested = obj.get("requested_image_name")
     return ExperimentConfig(
         status,
         _plain_reason(obj, status),
         None if requested is None else _plain_str(requested),
         _plain_table(obj["attachments"]),
-        tuple(_plain_run(r) for r in runs),
-        _plain_uint(obj["run_parameters"], _U32_MAX),
+        runs,
+        _plain_uint(run_parameters, _U32_MAX),
     )
+
+
+_RUNS_KEY = ',"runs":['
+_RUNS_TAIL = re.compile(r'\],"run_parameters":(0|[1-9][0-9]{0,9})\}\Z')
+_BARE_RUN = re.compile(
+    r'\{"run_id":(0|[1-9][0-9]{0,19}),"status":"(finished|failed|interrupted)",'
+    r'"attachments":\{"entries":\{\}\},"solves":\[\],"samplings":\[\]\}'
+)
+
+
+def _plain_by_layout(text: str) -> ExperimentConfig:
+    """The config read as laid out when every run is bare: the fields before ``runs`` as JSON, the
+    runs by pattern, no object per run decoded. Only a guess: :func:`_parse_plain` keeps it only
+    if it re-encodes to the input (a run that is not bare, or any other layout, does not)."""
+    start = text.find(_RUNS_KEY)
+    tail = _RUNS_TAIL.search(text)
+    if start < 0 or tail is None or tail.start() < start + len(_RUNS_KEY):
+        raise _Decline
+    head = json.loads(text[:start] + "}", parse_constant=_decline_constant)
+    if type(head) is not dict or not head.keys() <= _TOP_FIELDS - {"runs", "run_parameters"}:
+        raise _Decline
+    runs = []
+    for match in _BARE_RUN.finditer(text, start + len(_RUNS_KEY), tail.start()):
+        run_id = int(match.group(1))
+        if run_id > _U64_MAX:
+            raise _Decline
+        runs.append(_bare_run(run_id, match.group(2)))
+    return _plain_head(head, tuple(runs), int(tail.group(1)))
 
 
 # --- validation (§5, the checks that need no blob I/O) ------------------------------------------
@@ -705,8 +834,26 @@ def validate_experiment(
     validator.typed(config.run_parameters, "run parameters", (mt.RUN_PARAMETERS,))
 
 
+class ValidatedExperiment(NamedTuple):
+    """What :func:`validate_received_experiment` read and checked."""
+
+    config_bytes: bytes
+    config: ExperimentConfig
+    table: ParameterTable
+
+
 def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descriptor], bytes]) -> bytes:
     """Full §5 validation of an experiment artifact whose blobs ``read_blob`` returns; the config bytes.
+
+    See :func:`validate_received_experiment`, which also returns what it decoded.
+    """
+    return validate_received_experiment(manifest, read_blob).config_bytes
+
+
+def validate_received_experiment(
+    manifest: Manifest, read_blob: Callable[[Descriptor], bytes]
+) -> ValidatedExperiment:
+    """Full §5 validation of an experiment artifact whose blobs ``read_blob`` returns.
 
     Checks the config size bound, parses the config, runs :func:`validate_experiment`
     (any status), decodes the run-parameter MessagePack table against the run ids and
@@ -717,6 +864,8 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     :func:`~ommx_experiment.format.parquet_trust.note_received_parquet`: our Parquet
     run-parameter layer, which OMMX never reads, is compared with the MessagePack
     table on its first read instead, so an import needs neither pandas nor pyarrow.
+    Returns the config bytes, the parsed config and the table (an import opens the
+    Experiment it stored from them without reading them again).
     """
     from .run_params import decode_msgpack
 
@@ -725,13 +874,13 @@ def validate_experiment_artifact(manifest: Manifest, read_blob: Callable[[Descri
     config_bytes = read_blob(manifest.config)
     config = ExperimentConfig.parse(config_bytes)
     validate_experiment(manifest, config, allowed_statuses=EXPERIMENT_STATUSES)
-    decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
+    table = decode_msgpack(read_blob(manifest.layers[config.run_parameters]), {run.run_id for run in config.runs})
     for run in config.runs:
         calls: tuple[SolveRecord | SamplingRecord, ...] = (*run.solves, *run.samplings)
         for call in calls:
             if call.diagnostics is not None:
                 _check_diagnostics(read_blob(manifest.layers[call.diagnostics]), run.run_id)
-    return config_bytes
+    return ValidatedExperiment(config_bytes, config, table)
 
 
 def check_parquet_layers(

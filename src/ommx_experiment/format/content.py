@@ -42,6 +42,7 @@ __all__ = [
     "SolveContent",
     "build_experiment",
     "content_from_artifact",
+    "run_content",
 ]
 
 
@@ -263,3 +264,11 @@ def content_from_artifact(manifest: Manifest, config: ExperimentConfig) -> Exper
     runs = tuple(resolver.run(run) for run in sorted(config.runs, key=lambda r: r.run_id))
     run_parameters = resolver.get(config.run_parameters, "run parameters")
     return ExperimentContent(attachments, runs, run_parameters, tuple(resolver.unused()))
+
+
+def run_content(manifest: Manifest, run: RunRecord) -> RunContent:
+    """One run of :func:`content_from_artifact`, resolved alone (a lazy ``SealedRun`` view's content).
+
+    Raises ``InvalidArtifactError`` for a LayerRef out of range, as the whole mapping does.
+    """
+    return _RefResolver(manifest).run(run)

@@ -33,7 +33,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import re
 import sqlite3
 import time
 import uuid
@@ -47,7 +46,7 @@ from ..engine import index_db
 from ..engine.clock import now_timestamp, parse_timestamp
 from ..engine.names import ImageName, checkpoint_name
 from ..engine.oci import Descriptor, FrozenMap, Manifest, parse_descriptor
-from ..engine.writers import WRITERS_DIR, WriterIdentity, WriterLock, claim_if_dead, is_alive, log_path
+from ..engine.writers import WriterIdentity, WriterLock, claim_if_dead, is_alive, log_path
 from ..engine.writers import remove_files as remove_writer_files
 from ..errors import (
     BlobNotFoundError,
@@ -1065,7 +1064,7 @@ class Journal:
 
         A previous pin that vanished (OMMX's GC between our writes) is not chained:
         the new pin then covers only ``blobs``; journal rows still name every blob,
-        and our GC keeps them (see :func:`journal_blob_digests`).
+        and our GC keeps them (see :func:`~ommx_experiment.format.journal_roots.journal_blob_digests`).
         """
         store = self.registry.blobs
         pin = writer_pin_name(self.registry.registry_id, self.requested, str(self.session_id), self.identity.writer_id)
@@ -1537,10 +1536,8 @@ def checkpoint_updated_at(registry: LocalRegistry, requested: ImageName) -> tupl
     return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
 
-# --- the journal seen by listings and GC ---------------------------------------------------------------
+# --- the journal seen by listings (GC: format.journal_roots) ---------------------------------------------
 
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
-_DIGEST_BYTES_RE = re.compile(rb"sha256:[0-9a-f]{64}")
 # The config names layers by index, never by digest: any well-formed descriptor stands in
 # for the run-parameter layer when only the config is wanted.
 _PARAMS_PLACEHOLDER = Descriptor(mt.RUN_PARAMETERS, "sha256:" + "0" * 64, 0)
@@ -1550,29 +1547,3 @@ def draft_config(snapshot: JournalSnapshot, requested: ImageName) -> ExperimentC
     """The config a ``draft`` checkpoint of this journal would carry (byte-identical), built without I/O."""
     content = ExperimentContent(snapshot.attachments, tuple(run for run, _ in snapshot.runs), _PARAMS_PLACEHOLDER)
     return build_experiment(content, status="draft", requested_image_name=str(requested))[1]
-
-
-def journal_blob_digests(registry: LocalRegistry) -> set[str]:
-    """Every digest the journal tables name: GC roots besides the pin refs (belt and braces).
-
-    Found textually (``sha256:<64 hex>``) in session headers (subject), pin digests,
-    run rows and attachment rows, whatever their format, orphan rows included: an
-    unreadable row over-protects its blobs instead of losing them. A pin digest
-    is a manifest, so GC walks its subject chain.
-    """
-    found: set[str] = set()
-    with registry.db.read() as conn:
-        for sql in (
-            "SELECT header || ' ' || COALESCE(pin_digest, '') FROM oxe_journal_sessions",
-            "SELECT body FROM oxe_journal_runs",
-            "SELECT body FROM oxe_journal_attachments",
-            "SELECT COALESCE(pin_digest, '') FROM oxe_journal_writers",
-        ):
-            for (text,) in conn.execute(sql):
-                found.update(_DIGEST_RE.findall(str(text)))
-    # Open runs of live or dead writers name their blobs only in the open-run logs.
-    folder = registry.root / WRITERS_DIR
-    for path in folder.glob("*.log") if folder.is_dir() else ():
-        with contextlib.suppress(OSError):
-            found.update(d.decode() for d in _DIGEST_BYTES_RE.findall(path.read_bytes()))
-    return found

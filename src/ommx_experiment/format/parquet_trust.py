@@ -40,13 +40,15 @@ def our_parquet_layer(manifest: Manifest) -> Descriptor | None:
     return layer if layer is not None and layer.media_type == mt.PARQUET else None
 
 
-def note_received_parquet(db: Database, manifest: Manifest, config_bytes: bytes | None) -> None:
+def note_received_parquet(db: Database, manifest: Manifest, config: ExperimentConfig | bytes | None) -> None:
     """Before a received experiment is published: if it carries our Parquet layer, record the
-    pair ``(Parquet digest, MessagePack digest)`` as not compared yet."""
+    pair ``(Parquet digest, MessagePack digest)`` as not compared yet. ``config``: the validated
+    config, or its bytes."""
     layer = our_parquet_layer(manifest)
-    if layer is None or config_bytes is None:
+    if layer is None or config is None:
         return
-    msgpack_layer = manifest.layers[ExperimentConfig.parse(config_bytes).run_parameters]
+    parsed = ExperimentConfig.parse(config) if isinstance(config, bytes) else config
+    msgpack_layer = manifest.layers[parsed.run_parameters]
     with db.write("note a received Parquet layer") as conn:
         conn.execute(
             f"INSERT OR IGNORE INTO {_UNVERIFIED}(parquet_digest, msgpack_digest) VALUES (?, ?)",

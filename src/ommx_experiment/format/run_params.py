@@ -381,7 +381,8 @@ def decode_msgpack(data: bytes, valid_run_ids: Collection[int]) -> ParameterTabl
     table = _decode_canonical(data)
     if table is None:  # not in the canonical form OMMX and we write: the strict reader names the defect
         table = _decode_strict(data)
-    unknown = table.run_ids() - set(valid_run_ids)
+    valid = valid_run_ids if isinstance(valid_run_ids, (set, frozenset)) else set(valid_run_ids)
+    unknown = set() if all(valid.issuperset(c.values) for c in table.columns) else table.run_ids() - valid
     if unknown:
         raise InvalidArtifactError(f"Run-parameter layer refers to unknown run ids {sorted(unknown)}")
     return table
@@ -421,7 +422,9 @@ def _decode_canonical(data: bytes) -> ParameterTable | None:
                 return None
             if kind == INT64 and (min(values.values()) < _I64_MIN or max(values.values()) > _I64_MAX):
                 return None
-        columns.append(ParameterColumn(name, kind, values))
+        keys = list(values)
+        presorted = keys == sorted(keys)  # as written: ascending run ids (timsort checks that in one pass)
+        columns.append(ParameterColumn._presorted(name, kind, values) if presorted else ParameterColumn(name, kind, values))
     try:
         if msgpack.packb(obj, use_bin_type=True) != data:
             return None

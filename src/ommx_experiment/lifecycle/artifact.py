@@ -30,7 +30,6 @@ from ..errors import (
     RemoteArtifactError,
     RemoteArtifactNotFoundError,
 )
-from ..format import archive
 
 if TYPE_CHECKING:
     import os
@@ -192,6 +191,8 @@ class Artifact:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write a ``.ommx`` archive (§4.9) at ``path``; fails if the file exists."""
+        from ..format import archive  # loaded by the archive paths only (tar reader/writer)
+
         archive.write_archive(self._registry, self._digest, self.image_name, path)
 
     def push(self) -> None:
@@ -228,6 +229,8 @@ class Artifact:
     @staticmethod
     def import_archive(path: str | os.PathLike[str]) -> Artifact:
         """Import a ``.ommx`` file or an OCI layout directory into the default registry."""
+        from ..format import archive
+
         registry = LocalRegistry.default()
         image, digest = archive.import_path(registry, path)
         return Artifact._open(registry, image, digest)
@@ -235,6 +238,8 @@ class Artifact:
     @staticmethod
     def inspect_archive(path: str | os.PathLike[str]) -> ArchiveManifest:
         """Ref name and manifest of an archive or layout directory, without any registry write."""
+        from ..format import archive
+
         return archive.inspect_archive(path)
 
 

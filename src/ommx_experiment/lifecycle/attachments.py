@@ -204,6 +204,8 @@ def _check_str(value: object, what: str) -> None:
 class AttachmentReader:
     """Reader methods over ``_attachment_view() -> (BlobStore, descriptors, filenames)``."""
 
+    __slots__ = ()  # a slotted subclass (SealedRun) stays dict-free
+
     def _attachment_view(self) -> tuple[BlobStore, Mapping[str, Descriptor], Mapping[str, str]]:  # pragma: no cover
         raise NotImplementedError
 

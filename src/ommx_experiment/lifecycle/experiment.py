@@ -34,7 +34,7 @@ from ..format.codec import CHECKPOINT_STATUSES, FINISHED
 from ..format.journal import checkpoint_ref, checkpoint_updated_at, has_journal, journal_head, settle
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
-from .run import Run, SealedRun
+from .run import Run, SealedRun, SealedRuns
 from .session import SealedState, Session, failure_outcome, gc_paused
 
 if TYPE_CHECKING:
@@ -173,11 +173,14 @@ class Experiment(AttachmentWriter, AttachmentReader):
     @classmethod
     def import_archive(cls, path: str | os.PathLike[str]) -> Experiment:
         """Import a ``.ommx`` archive or OCI layout directory, then open it as a sealed Experiment."""
-        from ..format.archive import import_path
+        from ..format.archive import Received, import_path
 
         registry = LocalRegistry.default()
-        image, digest = import_path(registry, path)
-        return cls._from_sealed(SealedState.open(registry, image, digest))
+        received = Received()
+        image, digest = import_path(registry, path, received=received)
+        return cls._from_sealed(
+            SealedState.open(registry, image, digest, manifest=received.manifest, received=received.experiment)
+        )
 
     @classmethod
     def join(cls, image_name: str, *, store_trace: bool = False) -> Experiment:
@@ -319,8 +322,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
     def runs(self) -> list[SealedRun]:
         """Closed runs by ascending run id (open runs are not listed)."""
         if self._sealed is not None:
-            sealed = self._sealed
-            return [SealedRun(sealed.registry.blobs, run, self._holder) for run in sealed.content.runs]
+            sealed = self._sealed  # lazy views: each maps its config record on first use
+            views = SealedRuns(sealed.registry.blobs, self._holder, sealed.manifest, sealed.manifest_digest)
+            return views.views(sealed.run_records())
         assert self._session is not None
         view = self._session.view()
         return [SealedRun(self._session.registry.blobs, view.runs[k], self._holder) for k in sorted(view.runs)]

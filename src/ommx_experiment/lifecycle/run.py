@@ -19,10 +19,10 @@ import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..engine.text import check_parameter_text
-from ..errors import LifecycleError, ParameterTypeError
+from ..errors import InvalidArtifactError, LifecycleError, ParameterTypeError
 from ..format import run_log
 from ..format.codec import FINISHED
-from ..format.content import AttachmentContent, RunContent, SolveContent
+from ..format.content import AttachmentContent, RunContent, SolveContent, run_content
 from ..format.journal import PARAM_KIND, call_to_obj
 from ..format.run_params import normalise_param
 from .attachments import AttachmentReader, AttachmentWriter
@@ -30,11 +30,12 @@ from .session import failure_outcome
 from .solve import AdapterCalls
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from types import TracebackType
 
     from ..engine.blobstore import BlobStore
-    from ..engine.oci import Descriptor
+    from ..engine.oci import Descriptor, Manifest
+    from ..format.codec import RunRecord
     from ..format.run_params import ParamValue
     from .recorder import RunOwner
 
@@ -338,29 +339,83 @@ def _note(exc: BaseException | None, text: str) -> None:
         exc.add_note(text)
 
 
+class SealedRuns:
+    """What the ``SealedRun`` views of one experiment share: the blob store, the temp-registry
+    holder and, for lazy views of a stored artifact, its manifest (one per ``.runs`` call)."""
+
+    __slots__ = ("blobs", "keepalive", "manifest", "manifest_digest")
+
+    def __init__(
+        self, blobs: BlobStore, keepalive: Any = None, manifest: Manifest | None = None, manifest_digest: str = ""
+    ) -> None:
+        self.blobs = blobs
+        self.keepalive = keepalive  # temp-registry holder: keeps the directory alive
+        self.manifest = manifest
+        self.manifest_digest = manifest_digest
+
+    def views(self, records: Iterable[RunRecord]) -> list[SealedRun]:
+        """One lazy view per config record, in the given order (``manifest`` required)."""
+        new = SealedRun.__new__
+        views: list[SealedRun] = []
+        append = views.append
+        for record in records:  # ~0.3 µs a view: three slots, no __init__ call, no instance dict
+            view = new(SealedRun)
+            view._source = self
+            view._record = record
+            view._resolved = None
+            append(view)
+        return views
+
+
 class SealedRun(AttachmentReader):
-    """A read-only view of a closed run (in a sealed or unsealed Experiment)."""
+    """A read-only view of a closed run (in a sealed or unsealed Experiment).
+
+    A view of a stored artifact (``Experiment.runs`` of a sealed Experiment) holds only
+    the run's config record: ``run_id``, ``status`` and ``lifecycle_reason`` come from it,
+    and its LayerRefs are mapped to descriptors on the first access that needs them.
+    """
+
+    __slots__ = ("__weakref__", "_record", "_resolved", "_source")
 
     def __init__(self, blobs: BlobStore, content: RunContent, keepalive: Any = None) -> None:
-        self._blobs = blobs
-        self._content = content
-        self._keepalive = keepalive  # temp-registry holder: keeps the directory alive
+        self._source = SealedRuns(blobs, keepalive)
+        self._record: RunRecord | None = None
+        self._resolved: RunContent | None = content
+
+    @property
+    def _content(self) -> RunContent:
+        content = self._resolved
+        if content is None:
+            source, record = self._source, self._record
+            assert source.manifest is not None and record is not None
+            try:
+                content = run_content(source.manifest, record)
+            except InvalidArtifactError as exc:
+                raise InvalidArtifactError(
+                    f"Experiment artifact {source.manifest_digest}, run {record.run_id}: {exc}"
+                ) from None
+            self._resolved = content
+        return content
 
     def _attachment_view(self) -> tuple[BlobStore, Mapping[str, Descriptor], Mapping[str, str]]:
-        return self._blobs, self._content.attachments.descriptors, self._content.attachments.filenames
+        return self._source.blobs, self._content.attachments.descriptors, self._content.attachments.filenames
 
     @property
     def run_id(self) -> int:
-        return self._content.run_id
+        record = self._record
+        return record.run_id if record is not None else self._content.run_id
 
     @property
     def status(self) -> str:
         """How the Run scope closed: ``finished``, ``failed`` or ``interrupted``."""
-        return self._content.status
+        record = self._record
+        return record.status if record is not None else self._content.status
 
     @property
     def lifecycle_reason(self) -> str | None:
-        return self._content.reason if self._content.status != FINISHED else None
+        record = self._record
+        status, reason = (record.status, record.reason) if record is not None else (self._content.status, self._content.reason)
+        return reason if status != FINISHED else None
 
     @property
     def attachment_names(self) -> list[str]:
@@ -373,7 +428,7 @@ class SealedRun(AttachmentReader):
             return None
         from .tracing import load_trace
 
-        return load_trace(self._blobs.get(self._content.trace.digest))
+        return load_trace(self._source.blobs.get(self._content.trace.digest))
 
     @property
     def solves(self) -> list[Any]:
@@ -390,7 +445,7 @@ class SealedRun(AttachmentReader):
         from . import solve  # issue 4: Solve / Sampling views
 
         view = solve.Solve if kind == "solves" else solve.Sampling
-        return [view(self._blobs, call, self._keepalive) for call in calls]
+        return [view(self._source.blobs, call, self._source.keepalive) for call in calls]
 
     def _repr_html_(self) -> str:
         from .report import run_card

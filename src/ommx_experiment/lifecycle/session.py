@@ -20,6 +20,8 @@ import sqlite3
 import threading
 import weakref
 from dataclasses import dataclass
+from itertools import pairwise
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
@@ -44,6 +46,7 @@ from ..format.codec import (
     INTERRUPTED,
     SEALED_STATUSES,
     ExperimentConfig,
+    RunRecord,
     check_experiment_manifest,
     validate_experiment,
 )
@@ -93,6 +96,7 @@ class SealedState:
         content: ExperimentContent | None = None,
         *,
         allowed: Sequence[str] = SEALED_STATUSES,
+        table: rp.ParameterTable | None = None,
     ) -> None:
         self.registry = registry
         self.holder = holder
@@ -102,7 +106,8 @@ class SealedState:
         self._config = config
         self._content = content
         self._allowed = tuple(allowed)
-        self._table: rp.ParameterTable | None = None
+        self._table: rp.ParameterTable | None = table
+        self._records: tuple[RunRecord, ...] | None = None
         self._parquet_ok: bool | None = None
 
     @classmethod
@@ -115,10 +120,13 @@ class SealedState:
         *,
         allowed: Sequence[str] = SEALED_STATUSES,
         manifest: Manifest | None = None,
+        received: tuple[ExperimentConfig, rp.ParameterTable] | None = None,
     ) -> SealedState:
         """Open the artifact ``digest`` stored in ``registry`` (§5 validation, see class doc).
 
         ``manifest``: the already parsed manifest of ``digest`` (an open ``Artifact``'s), not read again.
+        ``received``: its config and run-parameter table as the import that just stored it
+        validated them (``format.archive.Received``); the statuses are checked again, nothing is re-read.
         """
         if manifest is None:
             manifest = Manifest.parse(registry.blobs.get(digest))
@@ -127,6 +135,12 @@ class SealedState:
             size = registry.blobs.size(layer.digest)
             if size != layer.size:
                 raise BlobNotFoundError(f"Failed to read blob {layer.digest} (layer {i}): {size} bytes, expected {layer.size}")
+        if received is not None:
+            config, table = received
+            validate_experiment(manifest, config, allowed_statuses=allowed)
+            state = cls(registry, holder, image_name, digest, manifest, config, allowed=allowed, table=table)
+            state.run_records()  # ordered now, with the rest of the import's decoding (as OMMX's import)
+            return state
         state = cls(registry, holder, image_name, digest, manifest, allowed=allowed)
         if our_parquet_layer(manifest) is None:
             state.table()  # parses and validates config and msgpack now, as OMMX does at load
@@ -155,7 +169,17 @@ class SealedState:
         return self.config.reason
 
     def run_ids(self) -> list[int]:
-        return [run.run_id for run in self.content.runs]
+        if self._content is None:
+            return [run.run_id for run in self.run_records()]
+        return [run.run_id for run in self._content.runs]
+
+    def run_records(self) -> tuple[RunRecord, ...]:
+        """The config's run records by ascending run id (what lazy ``SealedRun`` views hold)."""
+        if self._records is None:
+            runs = self.config.runs
+            ordered = all(a.run_id < b.run_id for a, b in pairwise(runs))
+            self._records = runs if ordered else tuple(sorted(runs, key=attrgetter("run_id")))
+        return self._records
 
     def table(self) -> rp.ParameterTable:
         if self._table is None:

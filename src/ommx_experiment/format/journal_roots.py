@@ -1,0 +1,48 @@
+"""The checkpoint journal seen by GC: every blob digest its tables and open-run logs name.
+
+Kept apart from :mod:`~ommx_experiment.format.journal` (the journal itself) so that a GC
+pass reads the journal's rows without loading the journal's machinery: this module
+imports only the writers' folder name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import TYPE_CHECKING
+
+from ..engine.writers import WRITERS_DIR
+
+if TYPE_CHECKING:
+    from ..engine.registry import LocalRegistry
+
+__all__ = ["journal_blob_digests"]
+
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+_DIGEST_BYTES_RE = re.compile(rb"sha256:[0-9a-f]{64}")
+
+
+def journal_blob_digests(registry: LocalRegistry) -> set[str]:
+    """Every digest the journal tables name: GC roots besides the pin refs (belt and braces).
+
+    Found textually (``sha256:<64 hex>``) in session headers (subject), pin digests,
+    run rows and attachment rows, whatever their format, orphan rows included: an
+    unreadable row over-protects its blobs instead of losing them. A pin digest
+    is a manifest, so GC walks its subject chain.
+    """
+    found: set[str] = set()
+    with registry.db.read() as conn:
+        for sql in (
+            "SELECT header || ' ' || COALESCE(pin_digest, '') FROM oxe_journal_sessions",
+            "SELECT body FROM oxe_journal_runs",
+            "SELECT body FROM oxe_journal_attachments",
+            "SELECT COALESCE(pin_digest, '') FROM oxe_journal_writers",
+        ):
+            for (text,) in conn.execute(sql):
+                found.update(_DIGEST_RE.findall(str(text)))
+    # Open runs of live or dead writers name their blobs only in the open-run logs.
+    folder = registry.root / WRITERS_DIR
+    for path in folder.glob("*.log") if folder.is_dir() else ():
+        with contextlib.suppress(OSError):
+            found.update(d.decode() for d in _DIGEST_BYTES_RE.findall(path.read_bytes()))
+    return found
