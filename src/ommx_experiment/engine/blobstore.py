@@ -393,6 +393,7 @@ class BlobStore:
     def __init__(self, root: Path, *, pin: PinFile | None = None) -> None:
         self.root = root
         self.dir = root / "blobs" / "sha256"
+        self._prefix = os.path.join(os.fspath(self.dir), "")  # hot reads build str paths, not Paths
         self._lock_path = root / BLOB_LOCK
         self._leases: _LeaseSink = _leases_for(Path(root).absolute()) if pin is None else pin
         # Temp files carry this process's lease token (dead with it); a pin-mode writer holds no
@@ -416,20 +417,27 @@ class BlobStore:
 
     # --- reads ---------------------------------------------------------------
 
+    def _fspath(self, digest: str) -> str:
+        """:meth:`path` as a ``str`` (the read paths' hot loop: a ``Path`` costs more than the stat)."""
+        if not is_valid_digest(digest):
+            raise DigestMismatchError(f"Invalid blob digest {digest!r}: expected sha256:<64 lowercase hex>")
+        return self._prefix + digest[len(SHA256_PREFIX) :]
+
     def exists(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        return os.path.isfile(self._fspath(digest))
 
     def size(self, digest: str) -> int:
         try:
-            return self.path(digest).stat().st_size
+            return os.stat(self._fspath(digest)).st_size
         except FileNotFoundError:
             raise BlobNotFoundError(f"Failed to read blob {digest}: not found in {self.dir}") from None
 
     def get(self, digest: str) -> bytes:
         """The blob's bytes, verified against ``digest``."""
-        path = self.path(digest)
+        path = self._fspath(digest)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             raise BlobNotFoundError(f"Failed to read blob {digest}: not found at {path}") from None
         except OSError as exc:

@@ -53,6 +53,7 @@ import json
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from json.encoder import encode_basestring as _quote
@@ -200,9 +201,33 @@ def is_stale(root: Path, db: Database) -> bool:
     return bool(pending) or not file_matches(root, state)
 
 
+TORN_READ_RETRIES = 20
+"""Reads of ``index.json`` that fail to parse are retried this many times (see :func:`_load`)."""
+
+
+def _load(root: Path) -> Any:
+    """``json.loads`` of ``index.json``, read again while it does not parse.
+
+    Linux does not make a buffered read atomic against a concurrent ``pwrite`` of
+    the same page, so a read that races one of our in-place patches can see a torn
+    page (rare: spec/registry.md §5); the patch takes microseconds, and a read
+    after it parses. A file that still does not parse is invalid for real.
+    """
+    path = root / INDEX_JSON
+    for attempt in range(TORN_READ_RETRIES):
+        data = path.read_bytes()
+        try:
+            return json.loads(data)
+        except ValueError:
+            if attempt == TORN_READ_RETRIES - 1:
+                raise
+            time.sleep(0.0005 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def read_index(root: Path) -> dict[str, str]:
     """Parse ``index.json`` into ``{ref name: manifest digest}`` of the entries written from ``refs``."""
-    document = json.loads((root / INDEX_JSON).read_bytes())
+    document = _load(root)
     foreign = {id(e) for e in foreign_entries(document)}
     return {m["annotations"][REF_NAME]: m["digest"] for m in document["manifests"] if id(m) not in foreign}
 
@@ -210,7 +235,7 @@ def read_index(root: Path) -> dict[str, str]:
 def read_document(root: Path) -> dict[str, Any] | None:
     """The parsed ``index.json`` (None if absent or not a JSON object with a ``manifests`` list)."""
     try:
-        document = json.loads((root / INDEX_JSON).read_bytes())
+        document = _load(root)
     except (OSError, ValueError):
         return None
     if not isinstance(document, dict) or not isinstance(document.get("manifests"), list):
