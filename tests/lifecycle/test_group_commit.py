@@ -10,20 +10,17 @@ in other processes, SIGKILL with unwritten closes, and a flush that fails.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import unavailable
+from helpers.processes import Writer, tmpfs
 
 from ommx_experiment import AutosavePolicy, Experiment
 from ommx_experiment.engine.root import _reset_for_tests
@@ -32,49 +29,6 @@ from ommx_experiment.errors import ExperimentBusyError, JournalWriteError
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "workers" / "shared_worker.py"
 NAME = "example.com/group/commit:v1"
-
-
-class Writer:
-    """One ``shared_worker.py`` process in command mode."""
-
-    def __init__(self, root: Path) -> None:
-        env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-
-    def ask(self, *cmd: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(list(cmd)) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"writer died answering {cmd}"
-        return json.loads(line)  # type: ignore[no-any-return]
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def exit(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write('["exit"]\n')
-        self.proc.stdin.flush()
-        self.proc.wait(timeout=60)
-
-
-@pytest.fixture
-def writers(registry_root: Path) -> Iterator[Any]:
-    started: list[Writer] = []
-
-    def start() -> Writer:
-        writer = Writer(registry_root)
-        started.append(writer)
-        return writer
-
-    yield start
-    for writer in started:
-        if writer.proc.poll() is None:
-            writer.kill()
 
 
 def _rows(root: Path) -> int:
@@ -199,18 +153,6 @@ def test_a_commit_racing_closes_in_other_processes_holds_each_returned_close_exa
     assert len(returned) > 10
 
 
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        unavailable(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def test_a_batch_that_cannot_be_written_on_a_full_disk_raises_and_is_written_once_space_returns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,7 +160,7 @@ def test_a_batch_that_cannot_be_written_on_a_full_disk_raises_and_is_written_onc
 
     monkeypatch.setattr(session_module, "GROUP_COMMIT_SECONDS", 3600.0)
     monkeypatch.setattr(session_module, "GROUP_COMMIT_RUNS", 10**9)
-    with _tmpfs(tmp_path / "disk", "6m") as disk:
+    with tmpfs(tmp_path / "disk", "6m") as disk:
         root = disk / "registry"
         monkeypatch.setenv("OMMX_LOCAL_REGISTRY_ROOT", str(root))
         _reset_for_tests()

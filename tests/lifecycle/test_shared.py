@@ -7,7 +7,6 @@ compared with what the writers reported.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -20,54 +19,11 @@ from typing import Any
 import pytest
 
 from ommx_experiment import Experiment
-from ommx_experiment.errors import ExperimentBusyError, ParameterTypeError, RunNotRecordedError
+from ommx_experiment.errors import ExperimentBusyError, ParameterTypeError
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "workers" / "shared_worker.py"
 NAME = "example.com/shared/sweep:v1"
-
-
-class Writer:
-    """One ``shared_worker.py`` process in command mode."""
-
-    def __init__(self, root: Path) -> None:
-        env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-
-    def ask(self, *cmd: Any) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(list(cmd)) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"writer died answering {cmd}"
-        return json.loads(line)  # type: ignore[no-any-return]
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def exit(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write('["exit"]\n')
-        self.proc.stdin.flush()
-        self.proc.wait(timeout=60)
-
-
-@pytest.fixture
-def writers(registry_root: Path) -> Any:
-    started: list[Writer] = []
-
-    def start() -> Writer:
-        writer = Writer(registry_root)
-        started.append(writer)
-        return writer
-
-    yield start
-    for writer in started:
-        if writer.proc.poll() is None:
-            writer.kill()
 
 
 def test_two_processes_share_run_ids_and_see_each_others_runs(writers: Any) -> None:

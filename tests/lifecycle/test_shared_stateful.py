@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
+from helpers.processes import Writer
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
-
-from lifecycle.test_shared import Writer
 
 REPO = Path(__file__).resolve().parents[2]
 _LOAD = """

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from helpers.processes import tmpfs  # noqa: F401 - the fault tests use sup.tmpfs
 
 TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
@@ -59,19 +59,3 @@ def experiment_config(**changes: object) -> dict[str, object]:
 
 def stress_count(reduced: int, full: int, stress: bool) -> int:
     return full if stress else reduced
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted at ``where`` (created) for the block; skipped without root."""
-    from conftest import unavailable
-
-    where.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        unavailable(f"cannot mount a tmpfs (needs root): {proc.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
