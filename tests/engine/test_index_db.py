@@ -16,24 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.procfs import deleted_index_fds
 from workers.registry_worker import store_generic
 
 from ommx_experiment.engine import index_db
 from ommx_experiment.engine.registry import LocalRegistry
 
 OCTET = "application/octet-stream"
-
-
-def _deleted_index_fds() -> list[str]:
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if "index.sqlite3" in target and target.endswith(" (deleted)"):
-            out.append(os.path.basename(target))
-    return out
 
 
 def _refs_seen_by_another_process(root: Path) -> list[str]:
@@ -94,10 +83,10 @@ def test_closing_any_descriptor_of_the_file_keeps_our_lock(
         os.close(os.open(registry_root / name, os.O_RDONLY))
     _close_last_elsewhere(registry_root)
     if ofd:
-        assert _deleted_index_fds() == []
+        assert deleted_index_fds() == []
         assert (registry_root / "index.sqlite3-wal").exists()
     else:
-        assert "index.sqlite3-wal (deleted)" in _deleted_index_fds()  # the hazard
+        assert "index.sqlite3-wal (deleted)" in deleted_index_fds()  # the hazard
         reg.close()
         reg = LocalRegistry.at(registry_root)
     reg.publish("example.com/ours/b:v1", digest)
@@ -136,10 +125,10 @@ def test_an_unlinked_wal_makes_the_next_operation_reopen(registry_root: Path, mo
     reg.db.query("PRAGMA wal_checkpoint(TRUNCATE)")
     os.unlink(registry_root / "index.sqlite3-wal")
     os.unlink(registry_root / "index.sqlite3-shm")
-    assert _deleted_index_fds()
+    assert deleted_index_fds()
     reg.publish("example.com/ours/b:v1", digest)
     assert shared.reopens == reopens + 1
-    assert _deleted_index_fds() == []
+    assert deleted_index_fds() == []
     assert _refs_seen_by_another_process(registry_root) == ["example.com/ours/a", "example.com/ours/b"]
 
 

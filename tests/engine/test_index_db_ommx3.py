@@ -12,6 +12,7 @@ platforms (``fallback``: the sentinel and the per-operation checks).
 
 from __future__ import annotations
 
+import inspect
 import json
 import sqlite3
 import subprocess
@@ -19,49 +20,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import procfs
 from helpers.ours_on_ommx3 import OursOnOmmx3
 
-# /proc/self/fd entries of index.sqlite3* whose file was unlinked, and our POSIX locks from /proc/locks.
-PROC = """
-import os
-
-def deleted_index_fds():
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if "index.sqlite3" in target and target.endswith(" (deleted)"):
-            out.append(os.path.basename(target))
-    return sorted(out)
-
-def held_locks(path):
-    inode = os.stat(path).st_ino
-    out = []
-    with open("/proc/locks") as f:
-        for line in f:
-            fields = line.split()
-            if fields[1] == "->":
-                fields = fields[:1] + fields[2:]
-            if fields[4] == str(os.getpid()) and fields[5].rsplit(":", 1)[1] == str(inode):
-                out.append([fields[3], int(fields[6]), fields[7]])
-    return sorted(out)
-
-SHARED = ["READ", 0x40000002, str(0x40000002 + 509)]   # SQLite's SHARED lock range on the database file
-
-def ofd_locks(path):   # open file description locks on path (pid -1 in /proc/locks; no other process takes any)
-    inode = os.stat(path).st_ino
-    out = []
-    with open("/proc/locks") as f:
-        for line in f:
-            fields = line.split()
-            if fields[1] == "->":
-                fields = fields[:1] + fields[2:]
-            if fields[1] == "OFDLCK" and fields[5].rsplit(":", 1)[1] == str(inode):
-                out.append([fields[3], int(fields[6]), fields[7]])
-    return sorted(out)
-
+# The /proc helpers (deleted descriptors, POSIX and OFD locks), then what the OMMX-side scripts share.
+PROC = inspect.getsource(procfs) + """
 def hazard_to_a_plain_connection(db):   # a plain connection's descriptors once OMMX's listing closed its last one
     import sqlite3
     import ommx.experiment as oe
@@ -86,7 +49,7 @@ print(json.dumps({"ommx": sorted(e.image_name for e in oe.list_experiments()),
 
 
 MODES = pytest.mark.parametrize("mode", ["ofd", "fallback"])
-SHARED_RANGE = ["READ", 0x40000002, str(0x40000002 + 509)]
+SHARED_RANGE = procfs.SHARED
 
 
 def _prelude(mode: str) -> str:

@@ -37,18 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
-def deleted_index_fds() -> list[str]:
-    """This process's file descriptors on an unlinked ``index.sqlite3*`` file."""
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if "index.sqlite3" in target and target.endswith(" (deleted)"):
-            out.append(os.path.basename(target))
-    return sorted(out)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
+from helpers.procfs import deleted_index_fds  # noqa: E402
 
 
 def _commit(lib: Any, name: str, runs: int = 1) -> None:
