@@ -411,9 +411,7 @@ class BlobStore:
 
     def path(self, digest: str) -> Path:
         """Where the blob named ``digest`` lives (it may not exist)."""
-        if not is_valid_digest(digest):
-            raise DigestMismatchError(f"Invalid blob digest {digest!r}: expected sha256:<64 lowercase hex>")
-        return self.dir / digest[len(SHA256_PREFIX) :]
+        return Path(self._fspath(digest))
 
     # --- reads ---------------------------------------------------------------
 

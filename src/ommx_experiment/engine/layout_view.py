@@ -214,15 +214,12 @@ def _load(root: Path) -> Any:
     after it parses. A file that still does not parse is invalid for real.
     """
     path = root / INDEX_JSON
-    for attempt in range(TORN_READ_RETRIES):
-        data = path.read_bytes()
+    for attempt in range(1, TORN_READ_RETRIES):
         try:
-            return json.loads(data)
+            return json.loads(path.read_bytes())
         except ValueError:
-            if attempt == TORN_READ_RETRIES - 1:
-                raise
-            time.sleep(0.0005 * (attempt + 1))
-    raise AssertionError("unreachable")
+            time.sleep(0.0005 * attempt)
+    return json.loads(path.read_bytes())  # the last attempt: a ValueError now means an invalid file
 
 
 def read_index(root: Path) -> dict[str, str]:

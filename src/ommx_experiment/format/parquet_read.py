@@ -94,17 +94,14 @@ class _Reader:
             last = field
 
 
+_MALFORMED = (IndexError, KeyError, TypeError, struct.error, UnicodeDecodeError)
+
+
 def column_names(data: bytes) -> list[str]:
     """The column names, in schema order."""
     try:
-        view = memoryview(data)
-        if len(view) < 12 or bytes(view[:4]) != b"PAR1" or bytes(view[-4:]) != b"PAR1":
-            raise UnsupportedParquetError("no PAR1 magic")
-        meta = _Reader(view, len(view) - 8 - int.from_bytes(view[-8:-4], "little")).struct()
-        return [bytes(s[4]).decode("utf-8") for s in meta[2][1:]]
-    except UnsupportedParquetError:
-        raise
-    except (IndexError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
+        return [bytes(s[4]).decode("utf-8") for s in _footer(memoryview(data))[2][1:]]
+    except _MALFORMED as exc:
         raise UnsupportedParquetError(f"not a Parquet file of our writer: {exc!r}") from exc
 
 
@@ -113,17 +110,19 @@ def read_columns(data: bytes, names: Sequence[str]) -> dict[str, list[Any]]:
     BYTE_ARRAY as str, BOOLEAN as bool. ``UnsupportedParquetError`` for any other shape."""
     try:
         return _read(memoryview(data), names)
-    except UnsupportedParquetError:
-        raise
-    except (IndexError, KeyError, TypeError, struct.error, UnicodeDecodeError) as exc:
+    except _MALFORMED as exc:
         raise UnsupportedParquetError(f"not a Parquet file of our writer: {exc!r}") from exc
 
 
-def _read(data: memoryview, names: Sequence[str]) -> dict[str, list[Any]]:
+def _footer(data: memoryview) -> dict[int, Any]:
+    """The FileMetaData struct (after the PAR1 magic checks)."""
     if len(data) < 12 or bytes(data[:4]) != b"PAR1" or bytes(data[-4:]) != b"PAR1":
         raise UnsupportedParquetError("no PAR1 magic")
-    footer_len = int.from_bytes(data[-8:-4], "little")
-    meta = _Reader(data, len(data) - 8 - footer_len).struct()
+    return _Reader(data, len(data) - 8 - int.from_bytes(data[-8:-4], "little")).struct()
+
+
+def _read(data: memoryview, names: Sequence[str]) -> dict[str, list[Any]]:
+    meta = _footer(data)
     schema = meta[2][1:]  # the root element first
     num_rows = meta[3]
     required = {s[4].decode("utf-8"): s.get(3, 0) == 0 for s in schema}
