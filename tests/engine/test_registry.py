@@ -122,6 +122,47 @@ def test_remove_returns_digest_and_compare_and_delete(registry: LocalRegistry) -
     assert_view_matches(registry)
 
 
+def test_remove_of_an_absent_ref_still_catches_up_the_view(registry: LocalRegistry) -> None:
+    a = _artifact(registry, b"a")
+    _raw(registry).execute(  # a foreign writer (OMMX 3) adds a ref: the view is stale
+        "INSERT INTO refs VALUES ('example.com/ommx/made', 'v1', ?, '2026-01-01T00:00:00+00:00')", (a,)
+    )
+    assert layout_view.is_stale(registry.root, registry.db)
+    assert registry.remove("example.com/never:v1") is None
+    assert layout_view.read_index(registry.root) == {"example.com/ommx/made:v1": a}
+    assert_view_matches(registry)
+
+
+def test_publish_drops_another_ref_in_the_same_transaction(registry: LocalRegistry) -> None:
+    """A commit publishes its ref and drops its checkpoint slot at once: both or neither."""
+    a, b, slot = _artifact(registry, b"a"), _artifact(registry, b"b"), _artifact(registry, b"slot")
+    registry.replace("example.com/cp:slot", slot)
+    registry.publish("example.com/x:v1", b)
+    with pytest.raises(RefConflictError):
+        registry.publish("example.com/x:v1", a, drop="example.com/cp:slot")
+    assert _refs(registry) == {"example.com/cp:slot": slot, "example.com/x:v1": b}  # nothing dropped
+    assert registry.publish("example.com/y:v1", a, drop="example.com/cp:slot") is True
+    assert _refs(registry) == {"example.com/x:v1": b, "example.com/y:v1": a}
+    assert _raw(registry).execute(
+        "SELECT COUNT(*) FROM artifact_manifests WHERE manifest_digest = ?", (slot,)
+    ).fetchone()[0] == 0  # the slot's cache rows went with it
+    assert registry.publish("example.com/z:v1", a, drop="example.com/absent:slot") is True
+    assert_view_matches(registry)
+
+
+def test_publish_with_the_manifest_in_hand_checks_it_as_stored(registry: LocalRegistry) -> None:
+    a = _artifact(registry, b"a")
+    manifest = registry.blobs.get(a)
+    assert registry.publish("example.com/x:v1", a, manifest_bytes=manifest) is True
+    # Bytes that do not hash to the digest are ignored: the stored manifest is read and checked.
+    assert registry.replace("example.com/x:v2", a, manifest_bytes=b"{}") is None
+    assert registry.resolve("example.com/x:v2") == a
+    registry.blobs.path(a).unlink()
+    with pytest.raises(BlobNotFoundError):
+        registry.publish("example.com/x:v3", a, manifest_bytes=manifest)
+    assert registry.resolve("example.com/x:v3") is None
+
+
 def test_restore(registry: LocalRegistry) -> None:
     a, b = _artifact(registry, b"a"), _artifact(registry, b"b")
     registry.publish("example.com/x:v1", a)

@@ -123,7 +123,7 @@ def publish_replace(tmp: Path, final: Path, *, mode: int | None = PUBLIC_FILE_MO
 
 
 def publish_noclobber(
-    tmp: Path, final: Path, *, mode: int | None = PUBLIC_FILE_MODE, sync_dir: bool = True
+    tmp: Path | str, final: Path | str, *, mode: int | None = PUBLIC_FILE_MODE, sync_dir: bool = True
 ) -> bool:
     """Make a synced temp file appear as ``final`` unless ``final`` exists.
 
@@ -143,7 +143,7 @@ def publish_noclobber(
     except FileExistsError:
         return False
     if sync_dir:
-        fsync_dir(final.parent)
+        fsync_dir(Path(final).parent)
     return True
 
 

@@ -37,7 +37,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ..errors import BlobNotFoundError, DigestMismatchError, RegistryError
 from . import atomic
@@ -50,6 +50,9 @@ from .digest import (
     sha256_digest_chunks,
 )
 from .locks import BLOB_LOCK, GC_EXCLUSION_LOCK, flock_exclusive
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 CHUNK = 1 << 20  # 1 MiB: bounded memory (a few chunks in flight) whatever the blob size
 LEASE_DIR = ".oxe-leases"
@@ -402,6 +405,8 @@ class BlobStore:
         self._next_cleanup = 0.0  # time.monotonic() of the next dead-temp sweep of blobs/sha256
         self._unsynced = 0  # blobs linked or reused since the last folder fsync (see sync_links)
         self._sync_guard = threading.Lock()
+        self._batches = threading.local()  # .pending: this thread's open batch (see batch()), or absent
+        self._batched = 0  # how many threads have a batch open (reads skip the lookup when 0)
 
     # --- paths ---------------------------------------------------------------
 
@@ -410,7 +415,10 @@ class BlobStore:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
-        """Where the blob named ``digest`` lives (it may not exist)."""
+        """Where the blob named ``digest`` lives (it may not exist; a blob of this thread's
+        open batch is published first, so that the path can be read)."""
+        if self._batched:
+            self._flush_if_pending(digest)
         return Path(self._fspath(digest))
 
     # --- reads ---------------------------------------------------------------
@@ -422,9 +430,13 @@ class BlobStore:
         return self._prefix + digest[len(SHA256_PREFIX) :]
 
     def exists(self, digest: str) -> bool:
+        if self._batched and digest in self._pending():
+            return True  # written and complete; linked by the batch's flush, before any ref
         return os.path.isfile(self._fspath(digest))
 
     def size(self, digest: str) -> int:
+        if self._batched and digest in (pending := self._pending()):
+            return pending[digest].size
         try:
             return os.stat(self._fspath(digest)).st_size
         except FileNotFoundError:
@@ -432,6 +444,8 @@ class BlobStore:
 
     def get(self, digest: str) -> bytes:
         """The blob's bytes, verified against ``digest``."""
+        if self._batched:
+            self._flush_if_pending(digest)
         path = self._fspath(digest)
         try:
             with open(path, "rb") as fh:
@@ -473,6 +487,13 @@ class BlobStore:
         except FileNotFoundError:
             return False
 
+    def holds(self, digest: str, data: bytes) -> bool:
+        """Whether the stored blob ``digest`` is exactly ``data`` (no lock, no touch: for a small
+        blob that a ref write in the same publish window checks and touches anyway)."""
+        if self._batched and digest in self._pending():
+            return True
+        return _file_equals(self._fspath(digest), data)
+
     def iter_digests(self) -> Iterator[str]:
         """Every ``blobs/sha256/<64 lowercase hex>`` regular file, as a digest."""
         try:
@@ -493,8 +514,13 @@ class BlobStore:
         """
         digest = sha256_digest(data)
         _check_expected(digest, expected_digest, "bytes")
+        pending = getattr(self._batches, "pending", None) if self._batched else None
+        if pending is not None and digest in pending:
+            return StoredBlob(digest, len(data))
         if self._touch_if_equal(digest, data):
             return StoredBlob(digest, len(data))
+        if pending is not None:
+            return self._write_deferred(data, digest, pending)
         return self._write_new([data], "bytes", known=(digest, len(data)))
 
     def put_file(self, path: Path, *, expected_digest: str | None = None) -> StoredBlob:
@@ -563,6 +589,83 @@ class BlobStore:
             raise RegistryError(f"Failed to write blob from {source} to {tmp}: {exc}") from exc
         return StoredBlob(digest, size)
 
+    # --- batches: many small blobs, their fsyncs together -----------------------------
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Inside (this thread, re-entrant): :meth:`put_bytes` of a new blob hands it to a
+        helper thread that creates, writes and fsyncs its temp file, and returns at once;
+        :meth:`flush` (run by :meth:`sync_links`, so before any ref or journal write, and on
+        leaving the block) waits for them and links each under ``blobs/.lock`` exactly as a
+        single put does. The blobs' file creations and fsyncs overlap (the file system
+        commits them together) and overlap the caller's work.
+
+        Until then the blob is not in the store for anyone else: :meth:`exists` and
+        :meth:`size` answer from the batch, :meth:`get` and :meth:`path` publish it first.
+        Leaving the block by an exception removes the temp files: nothing is published.
+        The publish window (``LocalRegistry.publish_window``) opens one.
+        """
+        if getattr(self._batches, "pending", None) is not None:
+            yield
+            return
+        pending: dict[str, _Deferred] = {}
+        self._batches.pending = pending
+        with self._sync_guard:
+            self._batched += 1
+        ok = False
+        try:
+            yield
+            self.flush()
+            ok = True
+        finally:
+            self._batches.pending = None
+            with self._sync_guard:
+                self._batched -= 1
+            if not ok:
+                _discard(pending)
+
+    def flush(self) -> None:
+        """Publish this thread's batched blobs now: wait until each is written and fsynced, then
+        link them all under one ``blobs/.lock``."""
+        pending = getattr(self._batches, "pending", None)
+        if not pending:
+            return
+        items = list(pending.values())
+        try:
+            failed = _wait_all(items)
+            if failed is not None:
+                item, exc = failed
+                raise RegistryError(f"Failed to write blob from bytes to {item.tmp}: {exc}") from exc
+            self._publish_many([(item.tmp, item.digest, item.size) for item in items])
+        finally:
+            _discard(pending)  # linked names live on; the temp names go
+
+    def _pending(self) -> dict[str, _Deferred]:
+        pending = getattr(self._batches, "pending", None)
+        return _NO_BATCH if pending is None else pending
+
+    def _flush_if_pending(self, digest: str) -> None:
+        if digest in self._pending():
+            self.flush()
+
+    def _write_deferred(self, data: bytes, digest: str, pending: dict[str, _Deferred]) -> StoredBlob:
+        """Hand ``data`` to a helper thread that creates, writes and fsyncs its temp file.
+
+        Creating a file waits for the file system's journal as an fsync does, so the
+        blobs of a batch are created and synced side by side, while the caller goes on
+        (encoding the next layer); :meth:`flush` waits for them.
+        """
+        owner = None if self._own is None else self._own.owner_token()
+        self.remove_dead_temp_files(throttled=True)
+        tmp = os.fspath(self.dir / atomic.temp_name("blob-", owner=owner))
+        try:
+            self.ensure_dirs()
+        except OSError as exc:
+            raise RegistryError(f"Failed to write blob from bytes to {tmp}: {exc}") from exc
+        fut = _sync_pool().submit(_write_synced, tmp, bytes(data))
+        pending[digest] = _Deferred(tmp, digest, len(data), fut)
+        return StoredBlob(digest, len(data))
+
     def sync_links(self) -> None:
         """``fsync`` ``blobs/sha256`` if a blob was linked (or reused) since the last call.
 
@@ -570,7 +673,10 @@ class BlobStore:
         *name* becomes power-loss durable here. Every ref write calls this before its
         transaction, so a durable ref never reaches a blob whose name is not. A reused
         blob counts too: another process may have linked it without syncing yet.
+        This thread's open batch (:meth:`batch`) is published first.
         """
+        if self._batched:
+            self.flush()
         with self._sync_guard:
             pending = self._unsynced
         if not pending:
@@ -611,19 +717,23 @@ class BlobStore:
         """
         wanted = list(blobs)
         problems: list[str] = []
+        if self._batched:
+            self.flush()
         with flock_exclusive(self._lock_path):
+            paths = []
             for digest, size, role in wanted:
-                path = self.path(digest)
+                path = self._fspath(digest)
+                paths.append(path)
                 try:
-                    actual = path.stat().st_size
+                    actual = os.stat(path).st_size
                 except FileNotFoundError:
                     problems.append(f"{digest} ({role}): not found")
                     continue
                 if size is not None and actual != size:
                     problems.append(f"{digest} ({role}): {actual} bytes, expected {size}")
             if not problems:
-                for digest, _, _ in wanted:
-                    os.utime(self.path(digest))
+                for path in paths:
+                    os.utime(path)
         if problems:
             shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
             raise BlobNotFoundError(f"Failed to read blob {shown} in {self.dir}")
@@ -766,22 +876,95 @@ class BlobStore:
         return False
 
     def _publish(self, tmp: Path, digest: str, size: int) -> None:
-        final = self.path(digest)
-        self._leases.acquire(digest)
+        self._publish_many([(tmp, digest, size)])
+
+    def _publish_many(self, blobs: list[tuple[Path | str, str, int]]) -> None:
+        """Link each fsynced temp file to its digest name, all under one ``blobs/.lock``."""
+        for _, digest, _ in blobs:
+            self._leases.acquire(digest)
+        final = ""
         try:
             with flock_exclusive(self._lock_path):
-                if atomic.publish_noclobber(tmp, final, sync_dir=False):
-                    os.utime(final)
+                for tmp, digest, size in blobs:
+                    final = self._prefix + digest[len(SHA256_PREFIX) :]
+                    if atomic.publish_noclobber(tmp, final, sync_dir=False):
+                        os.utime(final)
+                    elif not _valid_file(Path(final), digest, size):
+                        # A corrupt file squats on the digest name: our verified copy replaces it.
+                        atomic.publish_replace(Path(tmp), Path(final))
+                        continue
+                    else:
+                        os.utime(final)
                     self._mark_unsynced()
-                    return
-                if _valid_file(final, digest, size):
-                    os.utime(final)
-                    self._mark_unsynced()
-                    return
-                # A corrupt file squats on the digest name: our verified copy replaces it.
-                atomic.publish_replace(tmp, final)
         except OSError as exc:
-            raise RegistryError(f"Failed to publish blob {digest} at {final}: {exc}") from exc
+            raise RegistryError(f"Failed to publish blob at {final}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Deferred:
+    """A batched blob: a helper thread creates, writes and fsyncs its temp file (``done``)."""
+
+    tmp: str
+    digest: str
+    size: int
+    done: Future[None]
+
+
+_NO_BATCH: dict[str, _Deferred] = {}  # what a thread without a batch sees (never written)
+
+
+_SYNC_THREADS = 8  # helpers of the batches: a commit's layers, config and manifest written side by side
+_pool: ThreadPoolExecutor | None = None
+_pool_guard = threading.Lock()
+
+
+def _forget_sync_pool() -> None:
+    global _pool
+    _pool = None  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_sync_pool)
+
+
+def _sync_pool() -> ThreadPoolExecutor:
+    """Long-lived helper threads (a thread started per blob waits to be scheduled on a busy machine)."""
+    global _pool
+    with _pool_guard:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # only writers need it
+
+            _pool = ThreadPoolExecutor(_SYNC_THREADS, thread_name_prefix="oxe-blob-write")
+        return _pool
+
+
+def _write_synced(tmp: str, data: bytes) -> None:
+    """Create ``tmp`` (0600, exclusive), write ``data``, fsync, close (in a helper thread)."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _wait_all(items: list[_Deferred]) -> tuple[_Deferred, BaseException] | None:
+    """Wait for every helper of ``items``; the first one that failed, with its error."""
+    failed = None
+    for item in items:
+        exc = item.done.exception()
+        if exc is not None and failed is None:
+            failed = (item, exc)
+    return failed
+
+
+def _discard(pending: dict[str, _Deferred]) -> None:
+    """Remove the temp files of a batch once their helpers are done (linked names stay)."""
+    for item in pending.values():
+        with contextlib.suppress(BaseException):
+            item.done.exception()  # wait: the helper may still be creating the file
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(item.tmp)
+    pending.clear()
 
 
 @dataclass(frozen=True, slots=True)

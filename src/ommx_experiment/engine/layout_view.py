@@ -55,7 +55,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from json.encoder import encode_basestring as _quote
 from pathlib import Path
 from typing import Any
@@ -127,7 +127,7 @@ class ViewState:
         return header_bytes(self.nonce, self.gen)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps({key: getattr(self, key) for key in _STATE_FIELDS}, separators=(",", ":"))
 
     @classmethod
     def parse(cls, text: str) -> ViewState | None:
@@ -135,6 +135,9 @@ class ViewState:
             return cls(**json.loads(text))
         except (ValueError, TypeError):
             return None
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(ViewState))
 
 
 def header_bytes(nonce: str, gen: int) -> bytes:

@@ -37,7 +37,7 @@ from ..errors import (
 )
 from . import layout_view
 from .blobstore import BlobStore
-from .digest import is_valid_digest
+from .digest import is_valid_digest, sha256_digest
 from .index_db import Database
 from .locks import gc_exclusion
 from .manifest_links import CLOSURE, ManifestLinks, parse_manifest_links
@@ -210,7 +210,8 @@ class LocalRegistry:
 
     # --- ref writes ----------------------------------------------------------
 
-    def publish_window(self) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def publish_window(self) -> Iterator[None]:
         """The *publish window*: ``.gc-exclusion.lock`` held ``LOCK_EX`` (re-entrant per thread).
 
         No deleting GC (ours or OMMX's) runs while it is held. Every ref write
@@ -218,10 +219,23 @@ class LocalRegistry:
         that writes the blobs of a manifest (commit, checkpoint, pin) opens it
         around those writes too, so that a GC cannot delete them between the
         write and the ref. Keep it short: OMMX's GC waits for it.
-        """
-        return gc_exclusion(self.root)
 
-    def publish(self, name: ImageName | str, manifest_digest: str, *, config_bytes: bytes | None = None) -> bool:
+        It is also a blob batch (``BlobStore.batch``): the small blobs written
+        inside are fsynced together when the ref write (or the window's end)
+        publishes them, one file-system commit instead of one per blob.
+        """
+        with gc_exclusion(self.root), self.blobs.batch():
+            yield
+
+    def publish(
+        self,
+        name: ImageName | str,
+        manifest_digest: str,
+        *,
+        config_bytes: bytes | None = None,
+        manifest_bytes: bytes | None = None,
+        drop: ImageName | str | None = None,
+    ) -> bool:
         """Insert ``name → manifest_digest`` unless present.
 
         Returns True if inserted, False if it already pointed there; raises
@@ -230,10 +244,17 @@ class LocalRegistry:
         present) are checked to exist with their declared sizes and touched; a
         missing one raises :class:`BlobNotFoundError` naming it and nothing is
         published. Cache rows are written in the same transaction (exact bytes),
-        as OMMX does.
+        as OMMX does. ``manifest_bytes``: the manifest as the caller stored it (not read
+        back when it hashes to ``manifest_digest``). ``drop``: a ref removed in the same
+        transaction (a commit's checkpoint slot: one durable write for both, never one
+        without the other).
         """
         image = ImageName.parse(name)
-        return self._write_ref(image, manifest_digest, config_bytes, replace=False) is None
+        dropped = None if drop is None else ImageName.parse(drop)
+        written = self._write_ref(
+            image, manifest_digest, config_bytes, replace=False, drop=dropped, manifest_bytes=manifest_bytes
+        )
+        return written is None
 
     def replace(
         self,
@@ -241,6 +262,7 @@ class LocalRegistry:
         manifest_digest: str,
         *,
         config_bytes: bytes | None = None,
+        manifest_bytes: bytes | None = None,
         strict_subject: bool = False,
     ) -> str | None:
         """Upsert ``name → manifest_digest`` (checkpoint slots, pins); returns the previous digest.
@@ -249,7 +271,14 @@ class LocalRegistry:
         but absent subject manifest an error too (pin chains).
         """
         image = ImageName.parse(name)
-        previous = self._write_ref(image, manifest_digest, config_bytes, replace=True, strict_subject=strict_subject)
+        previous = self._write_ref(
+            image,
+            manifest_digest,
+            config_bytes,
+            replace=True,
+            strict_subject=strict_subject,
+            manifest_bytes=manifest_bytes,
+        )
         return previous or None
 
     def _write_ref(
@@ -262,13 +291,18 @@ class LocalRegistry:
         chain: bool = False,
         strict_subject: bool = False,
         adopting: tuple[str, str] | None = None,
+        drop: ImageName | None = None,
+        manifest_bytes: bytes | None = None,
     ) -> str | None:
         """The one ref write that makes blobs reachable. Publish: None if inserted, the digest if
         unchanged. Replace: the previous digest, or "" if there was none. ``adopting``: the
         foreign ``index.json`` entry ``(name, digest)`` this write adopts (the view drops it)."""
         verb = "replace" if replace else "publish"
         with self.publish_window():
-            manifest_bytes, facts = self.read_manifest(manifest_digest)
+            if manifest_bytes is not None and sha256_digest(manifest_bytes) == manifest_digest:
+                facts = parse_manifest_links(manifest_bytes, manifest_digest, CLOSURE)
+            else:
+                manifest_bytes, facts = self.read_manifest(manifest_digest)
             items = self._closure_items(manifest_digest, chain=chain, facts=facts, strict_subject=strict_subject)
             try:
                 self.blobs.touch_verified(items)
@@ -302,6 +336,8 @@ class LocalRegistry:
                     _prune_cache_rows(conn, row[0])
                 if adopting is not None:
                     layout_view.forget_foreign(conn, *adopting)
+                if drop is not None and drop != image:
+                    _delete_ref(conn, drop)
         self._release(manifest_digest, facts)
         if adopting is None:
             self._adopt_foreign()
@@ -323,12 +359,16 @@ class LocalRegistry:
         (even to the same digest) is left alone and None is returned.
         """
         image = ImageName.parse(name)
+        if not self.db.query("SELECT 1 FROM refs WHERE name = ? AND reference = ?", (image.repository, image.reference)):
+            # Absent now: nothing to delete (an insert after this read is simply later than this
+            # remove). The view is still brought up to date, as by any ref write of ours.
+            self.catch_up()
+            return None
         with self._ref_write(f"remove {image}") as conn:
             row = _select_ref(conn, image)
             if row is None or not _row_matches(row, expected_digest, expected_updated_at):
                 return None
-            conn.execute("DELETE FROM refs WHERE name = ? AND reference = ?", (image.repository, image.reference))
-            _prune_cache_rows(conn, row[0])
+            _delete_ref(conn, image, row[0])
         return str(row[0])
 
     def publish_staged(
@@ -478,6 +518,17 @@ def _select_ref(conn: sqlite3.Connection, image: ImageName) -> tuple[str, str] |
         (image.repository, image.reference),
     ).fetchone()
     return None if row is None else (str(row[0]), str(row[1]))
+
+
+def _delete_ref(conn: sqlite3.Connection, image: ImageName, digest: str | None = None) -> None:
+    """Delete one ref row (if present) and the cache rows it alone kept."""
+    if digest is None:
+        row = _select_ref(conn, image)
+        if row is None:
+            return
+        digest = row[0]
+    conn.execute("DELETE FROM refs WHERE name = ? AND reference = ?", (image.repository, image.reference))
+    _prune_cache_rows(conn, digest)
 
 
 def _row_matches(row: tuple[str, str], digest: str | None, updated_at: str | None) -> bool:

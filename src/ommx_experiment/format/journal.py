@@ -1071,15 +1071,19 @@ class Journal:
         # One publish window from the pin's manifest write to its ref: no deleting GC (ours or
         # OMMX's, which takes the same lock) can collect the new manifest or its config in between.
         with self.registry.publish_window():
-            config = store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
+            # The empty config is stored once; the ref write below checks and touches it (and
+            # every other blob of the closure) inside this window, so it is not verified here too.
+            config = _EMPTY_CONFIG
+            if not store.holds(config.digest, mt.OCI_EMPTY_CONFIG_BYTES):
+                store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)  # missing or damaged: stored (repaired) under the lock
             subject = None
-            if self.pin_digest is not None and store.exists(self.pin_digest):
-                subject = Descriptor(mt.OCI_MANIFEST, self.pin_digest, store.size(self.pin_digest))
-            manifest = Manifest(
-                mt.GENERIC_ARTIFACT_TYPE, Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size), tuple(blobs), subject
-            )
-            stored = store.put_bytes(manifest.to_bytes())
-            self.registry.replace(pin, stored.digest)
+            if self.pin_digest is not None:
+                with contextlib.suppress(BlobNotFoundError):
+                    subject = Descriptor(mt.OCI_MANIFEST, self.pin_digest, store.size(self.pin_digest))
+            manifest = Manifest(mt.GENERIC_ARTIFACT_TYPE, config, tuple(blobs), subject)
+            manifest_bytes = manifest.to_bytes()
+            stored = store.put_bytes(manifest_bytes)
+            self.registry.replace(pin, stored.digest, manifest_bytes=manifest_bytes)
         return stored.digest
 
     def _forget_dropped(self) -> None:
@@ -1297,6 +1301,9 @@ def late_name(requested: ImageName, session_id: str) -> ImageName:
 
 def _is_tag(reference: str) -> bool:
     return ":" not in reference
+
+
+_EMPTY_CONFIG = Descriptor(mt.OCI_EMPTY_CONFIG, mt.OCI_EMPTY_CONFIG_DIGEST, len(mt.OCI_EMPTY_CONFIG_BYTES))
 
 
 def writer_pin_name(registry_id: str, requested: ImageName, session_id: str, writer_id: str) -> ImageName:

@@ -12,6 +12,7 @@ Readers work on any ``(BlobStore, descriptors, filenames)`` view.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -81,12 +82,19 @@ class AttachmentWriter:
         an owner that pins at once (an Experiment) calls it when a GC collected the blob meanwhile."""
         self._add_attachment(name, desc, filename)
 
+    def _store_window(self) -> contextlib.AbstractContextManager[object]:
+        """Held around an in-memory attachment's blob write and its publication: an owner that
+        pins at once (an Experiment) opens its publish window here, so that the blob and its
+        pin are fsynced together and no GC runs between them."""
+        return contextlib.nullcontext()
+
     def _store(self, name: str, media_type: str, data: bytes, annotations: Mapping[str, str], filename: str | None = None) -> None:
         self._reserve_attachment(name)
         blobs = self._attachment_blobs()
-        stored = blobs.put_bytes(data)
-        desc = Descriptor(media_type, stored.digest, stored.size, FrozenMap(annotations))
-        self._publish_attachment(name, desc, filename, lambda: blobs.put_bytes(data).digest)
+        with self._store_window():
+            stored = blobs.put_bytes(data)
+            desc = Descriptor(media_type, stored.digest, stored.size, FrozenMap(annotations))
+            self._publish_attachment(name, desc, filename, lambda: blobs.put_bytes(data).digest)
 
     def watch(
         self,

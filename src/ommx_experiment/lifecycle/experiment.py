@@ -38,7 +38,7 @@ from .run import Run, SealedRun, SealedRuns
 from .session import SealedState, Session, failure_outcome, gc_paused
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from types import TracebackType
 
     import pandas as pd
@@ -373,6 +373,13 @@ class Experiment(AttachmentWriter, AttachmentReader):
             self._check_unsealed()
             session.add_attachment(name, desc, filename)
 
+    @contextlib.contextmanager
+    def _store_window(self) -> Iterator[object]:
+        # The session lock first, then the window: the order every commit and checkpoint takes.
+        session = self._session_or_raise()
+        with session.lock, session.registry.publish_window():
+            yield None
+
     def _publish_attachment(self, name: str, desc: Descriptor, filename: str | None, reput: Callable[[], str]) -> None:
         # The blob was written outside any lock; inside the publish window (no deleting GC, ours or
         # OMMX's) it is checked, written again if a GC collected it meanwhile, and pinned.
@@ -483,7 +490,14 @@ class Experiment(AttachmentWriter, AttachmentReader):
     def _publish(session: Session, built: Any) -> None:
         requested = session.requested
         try:
-            session.registry.publish(requested, built.manifest_digest, config_bytes=built.config_bytes)
+            # The checkpoint slot goes in the same transaction: one durable ref write per commit.
+            session.registry.publish(
+                requested,
+                built.manifest_digest,
+                config_bytes=built.config_bytes,
+                manifest_bytes=built.manifest_bytes,
+                drop=checkpoint_ref(session.registry, session.requested),
+            )
         except RefConflictError as exc:
             current = session.registry.resolve(requested)
             raise RefConflictError(
