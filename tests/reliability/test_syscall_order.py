@@ -157,6 +157,13 @@ def test_commit_publishes_every_blob_durably_before_the_ref(strace_bin: str, tmp
         assert dir_sync < ref_write, f"blob {hex_name} became durable only after the ref was written"
     for hex_name in set(linked) - closure:  # pins, drafts: the same protocol
         assert_durable_publication(trace, f"{blob_dir}/{hex_name}", kind="link")
+    # Every blob (the experiment-level attachment and its pin, written together in one publish
+    # window, included) is durable under its name before the first WAL frame that names it:
+    # a ref, an OMMX cache row or a journal row.
+    for hex_name in linked:
+        _, dir_sync = assert_durable_publication(trace, f"{blob_dir}/{hex_name}", kind="link")
+        named = [e.index for e in trace.of("pwrite64", wal) if hex_name in e.data]
+        assert not named or dir_sync < named[0], f"a WAL frame names blob {hex_name} before its name is durable"
     # index.json: a regeneration (here: the fresh root's first one) is temp → fsync → rename →
     # fsync(root); every later ref write patches it in place after its ref is durable.
     index = str(root / "index.json")
