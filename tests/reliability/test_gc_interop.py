@@ -254,28 +254,40 @@ def test_ommx_zero_grace_gc_beside_an_open_run_never_yields_a_broken_commit(ommx
 def test_experiment_attachment_collected_before_its_pin_is_written_again(
     registry_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An experiment-level attachment is pinned inside the publish window; a blob that a GC collected
-    between its write and that window (injected here: the file is unlinked right after the write)
-    is written again from the bytes or the source file before the pin, never pinned missing."""
+    """An experiment-level attachment is pinned inside the publish window. An in-memory one is
+    written inside that window, so no GC can run between its write and its pin; a file's blob
+    that a GC collected between its write and the window (injected here: the file is unlinked
+    right after the write) is written again from the source file before the pin, never pinned
+    missing."""
+    from ommx_experiment.engine.locks import holds_gc_exclusion
+
     exp = Experiment("example.com/fw/exp-attach:v1")
-    blobs = LocalRegistry.default().blobs
+    registry = LocalRegistry.default()
+    blobs = registry.blobs
     real_put_bytes, real_put_file = blobs.put_bytes, blobs.put_file
     collected: list[str] = []
+    in_window: list[bool] = []
 
-    def collect(stored: Any, attachment: bool) -> Any:
-        if attachment and stored.digest not in collected:  # each attachment's first write only
+    def put_bytes(data: bytes) -> Any:
+        if data.startswith(b'{"pad"'):
+            in_window.append(holds_gc_exclusion(registry.root))
+        return real_put_bytes(data)
+
+    def collect(stored: Any) -> Any:
+        if stored.digest not in collected:  # the first write only
             (blobs.dir / stored.digest.split(":", 1)[1]).unlink()
             collected.append(stored.digest)
         return stored
 
-    monkeypatch.setattr(blobs, "put_bytes", lambda data: collect(real_put_bytes(data), data.startswith(b'{"pad"')))
-    monkeypatch.setattr(blobs, "put_file", lambda path: collect(real_put_file(path), True))
+    monkeypatch.setattr(blobs, "put_bytes", put_bytes)
+    monkeypatch.setattr(blobs, "put_file", lambda path: collect(real_put_file(path)))
     exp.log_json("config", {"pad": "x" * 200})
     source = registry_root.parent / "table.csv"
     source.write_text("a,b\n" + "1,2\n" * 100)
     exp.log_file("table", source)
     monkeypatch.undo()
-    assert len(collected) == 2
+    assert in_window == [True]
+    assert len(collected) == 1
     art = exp.commit()
     again = Experiment.load(art.image_name)
     assert again.get_json("config") == {"pad": "x" * 200}
