@@ -62,7 +62,7 @@ from ..errors import (
     RunNotRecordedError,
 )
 from .content import AttachmentContent, ExperimentContent, RunContent, SolveContent, build_experiment
-from .run_log import CLOSED, OPEN, PENDING, OpenRun, RunLog, quiesce, read_log, read_log_state
+from .run_log import CLOSED, OPEN, PENDING, LogTail, OpenRun, RunLog, quiesce, read_log, read_log_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -326,6 +326,7 @@ class Journal:
         self._no_open = True  # no run of this writer is open: a flush may reset the log
         self.opened_ns = 0  # when the last run id was allocated
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
+        self._reader: SessionReader | None = None  # the cached view of the session (snapshot)
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -830,8 +831,19 @@ class Journal:
         return JournalHeader.parse(str(row[0])), int(count[0])
 
     def snapshot(self) -> JournalSnapshot | None:
-        """Every writer's closed runs and attachments, in one consistent read."""
-        return _read_session(self.registry, session_id=self.session_id, cache=self._parsed) if self.session_id else None
+        """Every writer's closed runs and attachments, in one consistent read.
+
+        Cached (:class:`SessionReader`): the same object comes back until some writer
+        changed the session, and a change is read incrementally.
+        """
+        if not self.session_id:
+            return None
+        reader = self._reader
+        if reader is None or reader.session_id != self.session_id:
+            if reader is not None:
+                reader.close()
+            reader = self._reader = SessionReader(self.registry, self.session_id, self.identity.writer_id)
+        return reader.snapshot(self.deferred, self._parsed)
 
     # --- recovery and commit --------------------------------------------------------------------------------
 
@@ -1044,6 +1056,9 @@ class Journal:
         if self.log is not None:
             self.log.close()
             self.log = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._lock is not None:
             self._lock.release(remove=not open_left)
             self._lock = None
@@ -1404,6 +1419,192 @@ def _decode_rows(
     for stale in set(cache) - seen:
         del cache[stale]
     return out
+
+
+_Parsed = dict[int, tuple[str, RunContent, dict[str, "ParamValue"]]]
+
+
+class SessionReader:
+    """A cached, incremental :func:`_read_session` of one session for one writer (``Journal.snapshot``).
+
+    What may change a session, and how a read notices it:
+
+    - rows (closes of any writer, recovery, ``discard_run``, a commit dropping the
+      session, annotations, attachments): ``Database.change_token`` (SQLite's
+      ``data_version`` plus the main connection's own commits) differs; then the
+      session row, the attachments and the ``(run_id, rowid)`` pairs are read in one
+      transaction and only rows with a new pair are fetched and decoded;
+    - deferred closes of other writers (their open-run logs): each log is a
+      :class:`~ommx_experiment.format.run_log.LogTail`, parsed only where it changed;
+    - this writer's deferred closes: ``Journal.deferred``, in memory.
+
+    Logs are read before rows, as in :func:`_read_session`: a batch written (and its
+    log reset) in between is then in the rows. An unchanged session gives back the
+    same :class:`JournalSnapshot` object.
+    """
+
+    def __init__(self, registry: LocalRegistry, session_id: str, writer_id: str) -> None:
+        self.registry = registry
+        self.session_id = session_id
+        self.writer_id = writer_id
+        self._token: tuple[object, int, int] | None = None
+        self._tails: dict[str, LogTail] = {}
+        self._session: tuple[Any, ...] | None = None
+        self._rows: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}  # run id -> decoded row, in run-id order
+        self._rowids: dict[int, int] = {}  # run id -> rowid of its row
+        self._max_rowid = 0
+        self._newest_ns = 0  # newest close time among the rows
+        self._attachments = AttachmentContent({}, {})
+        self._key: tuple[Any, ...] | None = None
+        self._snapshot: JournalSnapshot | None = None
+
+    def snapshot(self, own_deferred: Mapping[int, tuple[RunContent, dict[str, ParamValue]]], parsed: _Parsed) -> JournalSnapshot | None:
+        own = dict(own_deferred)  # before the rows: a flush in between is then in them
+        for tail in self._tails.values():
+            tail.refresh()
+        token = self.registry.db.change_token()
+        db_changed = token != self._token
+        if db_changed:
+            self._refresh_writers()
+            token = self.registry.db.change_token()
+            self._read_rows(parsed)
+            self._token = token
+        if self._session is None:
+            self._snapshot = self._key = None
+            return None
+        key = (token, tuple(own), tuple(t.version() for t in self._tails.values()))
+        if key != self._key or self._snapshot is None:
+            self._snapshot = self._build(own)
+            self._key = key
+        return self._snapshot
+
+    def _refresh_writers(self) -> None:
+        rows = self.registry.db.query("SELECT writer_id FROM oxe_journal_writers WHERE session_id = ?", (self.session_id,))
+        current = {str(w) for (w,) in rows} - {self.writer_id}
+        for gone in set(self._tails) - current:
+            self._tails.pop(gone).close()
+        for writer_id in sorted(current - set(self._tails)):
+            tail = self._tails[writer_id] = LogTail(log_path(self.registry.root, writer_id))
+            tail.refresh()
+
+    def _read_rows(self, parsed: _Parsed) -> None:
+        """Session row, attachments and what changed among the run rows, in one read transaction.
+
+        Rows appended since the last read have larger rowids. A deletion (``discard_run``,
+        the one statement that deletes a run row of a live session) also rewrites the
+        session row's ``updated_at``; when the session row changed, or the count or sum
+        of run ids is not what the appended rows explain, every ``(run_id, rowid)``
+        pair is compared. Bodies are fetched only for rows this
+        writer did not write itself (its own are decoded in ``parsed``; run ids are
+        never reused while it is registered).
+        """
+        rows, rowids = self._rows, self._rowids
+        sid = self.session_id
+        before = self._session
+        with self.registry.db.read() as conn:
+            self._session = conn.execute(
+                "SELECT header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions WHERE session_id = ?",
+                (sid,),
+            ).fetchone()
+            if self._session is None:
+                return
+            att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
+            count, id_sum = conn.execute(
+                "SELECT count(*), total(run_id) FROM oxe_journal_runs WHERE session_id = ?", (sid,)
+            ).fetchone()
+            appended = conn.execute(
+                "SELECT run_id, rowid FROM oxe_journal_runs WHERE session_id = ? AND rowid > ?", (sid, self._max_rowid)
+            ).fetchall()
+            expect = {**rowids, **dict(appended)}
+            if self._session == before and len(expect) == count and sum(expect) == id_sum:
+                removed: list[int] = []
+                changed = [(run_id, rowid) for run_id, rowid in appended if rowids.get(run_id) != rowid]
+            else:  # something was deleted: compare every pair
+                pairs = dict(conn.execute("SELECT run_id, rowid FROM oxe_journal_runs WHERE session_id = ?", (sid,)).fetchall())
+                removed = [run_id for run_id in rowids if run_id not in pairs]
+                changed = [(run_id, rowid) for run_id, rowid in pairs.items() if rowids.get(run_id) != rowid]
+            foreign = [run_id for run_id, _ in changed if run_id not in parsed]
+            bodies = (
+                dict(conn.execute(
+                    "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? AND run_id >= ?", (sid, min(foreign))
+                ).fetchall())
+                if foreign
+                else {}
+            )
+        for run_id in removed:
+            del rows[run_id], rowids[run_id]
+        last = next(reversed(rows), -1) if rows else -1
+        in_order = True
+        for run_id, rowid in changed:
+            body = bodies.get(run_id)
+            hit = parsed.get(run_id)
+            if body is not None and (hit is None or hit[0] != str(body)):
+                run, params, _ = _parse_run_row(str(body))
+            else:
+                assert hit is not None
+                run, params = hit[1], hit[2]
+            if run_id not in rows and run_id < last:
+                in_order = False
+            rows[run_id] = (run, params)
+            rowids[run_id] = rowid
+            if run_id > last:
+                last = run_id
+            if rowid > self._max_rowid:
+                self._max_rowid = rowid
+            if run.finished_ns is not None and run.finished_ns > self._newest_ns:
+                self._newest_ns = run.finished_ns
+        if not in_order:
+            self._rows = dict(sorted(rows.items()))
+        if removed:
+            self._newest_ns = max((r.finished_ns or 0 for r, _ in self._rows.values()), default=0)
+        self._attachments = _attachment_content(att_rows)
+
+    def _build(self, own: Mapping[int, tuple[RunContent, dict[str, ParamValue]]]) -> JournalSnapshot:
+        assert self._session is not None
+        header, updated_at, next_run_id, columns, slot_digest = self._session
+        rows = self._rows
+        newest_ns = self._newest_ns
+        extra = [*own.values(), *(_interrupted_run(r) for t in self._tails.values() for r in t.state.pending.values())]
+        extra = [item for item in extra if item[0].run_id not in rows]
+        if extra:
+            merged = dict(rows)
+            for run, params in extra:
+                merged.setdefault(run.run_id, (run, params))
+                newest_ns = max(newest_ns, run.finished_ns or 0)
+            ordered = tuple(merged[k] for k in sorted(merged))
+        else:
+            ordered = tuple(rows.values())
+        updated = str(updated_at)
+        if newest_ns:  # run rows carry their own close time
+            closed = datetime.fromtimestamp(newest_ns / 1e9, UTC)
+            if closed > parse_timestamp(updated):
+                updated = closed.isoformat()
+        return JournalSnapshot(
+            session_id=self.session_id,
+            header=JournalHeader.parse(str(header)),
+            attachments=self._attachments,
+            runs=ordered,
+            updated_at=updated,
+            next_run_id=int(next_run_id),
+            columns=dict(json.loads(str(columns) or "{}")),
+            slot_digest=None if slot_digest is None else str(slot_digest),
+        )
+
+    def close(self) -> None:
+        for tail in self._tails.values():
+            tail.close()
+        self._tails.clear()
+
+
+def _attachment_content(att_rows: list[Any]) -> AttachmentContent:
+    descriptors: dict[str, Descriptor] = {}
+    filenames: dict[str, str] = {}
+    for name, body in att_rows:
+        obj = json.loads(body)
+        descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
+        if obj.get("filename") is not None:
+            filenames[str(name)] = str(obj["filename"])
+    return AttachmentContent(descriptors, filenames)
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
     """
 
     _attachment_owner = "Experiment"
+    _run_views: tuple[Any, list[SealedRun]] | None = None  # (session view, its SealedRun views): unsealed ``runs``
 
     # --- construction ----------------------------------------------------------------------
 
@@ -327,7 +328,10 @@ class Experiment(AttachmentWriter, AttachmentReader):
             return views.views(sealed.run_records())
         assert self._session is not None
         view = self._session.view()
-        return [SealedRun(self._session.registry.blobs, view.runs[k], self._holder) for k in sorted(view.runs)]
+        cached = self._run_views
+        if cached is None or cached[0] is not view:  # the views are read-only: reused while nothing changed
+            cached = self._run_views = (view, SealedRuns(self._session.registry.blobs, self._holder).content_views(view.runs.values()))
+        return list(cached[1])
 
     @property
     def status(self) -> str | None:

@@ -22,6 +22,7 @@ import weakref
 from dataclasses import dataclass
 from itertools import pairwise
 from operator import attrgetter
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
@@ -221,7 +222,10 @@ class BuiltArtifact:
 
 @dataclass(frozen=True, slots=True)
 class SessionView:
-    """What an unsealed experiment holds now: every writer's closed runs and attachments."""
+    """What an unsealed experiment holds now: every writer's closed runs and attachments.
+
+    Read-only (the session hands the same view out again until something changed); ``runs`` is in run-id order.
+    """
 
     attachments: Mapping[str, Descriptor]
     filenames: Mapping[str, str]
@@ -271,6 +275,7 @@ class Session:
         self.journal = Journal(registry, requested, journal_session_id)
         self.writable = True  # cleared by the owner when the session leaves the unsealed state
         self._flush_timer: threading.Timer | None = None
+        self._view: tuple[object, SessionView] | None = None  # (journal snapshot, the view made of it)
         self._exit_hook = weakref.finalize(self, _release_writer, self.journal)
 
     @property
@@ -330,18 +335,24 @@ class Session:
         with self.lock:
             if not self.journal.started:
                 return SessionView(
-                    dict(self.carried_attachments), dict(self.carried_filenames), dict(self.carried_runs),
+                    dict(self.carried_attachments), dict(self.carried_filenames), dict(sorted(self.carried_runs.items())),
                     {k: dict(v) for k, v in self.carried_params.items()}, dict(self.annotations), self.subject,
                 )
             snapshot = self.journal.snapshot()
-        if snapshot is None:
-            raise LifecycleError(f"The shared journal of {self.requested} is gone (committed or replaced by another session)")
-        runs = {run.run_id: run for run, _ in snapshot.runs}
-        params = {run.run_id: p for run, p in snapshot.runs if p}
-        return SessionView(
-            snapshot.attachments.descriptors, snapshot.attachments.filenames, runs, params,
-            dict(snapshot.header.annotations), snapshot.header.subject,
-        )
+            if snapshot is None:
+                raise LifecycleError(f"The shared journal of {self.requested} is gone (committed or replaced by another session)")
+            cached = self._view
+            if cached is not None and cached[0] is snapshot:  # nothing changed since the last view
+                return cached[1]
+            runs = {run.run_id: run for run, _ in snapshot.runs}  # in run-id order
+            params = {run.run_id: p for run, p in snapshot.runs if p}
+            view = SessionView(
+                MappingProxyType(snapshot.attachments.descriptors), MappingProxyType(snapshot.attachments.filenames),
+                MappingProxyType(runs), MappingProxyType(params),
+                MappingProxyType(dict(snapshot.header.annotations)), snapshot.header.subject,
+            )
+            self._view = (snapshot, view)
+            return view
 
     # --- runs -----------------------------------------------------------------------------
 
