@@ -338,6 +338,7 @@ class Journal:
         runs: Iterable[tuple[RunContent, Mapping[str, ParamValue]]] = (),
         attachments: Iterable[tuple[str, Descriptor, str | None]] = (),
         new_blobs: Iterable[Descriptor] = (),
+        source: Descriptor | None = None,
     ) -> None:
         """Register this writer and create or adopt the session of ``requested``.
 
@@ -345,6 +346,8 @@ class Journal:
         creating it when there is none. Otherwise create a new session with the
         carried ``runs``/``attachments``, replacing an older journal of the name
         unless a live writer still writes to it (``LifecycleError``).
+        ``source``: the stored manifest every carried blob is reachable from (a fork's
+        parent, a restored checkpoint); pinned by reference instead of blob by blob.
         """
         if self.started:
             return
@@ -353,7 +356,10 @@ class Journal:
         try:
             carried_runs = list(runs)
             blobs = _unique(new_blobs)
-            pin = self._publish_pin(blobs) if blobs else None
+            if source is not None:
+                pin: str | None = self._pin_source(source, blobs)
+            else:
+                pin = self._publish_pin(blobs) if blobs else None
             with journal_write(self.registry, f"journal start {self.requested}") as conn:
                 self._start_in(conn, header, join, carried_runs, list(attachments), pin)
         except BaseException:
@@ -1095,6 +1101,23 @@ class Journal:
             )
             stored = store.put_bytes(manifest.to_bytes())
             self.registry.replace(pin, stored.digest)
+        return stored.digest
+
+    def _pin_source(self, source: Descriptor, blobs: list[Descriptor]) -> str:
+        """This writer's first pin over carried content: ``subject`` = ``source``, layers = ``blobs`` (or the empty blob).
+
+        O(1) in the number of carried runs: both GCs (OMMX's and ours) mark a pinned
+        manifest's subject with its config and layers, so everything the source holds
+        stays reachable through this writer's pin chain (later pins have it as subject).
+        """
+        store = self.registry.blobs
+        pin = writer_pin_name(self.registry.registry_id, self.requested, str(self.session_id), self.identity.writer_id)
+        with self.registry.publish_window():
+            config = store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
+            empty = Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size)
+            manifest = Manifest(mt.GENERIC_ARTIFACT_TYPE, empty, tuple(blobs) or (empty,), source)
+            stored = store.put_bytes(manifest.to_bytes())
+            self.registry.replace(pin, stored.digest, strict_subject=True)
         return stored.digest
 
     def _forget_dropped(self) -> None:

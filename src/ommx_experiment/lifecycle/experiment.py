@@ -264,7 +264,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
             subject=Descriptor(mt.OCI_MANIFEST, digest, size),
         )
         params = sealed.params_by_run()
-        session.carry([(r, params.get(r.run_id, {})) for r in sealed.content.runs], sealed.content.attachments)
+        session.carry(
+            [(r, params.get(r.run_id, {})) for r in sealed.content.runs], sealed.content.attachments, session.subject
+        )
         return self
 
     # --- state checks --------------------------------------------------------------------------
@@ -603,7 +605,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         params = sealed.params_by_run()
         from .analysis import timed_runs  # run timing rides along (our runs.parquet layer)
 
-        session.carry([(r, params.get(r.run_id, {})) for r in timed_runs(sealed)], sealed.content.attachments)
+        session.carry([(r, params.get(r.run_id, {})) for r in timed_runs(sealed)], sealed.content.attachments, session.subject)
         return child
 
     def rename(self, image_name: str) -> None:

@@ -268,6 +268,7 @@ class Session:
         self.carried_params: dict[int, dict[str, ParamValue]] = {}
         self.carried_attachments: dict[str, Descriptor] = {}
         self.carried_filenames: dict[str, str] = {}
+        self.carried_source: Descriptor | None = None  # the manifest holding every carried blob
         self.pending: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}
         self.open_runs = 0
         self.closed = 0
@@ -288,8 +289,18 @@ class Session:
 
     # --- carried content (fork / restore from an OMMX checkpoint) -----------------------------
 
-    def carry(self, content_runs: Sequence[tuple[RunContent, dict[str, ParamValue]]], attachments: AttachmentContent) -> None:
-        """Adopt runs and attachments from a parent or checkpoint (descriptors only, no copies)."""
+    def carry(
+        self,
+        content_runs: Sequence[tuple[RunContent, dict[str, ParamValue]]],
+        attachments: AttachmentContent,
+        source: Descriptor | None = None,
+    ) -> None:
+        """Adopt runs and attachments from a parent or checkpoint (descriptors only, no copies).
+
+        ``source``: the stored manifest that holds every carried blob (the parent, the
+        checkpoint); the journal then pins it by reference (one small manifest) at start.
+        """
+        self.carried_source = source
         for run, params in content_runs:
             self.carried_runs[run.run_id] = run
             if params:
@@ -308,9 +319,15 @@ class Session:
                 return
             runs = [(r, self.carried_params.get(r.run_id, {})) for r in self.carried_runs.values()]
             attachments = [(n, d, self.carried_filenames.get(n)) for n, d in self.carried_attachments.items()]
-            blobs = [*self.carried_attachments.values(), *(b for r in self.carried_runs.values() for b in run_blobs(r))]
+            source = self.carried_source if (self.carried_runs or self.carried_attachments) else None
+            blobs = (
+                []
+                if source is not None
+                else [*self.carried_attachments.values(), *(b for r in self.carried_runs.values() for b in run_blobs(r))]
+            )
             header = JournalHeader(FrozenMap(self.annotations), self.subject)
-            self.journal.start(header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs)
+            self.journal.start(header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs, source=source)
+            self.carried_source = None
             self.carried_runs.clear()
             self.carried_params.clear()
             self.carried_attachments.clear()
