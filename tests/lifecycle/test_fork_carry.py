@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry, gc, remove_image
+from ommx_experiment.engine.names import ImageName
 from ommx_experiment.engine.oci import Manifest
 from ommx_experiment.format.journal import pin_refs
-from ommx_experiment.engine.names import ImageName
 
 PARENT = "example.com/fork/parent:v1"
 
