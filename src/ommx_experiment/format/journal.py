@@ -1474,7 +1474,7 @@ class SessionReader:
         self._tails: dict[str, LogTail] = {}
         self._session: tuple[Any, ...] | None = None
         self._rows: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}  # run id -> decoded row, in run-id order
-        self._rowids: dict[int, int] = {}  # run id -> rowid of its row
+        self._lengths: dict[int, int] = {}  # run id -> length of its row's body (characters, as SQLite's length())
         self._max_rowid = 0
         self._newest_ns = 0  # newest close time among the rows
         self._attachments = AttachmentContent({}, {})
@@ -1511,17 +1511,16 @@ class SessionReader:
             tail.refresh()
 
     def _read_rows(self, parsed: _Parsed) -> None:
-        """Session row, attachments and what changed among the run rows, in one read transaction.
+        """Session row, attachments and the run rows that changed, in one read transaction.
 
-        Rows appended since the last read have larger rowids. A deletion (``discard_run``,
-        the one statement that deletes a run row of a live session) also rewrites the
-        session row's ``updated_at``; when the session row changed, or the count or sum
-        of run ids is not what the appended rows explain, every ``(run_id, rowid)``
-        pair is compared. Bodies are fetched only for rows this
-        writer did not write itself (its own are decoded in ``parsed``; run ids are
-        never reused while it is registered).
+        Rows appended since the last read have larger rowids: only those are read,
+        with their bodies only when another writer wrote them (this writer's own are
+        decoded in ``parsed`` already). The session's ``count(*)``, ``total(run_id)``
+        and ``total(length(body))`` must then be what the cached rows plus the appended
+        ones give, and the session's ``updated_at`` must be unchanged (``discard_run``
+        rewrites it in the transaction that deletes the row); otherwise every row is
+        read again, as an uncached read would.
         """
-        rows, rowids = self._rows, self._rowids
         sid = self.session_id
         before = self._session
         with self.registry.db.read() as conn:
@@ -1532,55 +1531,59 @@ class SessionReader:
             if self._session is None:
                 return
             att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
-            count, id_sum = conn.execute(
-                "SELECT count(*), total(run_id) FROM oxe_journal_runs WHERE session_id = ?", (sid,)
+            count, id_sum, length_sum = conn.execute(
+                "SELECT count(*), total(run_id), total(length(body)) FROM oxe_journal_runs WHERE session_id = ?", (sid,)
             ).fetchone()
             appended = conn.execute(
-                "SELECT run_id, rowid FROM oxe_journal_runs WHERE session_id = ? AND rowid > ?", (sid, self._max_rowid)
+                "SELECT run_id, rowid, CASE WHEN run_id IN (SELECT value FROM json_each(?)) THEN NULL ELSE body END "
+                "FROM oxe_journal_runs WHERE session_id = ? AND rowid > ?",
+                (json.dumps(list(parsed)), sid, self._max_rowid),
             ).fetchall()
-            expect = {**rowids, **dict(appended)}
-            if self._session == before and len(expect) == count and sum(expect) == id_sum:
-                removed: list[int] = []
-                changed = [(run_id, rowid) for run_id, rowid in appended if rowids.get(run_id) != rowid]
-            else:  # something was deleted: compare every pair
-                pairs = dict(conn.execute("SELECT run_id, rowid FROM oxe_journal_runs WHERE session_id = ?", (sid,)).fetchall())
-                removed = [run_id for run_id in rowids if run_id not in pairs]
-                changed = [(run_id, rowid) for run_id, rowid in pairs.items() if rowids.get(run_id) != rowid]
-            foreign = [run_id for run_id, _ in changed if run_id not in parsed]
-            bodies = (
-                dict(conn.execute(
-                    "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? AND run_id >= ?", (sid, min(foreign))
-                ).fetchall())
-                if foreign
-                else {}
-            )
-        for run_id in removed:
-            del rows[run_id], rowids[run_id]
-        last = next(reversed(rows), -1) if rows else -1
+            fresh = self._apply(appended, parsed)
+            same_stamp = before is None or before[1] == self._session[1]  # updated_at
+            if not (fresh and same_stamp and self._agrees(count, id_sum, length_sum)):
+                self._reset()
+                self._apply(conn.execute("SELECT run_id, rowid, body FROM oxe_journal_runs WHERE session_id = ?", (sid,)).fetchall(), parsed)
+        self._attachments = _attachment_content(att_rows)
+
+    def _apply(self, rows: list[Any], parsed: _Parsed) -> bool:
+        """Add rows ``(run_id, rowid, body or None for one of ours)``; False if one replaces a cached run."""
+        cached, lengths = self._rows, self._lengths
         in_order = True
-        for run_id, rowid in changed:
-            body = bodies.get(run_id)
+        last = next(reversed(cached)) if cached else -1
+        for run_id, rowid, body in rows:
+            if run_id in cached:
+                return False
             hit = parsed.get(run_id)
-            if body is not None and (hit is None or hit[0] != str(body)):
-                run, params, _ = _parse_run_row(str(body))
-            else:
+            if body is None:
                 assert hit is not None
-                run, params = hit[1], hit[2]
-            if run_id not in rows and run_id < last:
+                text, run, params = hit
+            else:
+                text = str(body)
+                if hit is not None and hit[0] == text:
+                    run, params = hit[1], hit[2]
+                else:
+                    run, params, _ = _parse_run_row(text)
+            cached[run_id] = (run, params)
+            lengths[run_id] = len(text)
+            if run_id < last:
                 in_order = False
-            rows[run_id] = (run, params)
-            rowids[run_id] = rowid
-            if run_id > last:
+            else:
                 last = run_id
             if rowid > self._max_rowid:
                 self._max_rowid = rowid
             if run.finished_ns is not None and run.finished_ns > self._newest_ns:
                 self._newest_ns = run.finished_ns
         if not in_order:
-            self._rows = dict(sorted(rows.items()))
-        if removed:
-            self._newest_ns = max((r.finished_ns or 0 for r, _ in self._rows.values()), default=0)
-        self._attachments = _attachment_content(att_rows)
+            self._rows = dict(sorted(cached.items()))
+        return True
+
+    def _agrees(self, count: int, id_sum: float, length_sum: float) -> bool:
+        return count == len(self._rows) and id_sum == sum(self._rows) and length_sum == sum(self._lengths.values())
+
+    def _reset(self) -> None:
+        self._rows, self._lengths = {}, {}
+        self._max_rowid = self._newest_ns = 0
 
     def _build(self, own: Mapping[int, tuple[RunContent, dict[str, ParamValue]]]) -> JournalSnapshot:
         assert self._session is not None
