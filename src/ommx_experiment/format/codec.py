@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -47,6 +48,9 @@ _REASON_STATUSES = (FAILED, INTERRUPTED)
 MAX_CONFIG_BYTES = 256 * 1024 * 1024
 _U32_MAX = 2**32 - 1
 _U64_MAX = 2**64 - 1
+
+RUN_ID_KEY = operator.attrgetter("run_id")
+"""Sort key of runs and run records (C speed: a lambda costs ~1 ms per 10,000 runs)."""
 
 
 # --- config records ------------------------------------------------------------------------------
@@ -189,7 +193,7 @@ class ExperimentConfig:
         """OMMX's exact config bytes: ``to_obj()`` as compact JSON (runs without attachments,
         trace or calls are formatted from a template, ~10x faster than through ``json.dumps``)."""
         head = self._head_obj()
-        runs = ",".join(_run_json(r) for r in sorted(self.runs, key=lambda r: r.run_id))
+        runs = ",".join(map(_run_json, sorted(self.runs, key=RUN_ID_KEY)))
         text = f'{_dumps(head)[:-1]},"runs":[{runs}],"run_parameters":{self.run_parameters}}}'
         return text.encode("utf-8")
 
@@ -229,8 +233,7 @@ def _run_json(run: RunRecord) -> str:
     template = _BARE_RUN_JSON.get(run.status)
     if (
         template is not None
-        and not run.attachments.entries
-        and not run.attachments.filenames
+        and (run.attachments is EMPTY_TABLE or not (run.attachments.entries or run.attachments.filenames))
         and run.trace is None
         and not run.solves
         and not run.samplings

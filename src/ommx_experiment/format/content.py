@@ -22,6 +22,7 @@ from .codec import (
     EMPTY_TABLE,
     EXPERIMENT_STATUSES,
     FINISHED,
+    RUN_ID_KEY,
     AttachmentTable,
     ExperimentConfig,
     RunRecord,
@@ -152,8 +153,14 @@ class _LayerList:
         }
 
     def run(self, run: RunContent) -> RunRecord:
-        if not (run.attachments.descriptors or run.attachments.filenames or run.trace or run.solves or run.samplings):
-            return RunRecord(run.run_id, run.status, run.reason, _EMPTY_TABLE)  # a params-only run: nothing to lay out
+        given = run.attachments
+        if (
+            (given is EMPTY_ATTACHMENTS or not (given.descriptors or given.filenames))
+            and run.trace is None
+            and not run.solves
+            and not run.samplings
+        ):
+            return RunRecord(run.run_id, run.status, run.reason, EMPTY_TABLE)  # a params-only run: nothing to lay out
         where = f"run {run.run_id}"
         attachments = self.table(run.attachments, where)
         trace = self.add_opt(run.trace)
@@ -162,7 +169,6 @@ class _LayerList:
         return RunRecord(run.run_id, run.status, run.reason, attachments, trace, tuple(solves), tuple(samplings))
 
 
-_EMPTY_TABLE = AttachmentTable()
 
 
 def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveContent]:
@@ -172,6 +178,9 @@ def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveConten
 
 
 def _reject_duplicates(ids: Sequence[int], message: str) -> None:
+    """``ids`` is ascending: raise naming the first id that repeats."""
+    if len(set(ids)) == len(ids):
+        return
     for prev, cur in pairwise(ids):
         if prev == cur:
             raise InvalidInputError(f"{message} {cur}")
@@ -195,7 +204,7 @@ def build_experiment(
         raise InvalidInputError(f"Unknown experiment status {status!r}")
     layers = _LayerList()
     attachments = layers.table(content.attachments, "experiment")
-    runs = sorted(content.runs, key=lambda r: r.run_id)
+    runs = sorted(content.runs, key=RUN_ID_KEY)
     _reject_duplicates([r.run_id for r in runs], "duplicate run id")
     records = tuple(layers.run(run) for run in runs)
     run_parameters = layers.add(content.run_parameters)

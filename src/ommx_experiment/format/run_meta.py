@@ -38,8 +38,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
-from .parquet import BOOL, FLOAT64, INT64, STRING, TIMESTAMP, Column, write_parquet
-from .run_params import column_cells, column_order, frame_index
+from .parquet import BOOL, FLOAT64, INT64, STRING, TIMESTAMP, Column, EncodedColumn, write_parquet
+from .run_params import column_order, encode_param_columns, frame_index
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,26 +130,33 @@ def _meta_cells(ordered: list[RunContent | None]) -> list[Sequence[Any]]:
     ]
 
 
-def runs_columns(runs: Sequence[RunContent], table: ParameterTable) -> list[Column]:
-    """The ``runs.parquet`` columns: metadata, then parameters in ``run_parameters_df()`` order."""
+def runs_columns(
+    runs: Sequence[RunContent], table: ParameterTable, *, encoded: Sequence[EncodedColumn] | None = None
+) -> list[Column | EncodedColumn]:
+    """The ``runs.parquet`` columns: metadata, then parameters in ``run_parameters_df()`` order
+    (``encoded``: ``encode_param_columns`` of ``table`` over these runs, when the caller has them)."""
     by_id = {run.run_id: run for run in runs}
     index = frame_index(table, by_id)
     names = column_order(table, by_id)
     renamed = meta_column_names(names)
     cells = _meta_cells([by_id.get(r) for r in index])
-    columns = [Column(renamed["run_id"], INT64, index, required=True)]
+    columns: list[Column | EncodedColumn] = [Column(renamed["run_id"], INT64, index, required=True)]
     for name, kind, values in zip(RUN_META_COLUMNS, _RUN_META_KINDS, cells, strict=True):
         columns.append(Column(renamed[name], kind, list(values)))
-    by_name = {c.name: c for c in table.columns}
-    for name in names:
-        columns.append(Column(name, by_name[name].type, column_cells(by_name[name], index)))
+    columns.extend(encoded if encoded is not None else encode_param_columns(table, index))
     return columns
 
 
-def encode_runs(runs: Sequence[RunContent], table: ParameterTable, metadata: Mapping[str, str]) -> bytes:
+def encode_runs(
+    runs: Sequence[RunContent],
+    table: ParameterTable,
+    metadata: Mapping[str, str],
+    *,
+    encoded: Sequence[EncodedColumn] | None = None,
+) -> bytes:
     """``runs.parquet`` bytes."""
-    columns = runs_columns(runs, table)
-    return write_parquet(columns, len(columns[0].values), metadata)
+    columns = runs_columns(runs, table, encoded=encoded)
+    return write_parquet(columns, columns[0].num_rows if isinstance(columns[0], EncodedColumn) else len(columns[0].values), metadata)
 
 
 # --- solves ------------------------------------------------------------------------------------------
