@@ -1543,7 +1543,8 @@ class SessionReader:
             same_stamp = before is None or before[1] == self._session[1]  # updated_at
             if not (fresh and same_stamp and self._agrees(count, id_sum, length_sum)):
                 self._reset()
-                self._apply(conn.execute("SELECT run_id, rowid, body FROM oxe_journal_runs WHERE session_id = ?", (sid,)).fetchall(), parsed)
+                every = conn.execute("SELECT run_id, rowid, body FROM oxe_journal_runs WHERE session_id = ?", (sid,))
+                self._apply(every.fetchall(), parsed)
         self._attachments = _attachment_content(att_rows)
 
     def _apply(self, rows: list[Any], parsed: _Parsed) -> bool:
