@@ -1474,7 +1474,8 @@ class SessionReader:
         self._tails: dict[str, LogTail] = {}
         self._session: tuple[Any, ...] | None = None
         self._rows: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}  # run id -> decoded row, in run-id order
-        self._lengths: dict[int, int] = {}  # run id -> length of its row's body (characters, as SQLite's length())
+        self._id_sum = 0  # of the cached run ids
+        self._length_sum = 0  # of the cached rows' body lengths (characters, as SQLite's length())
         self._max_rowid = 0
         self._newest_ns = 0  # newest close time among the rows
         self._attachments = AttachmentContent({}, {})
@@ -1535,11 +1536,18 @@ class SessionReader:
                 "SELECT count(*), total(run_id), total(length(body)) FROM oxe_journal_runs WHERE session_id = ?", (sid,)
             ).fetchone()
             appended = conn.execute(
-                "SELECT run_id, rowid, CASE WHEN run_id IN (SELECT value FROM json_each(?)) THEN NULL ELSE body END "
-                "FROM oxe_journal_runs WHERE session_id = ? AND rowid > ?",
-                (json.dumps(list(parsed)), sid, self._max_rowid),
+                "SELECT run_id, rowid FROM oxe_journal_runs WHERE session_id = ? AND rowid > ?", (sid, self._max_rowid)
             ).fetchall()
-            fresh = self._apply(appended, parsed)
+            foreign = [run_id for run_id, _ in appended if run_id not in parsed]
+            bodies = (
+                dict(conn.execute(
+                    "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? AND rowid > ? AND run_id >= ?",
+                    (sid, self._max_rowid, min(foreign)),
+                ).fetchall())
+                if foreign
+                else {}
+            )
+            fresh = self._apply([(run_id, rowid, bodies.get(run_id)) for run_id, rowid in appended], parsed)
             same_stamp = before is None or before[1] == self._session[1]  # updated_at
             if not (fresh and same_stamp and self._agrees(count, id_sum, length_sum)):
                 self._reset()
@@ -1549,42 +1557,47 @@ class SessionReader:
 
     def _apply(self, rows: list[Any], parsed: _Parsed) -> bool:
         """Add rows ``(run_id, rowid, body or None for one of ours)``; False if one replaces a cached run."""
-        cached, lengths = self._rows, self._lengths
-        in_order = True
+        cached = self._rows
         last = next(reversed(cached)) if cached else -1
-        for run_id, rowid, body in rows:
-            if run_id in cached:
-                return False
-            hit = parsed.get(run_id)
-            if body is None:
-                assert hit is not None
-                text, run, params = hit
-            else:
-                text = str(body)
-                if hit is not None and hit[0] == text:
-                    run, params = hit[1], hit[2]
+        in_order = True
+        id_sum, length_sum, max_rowid, newest = self._id_sum, self._length_sum, self._max_rowid, self._newest_ns
+        try:
+            for run_id, rowid, body in rows:
+                if run_id in cached:
+                    return False
+                hit = parsed.get(run_id)
+                if body is None:
+                    text, run, params = hit  # type: ignore[misc]
                 else:
-                    run, params, _ = _parse_run_row(text)
-            cached[run_id] = (run, params)
-            lengths[run_id] = len(text)
-            if run_id < last:
-                in_order = False
-            else:
-                last = run_id
-            if rowid > self._max_rowid:
-                self._max_rowid = rowid
-            if run.finished_ns is not None and run.finished_ns > self._newest_ns:
-                self._newest_ns = run.finished_ns
-        if not in_order:
-            self._rows = dict(sorted(cached.items()))
+                    text = str(body)
+                    if hit is not None and hit[0] == text:
+                        run, params = hit[1], hit[2]
+                    else:
+                        run, params, _ = _parse_run_row(text)
+                cached[run_id] = (run, params)
+                id_sum += run_id
+                length_sum += len(text)
+                if run_id < last:
+                    in_order = False
+                else:
+                    last = run_id
+                if rowid > max_rowid:
+                    max_rowid = rowid
+                finished = run.finished_ns
+                if finished is not None and finished > newest:
+                    newest = finished
+        finally:
+            self._id_sum, self._length_sum, self._max_rowid, self._newest_ns = id_sum, length_sum, max_rowid, newest
+            if not in_order:
+                self._rows = dict(sorted(cached.items()))
         return True
 
     def _agrees(self, count: int, id_sum: float, length_sum: float) -> bool:
-        return count == len(self._rows) and id_sum == sum(self._rows) and length_sum == sum(self._lengths.values())
+        return count == len(self._rows) and id_sum == self._id_sum and length_sum == self._length_sum
 
     def _reset(self) -> None:
-        self._rows, self._lengths = {}, {}
-        self._max_rowid = self._newest_ns = 0
+        self._rows = {}
+        self._id_sum = self._length_sum = self._max_rowid = self._newest_ns = 0
 
     def _build(self, own: Mapping[int, tuple[RunContent, dict[str, ParamValue]]]) -> JournalSnapshot:
         assert self._session is not None
