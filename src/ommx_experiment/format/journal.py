@@ -361,12 +361,14 @@ class Journal:
             else:
                 pin = self._publish_pin(blobs) if blobs else None
             with journal_write(self.registry, f"journal start {self.requested}") as conn:
-                self._start_in(conn, header, join, carried_runs, list(attachments), pin)
+                written = self._start_in(conn, header, join, carried_runs, list(attachments), pin)
         except BaseException:
             self._abandon()
             raise
         self.pin_digest = pin
         self.started = True
+        for body, run, params in written:  # the carried rows, decoded already: views never parse them
+            self._parsed[run.run_id] = (body, run, params)
         self._forget_dropped()
 
     def _start_in(
@@ -377,8 +379,10 @@ class Journal:
         runs: list[tuple[RunContent, Mapping[str, ParamValue]]],
         attachments: list[tuple[str, Descriptor, str | None]],
         pin: str | None,
-    ) -> None:
+    ) -> list[tuple[str, RunContent, dict[str, ParamValue]]]:
+        """The transaction of :meth:`start`; returns the carried rows it wrote ``(body, run as read back, params)``."""
         name = str(self.requested)
+        written: list[tuple[str, RunContent, dict[str, ParamValue]]] = []
         row = conn.execute(
             "SELECT session_id, columns, sealing FROM oxe_journal_sessions WHERE requested_name = ?", (name,)
         ).fetchone()
@@ -408,7 +412,9 @@ class Journal:
                 (name, self.session_id, header.to_json(), now_timestamp(), next_id, json.dumps(self.columns)),
             )
             now_ns = time.time_ns()
-            conn.executemany(_INSERT_RUN, [(self.session_id, r.run_id, run_body(r, p, now_ns)) for r, p in runs])
+            for r, p in runs:  # a row states its close time: a carried run without one reads back with now_ns
+                written.append((run_body(r, p, now_ns), r if r.finished_ns else dataclasses.replace(r, finished_ns=now_ns), dict(p)))
+            conn.executemany(_INSERT_RUN, [(self.session_id, r.run_id, body) for body, r, _ in written])
             conn.executemany(
                 "INSERT OR REPLACE INTO oxe_journal_attachments VALUES (?, ?, ?)",
                 [(self.session_id, n, _attachment_body(d, f)) for n, d, f in attachments],
@@ -418,6 +424,7 @@ class Journal:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (self.identity.writer_id, self.session_id, self.identity.pid, self.identity.host, now_timestamp(), pin),
         )
+        return written
 
     # --- run ids -----------------------------------------------------------------------------------
 
