@@ -641,7 +641,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         from ..format.archive import write_archive
 
         sealed = self._committed()
-        write_archive(sealed.registry, sealed.manifest_digest, str(sealed.image_name), path)
+        write_archive(sealed.registry, sealed.manifest_digest, str(sealed.image_name), path, manifest=sealed.manifest)
 
     def push(self) -> None:
         """Push the committed artifact to the remote registry named by its image name."""
