@@ -49,6 +49,9 @@ MAX_CONFIG_BYTES = 256 * 1024 * 1024
 _U32_MAX = 2**32 - 1
 _U64_MAX = 2**64 - 1
 
+_new = object.__new__
+_set = object.__setattr__  # frozen dataclasses' own way to set a field
+
 RUN_ID_KEY = operator.attrgetter("run_id")
 """Sort key of runs and run records (C speed: a lambda costs ~1 ms per 10,000 runs)."""
 
@@ -140,6 +143,20 @@ class RunRecord:
     def __post_init__(self) -> None:
         object.__setattr__(self, "solves", tuple(self.solves))
         object.__setattr__(self, "samplings", tuple(self.samplings))
+
+    @classmethod
+    def bare(cls, run_id: int, status: str, reason: str | None) -> RunRecord:
+        """``RunRecord(run_id, status, reason)`` of a run without attachments, trace or calls, built
+        about 4x faster than through the dataclass ``__init__`` (a commit builds one per run)."""
+        record = _new(cls)
+        _set(record, "run_id", run_id)
+        _set(record, "status", status)
+        _set(record, "reason", reason)
+        _set(record, "attachments", EMPTY_TABLE)
+        _set(record, "trace", None)
+        _set(record, "solves", ())
+        _set(record, "samplings", ())
+        return record
 
     def to_obj(self) -> dict[str, Any]:
         """JSON object in OMMX's field order (solves/samplings sorted by id)."""

@@ -224,7 +224,7 @@ def encode_column(column: Column, compressor: Any = None) -> EncodedColumn:
             raise ValueError(f"REQUIRED column {column.name!r} has nulls")
         levels = _definition_levels(present)
     else:
-        values = list(column.values)
+        values = column.values if isinstance(column.values, list) else list(column.values)  # read only below
         levels = b"" if column.required else _all_present_levels(num_rows)
     raw = levels + _plain(column.kind, values)
     return EncodedColumn(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -111,23 +112,31 @@ def run_meta_row(run: RunContent) -> list[Any]:
 
 def _meta_cells(ordered: list[RunContent | None]) -> list[Sequence[Any]]:
     """The metadata columns (:data:`RUN_META_COLUMNS` order) of these rows, as :func:`run_meta_row` gives them."""
-    if None in ordered or any(r.status == "finished" and r.reason is not None for r in ordered):  # type: ignore[union-attr]
+    reasons = [] if None in ordered else list(map(_REASON, ordered))
+    if None in ordered or (
+        reasons.count(None) != len(reasons) and any(r.status == "finished" and r.reason is not None for r in ordered)  # type: ignore[union-attr]
+    ):
         empty = [None] * len(RUN_META_COLUMNS)
         rows = [run_meta_row(r) if r is not None else empty for r in ordered]
         return list(zip(*rows, strict=True)) if rows else [() for _ in RUN_META_COLUMNS]
     runs: list[RunContent] = ordered  # type: ignore[assignment]
-    started = [None if r.started_ns is None else r.started_ns // 1000 for r in runs]
-    finished = [None if r.finished_ns is None else r.finished_ns // 1000 for r in runs]
+    started = [None if ns is None else ns // 1000 for ns in map(_STARTED, runs)]
+    finished = [None if ns is None else ns // 1000 for ns in map(_FINISHED, runs)]
     duration = [None if s is None or f is None else (f - s) / 1e6 for s, f in zip(started, finished, strict=True)]
     return [
-        [r.status for r in runs],
-        [r.reason for r in runs],
+        list(map(_STATUS, runs)),
+        reasons,
         started,
         finished,
         duration,
-        [len(r.solves) for r in runs],
-        [len(r.samplings) for r in runs],
+        list(map(len, map(_SOLVES, runs))),
+        list(map(len, map(_SAMPLINGS, runs))),
     ]
+
+
+_STATUS, _REASON, _STARTED, _FINISHED, _SOLVES, _SAMPLINGS = (
+    operator.attrgetter(name) for name in ("status", "reason", "started_ns", "finished_ns", "solves", "samplings")
+)
 
 
 def runs_columns(
