@@ -113,3 +113,16 @@ def test_views_of_a_join_in_this_process_follow_another_handle_of_the_same_proce
     assert [r.run_id for r in here.runs] == [0, 1]
     other.discard_run(0)
     assert [r.run_id for r in here.runs] == [1] and _seen(here) == _uncached()
+
+
+def test_run_parameters_df_of_an_unchanged_view_is_a_fresh_copy_each_time(registry_root: Path) -> None:
+    here = _here(3)
+    first = here.run_parameters_df()
+    first.loc[0, "seed"] = 999
+    first["extra"] = 1
+    second = here.run_parameters_df()
+    assert second["seed"].tolist() == [0, 1, 2] and list(second.columns) == ["seed"]
+    assert str(second["seed"].dtype) == "Int64" and second.index.name == "run_id"
+    with here.run() as run:
+        run.log_parameter("seed", 3)
+    assert here.run_parameters_df()["seed"].tolist() == [0, 1, 2, 3]

@@ -85,6 +85,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
 
     _attachment_owner = "Experiment"
     _run_views: tuple[Any, list[SealedRun]] | None = None  # (session view, its SealedRun views): unsealed ``runs``
+    _params_frame: tuple[Any, pd.DataFrame] | None = None  # (session view, its frame): unsealed ``run_parameters_df``
 
     # --- construction ----------------------------------------------------------------------
 
@@ -659,7 +660,10 @@ class Experiment(AttachmentWriter, AttachmentReader):
             return rp.table_to_dataframe(sealed.table(), sealed.run_ids())
         assert self._session is not None
         view = self._session.view()
-        return rp.params_to_dataframe({k: dict(v) for k, v in view.params.items()}, list(view.runs))
+        cached = self._params_frame
+        if cached is None or cached[0] is not view:  # built once per view; each call gets its own copy
+            cached = self._params_frame = (view, rp.params_to_dataframe(view.params, list(view.runs)))
+        return cached[1].copy(deep=True)
 
     @property
     def run_parameters_parquet(self) -> Path:
