@@ -34,13 +34,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
-from typing import NamedTuple
 
 from ..engine import layout_view
 from ..engine.digest import is_valid_digest
 from ..engine.durations import parse_duration_seconds
 from ..engine.locks import gc_exclusion
-from ..engine.manifest_links import GC, parse_manifest_links
+from ..engine.manifest_links import gc_links
 from ..engine.names import ImageName, is_anonymous
 from ..engine.registry import LocalRegistry  # every entry point opens one: loaded with the module, as OMMX's gc
 from ..errors import InvalidInputError, OmmxExperimentError, RefNotFoundError, RegistryError
@@ -173,22 +172,20 @@ def _count(blobs: tuple[GcBlob, ...]) -> str:
 # --- mark & sweep ---------------------------------------------------------------------------------
 
 
-class _Visit(NamedTuple):
-    digest: str
-    referenced_by: str | None
-    kind: str
-    strict: bool
+_Visit = tuple[str, str | None, str, bool]
+"""A manifest to walk: ``(digest, referenced_by, kind, strict)`` (a plain tuple: one per ref)."""
 
 
-_BLOB_NAME = re.compile(r"^[0-9a-f]{64}$", re.MULTILINE)  # over the listing joined by newlines: one C pass
+_BLOB_NAME = re.compile(r"[0-9a-f]{64}")
+_HEX_RUN = re.compile(r"[0-9a-f]*")  # over the names joined, when each has 64 characters: all blob names
 
 
 def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
-    """``blobs/sha256/<64 lowercase hex>`` regular files (no symlinks), sorted by digest.
+    """``blobs/sha256/<64 lowercase hex>`` regular files (no symlinks), by digest.
 
-    One ``lstat`` per name (as OMMX's listing), no ``DirEntry`` objects: the names are
-    filtered by one regular expression over the whole listing (a name holding a newline
-    can only add lines that are no file and are skipped).
+    One ``lstat`` per blob name, as OMMX's listing (the size and mtime of every blob are
+    in the report). The names are sorted first, so the report's objects are created, and
+    later read, in the order it lists them.
     """
     found: dict[str, GcBlob] = {}
     try:
@@ -196,12 +193,12 @@ def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
     except FileNotFoundError:
         return found
     try:
-        listing = os.listdir(fd)
-        joined = "\n".join(listing)
-        names = _BLOB_NAME.findall(joined)
-        names = sorted(names if joined.count("\n") == len(listing) - 1 else set(names))  # no name holds a newline
+        names = os.listdir(fd)
+        if set(map(len, names)) != {64} or _HEX_RUN.fullmatch("".join(names)) is None:  # one C pass, usually
+            names = [name for name in names if len(name) == 64 and _BLOB_NAME.fullmatch(name)]  # temp files
+        names.sort()
         stat, new, set_digest, set_size, set_mtime = os.stat, _new_blob, _set_blob_digest, _set_blob_size, _set_blob_mtime
-        for name in names:  # one lstat each; the loop body kept flat (10,000s of names)
+        for name in names:  # the loop body kept flat (10,000s of names)
             try:
                 st = stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
@@ -262,39 +259,49 @@ class _Traversal:
         roots, queue = self.roots, self.queue
         for name, reference, digest in rows:
             roots.append(_ref_root(str(digest), str(name), str(reference), _ref_string(name, reference)))
-            queue.append(_Visit(str(digest), None, "ref_manifest", True))
+            queue.append((str(digest), None, "ref_manifest", True))
 
     def add_protected(self, digests: Iterable[str]) -> None:
         for digest in digests:
             self.roots.append(GcRoot("protected_digest", digest))
-            self.queue.append(_Visit(digest, None, "protected_digest", False))
+            self.queue.append((digest, None, "protected_digest", False))
 
     def run(self) -> None:
-        while self.queue:
-            self._visit(self.queue.popleft())
+        """Walk the queue breadth-first: mark each manifest, then its config, layers and subject.
 
-    def _visit(self, item: _Visit) -> None:
-        self._mark(item.digest, item.referenced_by, item.kind)
-        if item.digest in self.parsed:
-            return
-        self.parsed.add(item.digest)
-        if not self._present(item.digest):
-            return
-        try:
-            links = parse_manifest_links(self._manifest_bytes(item.digest), item.digest, GC)
-        except (OmmxExperimentError, ValueError) as exc:
-            if item.strict:
-                self.invalid.append(GcInvalidManifest(item.digest, item.kind, item.referenced_by, str(exc)))
-            return  # a protected non-manifest blob: keep only the blob
-        reachable, listed = self.reachable, self.blobs
-        self._mark(links.config_digest, item.digest, "config")
-        for layer, _ in links.layers:
-            if layer not in reachable and layer in listed:  # the common case, inline: a listed layer seen first
-                reachable.add(layer)
+        Marking is inlined for the common case (a listed blob seen for the first time);
+        :meth:`_mark` handles the rest (a blob seen again, or absent: ``missing``).
+        """
+        queue, reachable, parsed, listed, invalid = self.queue, self.reachable, self.parsed, self.blobs, self.invalid
+        mark, present, read = self._mark, self._present, self._manifest_bytes
+        while queue:
+            digest, referenced_by, kind, strict = queue.popleft()
+            if digest in parsed:
+                continue  # already marked and walked
+            parsed.add(digest)
+            if digest in listed:
+                reachable.add(digest)
             else:
-                self._mark(layer, item.digest, "layer")
-        if links.subject is not None:
-            self.queue.append(_Visit(links.subject, item.digest, "subject", True))
+                mark(digest, referenced_by, kind)
+                if not present(digest):
+                    continue
+            try:
+                config, layers, subject = gc_links(read(digest), digest, listed)
+            except (OmmxExperimentError, ValueError) as exc:
+                if strict:
+                    invalid.append(GcInvalidManifest(digest, kind, referenced_by, str(exc)))
+                continue  # a protected non-manifest blob: keep only the blob
+            if config not in reachable and config in listed:
+                reachable.add(config)
+            else:
+                mark(config, digest, "config")
+            for layer in layers:
+                if layer not in reachable and layer in listed:
+                    reachable.add(layer)
+                else:
+                    mark(layer, digest, "layer")
+            if subject is not None:
+                queue.append((subject, digest, "subject", True))
 
     def _manifest_bytes(self, digest: str) -> bytes:
         """The manifest's bytes, read from its blob file as OMMX's GC does (unhashed): a
@@ -330,16 +337,19 @@ class _Traversal:
         return digest in self.blobs or (is_valid_digest(digest) and self.registry.blobs.exists(digest))
 
     def report(self, root: Path, grace_seconds: int, now: float) -> GcReport:
-        reachable = tuple(self.blobs[d] for d in sorted(self.reachable) if d in self.blobs)
+        """Every listed blob, by digest: reachable, or unreachable and past the grace (orphan) or not (deferred)."""
+        blobs, reachable = self.blobs, self.reachable
+        kept = tuple([blobs[d] for d in sorted(reachable) if d in blobs])
         orphans: list[GcBlob] = []
         deferred: list[GcBlob] = []
-        for digest, blob in self.blobs.items():
-            if digest in self.reachable:
+        for digest, blob in blobs.items():  # sorted by digest
+            if digest in reachable:
                 continue
-            age = now - blob.modified_at_unix_seconds if blob.modified_at_unix_seconds is not None else -1.0
+            mtime = blob.modified_at_unix_seconds
+            age = now - mtime if mtime is not None else -1.0
             (orphans if age >= 0 and age >= grace_seconds else deferred).append(blob)
         return GcReport(
-            root, False, tuple(self.roots), reachable, tuple(orphans), tuple(deferred),
+            root, False, tuple(self.roots), kept, tuple(orphans), tuple(deferred),
             tuple(self.missing), tuple(self.invalid),
         )
 
