@@ -167,7 +167,8 @@ def case_params_sweep(tmp: Path, curves: dict[str, Any]) -> list[Row]:
     n = _n(10_000)
     got = {impl: _sweep(impl, tmp, n, False, "disabled") for impl in IMPLS}
     case = f"params-only {n}-run sweep, autosave disabled"
-    rows = [_row(case, impl, seconds=d["seconds"], **{"first10%_ms": d["first_ms"], "last10%_ms": d["last_ms"]},
+    rows = [_row(case, impl, seconds=d["seconds"], commit_s=round(d["commit_s"], 3),
+                 **{"first10%_ms": d["first_ms"], "last10%_ms": d["last_ms"]},
                  disk_MB=fmt_mb(d["disk"])) for impl, d in got.items()]
     rows.append(_ratio_row(case, got["ours"]["seconds"], got["ommx3"]["seconds"], "<= 1x", 1.0, "s"))
     curves["params_roots"] = {impl: d["root"] for impl, d in got.items()}

@@ -194,3 +194,21 @@ def test_null_patterns_at_bit_packing_boundaries(tmp_path: Path, n_rows: int) ->
     _check_pyarrow(data, expected)
     _check_duckdb(path, expected)
     _check_metadata(path, table, run_ids, expected)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(tables())
+def test_parameter_columns_encoded_once_give_the_same_files(case: tuple[rp.ParameterTable, list[int]]) -> None:
+    """A commit encodes the parameter columns once for both tables: the bytes equal separate encodings."""
+    from ommx_experiment.format import run_meta as rm
+    from ommx_experiment.format.content import RunContent
+
+    table, run_ids = case
+    index = rp.frame_index(table, run_ids)
+    shared = rp.encode_param_columns(table, index)
+    assert [c.name for c in shared] == rp.column_order(table, run_ids)
+    assert rp.encode_parquet(table, run_ids, {"k": "v"}, encoded=shared) == rp.encode_parquet(table, run_ids, {"k": "v"})
+    runs = [RunContent(run_id, started_ns=1_000 * (run_id % 10**9), finished_ns=2_000 * (run_id % 10**9)) for run_id in index]
+    assert rm.encode_runs(runs, table, {}, encoded=shared) == rm.encode_runs(runs, table, {})
+    frame = pq.read_table(io.BytesIO(rm.encode_runs(runs, table, {}, encoded=shared))).to_pandas()
+    assert list(frame.columns[1 + len(rm.RUN_META_COLUMNS):]) == [c.name for c in shared]

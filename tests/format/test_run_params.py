@@ -338,3 +338,58 @@ def test_fast_decoder_never_accepts_what_the_strict_reader_rejects(
     assert fast is None or same(fast, strict)
     if mutation == "none":
         assert fast is not None and same(fast, strict)  # what we and OMMX write takes the fast path
+
+
+@st.composite
+def uniform_parameter_sets(draw: st.DrawFn) -> tuple[dict[int, dict[str, rp.ParamValue]], list[int]]:
+    """Every run with parameters has the same names (in any order); some runs have none."""
+    kinds = draw(st.dictionaries(_names, st.sampled_from(sorted(_values)), min_size=1, max_size=5))
+    run_ids = draw(st.lists(st.integers(min_value=0, max_value=2**20), unique=True, min_size=1, max_size=8))
+    params: dict[int, dict[str, rp.ParamValue]] = {}
+    for run_id in run_ids:
+        if draw(st.booleans()) and draw(st.booleans()):
+            params[run_id] = {}
+            continue
+        names = draw(st.permutations(sorted(kinds)))
+        params[run_id] = {name: draw(_values[kinds[name]]) for name in names}
+    return params, run_ids
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(uniform_parameter_sets(), parameter_sets()))
+def test_the_uniform_fast_path_builds_the_general_paths_table(
+    case: tuple[dict[int, dict[str, rp.ParamValue]], list[int]],
+) -> None:
+    params, run_ids = case
+    ids = sorted(run_ids)
+    fast = rp._uniform_table(params, ids)
+    try:
+        general = _general_table(params, run_ids)
+    except rp.MixedParameterTypesError:
+        assert fast is None  # a mix is never taken by the fast path
+        return
+    if fast is not None:
+        assert fast == general
+        assert rp.table_to_msgpack(fast) == rp.table_to_msgpack(general)
+    assert rp.build_table(params, run_ids) == general
+
+
+def _general_table(params: dict[int, dict[str, rp.ParamValue]], run_ids: list[int]) -> rp.ParameterTable:
+    original = rp._uniform_table
+    rp._uniform_table = lambda *_: None  # type: ignore[assignment]
+    try:
+        return rp.build_table(params, run_ids)
+    finally:
+        rp._uniform_table = original
+
+
+def test_the_uniform_fast_path_takes_permuted_names_and_skips_runs_without_parameters() -> None:
+    params: dict[int, dict[str, rp.ParamValue]] = {1: {"a": 1, "b": "x"}, 2: {}, 3: {"b": "y", "a": 2}}
+    fast = rp._uniform_table(params, [1, 2, 3, 4])
+    assert fast is not None
+    assert {c.name: (c.type, dict(c.values)) for c in fast.columns} == {
+        "a": (rp.INT64, {1: 1, 3: 2}),
+        "b": (rp.STRING, {1: "x", 3: "y"}),
+    }
+    assert rp._uniform_table({1: {"a": 1}, 2: {"b": 1}}, [1, 2]) is None  # other names
+    assert rp._uniform_table({1: {"a": 1}, 2: {"a": 1.5}}, [1, 2]) is None  # a promotion: the general path

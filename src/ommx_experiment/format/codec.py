@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -47,6 +48,12 @@ _REASON_STATUSES = (FAILED, INTERRUPTED)
 MAX_CONFIG_BYTES = 256 * 1024 * 1024
 _U32_MAX = 2**32 - 1
 _U64_MAX = 2**64 - 1
+
+_new = object.__new__
+_set = object.__setattr__  # frozen dataclasses' own way to set a field
+
+RUN_ID_KEY = operator.attrgetter("run_id")
+"""Sort key of runs and run records (C speed: a lambda costs ~1 ms per 10,000 runs)."""
 
 
 # --- config records ------------------------------------------------------------------------------
@@ -137,6 +144,20 @@ class RunRecord:
         object.__setattr__(self, "solves", tuple(self.solves))
         object.__setattr__(self, "samplings", tuple(self.samplings))
 
+    @classmethod
+    def bare(cls, run_id: int, status: str, reason: str | None) -> RunRecord:
+        """``RunRecord(run_id, status, reason)`` of a run without attachments, trace or calls, built
+        about 4x faster than through the dataclass ``__init__`` (a commit builds one per run)."""
+        record = _new(cls)
+        _set(record, "run_id", run_id)
+        _set(record, "status", status)
+        _set(record, "reason", reason)
+        _set(record, "attachments", EMPTY_TABLE)
+        _set(record, "trace", None)
+        _set(record, "solves", ())
+        _set(record, "samplings", ())
+        return record
+
     def to_obj(self) -> dict[str, Any]:
         """JSON object in OMMX's field order (solves/samplings sorted by id)."""
         obj: dict[str, Any] = {"run_id": self.run_id, "status": self.status}
@@ -189,7 +210,7 @@ class ExperimentConfig:
         """OMMX's exact config bytes: ``to_obj()`` as compact JSON (runs without attachments,
         trace or calls are formatted from a template, ~10x faster than through ``json.dumps``)."""
         head = self._head_obj()
-        runs = ",".join(_run_json(r) for r in sorted(self.runs, key=lambda r: r.run_id))
+        runs = ",".join(map(_run_json, sorted(self.runs, key=RUN_ID_KEY)))
         text = f'{_dumps(head)[:-1]},"runs":[{runs}],"run_parameters":{self.run_parameters}}}'
         return text.encode("utf-8")
 
@@ -229,8 +250,7 @@ def _run_json(run: RunRecord) -> str:
     template = _BARE_RUN_JSON.get(run.status)
     if (
         template is not None
-        and not run.attachments.entries
-        and not run.attachments.filenames
+        and (run.attachments is EMPTY_TABLE or not (run.attachments.entries or run.attachments.filenames))
         and run.trace is None
         and not run.solves
         and not run.samplings

@@ -22,6 +22,7 @@ from .codec import (
     EMPTY_TABLE,
     EXPERIMENT_STATUSES,
     FINISHED,
+    RUN_ID_KEY,
     AttachmentTable,
     ExperimentConfig,
     RunRecord,
@@ -103,6 +104,28 @@ class RunContent:
         object.__setattr__(self, "solves", tuple(self.solves))
         object.__setattr__(self, "samplings", tuple(self.samplings))
 
+    @classmethod
+    def bare(
+        cls, run_id: int, status: str, reason: str | None, started_ns: int | None = None, finished_ns: int | None = None
+    ) -> RunContent:
+        """A run without attachments, trace or calls (a params-only run), built about 4x faster
+        than through the dataclass ``__init__`` (reading a journal builds one per run)."""
+        run = _new(cls)
+        _set(run, "run_id", run_id)
+        _set(run, "status", status)
+        _set(run, "reason", reason)
+        _set(run, "attachments", EMPTY_ATTACHMENTS)
+        _set(run, "trace", None)
+        _set(run, "solves", ())
+        _set(run, "samplings", ())
+        _set(run, "started_ns", started_ns)
+        _set(run, "finished_ns", finished_ns)
+        return run
+
+
+_new = object.__new__
+_set = object.__setattr__  # frozen dataclasses' own way to set a field
+
 
 @dataclass(frozen=True, slots=True)
 class ExperimentContent:
@@ -152,8 +175,14 @@ class _LayerList:
         }
 
     def run(self, run: RunContent) -> RunRecord:
-        if not (run.attachments.descriptors or run.attachments.filenames or run.trace or run.solves or run.samplings):
-            return RunRecord(run.run_id, run.status, run.reason, _EMPTY_TABLE)  # a params-only run: nothing to lay out
+        given = run.attachments
+        if (
+            (given is EMPTY_ATTACHMENTS or not (given.descriptors or given.filenames))
+            and run.trace is None
+            and not run.solves
+            and not run.samplings
+        ):
+            return RunRecord.bare(run.run_id, run.status, run.reason)  # a params-only run: nothing to lay out
         where = f"run {run.run_id}"
         attachments = self.table(run.attachments, where)
         trace = self.add_opt(run.trace)
@@ -162,7 +191,6 @@ class _LayerList:
         return RunRecord(run.run_id, run.status, run.reason, attachments, trace, tuple(solves), tuple(samplings))
 
 
-_EMPTY_TABLE = AttachmentTable()
 
 
 def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveContent]:
@@ -172,6 +200,9 @@ def _sorted_calls(calls: Iterable[SolveContent], where: str) -> list[SolveConten
 
 
 def _reject_duplicates(ids: Sequence[int], message: str) -> None:
+    """``ids`` is ascending: raise naming the first id that repeats."""
+    if len(set(ids)) == len(ids):
+        return
     for prev, cur in pairwise(ids):
         if prev == cur:
             raise InvalidInputError(f"{message} {cur}")
@@ -195,7 +226,7 @@ def build_experiment(
         raise InvalidInputError(f"Unknown experiment status {status!r}")
     layers = _LayerList()
     attachments = layers.table(content.attachments, "experiment")
-    runs = sorted(content.runs, key=lambda r: r.run_id)
+    runs = sorted(content.runs, key=RUN_ID_KEY)
     _reject_duplicates([r.run_id for r in runs], "duplicate run id")
     records = tuple(layers.run(run) for run in runs)
     run_parameters = layers.add(content.run_parameters)
@@ -235,7 +266,7 @@ class _RefResolver:
 
     def run(self, run: RunRecord) -> RunContent:
         if run.attachments is EMPTY_TABLE and run.trace is None and not run.solves and not run.samplings:
-            return RunContent(run.run_id, run.status, run.reason, EMPTY_ATTACHMENTS)  # the common case, shared parts
+            return RunContent.bare(run.run_id, run.status, run.reason)  # the common case, shared parts
         where = f"run {run.run_id}"
         return RunContent(
             run_id=run.run_id,

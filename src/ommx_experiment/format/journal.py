@@ -181,6 +181,8 @@ def _parse_row(text: str) -> tuple[RunContent, dict[str, ParamValue], int | None
         if type(value) not in _PARAM_TYPES:
             raise TypeError(f"journal parameter value {value!r} is not bool/int/float/str")
     started = started_ns if isinstance(started_ns, int) else None
+    if extras is None and type(run_id) is int and type(status) is str and (reason is None or type(reason) is str):
+        return RunContent.bare(run_id, status, reason, started, closed_ns), values, closed_ns  # a params-only run
     return _run_content(run_id, status, reason, extras or {}, started, closed_ns), values, closed_ns
 
 

@@ -131,9 +131,9 @@ def _plain(kind: str, values: list[Any]) -> bytes:
         packed = array("d", values)
     elif kind == BOOL:
         return bitmap(values)
-    else:
-        encoded = [v.encode("utf-8") for v in values]
-        return b"".join([len(v).to_bytes(4, "little") + v for v in encoded])
+    else:  # length-prefixed UTF-8, each distinct value encoded once (statuses, names repeat)
+        cells = {v: len(b).to_bytes(4, "little") + b for v in set(values) for b in (v.encode("utf-8"),)}
+        return b"".join(map(cells.__getitem__, values))
     if sys.byteorder != "little":
         packed.byteswap()
     return packed.tobytes()
@@ -142,10 +142,14 @@ def _plain(kind: str, values: list[Any]) -> bytes:
 def _definition_levels(present: list[bool]) -> bytes:
     """RLE/bit-packed hybrid levels (bit width 1) with their 4-byte length prefix."""
     if all(present):
-        body = _varint(len(present) << 1) + b"\x01"  # one RLE run of 1s
-    else:
-        groups = (len(present) + 7) // 8
-        body = _varint(groups << 1 | 1) + bitmap(present).ljust(groups, b"\x00")
+        return _all_present_levels(len(present))
+    groups = (len(present) + 7) // 8
+    body = _varint(groups << 1 | 1) + bitmap(present).ljust(groups, b"\x00")
+    return len(body).to_bytes(4, "little") + body
+
+
+def _all_present_levels(count: int) -> bytes:
+    body = _varint(count << 1) + b"\x01"  # one RLE run of 1s
     return len(body).to_bytes(4, "little") + body
 
 
@@ -160,7 +164,7 @@ def _stat_bytes(kind: str, values: list[Any]) -> tuple[bytes, bytes] | None:
     if not values:
         return None
     if kind == STRING:
-        encoded = [v.encode("utf-8") for v in values]
+        encoded = [v.encode("utf-8") for v in set(values)]
         low, high = min(encoded), max(encoded)
         if max(len(low), len(high)) > MAX_STAT_BYTES:
             return None
@@ -186,7 +190,57 @@ def _data_page_header(num_values: int) -> bytes:
     return _struct((1, _T_I32, num_values), (2, _T_I32, _PLAIN), (3, _T_I32, _RLE), (4, _T_I32, _RLE))
 
 
-def write_parquet(columns: Sequence[Column], num_rows: int, metadata: Mapping[str, str] | None = None) -> bytes:
+@dataclass(frozen=True, slots=True)
+class EncodedColumn:
+    """A column chunk ready to be laid out: its compressed page and statistics.
+
+    Encoding is most of a write; a column shared by two files (a parameter in
+    ``run_parameters.parquet`` and ``runs.parquet``) is encoded once and laid out twice.
+    """
+
+    name: str
+    kind: str
+    required: bool
+    num_rows: int
+    raw_size: int
+    page: bytes
+    statistics: bytes
+
+
+def encode_column(column: Column, compressor: Any = None) -> EncodedColumn:
+    """Encode one column (PLAIN values, RLE levels, zstd level 3); ``ValueError`` for an unknown kind
+    or a null in a REQUIRED column."""
+    if column.kind not in KINDS:
+        raise ValueError(f"unknown Parquet column kind {column.kind!r}")
+    if compressor is None:
+        import zstandard
+
+        compressor = zstandard.ZstdCompressor(level=3)
+    num_rows = len(column.values)
+    if None in column.values:
+        present = [v is not None for v in column.values]
+        values = [v for v in column.values if v is not None]
+        if column.required:
+            raise ValueError(f"REQUIRED column {column.name!r} has nulls")
+        levels = _definition_levels(present)
+    else:
+        values = column.values if isinstance(column.values, list) else list(column.values)  # read only below
+        levels = b"" if column.required else _all_present_levels(num_rows)
+    raw = levels + _plain(column.kind, values)
+    return EncodedColumn(
+        column.name,
+        column.kind,
+        column.required,
+        num_rows,
+        len(raw),
+        compressor.compress(raw),
+        _statistics(column.kind, values, num_rows - len(values)),
+    )
+
+
+def write_parquet(
+    columns: Sequence[Column | EncodedColumn], num_rows: int, metadata: Mapping[str, str] | None = None
+) -> bytes:
     """Parquet bytes for ``columns`` (each with ``num_rows`` values) and footer key-value ``metadata``."""
     import zstandard
 
@@ -195,41 +249,30 @@ def write_parquet(columns: Sequence[Column], num_rows: int, metadata: Mapping[st
     chunks: list[bytes] = []
     schema = [_struct((4, _T_BINARY, "schema"), (5, _T_I32, len(columns)))]
     total_uncompressed = 0
-    for column in columns:
-        if column.kind not in KINDS:
-            raise ValueError(f"unknown Parquet column kind {column.kind!r}")
-        if len(column.values) != num_rows:
-            raise ValueError(f"column {column.name!r} has {len(column.values)} values, expected {num_rows}")
-        if None in column.values:
-            present = [v is not None for v in column.values]
-            values = [v for v in column.values if v is not None]
-        else:
-            values = list(column.values)
-            present = [True] * num_rows
-        if column.required and len(values) != num_rows:
-            raise ValueError(f"REQUIRED column {column.name!r} has nulls")
-        data = _plain(column.kind, values)
-        raw = (b"" if column.required else _definition_levels(present)) + data
-        page = compressor.compress(raw)
+    for given in columns:
+        column = given if isinstance(given, EncodedColumn) else encode_column(given, compressor)
+        if column.num_rows != num_rows:
+            raise ValueError(f"column {column.name!r} has {column.num_rows} values, expected {num_rows}")
         header = _struct(
             (1, _T_I32, _DATA_PAGE),
-            (2, _T_I32, len(raw)),
-            (3, _T_I32, len(page)),
+            (2, _T_I32, column.raw_size),
+            (3, _T_I32, len(column.page)),
             (5, _T_STRUCT, _data_page_header(num_rows)),
         )
         offset = len(out)
-        out += header + page
-        total_uncompressed += len(header) + len(raw)
+        out += header
+        out += column.page
+        total_uncompressed += len(header) + column.raw_size
         meta = _struct(
             (1, _T_I32, _PHYSICAL[column.kind]),
             (2, _T_LIST, (_T_I32, [_PLAIN, _RLE])),
             (3, _T_LIST, (_T_BINARY, [column.name])),
             (4, _T_I32, _ZSTD),
             (5, _T_I64, num_rows),
-            (6, _T_I64, len(header) + len(raw)),
-            (7, _T_I64, len(header) + len(page)),
+            (6, _T_I64, len(header) + column.raw_size),
+            (7, _T_I64, len(header) + len(column.page)),
             (9, _T_I64, offset),
-            (12, _T_STRUCT, _statistics(column.kind, values, num_rows - len(values))),
+            (12, _T_STRUCT, column.statistics),
         )
         chunks.append(_struct((2, _T_I64, offset), (3, _T_STRUCT, meta)))
         schema.append(

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
-from .parquet import BOOL, FLOAT64, INT64, STRING, TIMESTAMP, Column, write_parquet
-from .run_params import column_cells, column_order, frame_index
+from .parquet import BOOL, FLOAT64, INT64, STRING, TIMESTAMP, Column, EncodedColumn, write_parquet
+from .run_params import column_order, encode_param_columns, frame_index
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,45 +112,60 @@ def run_meta_row(run: RunContent) -> list[Any]:
 
 def _meta_cells(ordered: list[RunContent | None]) -> list[Sequence[Any]]:
     """The metadata columns (:data:`RUN_META_COLUMNS` order) of these rows, as :func:`run_meta_row` gives them."""
-    if None in ordered or any(r.status == "finished" and r.reason is not None for r in ordered):  # type: ignore[union-attr]
+    reasons = [] if None in ordered else list(map(_REASON, ordered))
+    if None in ordered or (
+        reasons.count(None) != len(reasons) and any(r.status == "finished" and r.reason is not None for r in ordered)  # type: ignore[union-attr]
+    ):
         empty = [None] * len(RUN_META_COLUMNS)
         rows = [run_meta_row(r) if r is not None else empty for r in ordered]
         return list(zip(*rows, strict=True)) if rows else [() for _ in RUN_META_COLUMNS]
     runs: list[RunContent] = ordered  # type: ignore[assignment]
-    started = [None if r.started_ns is None else r.started_ns // 1000 for r in runs]
-    finished = [None if r.finished_ns is None else r.finished_ns // 1000 for r in runs]
+    started = [None if ns is None else ns // 1000 for ns in map(_STARTED, runs)]
+    finished = [None if ns is None else ns // 1000 for ns in map(_FINISHED, runs)]
     duration = [None if s is None or f is None else (f - s) / 1e6 for s, f in zip(started, finished, strict=True)]
     return [
-        [r.status for r in runs],
-        [r.reason for r in runs],
+        list(map(_STATUS, runs)),
+        reasons,
         started,
         finished,
         duration,
-        [len(r.solves) for r in runs],
-        [len(r.samplings) for r in runs],
+        list(map(len, map(_SOLVES, runs))),
+        list(map(len, map(_SAMPLINGS, runs))),
     ]
 
 
-def runs_columns(runs: Sequence[RunContent], table: ParameterTable) -> list[Column]:
-    """The ``runs.parquet`` columns: metadata, then parameters in ``run_parameters_df()`` order."""
+_STATUS, _REASON, _STARTED, _FINISHED, _SOLVES, _SAMPLINGS = (
+    operator.attrgetter(name) for name in ("status", "reason", "started_ns", "finished_ns", "solves", "samplings")
+)
+
+
+def runs_columns(
+    runs: Sequence[RunContent], table: ParameterTable, *, encoded: Sequence[EncodedColumn] | None = None
+) -> list[Column | EncodedColumn]:
+    """The ``runs.parquet`` columns: metadata, then parameters in ``run_parameters_df()`` order
+    (``encoded``: ``encode_param_columns`` of ``table`` over these runs, when the caller has them)."""
     by_id = {run.run_id: run for run in runs}
     index = frame_index(table, by_id)
     names = column_order(table, by_id)
     renamed = meta_column_names(names)
     cells = _meta_cells([by_id.get(r) for r in index])
-    columns = [Column(renamed["run_id"], INT64, index, required=True)]
+    columns: list[Column | EncodedColumn] = [Column(renamed["run_id"], INT64, index, required=True)]
     for name, kind, values in zip(RUN_META_COLUMNS, _RUN_META_KINDS, cells, strict=True):
         columns.append(Column(renamed[name], kind, list(values)))
-    by_name = {c.name: c for c in table.columns}
-    for name in names:
-        columns.append(Column(name, by_name[name].type, column_cells(by_name[name], index)))
+    columns.extend(encoded if encoded is not None else encode_param_columns(table, index))
     return columns
 
 
-def encode_runs(runs: Sequence[RunContent], table: ParameterTable, metadata: Mapping[str, str]) -> bytes:
+def encode_runs(
+    runs: Sequence[RunContent],
+    table: ParameterTable,
+    metadata: Mapping[str, str],
+    *,
+    encoded: Sequence[EncodedColumn] | None = None,
+) -> bytes:
     """``runs.parquet`` bytes."""
-    columns = runs_columns(runs, table)
-    return write_parquet(columns, len(columns[0].values), metadata)
+    columns = runs_columns(runs, table, encoded=encoded)
+    return write_parquet(columns, columns[0].num_rows if isinstance(columns[0], EncodedColumn) else len(columns[0].values), metadata)
 
 
 # --- solves ------------------------------------------------------------------------------------------

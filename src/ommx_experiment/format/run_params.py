@@ -20,6 +20,7 @@ Three encodings of the same table:
 
 from __future__ import annotations
 
+import operator
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterable, Sequence
 
     import pandas as pd
+
+    from .parquet import EncodedColumn
 
 ParamValue = bool | int | float | str
 
@@ -174,26 +177,25 @@ def build_table(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterabl
 
 
 def _uniform_table(params: Mapping[int, Mapping[str, ParamValue]], ids: list[int]) -> ParameterTable | None:
-    """:func:`build_table` when every run with parameters has the same names (in the same order)
-    and each column one builtin type: columns are transposed at C speed. None otherwise."""
-    get = params.get
-    rows = []
-    row_ids = []
-    names: tuple[str, ...] | None = None
-    for run_id in ids:
-        row = get(run_id)
-        if not row:
-            continue
-        if names is None:
-            names = tuple(row)
-        elif len(row) != len(names) or tuple(row) != names:
-            return None
-        rows.append(row.values())
-        row_ids.append(run_id)
-    if names is None:
+    """:func:`build_table` when every run with parameters has the same names and each column
+    one builtin type: columns are gathered at C speed (``map``/``itemgetter``). None otherwise."""
+    rows: list[Any] = list(map(params.get, ids))
+    row_ids = ids
+    if None in rows or {} in rows:  # runs without parameters have no row
+        kept = [(run_id, row) for run_id, row in zip(ids, rows, strict=True) if row]
+        row_ids = [run_id for run_id, _ in kept]
+        rows = [row for _, row in kept]
+    if not rows:
         return ParameterTable()
+    names = tuple(rows[0])
+    if set(map(len, rows)) != {len(names)}:
+        return None
+    try:  # every row has len(names) names and each of these: the same names
+        gathered = [(name, tuple(map(operator.itemgetter(name), rows))) for name in names]
+    except KeyError:
+        return None
     columns = []
-    for name, cells in zip(names, zip(*rows, strict=True), strict=True):
+    for name, cells in gathered:
         kinds = set(map(type, cells))
         kind = _EXACT_KIND.get(kinds.pop()) if len(kinds) == 1 else None
         if kind is None or (kind is INT64 and not (min(cells) >= _I64_MIN and max(cells) <= _I64_MAX)):
@@ -226,8 +228,8 @@ def table_to_msgpack(table: ParameterTable) -> bytes:
 
 
 def _as_dict(values: Mapping[int, ParamValue]) -> dict[int, ParamValue]:
-    # dict(FrozenMap) walks the Mapping protocol in Python; to_dict copies the inner dict in C.
-    return values.to_dict() if isinstance(values, FrozenMap) else dict(values)
+    """``values`` as a dict for a read-only pass: a column's own dict, not a copy (never mutate it)."""
+    return values.shared_dict() if isinstance(values, FrozenMap) else dict(values)
 
 
 def encode_msgpack(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterable[int]) -> bytes:
@@ -533,25 +535,43 @@ def _run_id_column_name(names: Collection[str]) -> str:
     return name
 
 
-def encode_parquet(table: ParameterTable, run_ids: Iterable[int], metadata: Mapping[str, str] | None = None) -> bytes:
+def encode_parquet(
+    table: ParameterTable,
+    run_ids: Iterable[int],
+    metadata: Mapping[str, str] | None = None,
+    *,
+    encoded: Sequence[EncodedColumn] | None = None,
+) -> bytes:
     """Parquet bytes: run id column then one nullable column per parameter, one row per run.
 
     Written by :func:`~ommx_experiment.format.parquet.write_parquet` (no pyarrow:
     importing it is the largest single cost of a commit), with min/max statistics
     and the footer key-value ``metadata``. Deterministic for equal input and the
-    same ``zstandard`` (libzstd) version.
+    same ``zstandard`` (libzstd) version. ``encoded``: :func:`encode_param_columns`
+    of the same table and run ids, when the caller has them already.
     """
     from .parquet import Column, write_parquet
 
     run_ids = list(run_ids)
     index = frame_index(table, run_ids)
     names = column_order(table, run_ids)
+    params = encoded if encoded is not None else encode_param_columns(table, index)
+    return write_parquet([Column(_run_id_column_name(names), INT64, index, required=True), *params], len(index), metadata)
+
+
+def encode_param_columns(table: ParameterTable, index: Sequence[int]) -> list[EncodedColumn]:
+    """The parameter columns of ``table`` over the rows ``index`` (:func:`frame_index`), encoded
+    once for every Parquet file that carries them, in :func:`column_order`."""
+    import zstandard
+
+    from .parquet import Column, encode_column
+
+    compressor = zstandard.ZstdCompressor(level=3)
     by_name = {c.name: c for c in table.columns}
-    columns = [Column(_run_id_column_name(names), INT64, index, required=True)]
-    for name in names:
-        column = by_name[name]
-        columns.append(Column(name, column.type, column_cells(column, index)))
-    return write_parquet(columns, len(index), metadata)
+    return [
+        encode_column(Column(name, by_name[name].type, column_cells(by_name[name], index)), compressor)
+        for name in column_order(table, index)
+    ]
 
 
 def column_cells(column: ParameterColumn, index: Sequence[int]) -> list[ParamValue | None]:

@@ -69,9 +69,15 @@ def analysis_layers(
         return rm.layer_metadata(name, image_name=image_name, parent_digest=parent)
 
     run_ids = [run.run_id for run in runs]
+    params = rp.encode_param_columns(table, rp.frame_index(table, run_ids))  # both tables carry them
     layers = [
-        _put(blobs, mt.PARQUET, rp.encode_parquet(table, run_ids, meta(rm.RUN_PARAMETERS_TABLE)), mt.PARQUET_RUN_PARAMS_TITLE),
-        _put(blobs, mt.PARQUET, rm.encode_runs(runs, table, meta(rm.RUNS_TABLE)), mt.RUNS_TITLE),
+        _put(
+            blobs,
+            mt.PARQUET,
+            rp.encode_parquet(table, run_ids, meta(rm.RUN_PARAMETERS_TABLE), encoded=params),
+            mt.PARQUET_RUN_PARAMS_TITLE,
+        ),
+        _put(blobs, mt.PARQUET, rm.encode_runs(runs, table, meta(rm.RUNS_TABLE), encoded=params), mt.RUNS_TITLE),
         _put(blobs, mt.PARQUET, rm.encode_solves(call_summaries(blobs, runs), meta(rm.SOLVES_TABLE)), mt.SOLVES_TITLE),
     ]
     if provenance and enabled_by_environment():
@@ -83,7 +89,7 @@ def analysis_layers(
 def call_summaries(blobs: BlobStore, runs: Iterable[RunContent]) -> list[rm.CallSummary]:
     """One summary per Solve and Sampling, by run then kind then id (results decoded best effort)."""
     out: list[rm.CallSummary] = []
-    for run in sorted(runs, key=lambda r: r.run_id):
+    for run in sorted((r for r in runs if r.solves or r.samplings), key=lambda r: r.run_id):
         for kind, calls in (("solve", run.solves), ("sampling", run.samplings)):
             for call in sorted(calls, key=lambda c: c.call_id):
                 output = _decode_output(blobs, kind, call.output) if call.output is not None else None

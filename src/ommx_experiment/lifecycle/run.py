@@ -22,7 +22,7 @@ from ..engine.text import check_parameter_text
 from ..errors import InvalidArtifactError, LifecycleError, ParameterTypeError
 from ..format import run_log
 from ..format.codec import FINISHED
-from ..format.content import AttachmentContent, RunContent, SolveContent, run_content
+from ..format.content import EMPTY_ATTACHMENTS, AttachmentContent, RunContent, SolveContent, run_content
 from ..format.journal import PARAM_KIND, call_to_obj
 from ..format.run_params import normalise_param
 from .attachments import AttachmentReader, AttachmentWriter
@@ -93,7 +93,7 @@ def _start_span(run_id: int) -> Any:
 
 
 _EXACT = (bool, int, float, str)
-_NO_ATTACHMENTS = AttachmentContent()  # shared by every run without attachments (immutable)
+_NO_ATTACHMENTS = EMPTY_ATTACHMENTS  # shared by every run without attachments (immutable; fast paths test identity)
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
