@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
+from typing import NamedTuple
 
 from ..engine import layout_view
 from ..engine.digest import is_valid_digest
@@ -68,9 +69,12 @@ class GcRoot:
     image_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class GcBlob:
-    """One CAS blob file: digest, size and mtime (Unix seconds; None if unknown)."""
+class GcBlob(NamedTuple):
+    """One CAS blob file: digest, size and mtime (Unix seconds; None if unknown).
+
+    A named tuple, not a dataclass: a dry run makes one per blob (10,000s), and a tuple is
+    made in one C call (a fresh process spent ~13 ms more per 10,000 on slotted objects).
+    """
 
     digest: str
     size: int
@@ -197,7 +201,7 @@ def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
         if set(map(len, names)) != {64} or _HEX_RUN.fullmatch("".join(names)) is None:  # one C pass, usually
             names = [name for name in names if len(name) == 64 and _BLOB_NAME.fullmatch(name)]  # temp files
         names.sort()
-        stat, new, set_digest, set_size, set_mtime = os.stat, _new_blob, _set_blob_digest, _set_blob_size, _set_blob_mtime
+        stat, new = os.stat, tuple.__new__
         for name in names:  # the loop body kept flat (10,000s of names)
             try:
                 st = stat(name, dir_fd=fd, follow_symlinks=False)
@@ -206,11 +210,7 @@ def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
             if not S_ISREG(st.st_mode):
                 continue
             digest = "sha256:" + name
-            blob = new(GcBlob)  # GcBlob(digest, size, mtime) through its slots
-            set_digest(blob, digest)
-            set_size(blob, st.st_size)
-            set_mtime(blob, st.st_mtime)
-            found[digest] = blob
+            found[digest] = new(GcBlob, (digest, st.st_size, st.st_mtime))  # GcBlob(...) in one C call
     finally:
         os.close(fd)
     return found
@@ -218,7 +218,7 @@ def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
 
 def _ref_root(digest: str, name: str, reference: str, image_name: str) -> GcRoot:
     """``GcRoot("ref", digest, name, reference, image_name)`` through its slots (one per ref)."""
-    root = _new_blob(GcRoot)
+    root = _new_object(GcRoot)
     _set_root_kind(root, "ref")
     _set_root_digest(root, digest)
     _set_root_name(root, name)
@@ -227,17 +227,13 @@ def _ref_root(digest: str, name: str, reference: str, image_name: str) -> GcRoot
     return root
 
 
-_new_blob = object.__new__
+_new_object = object.__new__
 _root_slots = vars(GcRoot)
 _set_root_kind = _root_slots["kind"].__set__
 _set_root_digest = _root_slots["digest"].__set__
 _set_root_name = _root_slots["name"].__set__
 _set_root_reference = _root_slots["reference"].__set__
 _set_root_image_name = _root_slots["image_name"].__set__
-_blob_slots = vars(GcBlob)
-_set_blob_digest = _blob_slots["digest"].__set__
-_set_blob_size = _blob_slots["size"].__set__
-_set_blob_mtime = _blob_slots["modified_at_unix_seconds"].__set__
 
 
 class _Traversal:
