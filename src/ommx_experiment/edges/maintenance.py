@@ -58,9 +58,8 @@ def _open(root: str | Path | None) -> LocalRegistry:
 # --- GC report ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class GcRoot:
-    """A GC root: a ``refs`` row (``kind="ref"``) or a digest our journal protects."""
+class GcRoot(NamedTuple):
+    """A GC root: a ``refs`` row (``kind="ref"``) or a digest our journal protects (a named tuple, as GcBlob)."""
 
     kind: str
     digest: str
@@ -216,26 +215,6 @@ def _list_blob_files(registry: LocalRegistry) -> dict[str, GcBlob]:
     return found
 
 
-def _ref_root(digest: str, name: str, reference: str, image_name: str) -> GcRoot:
-    """``GcRoot("ref", digest, name, reference, image_name)`` through its slots (one per ref)."""
-    root = _new_object(GcRoot)
-    _set_root_kind(root, "ref")
-    _set_root_digest(root, digest)
-    _set_root_name(root, name)
-    _set_root_reference(root, reference)
-    _set_root_image_name(root, image_name)
-    return root
-
-
-_new_object = object.__new__
-_root_slots = vars(GcRoot)
-_set_root_kind = _root_slots["kind"].__set__
-_set_root_digest = _root_slots["digest"].__set__
-_set_root_name = _root_slots["name"].__set__
-_set_root_reference = _root_slots["reference"].__set__
-_set_root_image_name = _root_slots["image_name"].__set__
-
-
 class _Traversal:
     def __init__(self, registry: LocalRegistry) -> None:
         self.registry = registry
@@ -252,9 +231,9 @@ class _Traversal:
     def add_refs(self) -> None:
         self.refs_read_at_ns = time.monotonic_ns()  # lease releases stamped later stay leased
         rows = self.registry.db.query("SELECT name, reference, manifest_digest FROM refs ORDER BY name, reference")
-        roots, queue = self.roots, self.queue
+        roots, queue, new = self.roots, self.queue, tuple.__new__
         for name, reference, digest in rows:
-            roots.append(_ref_root(str(digest), str(name), str(reference), _ref_string(name, reference)))
+            roots.append(new(GcRoot, ("ref", str(digest), str(name), str(reference), _ref_string(name, reference))))
             queue.append((str(digest), None, "ref_manifest", True))
 
     def add_protected(self, digests: Iterable[str]) -> None:
