@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from ommx_experiment import media_types as mt
 from ommx_experiment.edges import maintenance
 from ommx_experiment.engine.oci import Manifest
 from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.errors import RegistryError
 from ommx_experiment.format import journal as checkpoints
 from ommx_experiment.format import journal_roots
 
@@ -281,3 +286,85 @@ def test_root_image_names_without_a_parse_agree_with_the_parse() -> None:
             for reference in references:
                 name = f"{host}/{path}"
                 assert maintenance._ref_string(name, reference) == parsed(name, reference), (name, reference)
+
+
+def _write_blob(registry: LocalRegistry, data: bytes) -> str:
+    """A blob written as another tool writes it: a plain file, no lease of ours."""
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    (registry.blobs.dir / digest[len("sha256:") :]).write_bytes(data)
+    return digest
+
+
+def _add_foreign_image(registry: LocalRegistry) -> set[str]:
+    """A plain OCI image as skopeo leaves it: blob files (no lease of ours) and an unmarked
+    ``index.json`` entry. Returns its manifest, config and layer digests."""
+    layer_bytes = b"foreign layer"
+    layer, config = _write_blob(registry, layer_bytes), _write_blob(registry, b"{}")
+    manifest_bytes = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": len(layer_bytes)}],
+    }).encode()
+    manifest = _write_blob(registry, manifest_bytes)
+    index_path = registry.root / "index.json"
+    document = json.loads(index_path.read_bytes())
+    document["manifests"].append({
+        "mediaType": mt.OCI_MANIFEST, "digest": manifest, "size": len(manifest_bytes),
+        "annotations": {"org.opencontainers.image.ref.name": "foreign/plain:v1"},
+    })
+    index_path.write_text(json.dumps(document))
+    _age_all(registry)
+    foreign = {manifest, config, layer}
+    assert foreign <= _digests(maintenance.gc().reachable_blobs)  # a readable entry is a root
+    return foreign
+
+
+def _assert_gc_refuses(registry: LocalRegistry, foreign: set[str]) -> None:
+    index_path = registry.root / "index.json"
+    with pytest.raises(RegistryError, match=re.escape(str(index_path))):
+        maintenance.gc()
+    with pytest.raises(RegistryError, match="not a valid OCI image index"):
+        maintenance.gc(delete=True, grace_period="0s", exclusive=True)
+    assert all(registry.blobs.exists(d) for d in foreign)
+
+
+def test_gc_refuses_while_index_json_stays_invalid_on_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening the root regenerates a damaged ``index.json``; on a full disk that fails (a
+    warning) and the file stays damaged. The images other tools listed there are roots GC
+    cannot see, so GC refuses, dry run and delete, naming the file, and deletes nothing."""
+    from helpers.processes import tmpfs
+
+    with tmpfs(tmp_path / "disk", "4m") as disk:
+        monkeypatch.setenv("OMMX_LOCAL_REGISTRY_ROOT", str(disk / "registry"))
+        registry = LocalRegistry.at(disk / "registry")
+        commit_experiment(registry, "example.com/t/ours:v1")
+        foreign = _add_foreign_image(registry)
+        damaged = b'{"schemaVersion": 2, "manifests": [{"digest": "sha256:'  # cut short
+        (registry.root / "index.json").write_bytes(damaged)
+        with open(disk / "filler", "wb", buffering=0) as filler:
+            for chunk in (1 << 20, 1 << 12, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        filler.write(b"\0" * chunk)
+        try:
+            _assert_gc_refuses(registry, foreign)
+            assert (registry.root / "index.json").read_bytes() == damaged  # regeneration failed: still damaged
+        finally:
+            registry.close()
+            (disk / "filler").unlink()
+
+
+def test_gc_refuses_while_index_json_is_unreadable(registry: LocalRegistry) -> None:
+    """An ``index.json`` that cannot be read nor replaced (here a folder) is refused the same way;
+    with no ``index.json`` at all there is nothing unread, and GC runs."""
+    commit_experiment(registry, "example.com/t/ours:v1")
+    foreign = _add_foreign_image(registry)
+    index_path = registry.root / "index.json"
+    index_path.unlink()
+    index_path.mkdir()
+    (index_path / "x").write_text("not an index")
+    _assert_gc_refuses(registry, foreign)
+    shutil.rmtree(index_path)
+    report = maintenance.gc()  # the file is regenerated from refs: the foreign entry is gone
+    assert foreign <= _digests(report.orphan_candidates)

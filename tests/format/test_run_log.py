@@ -82,3 +82,46 @@ def test_records_survive_sigkill_of_the_writer(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     runs = read_log(tmp_path / "w.log")
     assert runs[5].params == {"seed": 42}
+
+
+def test_a_log_tail_follows_appends_resets_and_growth_as_a_full_read_does(tmp_path: Path) -> None:
+    path = tmp_path / "w.log"
+    log = RunLog(path)
+    tail = run_log.LogTail(path)
+
+    def same() -> None:
+        tail.refresh()
+        open_now, pending_now = run_log.read_log_state(path)
+        assert set(tail.state.open) == set(open_now) and set(tail.state.pending) == set(pending_now)
+        assert {k: v.closed for k, v in tail.state.pending.items()} == {k: v.closed for k, v in pending_now.items()}
+
+    same()
+    log.append((run_log.OPEN, 0, 10))
+    log.append((run_log.PARAM, 0, "seed", 1))
+    same()
+    before = tail.version()
+    log.append((run_log.PENDING, 0, "finished", None, 20))
+    same()
+    assert tail.version() != before and list(tail.state.pending) == [0]
+    unchanged = tail.version()
+    same()
+    assert tail.version() == unchanged  # nothing new: nothing parsed again
+    log.reset()  # the batch was written: the log starts over
+    same()
+    assert tail.state.pending == {} and tail.version() != unchanged
+    log.append((run_log.OPEN, 1, 30))  # the same bytes count as before the reset, other content
+    log.append((run_log.PARAM, 1, "seed", 2))
+    log.append((run_log.PENDING, 1, "failed", "boom", 40))
+    same()
+    assert tail.state.pending[1].closed == ("failed", "boom", 40)
+    for i in range(2, 3000):  # past the first mapping: the file grows, the tail maps it again
+        log.append((run_log.OPEN, i, i))
+        log.append((run_log.PARAM, i, "pad", "x" * 400))
+        log.append((run_log.PENDING, i, "finished", None, i))
+    same()
+    assert len(tail.state.pending) == 2999
+    log.close()
+    tail.close()
+    missing = run_log.LogTail(tmp_path / "gone.log")
+    missing.refresh()
+    assert missing.state.pending == {} and missing.state.open == {}

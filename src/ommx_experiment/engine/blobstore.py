@@ -722,7 +722,7 @@ class BlobStore:
         with flock_exclusive(self._lock_path):
             paths = []
             for digest, size, role in wanted:
-                path = self._fspath(digest)
+                path = self._fspath(digest)  # a str: a Path per blob costs more than its stat
                 paths.append(path)
                 try:
                     actual = os.stat(path).st_size

@@ -198,8 +198,30 @@ class Database:
         ``step`` names the operation in error messages. Keep the body short and
         free of file I/O: OMMX waits at most 30 s for our write lock.
         """
-        with self.connections.operation(MAIN) as conn, write_transaction(conn, self.path, step):
-            yield conn
+        with self.connections.operation(MAIN) as conn:
+            try:
+                with write_transaction(conn, self.path, step):
+                    yield conn
+            finally:
+                self.connections.main_writes += 1
+
+    def change_token(self) -> tuple[object, int, int]:
+        """Equal on two calls only if nobody changed the database in between (cached views' check).
+
+        ``PRAGMA data_version`` of the main connection changes with every commit of any
+        other connection (this process's journal connection, other processes); the main
+        connection's own commits are counted here; a reopened connection is another object.
+        """
+        shared = self.connections
+        with shared.lock:
+            conn = shared.enter(MAIN)
+            try:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise translate_error(exc, self.path, "query the registry index") from exc
+            finally:
+                shared.depth -= 1
+            return conn, int(version), shared.main_writes
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -539,6 +561,8 @@ class SharedConnections:
         self._parked: tuple[int, ...] = ()
         #: How often an unlinked ``-wal`` made us reopen (tests and benchmarks read it).
         self.reopens = 0
+        #: Write transactions on the main connection (its own commits leave its data_version alone).
+        self.main_writes = 0
 
     # --- operations ------------------------------------------------------------------------------
 

@@ -60,7 +60,7 @@ from json.encoder import encode_basestring as _quote
 from pathlib import Path
 from typing import Any
 
-from ..errors import RegistryIndexLostError
+from ..errors import RegistryError, RegistryIndexLostError
 from . import atomic
 from .digest import is_valid_digest
 from .index_db import RECOVER_HINT, Database
@@ -270,9 +270,20 @@ def carried_foreign(db: Database) -> list[tuple[str, str]]:
 
 
 def foreign_digests(root: Path, db: Database) -> set[str]:
-    """Manifest digests of every foreign entry, carried or still only in the file (GC roots)."""
+    """Manifest digests of every foreign entry, carried or still only in the file (GC roots).
+
+    ``RegistryError`` naming the file if ``index.json`` exists but is not a JSON object with
+    a ``manifests`` list: the entries other tools wrote there cannot be read (GC refuses).
+    """
     found = {digest for _, digest in carried_foreign(db)}
-    found.update(str(e.get("digest")) for e in foreign_entries(read_document(root)))
+    document = read_document(root)
+    if document is None and os.path.lexists(root / INDEX_JSON):
+        raise RegistryError(
+            f"{root / INDEX_JSON} is not a valid OCI image index (not a JSON object with a `manifests` "
+            "array): the images other tools (skopeo, oras) listed there cannot be seen, and GC would "
+            "collect their blobs. Restore the file, or remove it if no other tool wrote images into this root"
+        )
+    found.update(str(e.get("digest")) for e in foreign_entries(document))
     return {d for d in found if is_valid_digest(d)}
 
 

@@ -18,11 +18,17 @@ Every role requires a JSON object with a ``config`` descriptor and a ``layers``
 array; ``subject`` is optional; ``annotations``, when present, must be an object
 of strings. Anything else raises :class:`~ommx_experiment.errors.InvalidArtifactError`
 (a ValueError) naming the manifest digest and the field.
+
+:func:`gc_links` is GC's lean reading of the same rules (the digests it follows, no
+:class:`ManifestLinks`): it accepts and refuses exactly what ``parse_manifest_links(...,
+GC)`` does, except that it reads UTF-8 only, as OMMX's ``serde_json`` (``json.loads`` of
+bytes would also take a UTF-8 BOM, UTF-16 and UTF-32).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +92,57 @@ def parse_manifest_links(data: bytes, digest: str, rules: ManifestRules = CLOSUR
         subject=None if subject is None else _link(subject, digest, "subject", rules)[0],
         annotations=_annotations(doc.get("annotations"), digest),
     )
+
+
+_decode = json.JSONDecoder().raw_decode
+
+
+def gc_links(data: bytes, digest: str, known: Container[str] = ()) -> tuple[str, list[str], str | None]:
+    """``(config digest, layer digests, subject digest or None)`` of manifest ``data``, read by
+    :data:`GC`'s rules in one pass without a :class:`ManifestLinks` (GC reads every ref's manifest).
+
+    ``known`` holds digests already known to be valid (GC's blob listing): their form is not
+    checked again.
+    """
+    try:
+        text = data.decode().strip(" \t\n\r")  # JSON's whitespace, as json.loads skips it
+        doc, end = _decode(text)
+        if end != len(text):
+            raise ValueError(f"Extra data at char {end}")
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise InvalidArtifactError(f"Manifest {digest} is not a valid OCI image manifest: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidArtifactError(f"Manifest {digest} is not a valid OCI image manifest: not a JSON object")
+    if type(doc.get("schemaVersion")) is not int:  # JSON integers decode to exact ints, never bools
+        raise InvalidArtifactError(f"Manifest {digest} is not a valid OCI image manifest: no integer schemaVersion")
+    layers = doc.get("layers")
+    if type(layers) is not list:
+        raise InvalidArtifactError(f"Manifest {digest} is not a valid OCI image manifest: `layers` is not an array")
+    config = _gc_link(doc.get("config"), digest, "config", known)
+    layer_digests = [_gc_link(layer, digest, "layers", known) for layer in layers]
+    subject = doc.get("subject")
+    subject_digest = None if subject is None else _gc_link(subject, digest, "subject", known)
+    annotations = doc.get("annotations")
+    if annotations is not None and (
+        type(annotations) is not dict or not all(type(k) is str and type(v) is str for k, v in annotations.items())
+    ):
+        raise InvalidArtifactError(f"Manifest {digest} has annotations that are not an object of strings")
+    return config, layer_digests, subject_digest
+
+
+def _gc_link(value: Any, manifest: str, field: str, known: Container[str]) -> str:
+    """:func:`_link` by :data:`GC`'s rules, the digest only."""
+    if type(value) is dict:
+        digest, size = value.get("digest"), value.get("size")
+        if (
+            type(size) is int
+            and size >= 0
+            and type(value.get("mediaType")) is str
+            and type(digest) is str
+            and (digest in known or is_valid_digest(digest))
+        ):
+            return digest
+    raise InvalidArtifactError(f"Manifest {manifest} has an invalid `{field}` descriptor: {value!r:.200}")
 
 
 def _link(value: Any, manifest: str, field: str, rules: ManifestRules) -> tuple[str, int]:

@@ -189,8 +189,17 @@ def remove_dead_archive_temps(folder: Path) -> int:
     return removed
 
 
-def write_archive(registry: LocalRegistry, manifest_digest: str, ref_name: str, path: str | os.PathLike[str]) -> None:
+def write_archive(
+    registry: LocalRegistry,
+    manifest_digest: str,
+    ref_name: str,
+    path: str | os.PathLike[str],
+    *,
+    manifest: Manifest | None = None,
+) -> None:
     """Export one manifest and its config/layer blobs to a new ``.ommx`` file at ``path``.
+
+    ``manifest``: the caller's parsed copy of ``manifest_digest`` (not parsed again).
 
     The bytes equal OMMX 3's ``Artifact.save`` for the same artifact and ref name.
     Create-new: :class:`ArchiveExistsError` (a ``RegistryError``, ``RuntimeError``
@@ -199,8 +208,9 @@ def write_archive(registry: LocalRegistry, manifest_digest: str, ref_name: str, 
     at all. The ``subject`` chain is not exported.
     """
     dest = Path(path).absolute()
-    manifest_bytes = registry.blobs.get(manifest_digest)
-    manifest = Manifest.parse(manifest_bytes)
+    manifest_bytes = registry.blobs.get(manifest_digest)  # verified against the digest
+    if manifest is None:
+        manifest = Manifest.parse(manifest_bytes)
     if os.path.lexists(dest):
         raise _exists_error(dest)
     index = image_index_bytes([(Descriptor(mt.OCI_MANIFEST, manifest_digest, len(manifest_bytes)), ref_name)])

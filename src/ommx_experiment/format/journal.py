@@ -62,7 +62,7 @@ from ..errors import (
     RunNotRecordedError,
 )
 from .content import AttachmentContent, ExperimentContent, RunContent, SolveContent, build_experiment
-from .run_log import CLOSED, OPEN, PENDING, OpenRun, RunLog, quiesce, read_log, read_log_state
+from .run_log import CLOSED, OPEN, PENDING, LogTail, OpenRun, RunLog, quiesce, read_log, read_log_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -328,6 +328,7 @@ class Journal:
         self._no_open = True  # no run of this writer is open: a flush may reset the log
         self.opened_ns = 0  # when the last run id was allocated
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
+        self._reader: SessionReader | None = None  # the cached view of the session (snapshot)
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -339,6 +340,7 @@ class Journal:
         runs: Iterable[tuple[RunContent, Mapping[str, ParamValue]]] = (),
         attachments: Iterable[tuple[str, Descriptor, str | None]] = (),
         new_blobs: Iterable[Descriptor] = (),
+        source: Descriptor | None = None,
     ) -> None:
         """Register this writer and create or adopt the session of ``requested``.
 
@@ -346,6 +348,8 @@ class Journal:
         creating it when there is none. Otherwise create a new session with the
         carried ``runs``/``attachments``, replacing an older journal of the name
         unless a live writer still writes to it (``LifecycleError``).
+        ``source``: the stored manifest every carried blob is reachable from (a fork's
+        parent, a restored checkpoint); pinned by reference instead of blob by blob.
         """
         if self.started:
             return
@@ -354,14 +358,19 @@ class Journal:
         try:
             carried_runs = list(runs)
             blobs = _unique(new_blobs)
-            pin = self._publish_pin(blobs) if blobs else None
+            if source is not None:
+                pin: str | None = self._pin_source(source, blobs)
+            else:
+                pin = self._publish_pin(blobs) if blobs else None
             with journal_write(self.registry, f"journal start {self.requested}") as conn:
-                self._start_in(conn, header, join, carried_runs, list(attachments), pin)
+                written = self._start_in(conn, header, join, carried_runs, list(attachments), pin)
         except BaseException:
             self._abandon()
             raise
         self.pin_digest = pin
         self.started = True
+        for body, run, params in written:  # the carried rows, decoded already: views never parse them
+            self._parsed[run.run_id] = (body, run, params)
         self._forget_dropped()
 
     def _start_in(
@@ -372,8 +381,10 @@ class Journal:
         runs: list[tuple[RunContent, Mapping[str, ParamValue]]],
         attachments: list[tuple[str, Descriptor, str | None]],
         pin: str | None,
-    ) -> None:
+    ) -> list[tuple[str, RunContent, dict[str, ParamValue]]]:
+        """The transaction of :meth:`start`; returns the carried rows it wrote ``(body, run as read back, params)``."""
         name = str(self.requested)
+        written: list[tuple[str, RunContent, dict[str, ParamValue]]] = []
         row = conn.execute(
             "SELECT session_id, columns, sealing FROM oxe_journal_sessions WHERE requested_name = ?", (name,)
         ).fetchone()
@@ -403,7 +414,9 @@ class Journal:
                 (name, self.session_id, header.to_json(), now_timestamp(), next_id, json.dumps(self.columns)),
             )
             now_ns = time.time_ns()
-            conn.executemany(_INSERT_RUN, [(self.session_id, r.run_id, run_body(r, p, now_ns)) for r, p in runs])
+            for r, p in runs:  # a row states its close time: a carried run without one reads back with now_ns
+                written.append((run_body(r, p, now_ns), r if r.finished_ns else dataclasses.replace(r, finished_ns=now_ns), dict(p)))
+            conn.executemany(_INSERT_RUN, [(self.session_id, r.run_id, body) for body, r, _ in written])
             conn.executemany(
                 "INSERT OR REPLACE INTO oxe_journal_attachments VALUES (?, ?, ?)",
                 [(self.session_id, n, _attachment_body(d, f)) for n, d, f in attachments],
@@ -413,6 +426,7 @@ class Journal:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (self.identity.writer_id, self.session_id, self.identity.pid, self.identity.host, now_timestamp(), pin),
         )
+        return written
 
     # --- run ids -----------------------------------------------------------------------------------
 
@@ -832,8 +846,19 @@ class Journal:
         return JournalHeader.parse(str(row[0])), int(count[0])
 
     def snapshot(self) -> JournalSnapshot | None:
-        """Every writer's closed runs and attachments, in one consistent read."""
-        return _read_session(self.registry, session_id=self.session_id, cache=self._parsed) if self.session_id else None
+        """Every writer's closed runs and attachments, in one consistent read.
+
+        Cached (:class:`SessionReader`): the same object comes back until some writer
+        changed the session, and a change is read incrementally.
+        """
+        if not self.session_id:
+            return None
+        reader = self._reader
+        if reader is None or reader.session_id != self.session_id:
+            if reader is not None:
+                reader.close()
+            reader = self._reader = SessionReader(self.registry, self.session_id, self.identity.writer_id)
+        return reader.snapshot(self.deferred, self._parsed)
 
     # --- recovery and commit --------------------------------------------------------------------------------
 
@@ -1046,6 +1071,9 @@ class Journal:
         if self.log is not None:
             self.log.close()
             self.log = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._lock is not None:
             self._lock.release(remove=not open_left)
             self._lock = None
@@ -1086,6 +1114,23 @@ class Journal:
             manifest_bytes = manifest.to_bytes()
             stored = store.put_bytes(manifest_bytes)
             self.registry.replace(pin, stored.digest, manifest_bytes=manifest_bytes)
+        return stored.digest
+
+    def _pin_source(self, source: Descriptor, blobs: list[Descriptor]) -> str:
+        """This writer's first pin over carried content: ``subject`` = ``source``, layers = ``blobs`` (or the empty blob).
+
+        O(1) in the number of carried runs: both GCs (OMMX's and ours) mark a pinned
+        manifest's subject with its config and layers, so everything the source holds
+        stays reachable through this writer's pin chain (later pins have it as subject).
+        """
+        store = self.registry.blobs
+        pin = writer_pin_name(self.registry.registry_id, self.requested, str(self.session_id), self.identity.writer_id)
+        with self.registry.publish_window():
+            config = store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
+            empty = Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size)
+            manifest = Manifest(mt.GENERIC_ARTIFACT_TYPE, empty, tuple(blobs) or (empty,), source)
+            stored = store.put_bytes(manifest.to_bytes())
+            self.registry.replace(pin, stored.digest, strict_subject=True)
         return stored.digest
 
     def _forget_dropped(self) -> None:
@@ -1413,6 +1458,209 @@ def _decode_rows(
     for stale in set(cache) - seen:
         del cache[stale]
     return out
+
+
+_Parsed = dict[int, tuple[str, RunContent, dict[str, "ParamValue"]]]
+
+
+class SessionReader:
+    """A cached, incremental :func:`_read_session` of one session for one writer (``Journal.snapshot``).
+
+    What may change a session, and how a read notices it:
+
+    - rows (closes of any writer, recovery, ``discard_run``, a commit dropping the
+      session, annotations, attachments): ``Database.change_token`` (SQLite's
+      ``data_version`` plus the main connection's own commits) differs; then the
+      session row, the attachments and the ``(run_id, rowid)`` pairs are read in one
+      transaction and only rows with a new pair are fetched and decoded;
+    - deferred closes of other writers (their open-run logs): each log is a
+      :class:`~ommx_experiment.format.run_log.LogTail`, parsed only where it changed;
+    - this writer's deferred closes: ``Journal.deferred``, in memory.
+
+    Logs are read before rows, as in :func:`_read_session`: a batch written (and its
+    log reset) in between is then in the rows. An unchanged session gives back the
+    same :class:`JournalSnapshot` object.
+    """
+
+    def __init__(self, registry: LocalRegistry, session_id: str, writer_id: str) -> None:
+        self.registry = registry
+        self.session_id = session_id
+        self.writer_id = writer_id
+        self._token: tuple[object, int, int] | None = None
+        self._tails: dict[str, LogTail] = {}
+        self._session: tuple[Any, ...] | None = None
+        self._rows: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}  # run id -> decoded row, in run-id order
+        self._id_sum = 0  # of the cached run ids
+        self._length_sum = 0  # of the cached rows' body lengths (characters, as SQLite's length())
+        self._max_rowid = 0
+        self._newest_ns = 0  # newest close time among the rows
+        self._attachments = AttachmentContent({}, {})
+        self._key: tuple[Any, ...] | None = None
+        self._snapshot: JournalSnapshot | None = None
+
+    def snapshot(self, own_deferred: Mapping[int, tuple[RunContent, dict[str, ParamValue]]], parsed: _Parsed) -> JournalSnapshot | None:
+        own = dict(own_deferred)  # before the rows: a flush in between is then in them
+        for tail in self._tails.values():
+            tail.refresh()
+        token = self.registry.db.change_token()
+        db_changed = token != self._token
+        if db_changed:
+            self._refresh_writers()
+            token = self.registry.db.change_token()
+            self._read_rows(parsed)
+            self._token = token
+        if self._session is None:
+            self._snapshot = self._key = None
+            return None
+        key = (token, tuple(own), tuple(t.version() for t in self._tails.values()))
+        if key != self._key or self._snapshot is None:
+            self._snapshot = self._build(own)
+            self._key = key
+        return self._snapshot
+
+    def _refresh_writers(self) -> None:
+        rows = self.registry.db.query("SELECT writer_id FROM oxe_journal_writers WHERE session_id = ?", (self.session_id,))
+        current = {str(w) for (w,) in rows} - {self.writer_id}
+        for gone in set(self._tails) - current:
+            self._tails.pop(gone).close()
+        for writer_id in sorted(current - set(self._tails)):
+            tail = self._tails[writer_id] = LogTail(log_path(self.registry.root, writer_id))
+            tail.refresh()
+
+    def _read_rows(self, parsed: _Parsed) -> None:
+        """Session row, attachments and the run rows that changed, in one read transaction.
+
+        Rows appended since the last read have larger rowids: only those are read,
+        with their bodies only when another writer wrote them (this writer's own are
+        decoded in ``parsed`` already). The session's ``count(*)``, ``total(run_id)``
+        and ``total(length(body))`` must then be what the cached rows plus the appended
+        ones give, and the session's ``updated_at`` must be unchanged (``discard_run``
+        rewrites it in the transaction that deletes the row); otherwise every row is
+        read again, as an uncached read would.
+        """
+        sid = self.session_id
+        before = self._session
+        with self.registry.db.read() as conn:
+            self._session = conn.execute(
+                "SELECT header, updated_at, next_run_id, columns, slot_digest FROM oxe_journal_sessions WHERE session_id = ?",
+                (sid,),
+            ).fetchone()
+            if self._session is None:
+                return
+            att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
+            count, id_sum, length_sum = conn.execute(
+                "SELECT count(*), total(run_id), total(length(body)) FROM oxe_journal_runs WHERE session_id = ?", (sid,)
+            ).fetchone()
+            appended = conn.execute(
+                "SELECT run_id, rowid FROM oxe_journal_runs WHERE session_id = ? AND rowid > ?", (sid, self._max_rowid)
+            ).fetchall()
+            foreign = [run_id for run_id, _ in appended if run_id not in parsed]
+            bodies = (
+                dict(conn.execute(
+                    "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? AND rowid > ? AND run_id >= ?",
+                    (sid, self._max_rowid, min(foreign)),
+                ).fetchall())
+                if foreign
+                else {}
+            )
+            fresh = self._apply([(run_id, rowid, bodies.get(run_id)) for run_id, rowid in appended], parsed)
+            same_stamp = before is None or before[1] == self._session[1]  # updated_at
+            if not (fresh and same_stamp and self._agrees(count, id_sum, length_sum)):
+                self._reset()
+                every = conn.execute("SELECT run_id, rowid, body FROM oxe_journal_runs WHERE session_id = ?", (sid,))
+                self._apply(every.fetchall(), parsed)
+        self._attachments = _attachment_content(att_rows)
+
+    def _apply(self, rows: list[Any], parsed: _Parsed) -> bool:
+        """Add rows ``(run_id, rowid, body or None for one of ours)``; False if one replaces a cached run."""
+        cached = self._rows
+        last = next(reversed(cached)) if cached else -1
+        in_order = True
+        id_sum, length_sum, max_rowid, newest = self._id_sum, self._length_sum, self._max_rowid, self._newest_ns
+        try:
+            for run_id, rowid, body in rows:
+                if run_id in cached:
+                    return False
+                hit = parsed.get(run_id)
+                if body is None:
+                    text, run, params = hit  # type: ignore[misc]
+                else:
+                    text = str(body)
+                    if hit is not None and hit[0] == text:
+                        run, params = hit[1], hit[2]
+                    else:
+                        run, params, _ = _parse_run_row(text)
+                cached[run_id] = (run, params)
+                id_sum += run_id
+                length_sum += len(text)
+                if run_id < last:
+                    in_order = False
+                else:
+                    last = run_id
+                if rowid > max_rowid:
+                    max_rowid = rowid
+                finished = run.finished_ns
+                if finished is not None and finished > newest:
+                    newest = finished
+        finally:
+            self._id_sum, self._length_sum, self._max_rowid, self._newest_ns = id_sum, length_sum, max_rowid, newest
+            if not in_order:
+                self._rows = dict(sorted(cached.items()))
+        return True
+
+    def _agrees(self, count: int, id_sum: float, length_sum: float) -> bool:
+        return count == len(self._rows) and id_sum == self._id_sum and length_sum == self._length_sum
+
+    def _reset(self) -> None:
+        self._rows = {}
+        self._id_sum = self._length_sum = self._max_rowid = self._newest_ns = 0
+
+    def _build(self, own: Mapping[int, tuple[RunContent, dict[str, ParamValue]]]) -> JournalSnapshot:
+        assert self._session is not None
+        header, updated_at, next_run_id, columns, slot_digest = self._session
+        rows = self._rows
+        newest_ns = self._newest_ns
+        extra = [*own.values(), *(_interrupted_run(r) for t in self._tails.values() for r in t.state.pending.values())]
+        extra = [item for item in extra if item[0].run_id not in rows]
+        if extra:
+            merged = dict(rows)
+            for run, params in extra:
+                merged.setdefault(run.run_id, (run, params))
+                newest_ns = max(newest_ns, run.finished_ns or 0)
+            ordered = tuple(merged[k] for k in sorted(merged))
+        else:
+            ordered = tuple(rows.values())
+        updated = str(updated_at)
+        if newest_ns:  # run rows carry their own close time
+            closed = datetime.fromtimestamp(newest_ns / 1e9, UTC)
+            if closed > parse_timestamp(updated):
+                updated = closed.isoformat()
+        return JournalSnapshot(
+            session_id=self.session_id,
+            header=JournalHeader.parse(str(header)),
+            attachments=self._attachments,
+            runs=ordered,
+            updated_at=updated,
+            next_run_id=int(next_run_id),
+            columns=dict(json.loads(str(columns) or "{}")),
+            slot_digest=None if slot_digest is None else str(slot_digest),
+        )
+
+    def close(self) -> None:
+        for tail in self._tails.values():
+            tail.close()
+        self._tails.clear()
+
+
+def _attachment_content(att_rows: list[Any]) -> AttachmentContent:
+    descriptors: dict[str, Descriptor] = {}
+    filenames: dict[str, str] = {}
+    for name, body in att_rows:
+        obj = json.loads(body)
+        descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
+        if obj.get("filename") is not None:
+            filenames[str(name)] = str(obj["filename"])
+    return AttachmentContent(descriptors, filenames)
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,13 +182,18 @@ def read_records(data: bytes) -> list[tuple[Any, ...]]:
     """Every intact record of a log file's bytes, in order (stops at the first zero, torn or bad one)."""
     if data[: len(MAGIC)] != MAGIC:
         return []
+    return records_from(data, HEADER)[0]
+
+
+def records_from(data: Any, pos: int) -> tuple[list[tuple[Any, ...]], int]:
+    """The intact records of ``data`` (bytes or a mapping) from offset ``pos``, and where they end."""
     out: list[tuple[Any, ...]] = []
-    pos = HEADER
-    limit = len(data) - _RECORD.size
+    size = len(data)
+    limit = size - _RECORD.size
     while pos <= limit:
         length, crc = _RECORD.unpack_from(data, pos)
         start = pos + _RECORD.size
-        if length == 0 or start + length > len(data):
+        if length == 0 or start + length > size:
             break
         payload = data[start : start + length]
         if zlib.crc32(payload) != crc:
@@ -201,7 +206,7 @@ def read_records(data: bytes) -> list[tuple[Any, ...]]:
             break
         out.append(record)
         pos = start + length
-    return out
+    return out, pos
 
 
 @dataclass
@@ -226,36 +231,113 @@ def open_runs(records: list[tuple[Any, ...]]) -> dict[int, OpenRun]:
 
 def scan(records: list[tuple[Any, ...]]) -> tuple[dict[int, OpenRun], dict[int, OpenRun]]:
     """``(open, pending)``: runs still open, and runs closed but not yet journaled (``f`` records), by run id."""
-    runs: dict[int, OpenRun] = {}
-    pending: dict[int, OpenRun] = {}
-    for record in records:
-        kind, run_id = record[0], record[1]
-        if kind == OPEN:
-            runs[run_id] = OpenRun(run_id, int(record[2]))
-            continue
-        run = runs.get(run_id)
-        if run is None:
-            if kind == CLOSED:  # a pending run journaled later (``c`` after ``f``)
-                pending.pop(run_id, None)
-            continue
-        if kind == PARAM:
-            run.params[str(record[2])] = record[3]
-        elif kind == ATTACHMENT:
-            run.attachments[str(record[2])] = (record[3], record[4])
-        elif kind == SOLVE:
-            run.solves.append(record[2])
-        elif kind == SAMPLING:
-            run.samplings.append(record[2])
-        elif kind == TRACE:
-            run.trace = record[2]
-        elif kind == PENDING:
-            if len(record) >= 5 and isinstance(record[4], int):
-                run.closed = (str(record[2]), None if record[3] is None else str(record[3]), record[4])
-                pending[run_id] = run
-            del runs[run_id]
-        elif kind in (CLOSED, DROPPED):
-            del runs[run_id]
-    return runs, pending
+    state = LogScan()
+    state.feed(records)
+    return state.open, state.pending
+
+
+class LogScan:
+    """The state :func:`scan` builds, fed record by record (:class:`LogTail` feeds it incrementally).
+
+    ``changes`` counts every change of :attr:`pending` (an entry, once added, never changes).
+    """
+
+    __slots__ = ("changes", "open", "pending")
+
+    def __init__(self) -> None:
+        self.open: dict[int, OpenRun] = {}
+        self.pending: dict[int, OpenRun] = {}
+        self.changes = 0
+
+    def feed(self, records: list[tuple[Any, ...]]) -> None:
+        runs, pending = self.open, self.pending
+        for record in records:
+            kind, run_id = record[0], record[1]
+            if kind == OPEN:
+                runs[run_id] = OpenRun(run_id, int(record[2]))
+                continue
+            run = runs.get(run_id)
+            if run is None:
+                if kind == CLOSED and pending.pop(run_id, None) is not None:  # a pending run journaled later
+                    self.changes += 1
+                continue
+            if kind == PARAM:
+                run.params[str(record[2])] = record[3]
+            elif kind == ATTACHMENT:
+                run.attachments[str(record[2])] = (record[3], record[4])
+            elif kind == SOLVE:
+                run.solves.append(record[2])
+            elif kind == SAMPLING:
+                run.samplings.append(record[2])
+            elif kind == TRACE:
+                run.trace = record[2]
+            elif kind == PENDING:
+                if len(record) >= 5 and isinstance(record[4], int):
+                    run.closed = (str(record[2]), None if record[3] is None else str(record[3]), record[4])
+                    pending[run_id] = run
+                    self.changes += 1
+                del runs[run_id]
+            elif kind in (CLOSED, DROPPED):
+                del runs[run_id]
+
+
+class LogTail:
+    """Another writer's log, read again only where it changed (``Journal.snapshot``'s cached view).
+
+    The file is mapped read-only. A read compares the bytes parsed last time (a
+    reset or a rewrite shows there: everything is parsed again) and parses only
+    the records appended after them, so an unchanged log costs one ``fstat`` and
+    one comparison of its used bytes. A missing file has no records.
+    """
+
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        self.path = os.fspath(path)
+        self.state = LogScan()
+        self.generation = 0  # bumped when the state is rebuilt from scratch
+        self._fd = -1
+        self._mm: mmap.mmap | None = None
+        self._end = HEADER
+        self._parsed = b""
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the pending runs may have changed."""
+        return self.generation, self.state.changes
+
+    def refresh(self) -> None:
+        """Bring :attr:`state` up to the file's current records."""
+        if self._fd < 0:
+            return
+        size = os.fstat(self._fd).st_size
+        if self._mm is None or len(self._mm) < size:
+            if size < HEADER:
+                return
+            if self._mm is not None:
+                self._mm.close()
+            self._mm = mmap.mmap(self._fd, size, prot=mmap.PROT_READ)
+        mm = self._mm
+        if mm[: len(MAGIC)] != MAGIC or mm[HEADER : self._end] != self._parsed:
+            self.state = LogScan()
+            self.generation += 1
+            self._end, self._parsed = HEADER, b""
+            if mm[: len(MAGIC)] != MAGIC:
+                return
+        records, end = records_from(mm, self._end)
+        if records:
+            self.state.feed(records)
+            self._parsed += mm[self._end : end]
+            self._end = end
+
+    def close(self) -> None:
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def read_log(path: os.PathLike[str] | str) -> dict[int, OpenRun]:

@@ -84,6 +84,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
     """
 
     _attachment_owner = "Experiment"
+    _run_views: tuple[Any, list[SealedRun]] | None = None  # (session view, its SealedRun views): unsealed ``runs``
+    _params_frame: tuple[Any, pd.DataFrame] | None = None  # (session view, its frame): unsealed ``run_parameters_df``
 
     # --- construction ----------------------------------------------------------------------
 
@@ -263,7 +265,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
             subject=Descriptor(mt.OCI_MANIFEST, digest, size),
         )
         params = sealed.params_by_run()
-        session.carry([(r, params.get(r.run_id, {})) for r in sealed.content.runs], sealed.content.attachments)
+        session.carry(
+            [(r, params.get(r.run_id, {})) for r in sealed.content.runs], sealed.content.attachments, session.subject
+        )
         return self
 
     # --- state checks --------------------------------------------------------------------------
@@ -327,7 +331,10 @@ class Experiment(AttachmentWriter, AttachmentReader):
             return views.views(sealed.run_records())
         assert self._session is not None
         view = self._session.view()
-        return [SealedRun(self._session.registry.blobs, view.runs[k], self._holder) for k in sorted(view.runs)]
+        cached = self._run_views
+        if cached is None or cached[0] is not view:  # the views are read-only: reused while nothing changed
+            cached = self._run_views = (view, SealedRuns(self._session.registry.blobs, self._holder).content_views(view.runs.values()))
+        return list(cached[1])
 
     @property
     def status(self) -> str | None:
@@ -613,7 +620,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         params = sealed.params_by_run()
         from .analysis import timed_runs  # run timing rides along (our runs.parquet layer)
 
-        session.carry([(r, params.get(r.run_id, {})) for r in timed_runs(sealed)], sealed.content.attachments)
+        session.carry([(r, params.get(r.run_id, {})) for r in timed_runs(sealed)], sealed.content.attachments, session.subject)
         return child
 
     def rename(self, image_name: str) -> None:
@@ -649,7 +656,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         from ..format.archive import write_archive
 
         sealed = self._committed()
-        write_archive(sealed.registry, sealed.manifest_digest, str(sealed.image_name), path)
+        write_archive(sealed.registry, sealed.manifest_digest, str(sealed.image_name), path, manifest=sealed.manifest)
 
     def push(self) -> None:
         """Push the committed artifact to the remote registry named by its image name."""
@@ -667,7 +674,10 @@ class Experiment(AttachmentWriter, AttachmentReader):
             return rp.table_to_dataframe(sealed.table(), sealed.run_ids())
         assert self._session is not None
         view = self._session.view()
-        return rp.params_to_dataframe({k: dict(v) for k, v in view.params.items()}, list(view.runs))
+        cached = self._params_frame
+        if cached is None or cached[0] is not view:  # built once per view; each call gets its own copy
+            cached = self._params_frame = (view, rp.params_to_dataframe(view.params, list(view.runs)))
+        return cached[1].copy(deep=True)
 
     @property
     def run_parameters_parquet(self) -> Path:

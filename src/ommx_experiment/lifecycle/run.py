@@ -367,6 +367,20 @@ class SealedRuns:
         return views
 
 
+    def content_views(self, contents: Iterable[RunContent]) -> list[SealedRun]:
+        """One view per decoded run (an unsealed experiment's closed runs), in the given order."""
+        new = SealedRun.__new__
+        views: list[SealedRun] = []
+        append = views.append
+        for content in contents:
+            view = new(SealedRun)
+            view._source = self
+            view._record = None
+            view._resolved = content
+            append(view)
+        return views
+
+
 class SealedRun(AttachmentReader):
     """A read-only view of a closed run (in a sealed or unsealed Experiment).
 

@@ -22,6 +22,7 @@ import weakref
 from dataclasses import dataclass
 from itertools import pairwise
 from operator import attrgetter
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .. import media_types as mt
@@ -221,7 +222,10 @@ class BuiltArtifact:
 
 @dataclass(frozen=True, slots=True)
 class SessionView:
-    """What an unsealed experiment holds now: every writer's closed runs and attachments."""
+    """What an unsealed experiment holds now: every writer's closed runs and attachments.
+
+    Read-only (the session hands the same view out again until something changed); ``runs`` is in run-id order.
+    """
 
     attachments: Mapping[str, Descriptor]
     filenames: Mapping[str, str]
@@ -264,6 +268,7 @@ class Session:
         self.carried_params: dict[int, dict[str, ParamValue]] = {}
         self.carried_attachments: dict[str, Descriptor] = {}
         self.carried_filenames: dict[str, str] = {}
+        self.carried_source: Descriptor | None = None  # the manifest holding every carried blob
         self.pending: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}
         self.open_runs = 0
         self.closed = 0
@@ -271,6 +276,7 @@ class Session:
         self.journal = Journal(registry, requested, journal_session_id)
         self.writable = True  # cleared by the owner when the session leaves the unsealed state
         self._flush_timer: threading.Timer | None = None
+        self._view: tuple[object, SessionView] | None = None  # (journal snapshot, the view made of it)
         self._exit_hook = weakref.finalize(self, _release_writer, self.journal)
 
     @property
@@ -283,8 +289,18 @@ class Session:
 
     # --- carried content (fork / restore from an OMMX checkpoint) -----------------------------
 
-    def carry(self, content_runs: Sequence[tuple[RunContent, dict[str, ParamValue]]], attachments: AttachmentContent) -> None:
-        """Adopt runs and attachments from a parent or checkpoint (descriptors only, no copies)."""
+    def carry(
+        self,
+        content_runs: Sequence[tuple[RunContent, dict[str, ParamValue]]],
+        attachments: AttachmentContent,
+        source: Descriptor | None = None,
+    ) -> None:
+        """Adopt runs and attachments from a parent or checkpoint (descriptors only, no copies).
+
+        ``source``: the stored manifest that holds every carried blob (the parent, the
+        checkpoint); the journal then pins it by reference (one small manifest) at start.
+        """
+        self.carried_source = source
         for run, params in content_runs:
             self.carried_runs[run.run_id] = run
             if params:
@@ -303,9 +319,15 @@ class Session:
                 return
             runs = [(r, self.carried_params.get(r.run_id, {})) for r in self.carried_runs.values()]
             attachments = [(n, d, self.carried_filenames.get(n)) for n, d in self.carried_attachments.items()]
-            blobs = [*self.carried_attachments.values(), *(b for r in self.carried_runs.values() for b in run_blobs(r))]
+            source = self.carried_source if (self.carried_runs or self.carried_attachments) else None
+            blobs = (
+                []
+                if source is not None
+                else [*self.carried_attachments.values(), *(b for r in self.carried_runs.values() for b in run_blobs(r))]
+            )
             header = JournalHeader(FrozenMap(self.annotations), self.subject)
-            self.journal.start(header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs)
+            self.journal.start(header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs, source=source)
+            self.carried_source = None
             self.carried_runs.clear()
             self.carried_params.clear()
             self.carried_attachments.clear()
@@ -330,18 +352,24 @@ class Session:
         with self.lock:
             if not self.journal.started:
                 return SessionView(
-                    dict(self.carried_attachments), dict(self.carried_filenames), dict(self.carried_runs),
+                    dict(self.carried_attachments), dict(self.carried_filenames), dict(sorted(self.carried_runs.items())),
                     {k: dict(v) for k, v in self.carried_params.items()}, dict(self.annotations), self.subject,
                 )
             snapshot = self.journal.snapshot()
-        if snapshot is None:
-            raise LifecycleError(f"The shared journal of {self.requested} is gone (committed or replaced by another session)")
-        runs = {run.run_id: run for run, _ in snapshot.runs}
-        params = {run.run_id: p for run, p in snapshot.runs if p}
-        return SessionView(
-            snapshot.attachments.descriptors, snapshot.attachments.filenames, runs, params,
-            dict(snapshot.header.annotations), snapshot.header.subject,
-        )
+            if snapshot is None:
+                raise LifecycleError(f"The shared journal of {self.requested} is gone (committed or replaced by another session)")
+            cached = self._view
+            if cached is not None and cached[0] is snapshot:  # nothing changed since the last view
+                return cached[1]
+            runs = {run.run_id: run for run, _ in snapshot.runs}  # in run-id order
+            params = {run.run_id: p for run, p in snapshot.runs if p}
+            view = SessionView(
+                MappingProxyType(snapshot.attachments.descriptors), MappingProxyType(snapshot.attachments.filenames),
+                MappingProxyType(runs), MappingProxyType(params),
+                MappingProxyType(dict(snapshot.header.annotations)), snapshot.header.subject,
+            )
+            self._view = (snapshot, view)
+            return view
 
     # --- runs -----------------------------------------------------------------------------
 

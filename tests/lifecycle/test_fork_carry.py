@@ -1,0 +1,109 @@
+"""A fork's carried runs are pinned by reference to the parent (``Journal._pin_source``): one small pin
+manifest whose ``subject`` is the parent, whatever the number of runs. What the child commits is
+the same as with the eager pin of every carried blob, and the carried blobs outlive the parent's
+ref through OMMX 3's GC and ours.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry, gc, remove_image
+from ommx_experiment.engine.names import ImageName
+from ommx_experiment.engine.oci import Manifest
+from ommx_experiment.format.journal import pin_refs
+
+PARENT = "example.com/fork/parent:v1"
+
+
+def _parent(n: int) -> Experiment:
+    exp = Experiment(PARENT)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    exp.set_provenance(False)
+    exp.log_json("shared", {"level": "experiment"})
+    for i in range(n):
+        with exp.run() as run:
+            run.log_parameter("i", i)
+            run.log_json("cfg", {"i": i})
+    exp.commit()
+    return exp
+
+
+def _child(parent: Experiment, name: str, *, eager: bool = False) -> Experiment:
+    child = parent.fork(name)
+    child.set_autosave_policy(AutosavePolicy.disabled())  # no draft slot: the pin alone protects the carried blobs
+    child.set_provenance(False)
+    session = child._session_or_raise()
+    if eager:
+        session.carried_source = None  # the former path: every carried blob in the first pin's layers
+    session.start()
+    if eager:
+        session.journal._parsed.clear()  # the former path: views decode the carried rows from the journal
+    return child
+
+
+def _pins(name: str) -> list[Manifest]:
+    registry = LocalRegistry.default()
+    out = []
+    for ref in pin_refs(registry, ImageName.parse(name)):
+        digest = registry.resolve(ref)
+        assert digest is not None
+        out.append(Manifest.parse(registry.blobs.get(digest)))
+    return out
+
+
+def test_a_fork_pins_its_carried_runs_with_one_manifest_whose_subject_is_the_parent(registry_root: Path) -> None:
+    parent = _parent(30)
+    child = _child(parent, "example.com/fork/child:v1")
+    (pin,) = _pins("example.com/fork/child:v1")
+    assert pin.subject is not None and pin.subject.digest == parent.artifact.manifest_digest
+    assert len(pin.layers) == 1  # not one layer per carried blob
+    eager = _child(parent, "example.com/fork/eager:v1", eager=True)
+    (eager_pin,) = _pins("example.com/fork/eager:v1")
+    assert eager_pin.subject is None and len(eager_pin.layers) == 31
+    assert [r.run_id for r in child.runs] == [r.run_id for r in eager.runs] == list(range(30))
+
+
+def test_a_fork_commits_the_same_artifact_as_the_eager_carry(registry_root: Path) -> None:
+    parent = _parent(20)
+    by_reference = _child(parent, "example.com/fork/same:v1")
+    eager = _child(parent, "example.com/fork/same:v1", eager=True)
+    for child in (by_reference, eager):  # one more run each, closed at the same instant
+        with child.run() as run:
+            run.log_parameter("i", 20)
+            run.log_json("cfg", {"i": 20})
+    for child in (by_reference, eager):
+        session = child._session_or_raise()
+        session.journal.flush()
+        with session.registry.db.journal_write("test: one close time") as conn:
+            conn.execute("UPDATE oxe_journal_runs SET body = json_set(body, '$[5]', 1, '$[7]', 1) WHERE run_id = 20")
+    assert [r.run_id for r in by_reference.runs] == [r.run_id for r in eager.runs] == list(range(21))
+    digest = by_reference.commit().manifest_digest
+    assert eager.commit().manifest_digest == digest  # same name: publishing the same digest again is a no-op
+    assert by_reference.run_parameters_df()["i"].tolist() == list(range(21))
+
+
+@pytest.mark.ommx3
+def test_carried_blobs_survive_ommx3_gc_and_ours_after_the_parent_ref_is_removed(ommx3, registry_root: Path) -> None:
+    parent = _parent(12)
+    child = _child(parent, "example.com/fork/survivor:v1")
+    with child.run() as run:
+        run.log_parameter("i", 99)
+    assert remove_image(PARENT) is not None  # the parent is now reachable only through the child's pin
+    report = ommx3.run_json(
+        """
+import json
+from ommx.artifact import gc
+r = gc(delete=True, grace_period="0s")
+print(json.dumps({"missing": len(r.missing_blobs), "invalid": len(r.invalid_manifests)}))
+""",
+        root=registry_root,
+    )
+    assert report == {"missing": 0, "invalid": 0}
+    gc(delete=True, grace_period="0s", exclusive=True)
+    child.commit()
+    loaded = Experiment.load("example.com/fork/survivor:v1")
+    assert [r.get_json("cfg") for r in loaded.runs[:12]] == [{"i": i} for i in range(12)]
+    assert loaded.get_json("shared") == {"level": "experiment"}
