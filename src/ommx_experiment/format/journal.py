@@ -1745,13 +1745,7 @@ def _read_session(
             "SELECT run_id, body FROM oxe_journal_runs WHERE session_id = ? ORDER BY run_id", (sid,)
         ).fetchall()
         att_rows = conn.execute("SELECT name, body FROM oxe_journal_attachments WHERE session_id = ?", (sid,)).fetchall()
-    descriptors: dict[str, Descriptor] = {}
-    filenames: dict[str, str] = {}
-    for name, body in att_rows:
-        obj = json.loads(body)
-        descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
-        if obj.get("filename") is not None:
-            filenames[str(name)] = str(obj["filename"])
+    attachments = _attachment_content(att_rows)
     parsed = _decode_rows(run_rows, cache)
     if deferred:
         written = {run.run_id for run, _, _ in parsed}
@@ -1767,7 +1761,7 @@ def _read_session(
     return JournalSnapshot(
         session_id=sid,
         header=JournalHeader.parse(str(row[1])),
-        attachments=AttachmentContent(descriptors, filenames),
+        attachments=attachments,
         runs=tuple((run, params) for run, params, _ in parsed),
         updated_at=updated_at,
         next_run_id=int(row[3]),
