@@ -212,3 +212,18 @@ def test_parameter_columns_encoded_once_give_the_same_files(case: tuple[rp.Param
     assert rm.encode_runs(runs, table, {}, encoded=shared) == rm.encode_runs(runs, table, {})
     frame = pq.read_table(io.BytesIO(rm.encode_runs(runs, table, {}, encoded=shared))).to_pandas()
     assert list(frame.columns[1 + len(rm.RUN_META_COLUMNS):]) == [c.name for c in shared]
+
+
+def test_runs_table_rows_for_parameter_ids_without_a_run_have_null_metadata() -> None:
+    """An OMMX artifact's parameter layer may name a run id its config lacks: that row keeps its parameters."""
+    from ommx_experiment.format import run_meta as rm
+    from ommx_experiment.format.content import RunContent
+
+    table = rp.build_table({1: {"x": 1}, 2: {"x": 2}, 3: {"x": 3}}, [1, 2, 3])
+    runs = [RunContent(1, started_ns=5_000, finished_ns=9_000), RunContent(3, "failed", "boom")]
+    frame = pq.read_table(io.BytesIO(rm.encode_runs(runs, table, {}))).to_pandas()
+    assert list(frame.iloc[:, 0]) == [1, 2, 3]
+    assert list(frame["x"]) == [1, 2, 3]
+    assert list(frame["status"].fillna("-")) == ["finished", "-", "failed"]
+    assert list(frame["lifecycle_reason"].fillna("-")) == ["-", "-", "boom"]
+    assert frame["duration_s"].iloc[0] == pytest.approx(0.004 / 1000)

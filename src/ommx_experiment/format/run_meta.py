@@ -110,10 +110,14 @@ def run_meta_row(run: RunContent) -> list[Any]:
     return [run.status, reason, started, finished, duration, len(run.solves), len(run.samplings)]
 
 
-def _meta_cells(ordered: list[RunContent | None]) -> list[Sequence[Any]]:
-    """The metadata columns (:data:`RUN_META_COLUMNS` order) of these rows, as :func:`run_meta_row` gives them."""
-    reasons = [] if None in ordered else list(map(_REASON, ordered))
-    if None in ordered or (
+def _meta_cells(ordered: list[RunContent | None], gaps: bool) -> list[Sequence[Any]]:
+    """The metadata columns (:data:`RUN_META_COLUMNS` order) of these rows, as :func:`run_meta_row` gives them.
+
+    ``gaps``: some row is None (a run id with parameters but no run). Told, not searched:
+    ``None in rows`` would call the dataclass ``__eq__`` once per run.
+    """
+    reasons = [] if gaps else list(map(_REASON, ordered))
+    if gaps or (
         reasons.count(None) != len(reasons) and any(r.status == "finished" and r.reason is not None for r in ordered)  # type: ignore[union-attr]
     ):
         empty = [None] * len(RUN_META_COLUMNS)
@@ -148,7 +152,7 @@ def runs_columns(
     index = frame_index(table, by_id)
     names = column_order(table, by_id)
     renamed = meta_column_names(names)
-    cells = _meta_cells([by_id.get(r) for r in index])
+    cells = _meta_cells(list(map(by_id.get, index)), gaps=len(index) != len(by_id))  # index ⊇ by_id
     columns: list[Column | EncodedColumn] = [Column(renamed["run_id"], INT64, index, required=True)]
     for name, kind, values in zip(RUN_META_COLUMNS, _RUN_META_KINDS, cells, strict=True):
         columns.append(Column(renamed[name], kind, list(values)))
