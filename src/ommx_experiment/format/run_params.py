@@ -90,13 +90,17 @@ class ParameterTable:
     """All parameters of an experiment, columns sorted by name (code point = byte order)."""
 
     columns: tuple[ParameterColumn, ...] = ()
+    _run_ids: frozenset[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(sorted(self.columns, key=lambda c: c.name)))
 
-    def run_ids(self) -> set[int]:
-        """Every run id that has at least one value."""
-        return set().union(*(_as_dict(column.values) for column in self.columns))
+    def run_ids(self) -> frozenset[int]:
+        """Every run id that has at least one value (computed once: a commit asks three times)."""
+        if self._run_ids is None:
+            object.__setattr__(self, "_run_ids", frozenset().union(*(_as_dict(column.values) for column in self.columns)))
+        assert self._run_ids is not None
+        return self._run_ids
 
 
 def value_type(value: object) -> str:
