@@ -461,7 +461,9 @@ class BlobStore:
 
     def open(self, digest: str) -> BinaryIO:
         """Open the blob for streaming reads (unverified; see :meth:`verify`)."""
-        path = self.path(digest)
+        if self._batched:
+            self._flush_if_pending(digest)
+        path = self._fspath(digest)  # a str: a Path per blob costs as much as the open (save, push)
         try:
             return open(path, "rb")
         except FileNotFoundError:
