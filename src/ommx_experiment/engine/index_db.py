@@ -212,16 +212,12 @@ class Database:
         other connection (this process's journal connection, other processes); the main
         connection's own commits are counted here; a reopened connection is another object.
         """
-        shared = self.connections
-        with shared.lock:
-            conn = shared.enter(MAIN)
+        with self.connections.operation(MAIN) as conn:
             try:
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error as exc:
                 raise translate_error(exc, self.path, "query the registry index") from exc
-            finally:
-                shared.depth -= 1
-            return conn, int(version), shared.main_writes
+            return conn, int(version), self.connections.main_writes
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -1126,9 +1126,8 @@ class Journal:
         store = self.registry.blobs
         pin = writer_pin_name(self.registry.registry_id, self.requested, str(self.session_id), self.identity.writer_id)
         with self.registry.publish_window():
-            config = store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
-            empty = Descriptor(mt.OCI_EMPTY_CONFIG, config.digest, config.size)
-            manifest = Manifest(mt.GENERIC_ARTIFACT_TYPE, empty, tuple(blobs) or (empty,), source)
+            store.put_bytes(mt.OCI_EMPTY_CONFIG_BYTES)
+            manifest = Manifest(mt.GENERIC_ARTIFACT_TYPE, _EMPTY_CONFIG, tuple(blobs) or (_EMPTY_CONFIG,), source)
             stored = store.put_bytes(manifest.to_bytes())
             self.registry.replace(pin, stored.digest, strict_subject=True)
         return stored.digest
@@ -1630,20 +1629,8 @@ class SessionReader:
             ordered = tuple(merged[k] for k in sorted(merged))
         else:
             ordered = tuple(rows.values())
-        updated = str(updated_at)
-        if newest_ns:  # run rows carry their own close time
-            closed = datetime.fromtimestamp(newest_ns / 1e9, UTC)
-            if closed > parse_timestamp(updated):
-                updated = closed.isoformat()
-        return JournalSnapshot(
-            session_id=self.session_id,
-            header=JournalHeader.parse(str(header)),
-            attachments=self._attachments,
-            runs=ordered,
-            updated_at=updated,
-            next_run_id=int(next_run_id),
-            columns=dict(json.loads(str(columns) or "{}")),
-            slot_digest=None if slot_digest is None else str(slot_digest),
+        return _snapshot(
+            self.session_id, (header, updated_at, next_run_id, columns, slot_digest), self._attachments, ordered, newest_ns or None
         )
 
     def close(self) -> None:
@@ -1694,11 +1681,7 @@ def journal_head(registry: LocalRegistry, requested: ImageName) -> JournalHead |
         closed_ns = _parse_run_row(str(body))[2]
         if closed_ns is not None and (not isinstance(newest, int) or closed_ns > newest):
             newest = closed_ns
-    updated_at = str(row[1])
-    if isinstance(newest, int):
-        closed = datetime.fromtimestamp(newest / 1e9, UTC)
-        if closed > parse_timestamp(updated_at):
-            updated_at = closed.isoformat()
+    updated_at = _later_of(str(row[1]), newest if isinstance(newest, int) else None)
     return JournalHead(str(row[0]), updated_at, None if row[2] is None else str(row[2]))
 
 
@@ -1752,22 +1735,37 @@ def _read_session(
         extra = [(run, params, run.finished_ns) for run, params in deferred if run.run_id not in written]
         if extra:
             parsed = sorted([*parsed, *extra], key=lambda item: item[0].run_id)
-    updated_at = str(row[2])
     newest_ns = max((ns for _, _, ns in parsed if ns is not None), default=None)
-    if newest_ns is not None:  # run rows carry their own close time
-        closed = datetime.fromtimestamp(newest_ns / 1e9, UTC)
-        if closed > parse_timestamp(updated_at):
-            updated_at = closed.isoformat()
+    return _snapshot(sid, row[1:6], attachments, tuple((run, params) for run, params, _ in parsed), newest_ns)
+
+
+def _snapshot(
+    session_id: str,
+    session: Sequence[Any],
+    attachments: AttachmentContent,
+    runs: tuple[tuple[RunContent, dict[str, ParamValue]], ...],
+    newest_ns: int | None,
+) -> JournalSnapshot:
+    """A snapshot from the session row's ``(header, updated_at, next_run_id, columns, slot_digest)``."""
+    header, updated_at, next_run_id, columns, slot_digest = session
     return JournalSnapshot(
-        session_id=sid,
-        header=JournalHeader.parse(str(row[1])),
+        session_id=session_id,
+        header=JournalHeader.parse(str(header)),
         attachments=attachments,
-        runs=tuple((run, params) for run, params, _ in parsed),
-        updated_at=updated_at,
-        next_run_id=int(row[3]),
-        columns=dict(json.loads(str(row[4]) or "{}")),
-        slot_digest=None if row[5] is None else str(row[5]),
+        runs=runs,
+        updated_at=_later_of(str(updated_at), newest_ns),
+        next_run_id=int(next_run_id),
+        columns=dict(json.loads(str(columns) or "{}")),
+        slot_digest=None if slot_digest is None else str(slot_digest),
     )
+
+
+def _later_of(updated_at: str, newest_ns: int | None) -> str:
+    """The session's ``updated_at``, or the newest run close if later (run rows carry their own close time)."""
+    if newest_ns is None:
+        return updated_at
+    closed = datetime.fromtimestamp(newest_ns / 1e9, UTC)
+    return closed.isoformat() if closed > parse_timestamp(updated_at) else updated_at
 
 
 # --- OMMX-format checkpoint slots ------------------------------------------------------------------------

@@ -355,28 +355,20 @@ class SealedRuns:
 
     def views(self, records: Iterable[RunRecord]) -> list[SealedRun]:
         """One lazy view per config record, in the given order (``manifest`` required)."""
-        new = SealedRun.__new__
-        views: list[SealedRun] = []
-        append = views.append
-        for record in records:  # ~0.3 µs a view: three slots, no __init__ call, no instance dict
-            view = new(SealedRun)
-            view._source = self
-            view._record = record
-            view._resolved = None
-            append(view)
-        return views
-
+        return self._views(records, lazy=True)
 
     def content_views(self, contents: Iterable[RunContent]) -> list[SealedRun]:
         """One view per decoded run (an unsealed experiment's closed runs), in the given order."""
+        return self._views(contents, lazy=False)
+
+    def _views(self, items: Iterable[Any], *, lazy: bool) -> list[SealedRun]:
         new = SealedRun.__new__
         views: list[SealedRun] = []
         append = views.append
-        for content in contents:
+        for item in items:  # ~0.3 µs a view: three slots, no __init__ call, no instance dict
             view = new(SealedRun)
             view._source = self
-            view._record = None
-            view._resolved = content
+            view._record, view._resolved = (item, None) if lazy else (None, item)
             append(view)
         return views
 
