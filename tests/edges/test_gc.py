@@ -355,6 +355,32 @@ def test_gc_refuses_while_index_json_stays_invalid_on_a_full_disk(tmp_path: Path
             (disk / "filler").unlink()
 
 
+def test_a_regenerated_damaged_index_json_is_kept_and_its_digests_stay_roots(registry: LocalRegistry) -> None:
+    """Our next ref write regenerates a damaged ``index.json`` from ``refs``; the entries other
+    tools listed there cannot be parsed, so the damaged bytes are kept beside it
+    (``index.json.damaged-*``) and every digest written in them stays a GC root (delete
+    included) until the user removes the copy."""
+    commit_experiment(registry, "example.com/t/ours:v1")
+    foreign = _add_foreign_image(registry)
+    index_path = registry.root / "index.json"
+    text = index_path.read_bytes()
+    damaged = text[: text.index(b"foreign/plain:v1")]  # cut after the foreign entry's digest
+    index_path.write_bytes(damaged)
+    commit_experiment(registry, "example.com/t/ours:v2")  # a ref write: the view is regenerated
+    document = json.loads(index_path.read_bytes())
+    names = {m["annotations"]["org.opencontainers.image.ref.name"] for m in document["manifests"]}
+    assert {"example.com/t/ours:v1", "example.com/t/ours:v2"} <= names
+    assert "foreign/plain:v1" not in names  # unparseable: not carried into the new file
+    kept = sorted(registry.root.glob("index.json.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damaged
+    _age_all(registry)
+    assert foreign <= _digests(maintenance.gc().reachable_blobs)
+    maintenance.gc(delete=True, grace_period="0s", exclusive=True)
+    assert all(registry.blobs.exists(d) for d in foreign)
+    kept[0].unlink()  # the user looked at the copy and let it go
+    assert foreign <= _digests(maintenance.gc().orphan_candidates)
+
+
 def test_gc_refuses_while_index_json_is_unreadable(registry: LocalRegistry) -> None:
     """An ``index.json`` that cannot be read nor replaced (here a folder) is refused the same way;
     with no ``index.json`` at all there is nothing unread, and GC runs."""

@@ -50,7 +50,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -66,6 +68,8 @@ from .digest import is_valid_digest
 from .index_db import RECOVER_HINT, Database
 from .locks import flock_exclusive
 from .names import ImageName
+
+log = logging.getLogger(__name__)
 
 OCI_LAYOUT = "oci-layout"
 INDEX_JSON = "index.json"
@@ -270,7 +274,8 @@ def carried_foreign(db: Database) -> list[tuple[str, str]]:
 
 
 def foreign_digests(root: Path, db: Database) -> set[str]:
-    """Manifest digests of every foreign entry, carried or still only in the file (GC roots).
+    """Manifest digests of every foreign entry, carried or still only in the file, plus every
+    digest written in a damaged copy kept by a regeneration (GC roots).
 
     ``RegistryError`` naming the file if ``index.json`` exists but is not a JSON object with
     a ``manifests`` list: the entries other tools wrote there cannot be read (GC refuses).
@@ -284,6 +289,8 @@ def foreign_digests(root: Path, db: Database) -> set[str]:
             "collect their blobs. Restore the file, or remove it if no other tool wrote images into this root"
         )
     found.update(str(e.get("digest")) for e in foreign_entries(document))
+    for kept in damaged_copies(root):
+        found.update(_digests_in(kept))
     return {d for d in found if is_valid_digest(d)}
 
 
@@ -317,6 +324,7 @@ class Plan:
     rewrite: bytes | None = None  # the whole new file, or None for patches
     writes: list[tuple[int, bytes]] = field(default_factory=list)
     entries: int = 0
+    set_aside: bool = False  # keep the current (damaged) file under a new name before the rewrite
 
 
 class _Fallback(Exception):
@@ -377,7 +385,9 @@ def apply(root: Path, result: Plan | None) -> None:
         return
     path = root / INDEX_JSON
     if result.rewrite is not None:
-        atomic.atomic_write_bytes(path, result.rewrite)
+        if result.set_aside:
+            _set_aside(path)
+        atomic.atomic_write_bytes(path, result.rewrite)  # its folder fsync also makes the set-aside link durable
         return
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
@@ -552,7 +562,41 @@ def _regenerate(conn: sqlite3.Connection, root: Path) -> Plan:
             entries.append((str(name), str(reference), entry))
             with contextlib.suppress(ValueError):
                 names.add(str(ImageName.from_row(str(name), str(reference))))
-    return _layout(conn, _foreign_slots(current, names) + entries)
+    plan = _layout(conn, _foreign_slots(current, names) + entries)
+    plan.set_aside = current is None and os.path.isfile(root / INDEX_JSON)
+    return plan
+
+
+DAMAGED_PREFIX = INDEX_JSON + ".damaged-"
+"""A damaged ``index.json`` is kept as ``index.json.damaged-<UTC time>-<hex>`` when it is regenerated."""
+
+_DIGEST_TEXT = re.compile(rb"sha256:[0-9a-f]{64}")
+
+
+def _set_aside(path: Path) -> None:
+    """Keep the damaged ``index.json`` (a hard link: the bytes as they are) beside the new one.
+
+    The entries other tools wrote there cannot be parsed, so regeneration cannot carry them;
+    the copy keeps them for the user, and :func:`foreign_digests` treats every digest
+    written in it as a GC root until the copy is removed.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    kept = path.with_name(f"{DAMAGED_PREFIX}{stamp}-{secrets.token_hex(3)}")
+    try:
+        os.link(path, kept)
+    except FileNotFoundError:
+        return  # replaced meanwhile: nothing damaged is left to keep
+    log.warning("%s was not a valid OCI image index; kept as %s and regenerated from refs", path, kept)
+
+
+def damaged_copies(root: Path) -> list[Path]:
+    """The damaged ``index.json`` files kept by :func:`_set_aside`, oldest first."""
+    with os.scandir(root) as entries:
+        return sorted(Path(e.path) for e in entries if e.name.startswith(DAMAGED_PREFIX))
+
+
+def _digests_in(path: Path) -> set[str]:
+    return {m.decode() for m in _DIGEST_TEXT.findall(path.read_bytes())}
 
 
 def _foreign_slots(current: dict[str, Any] | None, names: set[str]) -> list[tuple[str, str, bytes]]:
