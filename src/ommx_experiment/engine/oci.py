@@ -52,7 +52,10 @@ class FrozenMap(Mapping[_K, _V]):
     __slots__ = ("_data",)
 
     def __init__(self, items: Mapping[_K, _V] | None = None) -> None:
-        self._data: dict[_K, _V] = dict(items or {})
+        if type(items) is FrozenMap:  # immutable: its dict is shared, not copied through the Mapping protocol
+            self._data: dict[_K, _V] = items._data
+        else:
+            self._data = dict(items or {})
 
     def __getitem__(self, key: _K) -> _V:
         return self._data[key]
