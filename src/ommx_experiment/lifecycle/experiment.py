@@ -445,7 +445,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
         durable; nothing is published then and the experiment stays unsealed.
         """
         session = self._session_or_raise()
-        with session.lock, session.registry.publish_window():  # no GC between the blob writes and the ref
+        # No GC between the blob writes and the ref; no cyclic collections either (they free nothing here and
+        # walk every live object, e.g. all of pandas when it is imported): ``gc_paused``.
+        with session.lock, gc_paused(), session.registry.publish_window():
             self._check_unsealed()
             if session.open_runs:
                 raise LifecycleError(
