@@ -253,6 +253,29 @@ def test_config_bytes_of_params_only_runs_are_json_dumps_of_the_object(config: E
     assert config.to_bytes() == expected
 
 
+_attachment_only_runs = st.builds(
+    RunRecord,
+    run_id=st.integers(min_value=0, max_value=2**64 - 1),
+    status=st.sampled_from(["finished", "failed", "interrupted"]),
+    reason=st.none() | _text,
+    attachments=st.dictionaries(_text, _ref, min_size=1, max_size=3).flatmap(
+        lambda entries: st.builds(
+            AttachmentTable, st.just(entries), st.dictionaries(st.sampled_from(sorted(entries)), _text, max_size=2)
+        )
+    ),
+)
+
+
+@given(st.lists(_attachment_only_runs, min_size=1, max_size=4, unique_by=lambda r: r.run_id).map(tuple))
+def test_config_bytes_of_attachment_only_runs_are_json_dumps_of_the_object(runs: tuple[RunRecord, ...]) -> None:
+    """Runs holding only attachments (names, refs, filenames) are formatted without json.dumps per run;
+    the bytes are json.dumps's exactly, and they parse back to the same records."""
+    config = ExperimentConfig("finished", None, None, AttachmentTable(), runs, 0)
+    expected = json.dumps(config.to_obj(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert config.to_bytes() == expected
+    assert ExperimentConfig.parse(expected).to_bytes() == expected
+
+
 # --- tolerant parsing -------------------------------------------------------------------------------------
 
 

@@ -113,6 +113,25 @@ def test_commit_is_deterministic_up_to_our_analysis_layers(registry_root) -> Non
     assert a.layers[:-n] == b.layers[:-n]
 
 
+def test_commit_returns_the_artifact_it_built_without_reading_the_manifest_back(monkeypatch) -> None:
+    from ommx_experiment.engine.digest import sha256_digest
+    from ommx_experiment.lifecycle.artifact import Artifact
+
+    exp = Experiment(NAME)
+    with exp.run() as run:
+        run.log_parameter("seed", 1)
+        run.log_attachment("raw", "application/octet-stream", b"x")
+    parsed: list[bytes] = []
+    real_parse = Manifest.parse.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(Manifest, "parse", classmethod(lambda cls, data: parsed.append(data) or real_parse(cls, data)))
+    art = exp.commit()
+    assert parsed == []  # the manifest the commit built is the one handed out
+    monkeypatch.undo()
+    loaded = Artifact.load(NAME)
+    assert art == loaded and art.manifest == loaded.manifest and art.manifest_bytes == loaded.manifest_bytes
+    assert sha256_digest(art.manifest_bytes) == art.manifest_digest
+
+
 def test_views_need_commit() -> None:
     exp = Experiment(NAME)
     for call in (lambda: exp.artifact, lambda: exp.fork(), lambda: exp.save("x.ommx"), lambda: exp.push(),

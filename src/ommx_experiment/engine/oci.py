@@ -52,7 +52,10 @@ class FrozenMap(Mapping[_K, _V]):
     __slots__ = ("_data",)
 
     def __init__(self, items: Mapping[_K, _V] | None = None) -> None:
-        self._data: dict[_K, _V] = dict(items or {})
+        if type(items) is FrozenMap:  # immutable: its dict is shared, not copied through the Mapping protocol
+            self._data: dict[_K, _V] = items._data
+        else:
+            self._data = dict(items or {})
 
     def __getitem__(self, key: _K) -> _V:
         return self._data[key]
@@ -329,7 +332,19 @@ def parse_descriptor(value: Any, path: str) -> Descriptor:
     annotations = _parse_str_map(obj["annotations"], f"{path}.annotations") if "annotations" in obj else EMPTY_MAP
     artifact_type = _get_str(obj, "artifactType", path, required=False)
     assert media_type is not None and digest is not None
-    return Descriptor(media_type, digest, size, annotations, artifact_type)
+    # Every field is checked above as ``Descriptor.__post_init__`` would check it: built without a second pass
+    # (a manifest of 10,000 layers, a journal of 10,000 runs with attachments).
+    desc = _new_descriptor(Descriptor)
+    _set_field(desc, "media_type", media_type)
+    _set_field(desc, "digest", digest)
+    _set_field(desc, "size", size)
+    _set_field(desc, "annotations", annotations)
+    _set_field(desc, "artifact_type", artifact_type)
+    return desc
+
+
+_new_descriptor = object.__new__
+_set_field = object.__setattr__  # frozen dataclasses' own way to set a field
 
 
 def _manifest_from_obj(value: Any) -> Manifest:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import json.encoder
 import operator
 import re
 from collections import Counter
@@ -145,14 +146,14 @@ class RunRecord:
         object.__setattr__(self, "samplings", tuple(self.samplings))
 
     @classmethod
-    def bare(cls, run_id: int, status: str, reason: str | None) -> RunRecord:
-        """``RunRecord(run_id, status, reason)`` of a run without attachments, trace or calls, built
+    def bare(cls, run_id: int, status: str, reason: str | None, attachments: AttachmentTable | None = None) -> RunRecord:
+        """``RunRecord(run_id, status, reason, attachments)`` of a run without trace or calls, built
         about twice as fast as through the dataclass ``__init__`` (a commit builds one per run)."""
         record = _new(cls)
         _set(record, "run_id", run_id)
         _set(record, "status", status)
         _set(record, "reason", reason)
-        _set(record, "attachments", EMPTY_TABLE)
+        _set(record, "attachments", EMPTY_TABLE if attachments is None else attachments)
         _set(record, "trace", None)
         _set(record, "solves", ())
         _set(record, "samplings", ())
@@ -246,19 +247,53 @@ _BARE_RUN_JSON = {
 }
 
 
+_RUN_WITH_TABLE_JSON = {
+    status: ('{"run_id":%d,"status":"' + status + '","attachments":', ',"solves":[],"samplings":[]}')
+    for status in RUN_STATUSES
+}
+_json_str = json.encoder.encode_basestring  # what ``_dumps`` writes for a str (ensure_ascii=False)
+
+
 def _run_json(run: RunRecord) -> str:
     template = _BARE_RUN_JSON.get(run.status)
     if (
         template is not None
-        and (run.attachments is EMPTY_TABLE or not (run.attachments.entries or run.attachments.filenames))
         and run.trace is None
         and not run.solves
         and not run.samplings
         and (run.reason is None or run.status not in _REASON_STATUSES)
         and type(run.run_id) is int
     ):
-        return template % run.run_id
+        table = run.attachments
+        if table is EMPTY_TABLE or not (table.entries or table.filenames):
+            return template % run.run_id
+        text = _table_json(table)  # a run with attachments only (the common case after bare runs)
+        if text is not None:
+            head, tail = _RUN_WITH_TABLE_JSON[run.status]
+            return f"{head % run.run_id}{text}{tail}"
     return _dumps(run.to_obj())
+
+
+def _table_json(table: AttachmentTable) -> str | None:
+    """``_dumps(table.to_obj())`` for str names, int refs and str filenames, without building the
+    object (None for anything else: the caller falls back to ``json.dumps``)."""
+    entries, filenames = table.entries, table.filenames
+    parts = []
+    for name in sorted(entries):
+        ref = entries[name]
+        if type(name) is not str or type(ref) is not int:
+            return None
+        parts.append(f"{_json_str(name)}:{ref}")
+    text = '{"entries":{' + ",".join(parts) + "}"
+    if filenames:
+        parts = []
+        for name in sorted(filenames):
+            value = filenames[name]
+            if type(name) is not str or type(value) is not str:
+                return None
+            parts.append(f"{_json_str(name)}:{_json_str(value)}")
+        text += ',"filenames":{' + ",".join(parts) + "}"
+    return text + "}"
 
 
 # --- parsing ----------------------------------------------------------------------------------------

@@ -181,8 +181,17 @@ def _parse_row(text: str) -> tuple[RunContent, dict[str, ParamValue], int | None
         if type(value) not in _PARAM_TYPES:
             raise TypeError(f"journal parameter value {value!r} is not bool/int/float/str")
     started = started_ns if isinstance(started_ns, int) else None
-    if extras is None and type(run_id) is int and type(status) is str and (reason is None or type(reason) is str):
-        return RunContent.bare(run_id, status, reason, started, closed_ns), values, closed_ns  # a params-only run
+    if type(run_id) is int and type(status) is str and (reason is None or type(reason) is str):
+        if extras is None:
+            return RunContent.bare(run_id, status, reason, started, closed_ns), values, closed_ns  # a params-only run
+        if (
+            type(extras) is dict
+            and extras.get("trace") is None
+            and extras.get("solves", _NO_CALLS) == _NO_CALLS
+            and extras.get("samplings", _NO_CALLS) == _NO_CALLS
+        ):
+            attachments = _attachments_of(extras)  # attachments only: no calls to decode
+            return RunContent.bare(run_id, status, reason, started, closed_ns, attachments=attachments), values, closed_ns
     return _run_content(run_id, status, reason, extras or {}, started, closed_ns), values, closed_ns
 
 
@@ -194,6 +203,16 @@ def _parse_v1(obj: dict[str, Any]) -> tuple[RunContent, dict[str, ParamValue]]:
     return run, params
 
 
+_NO_CALLS: list[Any] = []
+
+
+def _attachments_of(extras: dict[str, Any]) -> AttachmentContent:
+    return AttachmentContent(
+        {k: parse_descriptor(v, f"journal run attachment {k!r}") for k, v in extras.get("attachments", {}).items()},
+        extras.get("filenames") or {},
+    )
+
+
 def _run_content(
     run_id: Any, status: Any, reason: Any, extras: dict[str, Any], started_ns: int | None = None, finished_ns: int | None = None
 ) -> RunContent:
@@ -202,10 +221,7 @@ def _run_content(
         run_id=int(run_id),
         status=str(status),
         reason=None if reason is None else str(reason),
-        attachments=AttachmentContent(
-            {k: parse_descriptor(v, f"journal run attachment {k!r}") for k, v in extras.get("attachments", {}).items()},
-            extras.get("filenames") or {},
-        ),
+        attachments=_attachments_of(extras),
         trace=_desc(extras.get("trace"), "journal trace"),
         solves=tuple(_call(c) for c in extras.get("solves", [])),
         samplings=tuple(_call(c) for c in extras.get("samplings", [])),

@@ -71,16 +71,30 @@ class Artifact:
 
     @classmethod
     def _open(
-        cls, registry: LocalRegistry, image_name: ImageName | str, manifest_digest: str, *, keep_alive: object = None
+        cls,
+        registry: LocalRegistry,
+        image_name: ImageName | str,
+        manifest_digest: str,
+        *,
+        keep_alive: object = None,
+        parsed: tuple[Manifest, bytes] | None = None,
     ) -> Artifact:
-        """Internal constructor: read and parse the (verified) manifest blob."""
-        data = registry.blobs.get(manifest_digest)
+        """Internal constructor: read and parse the (verified) manifest blob.
+
+        ``parsed``: the manifest of ``manifest_digest`` and its exact bytes as the caller
+        built or parsed them (a commit's): neither read nor parsed again.
+        """
+        if parsed is None:
+            data = registry.blobs.get(manifest_digest)
+            manifest = Manifest.parse(data)
+        else:
+            manifest, data = parsed
         self = object.__new__(cls)
         self._registry = registry
         self._image = ImageName.parse(image_name)
         self._digest = manifest_digest
         self._manifest_bytes = data
-        self._manifest = Manifest.parse(data)
+        self._manifest = manifest
         self._keep_alive = keep_alive
         return self
 

@@ -55,10 +55,10 @@ _UNSEALED, _SEALED, _CHECKPOINT, _COMMIT_FAILED = "unsealed", "sealed", "checkpo
 DERIVED_DIR = ".oxe-derived"
 
 
-def _artifact(registry: LocalRegistry, image: ImageName, digest: str, holder: Any) -> Artifact:
+def _artifact(registry: LocalRegistry, image: ImageName, digest: str, holder: Any, parsed: Any = None) -> Artifact:
     from .artifact import Artifact
 
-    return Artifact._open(registry, image, digest, keep_alive=holder)
+    return Artifact._open(registry, image, digest, keep_alive=holder, parsed=parsed)
 
 
 def _slot_wins(slot: tuple[str, str], journal: Any) -> bool:
@@ -445,7 +445,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
         durable; nothing is published then and the experiment stays unsealed.
         """
         session = self._session_or_raise()
-        with session.lock, session.registry.publish_window():  # no GC between the blob writes and the ref
+        # No GC between the blob writes and the ref; no cyclic collections either (they free nothing here and
+        # walk every live object, e.g. all of pandas when it is imported): ``gc_paused``.
+        with session.lock, gc_paused(), session.registry.publish_window():
             self._check_unsealed()
             if session.open_runs:
                 raise LifecycleError(
@@ -460,7 +462,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
             self._seal(session, built)
             self._cleanup_checkpoints(session, built.manifest_digest if session.journal.started else None)
             session.release()
-        return self.artifact
+        sealed = self._committed()  # the manifest just built: not read back nor parsed again
+        return _artifact(sealed.registry, sealed.image_name, sealed.manifest_digest, self._holder,
+                         (built.manifest, built.manifest_bytes))
 
     def _commit_shared(self, session: Session) -> Any:
         journal = session.journal

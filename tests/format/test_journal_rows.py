@@ -1,0 +1,63 @@
+"""Journal run rows: the attachment-only fast read gives what the general read gives, and stays strict."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ommx_experiment.engine.oci import Descriptor, parse_descriptor
+from ommx_experiment.errors import InvalidArtifactError, InvalidInputError
+from ommx_experiment.format.content import AttachmentContent, RunContent
+from ommx_experiment.format.journal import _parse_run_row, _run_content, run_body
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _run(**kw: object) -> RunContent:
+    desc = Descriptor("application/json", DIGEST, 12, {"org.ommx.user.k": "v"})
+    base: dict[str, object] = dict(
+        run_id=7, status="failed", reason="boom", attachments=AttachmentContent({"cfg": desc}, {"cfg": "c.json"}),
+        started_ns=5, finished_ns=9,
+    )
+    base.update(kw)
+    return RunContent(**base)  # type: ignore[arg-type]
+
+
+def test_attachment_only_rows_read_back_as_the_general_reader_reads_them() -> None:
+    run = _run()
+    text = run_body(run, {"p": 1.5, "s": "x"})
+    got, params, closed = _parse_run_row(text)
+    row = json.loads(text)
+    general = _run_content(row[1], row[2], row[3], row[6], row[7], row[5])
+    assert got == general == run
+    assert (got.started_ns, got.finished_ns) == (general.started_ns, general.finished_ns) == (5, 9)
+    assert got.attachments.filenames == {"cfg": "c.json"}
+    assert params == {"p": 1.5, "s": "x"} and closed == 9
+
+
+@pytest.mark.parametrize(
+    ("extras", "match"),
+    [
+        ({"attachments": {"cfg": {"mediaType": "a/b", "digest": "sha256:xyz", "size": 1}}}, "invalid digest"),
+        ({"attachments": {"cfg": {"mediaType": "a/b", "digest": DIGEST, "size": True}}}, "non-negative"),
+        ({"attachments": {}, "trace": ""}, "expected an object"),
+        ({"attachments": {}, "solves": None}, "TypeError"),
+    ],
+)
+def test_damaged_rows_still_raise(extras: dict[str, object], match: str) -> None:
+    text = json.dumps([3, 1, "finished", None, {}, 5, extras, None])
+    with pytest.raises(InvalidArtifactError, match=match):
+        _parse_run_row(text)
+
+
+def test_parsed_descriptors_are_checked_as_constructed_ones() -> None:
+    obj = {"mediaType": "a/b", "digest": DIGEST, "size": 3, "annotations": {"k": "v"}, "artifactType": "t/u"}
+    parsed = parse_descriptor(obj, "x")
+    built = Descriptor("a/b", DIGEST, 3, {"k": "v"}, "t/u")
+    assert parsed == built and hash(parsed) == hash(built)
+    for bad in ({**obj, "size": -1}, {**obj, "digest": "md5:00"}, {**obj, "annotations": {"k": 1}}, {**obj, "mediaType": 3}):
+        with pytest.raises(InvalidArtifactError):
+            parse_descriptor(bad, "x")
+    with pytest.raises(InvalidInputError):
+        Descriptor("a/b", DIGEST, -1)
