@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -900,6 +901,40 @@ class BlobStore:
                     self._mark_unsynced()
         except OSError as exc:
             raise RegistryError(f"Failed to publish blob at {final}: {exc}") from exc
+
+
+class InlineBlobs:
+    """Reads of a :class:`BlobStore` that also see bytes not stored yet (``digest -> bytes``).
+
+    A deferred Run close carries its small attachments inline (spec/experiment.md,
+    "Inline attachments") until its batch stores them; a view of such a run reads
+    through this. Everything but :meth:`get`, :meth:`open` and :meth:`iter_chunks`
+    is the store's own.
+    """
+
+    __slots__ = ("inline", "store")
+
+    def __init__(self, store: BlobStore, inline: Mapping[str, bytes]) -> None:
+        self.store = store
+        self.inline = inline
+
+    def get(self, digest: str) -> bytes:
+        data = self.inline.get(digest)
+        return self.store.get(digest) if data is None else data
+
+    def open(self, digest: str) -> BinaryIO:
+        data = self.inline.get(digest)
+        return self.store.open(digest) if data is None else io.BytesIO(data)
+
+    def iter_chunks(self, digest: str) -> Iterator[bytes]:
+        data = self.inline.get(digest)
+        if data is None:
+            yield from self.store.iter_chunks(digest)
+        else:
+            yield data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
 
 
 @dataclass(frozen=True, slots=True)

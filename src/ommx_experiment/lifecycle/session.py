@@ -58,7 +58,15 @@ from ..format.content import (
     build_experiment,
     content_from_artifact,
 )
-from ..format.journal import GROUP_COMMIT_RUNS, GROUP_COMMIT_SECONDS, Journal, JournalHeader, checkpoint_ref, run_blobs
+from ..format.journal import (
+    GROUP_COMMIT_BYTES,
+    GROUP_COMMIT_RUNS,
+    GROUP_COMMIT_SECONDS,
+    Journal,
+    JournalHeader,
+    checkpoint_ref,
+    run_blobs,
+)
 from ..format.parquet_trust import our_parquet_layer, parquet_layer_agrees
 from .autosave import DEFAULT_POLICY, AutosavePolicy, AutosaveSchedule
 from .reason import lifecycle_reason
@@ -432,7 +440,7 @@ class Session:
             self._one_less_open()
             self.closed += 1
             if deferred:
-                if len(self.journal.deferred) >= GROUP_COMMIT_RUNS:
+                if len(self.journal.deferred) >= GROUP_COMMIT_RUNS or self.journal.deferred_bytes >= GROUP_COMMIT_BYTES:
                     self.journal.flush()
                 elif self._flush_timer is None:
                     self._start_flush_timer()
@@ -583,6 +591,10 @@ class Session:
     ) -> BuiltArtifact:
         table = rp.build_table(state.params, state.runs.keys())
         blobs = self.registry.blobs
+        for run in state.runs.values():  # deferred closes' inline attachments (the caller holds the publish window)
+            if run.inline:
+                for digest, data in run.inline.items():
+                    blobs.put_bytes(data, expected_digest=digest)
         msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
         extra: tuple[Descriptor, ...] = ()
         if parquet:
