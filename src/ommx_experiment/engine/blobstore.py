@@ -175,6 +175,13 @@ class _Leases:
             if self._size > self.COMPACT_BYTES:
                 self._compact()
 
+    def compact_if_due(self) -> None:
+        """Compact now if a release found it due while a GC lock was held (this process's own
+        publish window, in which every ref write releases): called when a window closes."""
+        with self._lock:
+            if self._pid == os.getpid() and self._size > self.COMPACT_BYTES:
+                self._compact()
+
     def _compact(self) -> None:
         """Swap in a new lease file holding only the ``+`` lines still held (see the class doc).
 
@@ -753,6 +760,12 @@ class BlobStore:
     def release(self, digests: Iterable[str]) -> None:
         """Drop this process's leases on ``digests`` (a ref now reaches them)."""
         self._leases.release(digests)
+
+    def compact_leases(self) -> None:
+        """Shrink this process's lease file if releases made it due (outside any publish window)."""
+        leases = self._leases
+        if isinstance(leases, _Leases):
+            leases.compact_if_due()
 
     def pins_dir(self) -> Path:
         """This process's pins folder for this root: pin files written there protect their
