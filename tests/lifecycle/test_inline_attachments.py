@@ -202,7 +202,7 @@ def test_the_lease_file_stays_small_over_many_closes_with_attachments(registry_r
     exp.commit()
 
 
-def test_a_large_wal_is_truncated_at_exit(tmp_path: Path) -> None:
+def test_a_large_wal_and_free_pages_are_given_back_at_exit(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
     code = (
@@ -217,3 +217,12 @@ def test_a_large_wal_is_truncated_at_exit(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
     wal = root / "index.sqlite3-wal"
     assert not wal.exists() or wal.stat().st_size <= 1 << 20
+    import sqlite3
+
+    conn = sqlite3.connect(root / "index.sqlite3")
+    try:  # the committed journal's rows were dropped: their pages were given back too
+        free, page = conn.execute("PRAGMA freelist_count").fetchone()[0], conn.execute("PRAGMA page_size").fetchone()[0]
+        assert free * page <= 512 * 1024
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
