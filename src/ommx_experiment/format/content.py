@@ -53,6 +53,9 @@ class AttachmentContent:
 
     descriptors: Mapping[str, Descriptor] = field(default=EMPTY_MAP)
     filenames: Mapping[str, str] = field(default=EMPTY_MAP)
+    inline: Mapping[str, bytes] | None = field(default=None, compare=False, repr=False)
+    """Bytes of attachments not in the blob store yet (digest -> bytes): an unsealed
+    experiment's small attachments, kept in its journal rows until a commit or checkpoint stores them."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "descriptors", FrozenMap(self.descriptors))

@@ -28,6 +28,7 @@ OMMX-format checkpoints
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -785,19 +786,23 @@ class Journal:
 
     # --- experiment-level state -------------------------------------------------------------------------
 
-    def add_attachment(self, name: str, desc: Descriptor, filename: str | None) -> None:
-        pin = self._publish_pin([desc])
+    def add_attachment(self, name: str, desc: Descriptor, filename: str | None, inline: bytes | None = None) -> None:
+        """Record an experiment-level attachment. A stored blob is pinned first; ``inline`` bytes
+        (a small attachment, spec/experiment.md "Inline attachments") stay in the row until a
+        commit or an OMMX-format checkpoint stores them, so nothing is pinned now."""
+        pin = self._publish_pin([desc]) if inline is None else self.pin_digest
         with journal_write(self.registry, f"journal {self.requested} attachment {name!r}") as conn:
             if _session_state(conn, self.session_id) != "open":
                 raise LifecycleError(self._gone_message(conn, f"attachment `{name}` was not added"))
             try:
                 conn.execute(
                     "INSERT INTO oxe_journal_attachments VALUES (?, ?, ?)",
-                    (self.session_id, name, _attachment_body(desc, filename)),
+                    (self.session_id, name, _attachment_body(desc, filename, inline)),
                 )
             except sqlite3.IntegrityError:
                 raise LifecycleError(f"Attachment `{name}` already exists") from None
-            conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
+            if pin != self.pin_digest:
+                conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
 
     def note_checkpoint(self, manifest_digest: str | None) -> None:
@@ -1339,8 +1344,11 @@ def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connec
         raise JournalWriteError(f"Failed to write the checkpoint journal {registry.db.path} ({step}): {exc}") from exc
 
 
-def _attachment_body(desc: Descriptor, filename: str | None) -> str:
-    return json.dumps({"descriptor": desc.to_dict(), "filename": filename}, ensure_ascii=False, separators=(",", ":"))
+def _attachment_body(desc: Descriptor, filename: str | None, inline: bytes | None = None) -> str:
+    obj: dict[str, Any] = {"descriptor": desc.to_dict(), "filename": filename}
+    if inline is not None:
+        obj["inline"] = base64.b64encode(inline).decode("ascii")
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:
@@ -1689,12 +1697,15 @@ class SessionReader:
 def _attachment_content(att_rows: list[Any]) -> AttachmentContent:
     descriptors: dict[str, Descriptor] = {}
     filenames: dict[str, str] = {}
+    inline: dict[str, bytes] = {}
     for name, body in att_rows:
         obj = json.loads(body)
-        descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
+        desc = descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
         if obj.get("filename") is not None:
             filenames[str(name)] = str(obj["filename"])
-    return AttachmentContent(descriptors, filenames)
+        if isinstance(obj.get("inline"), str):
+            inline[desc.digest] = base64.b64decode(obj["inline"])
+    return AttachmentContent(descriptors, filenames, inline or None)
 
 
 @dataclass(frozen=True, slots=True)

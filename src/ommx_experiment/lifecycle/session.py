@@ -241,6 +241,8 @@ class SessionView:
     params: Mapping[int, Mapping[str, ParamValue]]
     annotations: Mapping[str, str]
     subject: Descriptor | None
+    inline: Mapping[str, bytes] | None = None
+    """Bytes of experiment-level attachments not in the blob store yet (digest -> bytes)."""
 
 
 class Session:
@@ -375,6 +377,7 @@ class Session:
                 MappingProxyType(snapshot.attachments.descriptors), MappingProxyType(snapshot.attachments.filenames),
                 MappingProxyType(runs), MappingProxyType(params),
                 MappingProxyType(dict(snapshot.header.annotations)), snapshot.header.subject,
+                snapshot.attachments.inline,
             )
             self._view = (snapshot, view)
             return view
@@ -518,10 +521,10 @@ class Session:
             if taken:
                 raise LifecycleError(f"Attachment `{name}` already exists")
 
-    def add_attachment(self, name: str, desc: Descriptor, filename: str | None) -> None:
+    def add_attachment(self, name: str, desc: Descriptor, filename: str | None, inline: bytes | None = None) -> None:
         with self.lock:
             self.start()
-            self.journal.add_attachment(name, desc, filename)
+            self.journal.add_attachment(name, desc, filename, inline)
 
     def set_annotation(self, key: str, value: str) -> None:
         with self.lock:
@@ -591,9 +594,10 @@ class Session:
     ) -> BuiltArtifact:
         table = rp.build_table(state.params, state.runs.keys())
         blobs = self.registry.blobs
-        for run in state.runs.values():  # deferred closes' inline attachments (the caller holds the publish window)
-            if run.inline:
-                for digest, data in run.inline.items():
+        # inline attachments (experiment-level ones, deferred closes'): stored in the caller's publish window
+        for inline in (state.inline, *(run.inline for run in state.runs.values())):
+            if inline:
+                for digest, data in inline.items():
                     blobs.put_bytes(data, expected_digest=digest)
         msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
         extra: tuple[Descriptor, ...] = ()
