@@ -226,3 +226,48 @@ def test_a_large_wal_and_free_pages_are_given_back_at_exit(tmp_path: Path) -> No
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         conn.close()
+
+
+_EXP_WRITER = """
+import os, sys
+from ommx_experiment import Experiment
+exp = Experiment.join({name!r})
+exp.log_json("cfg", {{"pad": "x" * 180}})
+exp.log_attachment("raw", "application/octet-stream", bytes(range(256)) * 4)
+print("logged", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_experiment_level_inline_attachments_survive_sigkill_and_are_committed_by_another_process(
+    registry_root: Path, ommx3: Any
+) -> None:
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(registry_root), PYTHONPATH=str(SRC))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EXP_WRITER.format(name=NAME)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "logged"
+        raw = bytes(range(256)) * 4
+        assert not _stored(registry_root, raw)  # inline: in the journal row, not a blob
+        here = Experiment.join(NAME)  # another process reads it while the writer lives
+        assert here.get_json("cfg") == {"pad": "x" * 180} and here.get_blob("raw") == raw
+    finally:
+        proc.kill()  # SIGKILL: the row (and its bytes) is in SQLite already
+        proc.wait()
+    from ommx_experiment import gc
+
+    assert gc(delete=False).missing_blobs == ()  # an inline attachment is not a missing blob
+    here = Experiment.join(NAME)
+    assert here.get_blob("raw") == raw
+    here.commit()
+    assert _stored(registry_root, raw)
+    loaded = Experiment.load(NAME)
+    assert loaded.get_blob("raw") == raw and loaded.get_json("cfg") == {"pad": "x" * 180}
+    got = ommx3.run_json(
+        "import json\nfrom ommx.experiment import Experiment\n"
+        f"e = Experiment.load({NAME!r})\n"
+        "print(json.dumps([e.get_json('cfg'), e.get_blob('raw').hex()]))\n",
+        root=registry_root,
+    )
+    assert got == [{"pad": "x" * 180}, raw.hex()]
