@@ -177,17 +177,17 @@ def test_new_session_replaces_old_journal_at_first_write() -> None:
 def test_pin_chain_keeps_journaled_blobs_reachable() -> None:
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())
-    exp.log_attachment("a", "x/y", b"A")
+    big = 70_000  # over INLINE_MAX_BYTES: stored and pinned when logged/closed (small ones stay inline)
+    exp.log_attachment("a", "x/y", b"A" * big)
     with exp.run() as run:
-        run.log_attachment("b", "x/y", b"B")
+        run.log_attachment("b", "x/y", b"B" * big)
     with exp.run() as run:
-        run.log_attachment("c", "x/y", b"C")
-    exp._session_or_raise().flush_pending()  # the closes are deferred (inline attachments): their batch pins them
+        run.log_attachment("c", "x/y", b"C" * big)
     registry = LocalRegistry.default()
     [pin_ref] = pin_refs(registry, ImageName.parse(NAME))  # one writer: one pin chain
     pin = registry.resolve(pin_ref)
     reached = {d for d, _ in registry.closure(pin)}
-    for payload in (b"A", b"B", b"C"):
+    for payload in (b"A" * big, b"B" * big, b"C" * big):
         from ommx_experiment.engine.digest import sha256_digest
 
         assert sha256_digest(payload) in reached
@@ -197,7 +197,7 @@ def test_pin_chain_keeps_journaled_blobs_reachable() -> None:
         chain += 1
         digest = Manifest.parse(registry.blobs.get(digest)).subject
         digest = digest.digest if digest else None
-    assert chain == 2  # the experiment attachment's pin, then one pin for the batch of both runs
+    assert chain == 3
 
 
 def test_restore_missing_is_runtime_error() -> None:
