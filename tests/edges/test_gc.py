@@ -241,12 +241,13 @@ def test_journaled_blobs_survive_gc_without_their_pin_ref(registry: LocalRegistr
     name = "example.com/t/journaled:v1"
     exp = Experiment(name)
     exp.set_autosave_policy(AutosavePolicy.disabled())
-    exp.log_attachment("top", mt.OCTET_STREAM, b"experiment-level payload")
+    pad = b"." * 70_000  # over INLINE_MAX_BYTES: stored and pinned at once (small ones stay inline until a batch or commit)
+    exp.log_attachment("top", mt.OCTET_STREAM, b"experiment-level payload" + pad)
     for i in range(3):
         with exp.run() as run:
             run.log_parameter("i", i)
-            run.log_attachment("blob", mt.OCTET_STREAM, f"payload-{i}".encode())
-    payloads = [b"experiment-level payload", *(f"payload-{i}".encode() for i in range(3))]
+            run.log_attachment("blob", mt.OCTET_STREAM, f"payload-{i}".encode() + pad)
+    payloads = [b"experiment-level payload" + pad, *(f"payload-{i}".encode() + pad for i in range(3))]
     [pin] = checkpoints.pin_refs(registry, ImageName.parse(name))  # one writer, one pin chain
     assert registry.remove(pin) is not None
     assert registry.list_refs() == []  # nothing but the journal names these blobs now

@@ -177,16 +177,17 @@ def test_new_session_replaces_old_journal_at_first_write() -> None:
 def test_pin_chain_keeps_journaled_blobs_reachable() -> None:
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())
-    exp.log_attachment("a", "x/y", b"A")
+    big = 70_000  # over INLINE_MAX_BYTES: stored and pinned when logged/closed (small ones stay inline)
+    exp.log_attachment("a", "x/y", b"A" * big)
     with exp.run() as run:
-        run.log_attachment("b", "x/y", b"B")
+        run.log_attachment("b", "x/y", b"B" * big)
     with exp.run() as run:
-        run.log_attachment("c", "x/y", b"C")
+        run.log_attachment("c", "x/y", b"C" * big)
     registry = LocalRegistry.default()
     [pin_ref] = pin_refs(registry, ImageName.parse(NAME))  # one writer: one pin chain
     pin = registry.resolve(pin_ref)
     reached = {d for d, _ in registry.closure(pin)}
-    for payload in (b"A", b"B", b"C"):
+    for payload in (b"A" * big, b"B" * big, b"C" * big):
         from ommx_experiment.engine.digest import sha256_digest
 
         assert sha256_digest(payload) in reached

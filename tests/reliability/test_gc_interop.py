@@ -230,9 +230,10 @@ def test_ommx_zero_grace_gc_beside_an_open_run_never_yields_a_broken_commit(ommx
     with pytest.raises(RunBlobsLostError) as lost:  # OMMX ignores our leases: the unpinned payload is gone
         with exp.run() as run:
             run.log_parameter("i", 0)
-            run.log_attachment("payload", "application/octet-stream", b"payload of an open run" * 50)
+            # over INLINE_MAX_BYTES: stored when logged (a small one stays inline and no GC can take it)
+            run.log_attachment("payload", "application/octet-stream", b"payload of an open run" * 4000)
             collected = ommx3.run_json(_OMMX_GC_ONCE.format(grace="0s"), root=registry_root)["deleted"]
-    digest = sha256_digest(b"payload of an open run" * 50)
+    digest = sha256_digest(b"payload of an open run" * 4000)
     assert digest in collected
     message = str(lost.value)
     assert isinstance(lost.value, BlobNotFoundError) and isinstance(lost.value, RuntimeError)

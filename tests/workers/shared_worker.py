@@ -5,6 +5,8 @@ Commands (one JSON array per line; one JSON reply per line on stdout):
 - ``["join", name]`` → ``{"ok": true}``
 - ``["open", key, value]`` → ``{"run_id": N}``: a new Run with one parameter
 - ``["log", run_id, key, value]`` → ``{"ok": true}`` (or ``{"error": ...}``)
+- ``["attach", run_id, name, hex]`` → ``{"ok": true}``: ``log_attachment`` of ``bytes.fromhex(hex)``
+  (``application/octet-stream``) and ``log_json(name + ".json", {"hex": hex})``
 - ``["close", run_id]`` → ``{"ok": true}`` (or ``{"error": type, "message": ...}``)
 - ``["discard", run_id]`` → ``{"ok": true}`` or an error
 - ``["commit"]`` → ``{"digest": ...}`` or an error
@@ -44,6 +46,11 @@ def _serve() -> None:
                 reply = {"run_id": run.run_id}
             elif cmd[0] == "log":
                 runs[cmd[1]].log_parameter(cmd[2], cmd[3])  # type: ignore[attr-defined]
+                reply = {"ok": True}
+            elif cmd[0] == "attach":
+                run = runs[cmd[1]]
+                run.log_attachment(cmd[2], "application/octet-stream", bytes.fromhex(cmd[3]))  # type: ignore[attr-defined]
+                run.log_json(cmd[2] + ".json", {"hex": cmd[3]})  # type: ignore[attr-defined]
                 reply = {"ok": True}
             elif cmd[0] == "close":
                 runs.pop(cmd[1]).finish()  # type: ignore[attr-defined]

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -172,6 +173,13 @@ class _Leases:
             for digest in gone:
                 del self._held[digest]
             if self._size > self.COMPACT_BYTES:
+                self._compact()
+
+    def compact_if_due(self) -> None:
+        """Compact now if a release found it due while a GC lock was held (this process's own
+        publish window, in which every ref write releases): called when a window closes."""
+        with self._lock:
+            if self._pid == os.getpid() and self._size > self.COMPACT_BYTES:
                 self._compact()
 
     def _compact(self) -> None:
@@ -753,6 +761,12 @@ class BlobStore:
         """Drop this process's leases on ``digests`` (a ref now reaches them)."""
         self._leases.release(digests)
 
+    def compact_leases(self) -> None:
+        """Shrink this process's lease file if releases made it due (outside any publish window)."""
+        leases = self._leases
+        if isinstance(leases, _Leases):
+            leases.compact_if_due()
+
     def pins_dir(self) -> Path:
         """This process's pins folder for this root: pin files written there protect their
         digests from our GC while this process lives (see the module doc)."""
@@ -900,6 +914,40 @@ class BlobStore:
                     self._mark_unsynced()
         except OSError as exc:
             raise RegistryError(f"Failed to publish blob at {final}: {exc}") from exc
+
+
+class InlineBlobs:
+    """Reads of a :class:`BlobStore` that also see bytes not stored yet (``digest -> bytes``).
+
+    A deferred Run close carries its small attachments inline (spec/experiment.md,
+    "Inline attachments") until its batch stores them; a view of such a run reads
+    through this. Everything but :meth:`get`, :meth:`open` and :meth:`iter_chunks`
+    is the store's own.
+    """
+
+    __slots__ = ("inline", "store")
+
+    def __init__(self, store: BlobStore, inline: Mapping[str, bytes]) -> None:
+        self.store = store
+        self.inline = inline
+
+    def get(self, digest: str) -> bytes:
+        data = self.inline.get(digest)
+        return self.store.get(digest) if data is None else data
+
+    def open(self, digest: str) -> BinaryIO:
+        data = self.inline.get(digest)
+        return self.store.open(digest) if data is None else io.BytesIO(data)
+
+    def iter_chunks(self, digest: str) -> Iterator[bytes]:
+        data = self.inline.get(digest)
+        if data is None:
+            yield from self.store.iter_chunks(digest)
+        else:
+            yield data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
 
 
 @dataclass(frozen=True, slots=True)

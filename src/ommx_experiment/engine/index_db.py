@@ -590,6 +590,27 @@ class SharedConnections:
             self.reopens += 1
             self._close_all(keep_shared_lock=True)
 
+    def checkpoint_large_wal(self) -> None:
+        """Best effort at exit (not a durability step: every commit is in the WAL already): move a
+        ``-wal`` over :data:`EXIT_CHECKPOINT_WAL_BYTES` into the database file and truncate it, which
+        our last close does not do (the keepers refuse it the exclusive lock). Skipped while OMMX 3's
+        SQLite is in the process (spec/registry.md §4a) or another process reads the WAL (busy)."""
+        try:
+            if os.path.getsize(self.path + "-wal") <= EXIT_CHECKPOINT_WAL_BYTES or other_sqlite_loaded():
+                return
+            with self.lock:
+                conn = self._conns.get(MAIN)
+                if conn is None or conn.in_transaction:
+                    return
+                if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL (files we created)
+                    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                    if free * conn.execute("PRAGMA page_size").fetchone()[0] > EXIT_CHECKPOINT_WAL_BYTES // 2:
+                        # a journal's dropped rows: pages given back (executescript runs it to completion)
+                        conn.executescript("PRAGMA incremental_vacuum;")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except (OSError, sqlite3.Error):
+            return
+
     def close(self, *, release: bool = False) -> None:
         """Close every connection of ours to the file, then the keepers.
 
@@ -798,10 +819,15 @@ def shared_connections(path: Path) -> SharedConnections:
         return shared
 
 
+EXIT_CHECKPOINT_WAL_BYTES = 1 << 20
+"""At interpreter exit a ``-wal`` larger than this is checkpointed into the database and truncated."""
+
+
 def _close_every_file() -> None:
     with _SHARED_LOCK:
         every = list(_SHARED.values())
     for shared in every:
+        shared.checkpoint_large_wal()
         shared.close(release=True)
 
 
@@ -836,6 +862,8 @@ def _open_main(path: str) -> tuple[sqlite3.Connection, bool]:
         return _open_read_only(path), False
     mode = ""
     with contextlib.suppress(sqlite3.OperationalError):
+        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file: free pages can be given back
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
     return conn, mode == "wal"
 

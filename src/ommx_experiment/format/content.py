@@ -53,6 +53,9 @@ class AttachmentContent:
 
     descriptors: Mapping[str, Descriptor] = field(default=EMPTY_MAP)
     filenames: Mapping[str, str] = field(default=EMPTY_MAP)
+    inline: Mapping[str, bytes] | None = field(default=None, compare=False, repr=False)
+    """Bytes of attachments not in the blob store yet (digest -> bytes): an unsealed
+    experiment's small attachments, kept in its journal rows until a commit or checkpoint stores them."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "descriptors", FrozenMap(self.descriptors))
@@ -99,6 +102,10 @@ class RunContent:
     """When the Run was allocated (``time.time_ns()``); not in OMMX's config, kept by our journal."""
     finished_ns: int | None = field(default=None, compare=False)
     """When the Run was closed; not in OMMX's config, kept by our journal."""
+    inline: Mapping[str, bytes] | None = field(default=None, compare=False, repr=False)
+    """Bytes of small attachments not in the blob store yet (digest -> bytes): a deferred
+    close carries them in its writer's open-run log until its batch is flushed
+    (spec/experiment.md, "Inline attachments"); None once they are stored."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "solves", tuple(self.solves))
@@ -127,6 +134,7 @@ class RunContent:
         _set(run, "samplings", ())
         _set(run, "started_ns", started_ns)
         _set(run, "finished_ns", finished_ns)
+        _set(run, "inline", None)
         return run
 
 

@@ -28,6 +28,7 @@ OMMX-format checkpoints
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -311,6 +312,8 @@ INTERRUPTED_REASON = "process exited while the run was open"
 GROUP_COMMIT_RUNS = 512
 """A writer's deferred closes are written to the journal after this many (or at the other triggers)."""
 GROUP_COMMIT_SECONDS = 0.2
+GROUP_COMMIT_BYTES = 8 << 20
+"""... or once the deferred closes carry this many bytes of inline attachments."""
 """... or this long after the first close of a batch (``Session``'s flush timer)."""
 QUIESCE_TIMEOUT_S = 90.0
 _SEAL_KEEP_DAYS = 30
@@ -341,6 +344,7 @@ class Journal:
         self._block = 1
         self._parsed: dict[int, tuple[str, RunContent, dict[str, ParamValue]]] = {}  # run rows already decoded
         self.deferred: dict[int, tuple[RunContent, dict[str, ParamValue]]] = {}  # closed, row not written yet
+        self.deferred_bytes = 0  # of the deferred closes' inline attachments
         self._no_open = True  # no run of this writer is open: a flush may reset the log
         self.opened_ns = 0  # when the last run id was allocated
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
@@ -532,18 +536,22 @@ class Journal:
         the type its column has in :attr:`columns` (no new or widened column).
         """
         blobs = _unique(new_blobs)
+        inline = run.inline
+        stored = [d for d in blobs if d.digest not in inline] if inline else blobs  # inline ones go with the batch
         update = None if columns_checked else _column_update(self.columns, params)
         log = self.log
-        if not blobs and update is None and log is not None and not index_db.other_sqlite_loaded():
+        if not stored and update is None and log is not None and not index_db.other_sqlite_loaded():
             log.close_lock()
             try:
                 if not log.sealing():
                     log.append((PENDING, run.run_id, run.status, run.reason, run.finished_ns or time.time_ns()))
                     self.deferred[run.run_id] = (run, params if type(params) is dict else dict(params))
+                    if inline:
+                        self.deferred_bytes += sum(map(len, inline.values()))
                     return True
                 # a committer quiesced this writer: the journal decides, under the close lock
                 body = run_body(run, params)
-                recorded = self._append_fast(run.run_id, body)
+                recorded = self._append_slow(run, params, body, blobs) if blobs else self._append_fast(run.run_id, body)
                 if recorded:  # not being sealed (any more): a stale flag of a committer that gave up
                     log.clear_flag()
             finally:
@@ -555,6 +563,8 @@ class Journal:
             recorded = self._append_slow(run, params, body, blobs)
         if not recorded:
             self._keep_late(run, params, blobs)
+        if inline:
+            run = dataclasses.replace(run, inline=None)  # stored now
         self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))
@@ -575,7 +585,14 @@ class Journal:
         runs = list(self.deferred.values())
         bodies = [run_body(run, params) for run, params in runs]
         committed = None
+        inline: dict[str, bytes] = {}
+        for run, _ in runs:
+            if run.inline:
+                inline.update(run.inline)
         try:
+            # Inline attachments: stored side by side and pinned (one manifest, one folder fsync)
+            # before the rows name them, as a close that stored blobs pins before its row.
+            pin = self._publish_pin(_inline_blobs(runs), inline) if inline else self.pin_digest
             with journal_write(self.registry, f"journal {self.requested}: {len(runs)} closed run(s)") as conn:
                 state = _session_state(conn, self.session_id)
                 if state == "open":
@@ -583,7 +600,12 @@ class Journal:
                         "INSERT OR IGNORE INTO oxe_journal_runs VALUES (?, ?, ?)",
                         [(self.session_id, run.run_id, body) for (run, _), body in zip(runs, bodies, strict=True)],
                     )
+                    if pin != self.pin_digest:
+                        conn.execute(
+                            "UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id)
+                        )
                 elif state == "sealing":
+                    self.pin_digest = pin
                     return
                 else:
                     committed = conn.execute(
@@ -596,15 +618,17 @@ class Journal:
                 f"{self.registry.db.path}: {exc}; they stay in this writer's open-run log and are written by "
                 "the next close, commit or exit once the cause is fixed"
             ) from exc
+        self.pin_digest = pin
         for (run, params), body in zip(runs, bodies, strict=True):
             self.deferred.pop(run.run_id, None)
-            self._parsed[run.run_id] = (body, run, params)
+            self._parsed[run.run_id] = (body, run if run.inline is None else dataclasses.replace(run, inline=None), params)
+        self.deferred_bytes = 0
         self._after_flush([run.run_id for run, _ in runs])
         if state == "gone" and committed is None:
             late: list[str] = []
             for run, params in runs:
                 try:
-                    self._keep_late(run, params, [])
+                    self._keep_late(run, params, [d for d in run_blobs(run) if run.inline and d.digest in run.inline])
                 except RunNotRecordedError as exc:
                     late.append(str(exc))
             raise RunNotRecordedError("; ".join(late))
@@ -654,7 +678,7 @@ class Journal:
     def _pin_run_blobs(self, run: RunContent, params: Mapping[str, ParamValue], blobs: list[Descriptor]) -> str:
         """Pin a closing run's blobs; ``RunBlobsLostError`` (the run cannot be recorded) when some are gone."""
         try:
-            return self._publish_pin(blobs)
+            return self._publish_pin(blobs, run.inline)
         except BlobNotFoundError as exc:
             lost = [d for d in blobs if not self.registry.blobs.exists(d.digest)]
             if not lost:
@@ -738,7 +762,7 @@ class Journal:
         if blobs:
             old, self.requested = self.requested, late
             try:
-                self._publish_pin(blobs)
+                self._publish_pin(blobs, run.inline)
             finally:
                 self.requested = old
         raise RunNotRecordedError(
@@ -778,19 +802,23 @@ class Journal:
 
     # --- experiment-level state -------------------------------------------------------------------------
 
-    def add_attachment(self, name: str, desc: Descriptor, filename: str | None) -> None:
-        pin = self._publish_pin([desc])
+    def add_attachment(self, name: str, desc: Descriptor, filename: str | None, inline: bytes | None = None) -> None:
+        """Record an experiment-level attachment. A stored blob is pinned first; ``inline`` bytes
+        (a small attachment, spec/experiment.md "Inline attachments") stay in the row until a
+        commit or an OMMX-format checkpoint stores them, so nothing is pinned now."""
+        pin = self._publish_pin([desc]) if inline is None else self.pin_digest
         with journal_write(self.registry, f"journal {self.requested} attachment {name!r}") as conn:
             if _session_state(conn, self.session_id) != "open":
                 raise LifecycleError(self._gone_message(conn, f"attachment `{name}` was not added"))
             try:
                 conn.execute(
                     "INSERT INTO oxe_journal_attachments VALUES (?, ?, ?)",
-                    (self.session_id, name, _attachment_body(desc, filename)),
+                    (self.session_id, name, _attachment_body(desc, filename, inline)),
                 )
             except sqlite3.IntegrityError:
                 raise LifecycleError(f"Attachment `{name}` already exists") from None
-            conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
+            if pin != self.pin_digest:
+                conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
 
     def note_checkpoint(self, manifest_digest: str | None) -> None:
@@ -906,6 +934,9 @@ class Journal:
             runs.append((run, params))
             blobs += run_blobs(run)
         with self.registry.publish_window():  # what is present now stays so until the pin holds it
+            for run, _ in runs:  # inline attachments: stored now, pinned below
+                for digest, data in (run.inline or {}).items():
+                    self.registry.blobs.put_bytes(data, expected_digest=digest)
             present = [d for d in _unique(blobs) if self.registry.blobs.exists(d.digest)]
             if len(present) != len(_unique(blobs)):
                 log.warning("Recovered runs of %s reference blobs that are gone; those attachments are dropped", self.requested)
@@ -1105,8 +1136,11 @@ class Journal:
 
     # --- pins ----------------------------------------------------------------------------------------------
 
-    def _publish_pin(self, blobs: list[Descriptor]) -> str:
+    def _publish_pin(self, blobs: list[Descriptor], inline: Mapping[str, bytes] | None = None) -> str:
         """Move this writer's pin to a manifest over ``blobs`` whose subject is its previous pin.
+
+        ``inline``: bytes of some of ``blobs`` (digest -> bytes) stored here first, in the
+        same publish window (their fsyncs side by side, one folder fsync before the ref).
 
         A previous pin that vanished (OMMX's GC between our writes) is not chained:
         the new pin then covers only ``blobs``; journal rows still name every blob,
@@ -1117,6 +1151,11 @@ class Journal:
         # One publish window from the pin's manifest write to its ref: no deleting GC (ours or
         # OMMX's, which takes the same lock) can collect the new manifest or its config in between.
         with self.registry.publish_window():
+            if inline:
+                for desc in blobs:
+                    data = inline.get(desc.digest)
+                    if data is not None:
+                        store.put_bytes(data, expected_digest=desc.digest)
             # The empty config is stored once; the ref write below checks and touches it (and
             # every other blob of the closure) inside this window, so it is not verified here too.
             config = _EMPTY_CONFIG
@@ -1267,9 +1306,22 @@ def _interrupted_run(record: OpenRun) -> tuple[RunContent, dict[str, ParamValue]
         samplings=tuple(_call(c) for c in record.samplings),
         started_ns=record.started_ns,
         finished_ns=finished_ns,
+        inline=record.inline or None,
     )
     params = {str(k): v for k, v in record.params.items() if type(v) in _PARAM_TYPES}
     return run, params
+
+
+def _inline_blobs(runs: Iterable[tuple[RunContent, Any]]) -> list[Descriptor]:
+    """The descriptors of the runs' inline attachments (each digest once)."""
+    out: dict[str, Descriptor] = {}
+    for run, _ in runs:
+        inline = run.inline
+        if inline:
+            for desc in run_blobs(run):
+                if desc.digest in inline:
+                    out.setdefault(desc.digest, desc)
+    return list(out.values())
 
 
 def _without_missing(run: RunContent, registry: LocalRegistry) -> RunContent:
@@ -1308,8 +1360,11 @@ def journal_write(registry: LocalRegistry, step: str) -> Iterator[sqlite3.Connec
         raise JournalWriteError(f"Failed to write the checkpoint journal {registry.db.path} ({step}): {exc}") from exc
 
 
-def _attachment_body(desc: Descriptor, filename: str | None) -> str:
-    return json.dumps({"descriptor": desc.to_dict(), "filename": filename}, ensure_ascii=False, separators=(",", ":"))
+def _attachment_body(desc: Descriptor, filename: str | None, inline: bytes | None = None) -> str:
+    obj: dict[str, Any] = {"descriptor": desc.to_dict(), "filename": filename}
+    if inline is not None:
+        obj["inline"] = base64.b64encode(inline).decode("ascii")
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:
@@ -1658,12 +1713,15 @@ class SessionReader:
 def _attachment_content(att_rows: list[Any]) -> AttachmentContent:
     descriptors: dict[str, Descriptor] = {}
     filenames: dict[str, str] = {}
+    inline: dict[str, bytes] = {}
     for name, body in att_rows:
         obj = json.loads(body)
-        descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
+        desc = descriptors[str(name)] = parse_descriptor(obj["descriptor"], f"journal attachment {name!r}")
         if obj.get("filename") is not None:
             filenames[str(name)] = str(obj["filename"])
-    return AttachmentContent(descriptors, filenames)
+        if isinstance(obj.get("inline"), str):
+            inline[desc.digest] = base64.b64decode(obj["inline"])
+    return AttachmentContent(descriptors, filenames, inline or None)
 
 
 @dataclass(frozen=True, slots=True)

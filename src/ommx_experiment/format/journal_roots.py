@@ -39,6 +39,8 @@ def journal_blob_digests(registry: LocalRegistry) -> set[str]:
             "SELECT COALESCE(pin_digest, '') FROM oxe_journal_writers",
         ):
             for (text,) in conn.execute(sql):
+                if '"inline":' in str(text) and sql.endswith("oxe_journal_attachments"):
+                    continue  # an inline attachment (spec/experiment.md): its bytes are in the row, not a blob
                 found.update(_DIGEST_RE.findall(str(text)))
     # Open runs of live or dead writers name their blobs only in the open-run logs.
     folder = registry.root / WRITERS_DIR

@@ -21,7 +21,9 @@ Record kinds (``run_id`` first):
 ====== ==========================================================================
 ``o``  run opened: ``(started_ns,)``
 ``p``  parameter: ``(name, value)`` (bool/int/float/str; the last one wins)
-``a``  attachment: ``(name, descriptor dict, filename or None)``
+``a``  attachment: ``(name, descriptor dict, filename or None[, bytes])``; the bytes of a
+       small attachment not in the blob store yet (*inline*: stored with the batch
+       that writes the run's row, spec/experiment.md "Inline attachments")
 ``s``  solve record (journal object), ``m`` sampling record, ``t`` trace descriptor
 ``f``  run closed, not yet in the journal: ``(status, reason, finished_ns)``
        (group commit: its row is written with the next batch; until then this
@@ -220,6 +222,8 @@ class OpenRun:
     solves: list[Any] = field(default_factory=list)
     samplings: list[Any] = field(default_factory=list)
     trace: dict[str, Any] | None = None
+    inline: dict[str, bytes] = field(default_factory=dict)
+    """Bytes of inline attachments (digest -> bytes), not in the blob store before the run's batch."""
     closed: tuple[str, str | None, int] | None = None
     """``(status, reason, finished_ns)`` of a run closed but not yet journaled (an ``f`` record)."""
 
@@ -265,6 +269,8 @@ class LogScan:
                 run.params[str(record[2])] = record[3]
             elif kind == ATTACHMENT:
                 run.attachments[str(record[2])] = (record[3], record[4])
+                if len(record) > 5 and type(record[5]) is bytes and isinstance(record[3], dict):
+                    run.inline[str(record[3].get("digest"))] = record[5]
             elif kind == SOLVE:
                 run.solves.append(record[2])
             elif kind == SAMPLING:

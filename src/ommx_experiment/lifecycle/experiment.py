@@ -13,12 +13,13 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .. import media_types as mt
 from ..engine.clock import parse_timestamp
+from ..engine.digest import sha256_digest
 from ..engine.names import ImageName, anonymous_experiment_name
-from ..engine.oci import Descriptor
+from ..engine.oci import Descriptor, FrozenMap
 from ..engine.registry import LocalRegistry
 from ..engine.text import check_annotation_text
 from ..errors import (
@@ -34,7 +35,7 @@ from ..format.codec import CHECKPOINT_STATUSES, FINISHED
 from ..format.journal import checkpoint_ref, checkpoint_updated_at, has_journal, journal_head, settle
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
-from .run import Run, SealedRun, SealedRuns
+from .run import INLINE_MAX_BYTES, Run, SealedRun, SealedRuns
 from .session import SealedState, Session, failure_outcome, gc_paused
 
 if TYPE_CHECKING:
@@ -363,7 +364,12 @@ class Experiment(AttachmentWriter, AttachmentReader):
             return self._sealed.registry.blobs, table.descriptors, table.filenames
         assert self._session is not None
         view = self._session.view()
-        return self._session.registry.blobs, view.attachments, view.filenames
+        blobs = self._session.registry.blobs
+        if view.inline:  # small attachments still in the journal rows
+            from ..engine.blobstore import InlineBlobs
+
+            blobs = cast("BlobStore", InlineBlobs(blobs, view.inline))
+        return blobs, view.attachments, view.filenames
 
     def _attachment_blobs(self) -> BlobStore:
         return self._session_or_raise().registry.blobs
@@ -379,6 +385,20 @@ class Experiment(AttachmentWriter, AttachmentReader):
         with session.lock:
             self._check_unsealed()
             session.add_attachment(name, desc, filename)
+
+    def _store(self, name: str, media_type: str, data: bytes, annotations: Mapping[str, str], filename: str | None = None) -> None:
+        """A small in-memory attachment is kept *inline* in its journal row (spec/experiment.md,
+        "Inline attachments"): one journal transaction, no blob, pin or fsync now; a commit or an
+        OMMX-format checkpoint stores it. Larger ones are stored and pinned now."""
+        if len(data) > INLINE_MAX_BYTES:
+            super()._store(name, media_type, data, annotations, filename)
+            return
+        self._reserve_attachment(name)
+        desc = Descriptor(media_type, sha256_digest(data), len(data), FrozenMap(annotations))
+        session = self._session_or_raise()
+        with session.lock:
+            self._check_unsealed()
+            session.add_attachment(name, desc, filename, bytes(data))
 
     @contextlib.contextmanager
     def _store_window(self) -> Iterator[object]:

@@ -16,8 +16,10 @@ import os
 import sys
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
+from ..engine.digest import sha256_digest
+from ..engine.oci import Descriptor, FrozenMap
 from ..engine.text import check_parameter_text
 from ..errors import InvalidArtifactError, LifecycleError, ParameterTypeError
 from ..format import run_log
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ..engine.blobstore import BlobStore
-    from ..engine.oci import Descriptor, Manifest
+    from ..engine.oci import Manifest
     from ..format.codec import RunRecord
     from ..format.run_params import ParamValue
     from .recorder import RunOwner
@@ -93,6 +95,8 @@ def _start_span(run_id: int) -> Any:
 
 
 _EXACT = (bool, int, float, str)
+INLINE_MAX_BYTES = 64 * 1024
+"""A Run attachment (in memory) up to this size is carried inline until its close's batch stores it."""
 _NO_ATTACHMENTS = EMPTY_ATTACHMENTS  # shared by every run without attachments (immutable; fast paths test identity)
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
@@ -109,6 +113,7 @@ class Run(AdapterCalls, AttachmentWriter):
         self._state = _OPEN
         self._params: dict[str, ParamValue] = {}
         self._attachments: dict[str, Descriptor] = {}
+        self._inline: dict[str, bytes] = {}  # digest -> bytes of small attachments, stored with the close's batch
         self._filenames: dict[str, str] = {}
         self._solves: list[SolveContent] = []
         self._samplings: list[SolveContent] = []
@@ -177,14 +182,29 @@ class Run(AdapterCalls, AttachmentWriter):
             if name in self._attachments:
                 raise LifecycleError(f"Attachment `{name}` already exists")
 
-    def _add_attachment(self, name: str, desc: Descriptor, filename: str | None = None) -> None:
+    def _add_attachment(self, name: str, desc: Descriptor, filename: str | None = None, inline: bytes | None = None) -> None:
         with self._session.lock:
             self._check_writable()
             self._reserve_attachment(name)
             self._attachments[name] = desc
             if filename is not None:
                 self._filenames[name] = filename
-            self._journal.log_open((run_log.ATTACHMENT, self._run_id, name, desc.to_dict(), filename))
+            if inline is None:
+                self._journal.log_open((run_log.ATTACHMENT, self._run_id, name, desc.to_dict(), filename))
+            else:
+                self._inline[desc.digest] = inline
+                self._journal.log_open((run_log.ATTACHMENT, self._run_id, name, desc.to_dict(), filename, inline))
+
+    def _store(self, name: str, media_type: str, data: bytes, annotations: Mapping[str, str], filename: str | None = None) -> None:
+        """A small in-memory attachment is kept *inline* (spec/experiment.md, "Inline attachments"):
+        its bytes go to the open-run log (a memory copy, surviving SIGKILL) and reach the blob
+        store with the batch that writes the run's row, pinned in the same step. Larger ones are stored now."""
+        if len(data) > INLINE_MAX_BYTES:
+            super()._store(name, media_type, data, annotations, filename)
+            return
+        self._reserve_attachment(name)
+        desc = Descriptor(media_type, sha256_digest(data), len(data), FrozenMap(annotations))
+        self._add_attachment(name, desc, filename, bytes(data))
 
     # --- hooks for solves/samplings/traces (solve.py, tracing.py) ------------------------------
 
@@ -239,6 +259,7 @@ class Run(AdapterCalls, AttachmentWriter):
                 samplings=tuple(self._samplings),
                 started_ns=self._started_ns,
                 finished_ns=time.time_ns(),
+                inline=self._inline or None,
             )
             try:
                 # every parameter matched the column types, which have not changed since: no new column
@@ -404,7 +425,13 @@ class SealedRun(AttachmentReader):
         return content
 
     def _attachment_view(self) -> tuple[BlobStore, Mapping[str, Descriptor], Mapping[str, str]]:
-        return self._source.blobs, self._content.attachments.descriptors, self._content.attachments.filenames
+        content = self._content
+        blobs = self._source.blobs
+        if content.inline:  # a deferred close: its small attachments are not in the store yet
+            from ..engine.blobstore import InlineBlobs
+
+            blobs = cast("BlobStore", InlineBlobs(blobs, content.inline))
+        return blobs, content.attachments.descriptors, content.attachments.filenames
 
     @property
     def run_id(self) -> int:

@@ -58,7 +58,15 @@ from ..format.content import (
     build_experiment,
     content_from_artifact,
 )
-from ..format.journal import GROUP_COMMIT_RUNS, GROUP_COMMIT_SECONDS, Journal, JournalHeader, checkpoint_ref, run_blobs
+from ..format.journal import (
+    GROUP_COMMIT_BYTES,
+    GROUP_COMMIT_RUNS,
+    GROUP_COMMIT_SECONDS,
+    Journal,
+    JournalHeader,
+    checkpoint_ref,
+    run_blobs,
+)
 from ..format.parquet_trust import our_parquet_layer, parquet_layer_agrees
 from .autosave import DEFAULT_POLICY, AutosavePolicy, AutosaveSchedule
 from .reason import lifecycle_reason
@@ -233,6 +241,8 @@ class SessionView:
     params: Mapping[int, Mapping[str, ParamValue]]
     annotations: Mapping[str, str]
     subject: Descriptor | None
+    inline: Mapping[str, bytes] | None = None
+    """Bytes of experiment-level attachments not in the blob store yet (digest -> bytes)."""
 
 
 class Session:
@@ -367,6 +377,7 @@ class Session:
                 MappingProxyType(snapshot.attachments.descriptors), MappingProxyType(snapshot.attachments.filenames),
                 MappingProxyType(runs), MappingProxyType(params),
                 MappingProxyType(dict(snapshot.header.annotations)), snapshot.header.subject,
+                snapshot.attachments.inline,
             )
             self._view = (snapshot, view)
             return view
@@ -432,7 +443,7 @@ class Session:
             self._one_less_open()
             self.closed += 1
             if deferred:
-                if len(self.journal.deferred) >= GROUP_COMMIT_RUNS:
+                if len(self.journal.deferred) >= GROUP_COMMIT_RUNS or self.journal.deferred_bytes >= GROUP_COMMIT_BYTES:
                     self.journal.flush()
                 elif self._flush_timer is None:
                     self._start_flush_timer()
@@ -510,10 +521,10 @@ class Session:
             if taken:
                 raise LifecycleError(f"Attachment `{name}` already exists")
 
-    def add_attachment(self, name: str, desc: Descriptor, filename: str | None) -> None:
+    def add_attachment(self, name: str, desc: Descriptor, filename: str | None, inline: bytes | None = None) -> None:
         with self.lock:
             self.start()
-            self.journal.add_attachment(name, desc, filename)
+            self.journal.add_attachment(name, desc, filename, inline)
 
     def set_annotation(self, key: str, value: str) -> None:
         with self.lock:
@@ -583,6 +594,11 @@ class Session:
     ) -> BuiltArtifact:
         table = rp.build_table(state.params, state.runs.keys())
         blobs = self.registry.blobs
+        # inline attachments (experiment-level ones, deferred closes'): stored in the caller's publish window
+        for inline in (state.inline, *(run.inline for run in state.runs.values())):
+            if inline:
+                for digest, data in inline.items():
+                    blobs.put_bytes(data, expected_digest=digest)
         msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
         extra: tuple[Descriptor, ...] = ()
         if parquet:

@@ -1,0 +1,273 @@
+"""Inline attachments (spec/experiment.md, "Inline attachments"): real processes, real SIGKILL, real tmpfs.
+
+A Run attachment up to ``INLINE_MAX_BYTES`` logged from memory is not written to
+``blobs/sha256`` when it is logged: its bytes ride in the writer's open-run log and
+the deferred close, and reach the store (pinned in the same publish window) with
+the batch that writes the run's row. Every reader must get the bytes before that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.processes import Writer, tmpfs
+
+import ommx_experiment
+from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry
+from ommx_experiment.engine.digest import sha256_digest
+from ommx_experiment.engine.root import _reset_for_tests
+from ommx_experiment.errors import JournalWriteError
+
+NAME = "example.com/inline/attach:v1"
+SRC = Path(ommx_experiment.__file__).resolve().parents[1]  # children import the package this test imports
+
+
+def _payload(seed: int) -> bytes:
+    return bytes((seed * 7 + i) % 256 for i in range(1000 + seed))
+
+
+def _stored(root: Path, data: bytes) -> bool:
+    return (root / "blobs" / "sha256" / sha256_digest(data).removeprefix("sha256:")).exists()
+
+
+def _held_writer_with_attachments(writers: Any, seeds: list[int]) -> tuple[Writer, list[int]]:
+    """A writer whose runs each logged one parameter and two small attachments; every close but the first is deferred."""
+    a = writers()
+    assert a.ask("hold") == {"ok": True}
+    assert a.ask("join", NAME) == {"ok": True}
+    ids = []
+    for seed in seeds:
+        run_id = a.ask("open", "seed", seed)["run_id"]
+        assert a.ask("attach", run_id, "raw", _payload(seed).hex()) == {"ok": True}
+        assert a.ask("close", run_id) == {"ok": True}
+        ids.append(run_id)
+    return a, ids
+
+
+def test_deferred_inline_attachments_are_read_by_another_process_and_committed_by_it(
+    writers: Any, registry_root: Path, ommx3: Any
+) -> None:
+    seeds = [1, 2, 3, 4]
+    a, ids = _held_writer_with_attachments(writers, seeds)
+    assert a.ask("deferred") == {"deferred": 3}
+    assert not _stored(registry_root, _payload(2))  # inline: not in the blob store before the batch
+    here = Experiment.join(NAME)
+    got = {r.run_id: r.get_blob("raw") for r in here.runs}
+    assert got == {i: _payload(s) for i, s in zip(ids, seeds, strict=True)}
+    assert [r.get_json("raw.json")["hex"] for r in here.runs] == [_payload(s).hex() for s in seeds]
+    art = here.commit()  # quiesces a; the inline bytes of its deferred closes are stored by this commit
+    a.exit()
+    loaded = Experiment.load(NAME)
+    assert [r.get_blob("raw") for r in loaded.runs] == [_payload(s) for s in seeds]
+    for s in seeds:  # digest-equal to what OMMX 3 stores for the same bytes: the layer is the bytes' sha256
+        assert _stored(registry_root, _payload(s))
+    loaded3 = ommx3.run_json(
+        "import json\nfrom ommx.experiment import Experiment\n"
+        f"e = Experiment.load({NAME!r})\n"
+        "print(json.dumps([r.get_blob('raw').hex() for r in e.runs]))\n",
+        root=registry_root,
+    )
+    assert loaded3 == [_payload(s).hex() for s in seeds]
+    assert Experiment.load(NAME).artifact.manifest_digest == art.manifest_digest
+
+
+def test_sigkill_with_deferred_inline_attachments_brings_the_bytes_back(writers: Any, registry_root: Path) -> None:
+    a, ids = _held_writer_with_attachments(writers, [5, 6, 7])
+    open_id = a.ask("open", "seed", 8)["run_id"]
+    assert a.ask("attach", open_id, "raw", _payload(8).hex()) == {"ok": True}
+    a.kill()
+    assert not _stored(registry_root, _payload(6)) and not _stored(registry_root, _payload(8))
+    here = Experiment.join(NAME)  # recovery: deferred closes as closed runs, the open one as interrupted
+    by_id = {r.run_id: r for r in here.runs}
+    assert sorted(by_id) == sorted([*ids, open_id])
+    assert [by_id[i].status for i in ids] == ["finished"] * 3 and by_id[open_id].status == "interrupted"
+    for run_id, seed in zip([*ids, open_id], [5, 6, 7, 8], strict=True):
+        assert by_id[run_id].get_blob("raw") == _payload(seed)
+        assert by_id[run_id].get_json("raw.json") == {"hex": _payload(seed).hex()}
+    here.commit()
+    loaded = Experiment.load(NAME)
+    assert [r.get_blob("raw") for r in loaded.runs] == [_payload(s) for s in (5, 6, 7, 8)]
+
+
+def test_a_batch_of_inline_attachments_on_a_full_disk_raises_naming_the_runs_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ommx_experiment.lifecycle import session as session_module
+
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_SECONDS", 3600.0)
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_RUNS", 10**9)
+    with tmpfs(tmp_path / "disk", "6m") as disk:
+        root = disk / "registry"
+        monkeypatch.setenv("OMMX_LOCAL_REGISTRY_ROOT", str(root))
+        _reset_for_tests()
+        exp = Experiment(NAME)
+        exp.set_autosave_policy(AutosavePolicy.disabled())
+        for i in range(200):  # the first close writes its row (new column), the other 199 are deferred
+            with exp.run() as run:
+                run.log_parameter("i", i)
+                run.log_attachment("raw", "application/octet-stream", _payload(i))
+        assert len(exp._session_or_raise().journal.deferred) == 199
+        filler = disk / "filler"
+        with filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * 4096)
+        with pytest.raises(JournalWriteError, match=r"Run\(s\) 1, 2, 3, .*, 199 of .* were closed but not saved"):
+            exp.commit()
+        assert len(exp._session_or_raise().journal.deferred) == 199  # kept for the retry
+        assert [r.get_blob("raw") for r in exp.runs] == [_payload(i) for i in range(200)]
+        filler.unlink()
+        exp.commit()
+        loaded = Experiment.load(NAME)
+        assert [r.get_blob("raw") for r in loaded.runs] == [_payload(i) for i in range(200)]
+        del exp, loaded
+        _reset_for_tests()
+
+
+_SWEEP = """
+import json, sys
+from ommx_experiment import Experiment, AutosavePolicy
+exp = Experiment({name!r})
+exp.set_autosave_policy(AutosavePolicy.disabled())
+for i in range({n}):
+    with exp.run() as run:
+        run.log_parameter("i", i)
+        run.log_attachment("raw", "application/octet-stream", b"%06d" % i * 100)
+        run.log_json("cfg", {{"i": i}})
+print(json.dumps({{"digest": exp.commit().manifest_digest}}))
+"""
+
+_OMMX_GC_LOOP = """
+import json, os
+from ommx.artifact import gc
+passes, errors = 0, []
+while not os.path.exists({stop!r}):
+    try:
+        gc(delete=True, grace_period="0s")
+    except Exception as exc:
+        errors.append(repr(exc))
+    passes += 1
+print(json.dumps({{"passes": passes, "errors": errors}}))
+"""
+
+
+@pytest.mark.ommx3
+def test_ommx_zero_grace_gc_during_a_sweep_never_loses_an_inline_attachment(ommx3: Any, tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    stop = tmp_path / "stop"
+    LocalRegistry.at(root)
+    gc_loop = subprocess.Popen(
+        [str(ommx3.python), "-c", _OMMX_GC_LOOP.format(stop=str(stop))],
+        env=ommx3.env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    n = 600
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _SWEEP.format(name=NAME, n=n)], env=env, capture_output=True, text=True, timeout=600
+        )
+    finally:
+        stop.touch()
+        out, err = gc_loop.communicate(timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["errors"] == [] and report["passes"] > 0, (report, err)
+    check = (
+        "import json\nfrom MODULE import Experiment\n"
+        f"e = Experiment.load({NAME!r})\n"
+        "print(json.dumps(sum(r.get_blob('raw') == b'%06d' % i * 100 and r.get_json('cfg') == {'i': i} for i, r in enumerate(e.runs))))\n"
+    )
+    ours = subprocess.run([sys.executable, "-c", check.replace("MODULE", "ommx_experiment")], env=env, capture_output=True, text=True)
+    assert ours.returncode == 0, ours.stderr
+    assert json.loads(ours.stdout.strip().splitlines()[-1]) == n
+    assert ommx3.run_json(check.replace("MODULE", "ommx.experiment"), root=root) == n
+
+
+def test_the_lease_file_stays_small_over_many_closes_with_attachments(registry_root: Path) -> None:
+    """Every ref write releases its blobs inside the publish window, where compaction cannot take
+    the GC lock; the window's end compacts. Without it the file grew ~300 B per close."""
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(400):
+        with exp.run() as run:
+            run.log_attachment("big", "application/octet-stream", b"%08d" % i * 10_000)  # 80 KB: stored at once
+    leases = list((registry_root / ".oxe-leases").glob("*.lease"))
+    assert leases and sum(p.stat().st_size for p in leases) < 80 * 1024  # compacted past 64 KiB
+    exp.commit()
+
+
+def test_a_large_wal_and_free_pages_are_given_back_at_exit(tmp_path: Path) -> None:
+    root = tmp_path / "registry"
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    code = (
+        "from ommx_experiment import Experiment, AutosavePolicy\n"
+        f"exp = Experiment({NAME!r})\n"
+        "exp.set_autosave_policy(AutosavePolicy.disabled())\n"
+        "for i in range(1500):\n"
+        "    with exp.run() as run:\n"
+        "        run.log_parameter('pad', 'x' * 900 + str(i))\n"
+        "exp.commit()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
+    wal = root / "index.sqlite3-wal"
+    assert not wal.exists() or wal.stat().st_size <= 1 << 20
+    import sqlite3
+
+    conn = sqlite3.connect(root / "index.sqlite3")
+    try:  # the committed journal's rows were dropped: their pages were given back too
+        free, page = conn.execute("PRAGMA freelist_count").fetchone()[0], conn.execute("PRAGMA page_size").fetchone()[0]
+        assert free * page <= 512 * 1024
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
+_EXP_WRITER = """
+import os, sys
+from ommx_experiment import Experiment
+exp = Experiment.join({name!r})
+exp.log_json("cfg", {{"pad": "x" * 180}})
+exp.log_attachment("raw", "application/octet-stream", bytes(range(256)) * 4)
+print("logged", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_experiment_level_inline_attachments_survive_sigkill_and_are_committed_by_another_process(
+    registry_root: Path, ommx3: Any
+) -> None:
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(registry_root), PYTHONPATH=str(SRC))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _EXP_WRITER.format(name=NAME)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "logged"
+        raw = bytes(range(256)) * 4
+        assert not _stored(registry_root, raw)  # inline: in the journal row, not a blob
+        here = Experiment.join(NAME)  # another process reads it while the writer lives
+        assert here.get_json("cfg") == {"pad": "x" * 180} and here.get_blob("raw") == raw
+    finally:
+        proc.kill()  # SIGKILL: the row (and its bytes) is in SQLite already
+        proc.wait()
+    from ommx_experiment import gc
+
+    assert gc(delete=False).missing_blobs == ()  # an inline attachment is not a missing blob
+    here = Experiment.join(NAME)
+    assert here.get_blob("raw") == raw
+    here.commit()
+    assert _stored(registry_root, raw)
+    loaded = Experiment.load(NAME)
+    assert loaded.get_blob("raw") == raw and loaded.get_json("cfg") == {"pad": "x" * 180}
+    got = ommx3.run_json(
+        "import json\nfrom ommx.experiment import Experiment\n"
+        f"e = Experiment.load({NAME!r})\n"
+        "print(json.dumps([e.get_json('cfg'), e.get_blob('raw').hex()]))\n",
+        root=registry_root,
+    )
+    assert got == [{"pad": "x" * 180}, raw.hex()]
