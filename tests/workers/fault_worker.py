@@ -5,9 +5,10 @@ The registry root comes from ``OMMX_LOCAL_REGISTRY_ROOT``. Commands (each prints
     fault_worker.py committer TAG N       # N experiments example.com/fw/<TAG>:<i> (a run with params, and a
                                           # fresh attachment when i is even); outcome per commit: {"ok": digest} or
                                           # {"error": class, "message", "published": ref after the failure}
-    fault_worker.py sweep NAME TAG REPORT BUSY_MS  # runs of one joined experiment until killed (params, a payload
-                                          # on even i); appends "closed RUN_ID I" to REPORT after each close
-                                          # that returned, "error I CLASS" otherwise; BUSY_MS: SQLite busy budget
+    fault_worker.py sweep NAME TAG REPORT BUSY_MS [PACE_MS]  # runs of one joined experiment until killed (params,
+                                          # a payload on even i); appends "closed RUN_ID I" to REPORT after each close
+                                          # that returned, "error I CLASS" otherwise; BUSY_MS: SQLite busy budget;
+                                          # PACE_MS: a pause after each run (bounds what a small disk must hold)
     fault_worker.py verify NAME REPORT    # restore NAME: every reported run is there with its params and payload;
                                           # then commit it; prints the digest and the checked ids
     fault_worker.py check NAMES_JSON      # load each name (ours): params + attachment bytes, closure complete
@@ -61,7 +62,7 @@ def committer(tag: str, n: int) -> dict[str, Any]:
     return {"outcomes": outcomes}
 
 
-def sweep(name: str, tag: str, report: Path, busy_ms: int) -> dict[str, Any]:
+def sweep(name: str, tag: str, report: Path, busy_ms: int, pace_ms: int = 0) -> dict[str, Any]:
     from ommx_experiment import AutosavePolicy, Experiment
     from ommx_experiment.engine import index_db
     from ommx_experiment.errors import OmmxExperimentError
@@ -88,6 +89,8 @@ def sweep(name: str, tag: str, report: Path, busy_ms: int) -> dict[str, Any]:
                 out.write(f"error {i} {type(exc).__name__}\n")
                 continue
             out.write(f"closed {run_id} {i}\n")
+            if pace_ms:
+                time.sleep(pace_ms / 1000)
     return {}
 
 
@@ -188,7 +191,7 @@ def main(argv: list[str]) -> None:
     if command == "committer":
         out = committer(args[0], int(args[1]))
     elif command == "sweep":
-        out = sweep(args[0], args[1], Path(args[2]), int(args[3]))
+        out = sweep(args[0], args[1], Path(args[2]), int(args[3]), int(args[4]) if len(args) > 4 else 0)
     elif command == "verify":
         out = verify(args[0], Path(args[1]))
     elif command == "check":
