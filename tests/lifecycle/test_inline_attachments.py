@@ -271,3 +271,23 @@ def test_experiment_level_inline_attachments_survive_sigkill_and_are_committed_b
         root=registry_root,
     )
     assert got == [{"pad": "x" * 180}, raw.hex()]
+
+
+def test_gc_beside_deferred_and_open_inline_attachments_reports_nothing_missing(writers: Any, registry_root: Path) -> None:
+    """The open-run logs name inline digests that are not blobs yet: GC must not root them (it would
+    report them missing), and once the batch stored them the rows keep them."""
+    from ommx_experiment import gc
+
+    a, _ids = _held_writer_with_attachments(writers, [11, 12])
+    open_id = a.ask("open", "seed", 13)["run_id"]
+    assert a.ask("attach", open_id, "raw", _payload(13).hex()) == {"ok": True}
+    assert not _stored(registry_root, _payload(12)) and not _stored(registry_root, _payload(13))
+    report = gc(delete=False)
+    assert report.missing_blobs == (), report.missing_blobs
+    assert a.ask("close", open_id) == {"ok": True}
+    a.exit()  # the batch is written at exit: stored and pinned
+    assert _stored(registry_root, _payload(12)) and _stored(registry_root, _payload(13))
+    gc(delete=True)
+    here = Experiment.join(NAME)
+    assert sorted(r.get_blob("raw") for r in here.runs) == sorted(_payload(s) for s in (11, 12, 13))
+    assert gc(delete=False).missing_blobs == ()

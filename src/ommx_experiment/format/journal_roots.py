@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ..engine.writers import WRITERS_DIR
+from .run_log import ATTACHMENT, read_records
 
 if TYPE_CHECKING:
     from ..engine.registry import LocalRegistry
@@ -46,5 +47,17 @@ def journal_blob_digests(registry: LocalRegistry) -> set[str]:
     folder = registry.root / WRITERS_DIR
     for path in folder.glob("*.log") if folder.is_dir() else ():
         with contextlib.suppress(OSError):
-            found.update(d.decode() for d in _DIGEST_BYTES_RE.findall(path.read_bytes()))
+            data = path.read_bytes()
+            inline = _inline_digests(data)
+            found.update(d.decode() for d in _DIGEST_BYTES_RE.findall(data) if d not in inline)
     return found
+
+
+def _inline_digests(data: bytes) -> frozenset[bytes]:
+    """Digests of the log's inline attachments: their bytes are in the log until the batch stores
+    them, so they are not blobs (yet), and rooting them would report them missing."""
+    out: set[bytes] = set()
+    for record in read_records(data):
+        if record[0] == ATTACHMENT and len(record) > 5 and type(record[5]) is bytes and isinstance(record[3], dict):
+            out.add(str(record[3].get("digest")).encode())
+    return frozenset(out)
