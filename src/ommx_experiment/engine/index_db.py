@@ -602,11 +602,6 @@ class SharedConnections:
                 conn = self._conns.get(MAIN)
                 if conn is None or conn.in_transaction:
                     return
-                if conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # INCREMENTAL (files we created)
-                    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-                    if free * conn.execute("PRAGMA page_size").fetchone()[0] > EXIT_CHECKPOINT_WAL_BYTES // 2:
-                        # a journal's dropped rows: pages given back (executescript runs it to completion)
-                        conn.executescript("PRAGMA incremental_vacuum;")
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except (OSError, sqlite3.Error):
             return
@@ -862,8 +857,6 @@ def _open_main(path: str) -> tuple[sqlite3.Connection, bool]:
         return _open_read_only(path), False
     mode = ""
     with contextlib.suppress(sqlite3.OperationalError):
-        if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file: free pages can be given back
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
     return conn, mode == "wal"
 
