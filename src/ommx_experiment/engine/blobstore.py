@@ -34,7 +34,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -949,6 +949,15 @@ def _write_synced(tmp: str, data: bytes) -> None:
         os.close(fd)
 
 
+def _fsync_path(path: str) -> None:
+    """``fsync`` the file at ``path`` (in a helper thread: a staged blob written by another)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _wait_all(items: list[_Deferred]) -> tuple[_Deferred, BaseException] | None:
     """Wait for every helper of ``items``; the first one that failed, with its error."""
     failed = None
@@ -982,14 +991,20 @@ class Staging:
     """Stage many blobs, validate, then publish them all, or none.
 
     Staged blobs are temp files in ``blobs/sha256/`` (the registry's temp area,
-    invisible to OMMX's GC and to digest lookups). Leaving the ``with`` block
-    removes every temp file, published or not: a published blob lives on under
+    invisible to OMMX's GC and to digest lookups). Each is written and verified by
+    the caller's thread; its ``fsync`` then runs on the store's helper threads, side by
+    side with the next downloads and with the other blobs' fsyncs (the file system
+    commits them together), and :meth:`publish_all` waits for every one before it links
+    anything: a blob is durable before its digest name appears. Leaving the ``with``
+    block removes every temp file, published or not: a published blob lives on under
     its digest name through the hard link.
     """
 
     def __init__(self, store: BlobStore) -> None:
         self.store = store
         self._paths: list[Path] = []
+        self._syncs: list[tuple[Path, Future[None]]] = []
+        self._guard = threading.Lock()
         self._owner: str | None = None
 
     def __enter__(self) -> Staging:
@@ -999,10 +1014,16 @@ class Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for path in self._paths:
+        with self._guard:
+            syncs, self._syncs = self._syncs, []
+            paths, self._paths = self._paths, []
+        for _, fut in syncs:
+            fut.cancel()
+            with contextlib.suppress(BaseException):
+                fut.exception()  # wait: a helper may still hold the file open
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        self._paths.clear()
 
     def add_chunks(
         self,
@@ -1012,27 +1033,49 @@ class Staging:
         max_size: int | None = None,
         source: str = "stream",
     ) -> StagedBlob:
-        """Write ``chunks`` to a temp file, hashing; verify ``expected_digest`` and ``max_size``."""
+        """Write ``chunks`` to a temp file, hashing; verify ``expected_digest`` and ``max_size``.
+
+        Thread-safe (parallel pulls stage from several threads). The fsync is queued on
+        the helper threads; :meth:`publish_all` waits for it.
+        """
         path = self.store.dir / atomic.temp_name("stage-", owner=self._owner)
         hasher = StreamingDigest()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            self._paths.append(path)
+            with self._guard:
+                self._paths.append(path)
             with os.fdopen(fd, "wb") as handle:
-                _copy_chunks(chunks, handle, hasher, max_size=max_size, source=source)
+                _copy_chunks(chunks, handle, hasher, max_size=max_size, source=source, sync=False)
         except OSError as exc:
             raise RegistryError(f"Failed to stage blob from {source} at {path}: {exc}") from exc
         digest = hasher.digest()
         _check_expected(digest, expected_digest, source)
+        fut = _sync_pool().submit(_fsync_path, os.fspath(path))
+        with self._guard:
+            self._syncs.append((path, fut))
         return StagedBlob(path, digest, hasher.size)
 
     def add_bytes(self, data: bytes, *, expected_digest: str | None = None, source: str = "bytes") -> StagedBlob:
         return self.add_chunks([data], expected_digest=expected_digest, source=source)
 
+    def wait_synced(self) -> None:
+        """Wait until every staged blob is fsynced; the first failure is a :class:`RegistryError`."""
+        with self._guard:
+            syncs = list(self._syncs)
+        for path, fut in syncs:
+            exc = fut.exception()
+            if exc is not None:
+                raise RegistryError(f"Failed to sync staged blob {path}: {exc}") from exc
+
     def publish(self, staged: StagedBlob) -> StoredBlob:
-        """Make a staged blob visible under its digest (idempotent)."""
-        self.store._publish(staged.path, staged.digest, staged.size)
+        """Make a staged blob visible under its digest (idempotent), once every staged blob is synced."""
+        self.publish_all([staged])
         return StoredBlob(staged.digest, staged.size)
+
+    def publish_all(self, staged: Sequence[StagedBlob]) -> None:
+        """Wait for the fsyncs, then link every blob in order, all under one ``blobs/.lock``."""
+        self.wait_synced()
+        self.store._publish_many([(blob.path, blob.digest, blob.size) for blob in staged])
 
 
 def fd_chunks(fd: int) -> Iterator[bytes]:
