@@ -196,6 +196,26 @@ def test_push_uploads_only_missing_blobs(
     assert not any(m == "POST" for m, _ in http_log)
 
 
+def test_fresh_push_stops_checking_small_blobs_after_the_probe(
+    tmp_path: Path, oci_registry: OciRegistry, http_log: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(remote.CONCURRENCY_ENV, "1")  # the probe's order is the blobs' order
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry, "probe")
+    layers = [b"small-%d" % i for i in range(20)] + [os.urandom(remote.SMALL_BLOB + 1)]
+    digest, _ = store_artifact(src, name, layers)
+    push_artifact(src, name, digest, quiet=True)
+    heads = [p for m, p in http_log if m == "HEAD"]
+    assert len(heads) == remote.HEAD_PROBE + 1  # the probe, then only the blob above SMALL_BLOB
+    assert sum(1 for m, p in http_log if m == "PUT" and "/blobs/" in p) == 22  # config + 21 layers
+    dst = LocalRegistry.at(tmp_path / "dst")
+    assert pull_artifact(dst, name, quiet=True) == digest
+    dst.verify_closure(digest)
+    http_log.clear()  # a second tag of the same content: the probe finds blobs, every one is checked
+    push_artifact(src, name.replace(":v1", ":v2"), digest, quiet=True)
+    assert [m for m, _ in http_log].count("HEAD") == 22 and not any(m == "POST" for m, _ in http_log)
+
+
 def test_pull_reuses_blobs_already_stored(
     tmp_path: Path, oci_registry: OciRegistry, http_log: list[tuple[str, str]]
 ) -> None:

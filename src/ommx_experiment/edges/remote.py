@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 CONCURRENCY_ENV = "OMMX_ARTIFACT_TRANSFER_CONCURRENCY"
 DEFAULT_CONCURRENCY = 4  # OMMX 3's default (rust/ommx/src/artifact/remote_transport.rs)
+HEAD_PROBE = 8  # blobs checked with HEAD before a push that found none stops checking small ones
+SMALL_BLOB = 1 << 20  # bytes: up to this, an upload without a HEAD is cheap enough
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -140,8 +142,10 @@ def push_artifact(
         "push", len(blobs), sum(d.size for d in blobs), quiet=quiet
     ) as progress:
 
+        probe = _HeadProbe()
+
         def push_one(session: RegistryClient, desc: Descriptor) -> None:
-            if session.blob_exists(desc.digest):
+            if probe.wanted(desc.size) and probe.seen(session.blob_exists(desc.digest)):
                 log.debug("push %s: blob %s already on the remote", image, desc.digest)
                 progress.advance(desc.size)
             else:
@@ -207,6 +211,32 @@ def _unique_blobs(manifest: Manifest) -> list[Descriptor]:
     for desc in (manifest.config, *manifest.layers):
         seen.setdefault(desc.digest, desc)
     return list(seen.values())
+
+
+class _HeadProbe:
+    """Whether a blob is worth a ``HEAD`` before its upload (thread-safe).
+
+    Every blob is checked until :data:`HEAD_PROBE` checks found none on the remote (a new
+    artifact); from then on blobs of at most :data:`SMALL_BLOB` bytes are uploaded without a
+    check: re-uploading a small blob the remote has is correct and costs about what its
+    ``HEAD`` does, while checking every blob of a fresh push costs one request in three.
+    Larger blobs are always checked. One blob found present keeps the checks on.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._checks = 0
+        self._hits = 0
+
+    def wanted(self, size: int) -> bool:
+        with self._lock:
+            return size > SMALL_BLOB or self._hits > 0 or self._checks < HEAD_PROBE
+
+    def seen(self, present: bool) -> bool:
+        with self._lock:
+            self._checks += 1
+            self._hits += present
+        return present
 
 
 def _chunk_source(registry: LocalRegistry, digest: str, advance: Advance) -> Callable[[], Iterable[bytes]]:
