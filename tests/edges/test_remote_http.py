@@ -156,6 +156,21 @@ def test_forbidden_is_authorization_error(tmp_path: Path) -> None:
             pull_artifact(LocalRegistry.at(tmp_path / "dst"), f"{server.host}/tests/x:v1", quiet=True)
 
 
+def test_proxy_variables_are_honoured_on_every_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment is read once per client only when it names no proxy; with one, every
+    request (the blob GETs too) goes through it, as ``requests`` does."""
+    with _Server(_serve_content) as proxy:
+        for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.host}")
+        monkeypatch.setenv("http_proxy", f"http://{proxy.host}")
+        name = "localhost:9/tests/x:v1"  # nothing listens there: only the proxy can answer
+        assert pull_artifact(LocalRegistry.at(tmp_path / "dst"), name, quiet=True) == sha256_digest(MANIFEST)
+    paths = [path for _, path, _ in proxy.requests]
+    assert paths and all(p.startswith("http://localhost:9/v2/tests/x/") for p in paths)
+    assert sum("/blobs/" in p for p in paths) == len(BLOBS)
+
+
 def test_persistent_5xx_is_transport_error_after_bounded_retries(tmp_path: Path) -> None:
     with _Server(lambda h: (503, {}, b"")) as server:
         with pytest.raises(RemoteArtifactTransportError, match=server.host):
