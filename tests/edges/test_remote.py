@@ -470,7 +470,7 @@ def test_transfer_progress_counts_from_many_threads() -> None:
     assert (progress.done_blobs, progress.done_bytes, progress.shown) == (8, 8000, False)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, 4), ("1", 1), ("16", 16), ("+3", 3)])
+@pytest.mark.parametrize(("value", "expected"), [(None, 8), ("1", 1), ("16", 16), ("+3", 3)])
 def test_transfer_concurrency_reads_the_ommx_variable(
     monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int
 ) -> None:
