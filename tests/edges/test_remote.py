@@ -357,6 +357,48 @@ def test_registry_killed_mid_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert temp_files(dst) == []
 
 
+_KILLED_PULL = """
+import os, sys
+from ommx_experiment.engine import blobstore
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.edges.remote import pull_artifact
+real = blobstore.Staging.add_chunks
+staged = []
+def add_chunks(self, *args, **kwargs):
+    staged.append(real(self, *args, **kwargs))
+    if len(staged) == 12:  # blobs staged, fsyncs queued on the helpers, workers mid-download
+        os.kill(os.getpid(), 9)
+    return staged[-1]
+blobstore.Staging.add_chunks = add_chunks
+pull_artifact(LocalRegistry.at(sys.argv[1]), sys.argv[2], quiet=True)
+"""
+
+
+def test_pull_killed_mid_way_publishes_nothing_and_the_next_pull_cleans_up(
+    tmp_path: Path, oci_registry: OciRegistry
+) -> None:
+    import subprocess
+    import sys
+
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry, "killed-pull")
+    payloads = [os.urandom(300 + i) for i in range(40)]
+    digest, _ = store_artifact(src, name, payloads)
+    push_artifact(src, name, digest, quiet=True)
+    root = tmp_path / "dst"
+    LocalRegistry.at(root)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_PULL, str(root), name], env=env, timeout=120)
+    assert killed.returncode == -9
+    dst = LocalRegistry.at(root)
+    assert dst.resolve(name) is None and dst.list_refs() == []
+    assert not any(dst.blobs.exists(sha256_digest(p)) for p in payloads)
+    assert any(n.startswith(".oxe-stage-") for n in temp_files(dst))  # what the kill left behind
+    assert pull_artifact(dst, name, quiet=True) == digest
+    dst.verify_closure(digest)
+    assert temp_files(dst) == []
+
+
 def test_corrupt_remote_blob_publishes_nothing(tmp_path: Path, oci_registry: OciRegistry) -> None:
     src = LocalRegistry.at(tmp_path / "src")
     name = unique_name(oci_registry)
