@@ -28,6 +28,7 @@ deletes the pin file once a ref (or journal row) reaches them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -37,7 +38,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ..errors import BlobNotFoundError, DigestMismatchError, RegistryError
 from . import atomic
@@ -532,7 +533,9 @@ class BlobStore:
         to be stored already is verified and touched, and the copy is dropped unsynced.
         """
         with open(path, "rb") as fh:
-            return self.put_stream(fh, expected_digest=expected_digest, source=str(path))
+            if not hasattr(os, "copy_file_range"):
+                return self.put_stream(fh, expected_digest=expected_digest, source=str(path))
+            return self._write_new((), str(path), expected_digest=expected_digest, copy_from=fh.fileno())
 
     def put_stream(
         self, fh: BinaryIO, *, expected_digest: str | None = None, source: str = "stream"
@@ -564,9 +567,12 @@ class BlobStore:
         *,
         expected_digest: str | None = None,
         known: tuple[str, int] | None = None,
+        copy_from: int | None = None,
     ) -> StoredBlob:
-        """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
-        bytes the caller already hashed and found absent (then they are not hashed again)."""
+        """Write ``chunks`` (or, with ``copy_from``, everything readable from that file
+        descriptor, see :func:`_copy_file_hashed`) to a temp file and publish it; ``known`` is
+        ``(digest, size)`` of bytes the caller already hashed and found absent (then they are
+        not hashed again)."""
         tmp: Path | str = self.dir
         owner = None if self._own is None else self._own.owner_token()
         self.remove_dead_temp_files(throttled=True)
@@ -575,7 +581,10 @@ class BlobStore:
             with atomic.temp_file(self.dir, stem="blob-", owner=owner) as (tmp, handle):
                 if known is None:
                     hasher = StreamingDigest()
-                    _copy_chunks(chunks, handle, hasher, source=source, sync=False)
+                    if copy_from is not None:
+                        _copy_file_hashed(copy_from, handle, tmp, hasher)
+                    else:
+                        _copy_chunks(chunks, handle, hasher, source=source, sync=False)
                     digest, size = hasher.digest(), hasher.size
                     _check_expected(digest, expected_digest, source)
                     if self._touch_if_valid(digest, size):
@@ -1119,6 +1128,78 @@ def _copy_chunks(
             writer.close()
     if sync:
         os.fsync(fd)
+
+
+_COPY_STEP = 8 << 20  # bytes per copy_file_range call: the hasher follows at most this far behind
+
+
+def _copy_file_hashed(src: int, handle: BinaryIO, tmp: Path | str, hasher: StreamingDigest) -> None:
+    """Copy ``src`` (from its position to its end) into ``handle``'s file by ``copy_file_range``
+    on a helper thread (the kernel moves the bytes, no user-space copy) while this thread
+    hashes what has been copied, read back from the temp file ``tmp``: the digest is that
+    of the bytes stored, whatever the source does meanwhile, and the time about
+    max(copy, hash). Where the kernel refuses (another file system, an old kernel) the
+    helper copies with ``read``/``write``.
+    """
+    handle.flush()
+    dst = handle.fileno()
+    cond = threading.Condition()
+    state: dict[str, Any] = {"done": 0, "end": False, "error": None}
+
+    def copy() -> None:
+        kernel = True
+        try:
+            while True:
+                n = 0
+                if kernel:
+                    try:
+                        n = os.copy_file_range(src, dst, _COPY_STEP)
+                    except OSError as exc:
+                        if state["done"] or exc.errno not in _NO_COPY_RANGE:
+                            raise
+                        kernel = False
+                if not kernel:
+                    chunk = os.read(src, CHUNK)
+                    _write_all(dst, chunk)
+                    n = len(chunk)
+                with cond:
+                    state["done"] += n
+                    state["end"] = n == 0
+                    cond.notify()
+                if n == 0:
+                    return
+        except BaseException as exc:  # noqa: BLE001 -- handed to the hashing thread, raised there
+            with cond:
+                state["error"], state["end"] = exc, True
+                cond.notify()
+
+    worker = threading.Thread(target=copy, name="oxe-blob-copy", daemon=True)
+    reader = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    worker.start()
+    try:
+        buf = memoryview(bytearray(CHUNK))
+        pos = 0
+        while True:
+            with cond:
+                while state["done"] <= pos and not state["end"]:
+                    cond.wait()
+                limit, end, error = state["done"], state["end"], state["error"]
+            if error is not None:
+                raise error
+            while pos < limit:
+                n = os.preadv(reader, [buf[: min(CHUNK, limit - pos)]], pos)
+                if n == 0:
+                    raise OSError(f"{tmp} is shorter than the {limit} bytes copied into it")
+                hasher.update(buf[:n])
+                pos += n
+            if end:
+                return
+    finally:
+        worker.join()
+        os.close(reader)
+
+
+_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM})
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
