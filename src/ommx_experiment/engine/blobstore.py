@@ -480,6 +480,17 @@ class BlobStore:
         if hasher.digest() != digest:
             raise DigestMismatchError(f"Blob {digest} at {self.path(digest)} does not match its digest")
 
+    def copy_to(self, digest: str, handle: BinaryIO, path: Path | str) -> None:
+        """Copy the blob into ``handle`` (a new file open for writing at ``path``) by the kernel,
+        hashing the copied bytes read back from ``path`` (:func:`_copy_file_hashed`); raises
+        :class:`DigestMismatchError` if they do not match ``digest`` (the copy is then not to be
+        published). The caller syncs and publishes ``path``."""
+        hasher = StreamingDigest()
+        with self.open(digest) as fh:
+            _copy_file_hashed(fh.fileno(), handle, path, hasher)
+        if hasher.digest() != digest:
+            raise DigestMismatchError(f"Blob {digest} at {self.path(digest)} does not match its digest")
+
     def verify(self, digest: str, size: int | None = None) -> bool:
         """True if the blob exists, has ``size`` (if given) and hashes to ``digest``."""
         path = self.path(digest)
