@@ -196,6 +196,26 @@ def test_push_uploads_only_missing_blobs(
     assert not any(m == "POST" for m, _ in http_log)
 
 
+def test_fresh_push_stops_checking_small_blobs_after_the_probe(
+    tmp_path: Path, oci_registry: OciRegistry, http_log: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(remote.CONCURRENCY_ENV, "1")  # the probe's order is the blobs' order
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry, "probe")
+    layers = [b"small-%d" % i for i in range(20)] + [os.urandom(remote.SMALL_BLOB + 1)]
+    digest, _ = store_artifact(src, name, layers)
+    push_artifact(src, name, digest, quiet=True)
+    heads = [p for m, p in http_log if m == "HEAD"]
+    assert len(heads) == remote.HEAD_PROBE + 1  # the probe, then only the blob above SMALL_BLOB
+    assert sum(1 for m, p in http_log if m == "PUT" and "/blobs/" in p) == 22  # config + 21 layers
+    dst = LocalRegistry.at(tmp_path / "dst")
+    assert pull_artifact(dst, name, quiet=True) == digest
+    dst.verify_closure(digest)
+    http_log.clear()  # a second tag of the same content: the probe finds blobs, every one is checked
+    push_artifact(src, name.replace(":v1", ":v2"), digest, quiet=True)
+    assert [m for m, _ in http_log].count("HEAD") == 22 and not any(m == "POST" for m, _ in http_log)
+
+
 def test_pull_reuses_blobs_already_stored(
     tmp_path: Path, oci_registry: OciRegistry, http_log: list[tuple[str, str]]
 ) -> None:
@@ -337,6 +357,48 @@ def test_registry_killed_mid_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert temp_files(dst) == []
 
 
+_KILLED_PULL = """
+import os, sys
+from ommx_experiment.engine import blobstore
+from ommx_experiment.engine.registry import LocalRegistry
+from ommx_experiment.edges.remote import pull_artifact
+real = blobstore.Staging.add_chunks
+staged = []
+def add_chunks(self, *args, **kwargs):
+    staged.append(real(self, *args, **kwargs))
+    if len(staged) == 12:  # blobs staged, fsyncs queued on the helpers, workers mid-download
+        os.kill(os.getpid(), 9)
+    return staged[-1]
+blobstore.Staging.add_chunks = add_chunks
+pull_artifact(LocalRegistry.at(sys.argv[1]), sys.argv[2], quiet=True)
+"""
+
+
+def test_pull_killed_mid_way_publishes_nothing_and_the_next_pull_cleans_up(
+    tmp_path: Path, oci_registry: OciRegistry
+) -> None:
+    import subprocess
+    import sys
+
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry, "killed-pull")
+    payloads = [os.urandom(300 + i) for i in range(40)]
+    digest, _ = store_artifact(src, name, payloads)
+    push_artifact(src, name, digest, quiet=True)
+    root = tmp_path / "dst"
+    LocalRegistry.at(root)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    killed = subprocess.run([sys.executable, "-c", _KILLED_PULL, str(root), name], env=env, timeout=120)
+    assert killed.returncode == -9
+    dst = LocalRegistry.at(root)
+    assert dst.resolve(name) is None and dst.list_refs() == []
+    assert not any(dst.blobs.exists(sha256_digest(p)) for p in payloads)
+    assert any(n.startswith(".oxe-stage-") for n in temp_files(dst))  # what the kill left behind
+    assert pull_artifact(dst, name, quiet=True) == digest
+    dst.verify_closure(digest)
+    assert temp_files(dst) == []
+
+
 def test_corrupt_remote_blob_publishes_nothing(tmp_path: Path, oci_registry: OciRegistry) -> None:
     src = LocalRegistry.at(tmp_path / "src")
     name = unique_name(oci_registry)
@@ -450,7 +512,7 @@ def test_transfer_progress_counts_from_many_threads() -> None:
     assert (progress.done_blobs, progress.done_bytes, progress.shown) == (8, 8000, False)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(None, 4), ("1", 1), ("16", 16), ("+3", 3)])
+@pytest.mark.parametrize(("value", "expected"), [(None, 8), ("1", 1), ("16", 16), ("+3", 3)])
 def test_transfer_concurrency_reads_the_ommx_variable(
     monkeypatch: pytest.MonkeyPatch, value: str | None, expected: int
 ) -> None:

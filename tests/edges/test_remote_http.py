@@ -156,6 +156,21 @@ def test_forbidden_is_authorization_error(tmp_path: Path) -> None:
             pull_artifact(LocalRegistry.at(tmp_path / "dst"), f"{server.host}/tests/x:v1", quiet=True)
 
 
+def test_proxy_variables_are_honoured_on_every_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment is read once per client only when it names no proxy; with one, every
+    request (the blob GETs too) goes through it, as ``requests`` does."""
+    with _Server(_serve_content) as proxy:
+        for var in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.host}")
+        monkeypatch.setenv("http_proxy", f"http://{proxy.host}")
+        name = "localhost:9/tests/x:v1"  # nothing listens there: only the proxy can answer
+        assert pull_artifact(LocalRegistry.at(tmp_path / "dst"), name, quiet=True) == sha256_digest(MANIFEST)
+    paths = [path for _, path, _ in proxy.requests]
+    assert paths and all(p.startswith("http://localhost:9/v2/tests/x/") for p in paths)
+    assert sum("/blobs/" in p for p in paths) == len(BLOBS)
+
+
 def test_persistent_5xx_is_transport_error_after_bounded_retries(tmp_path: Path) -> None:
     with _Server(lambda h: (503, {}, b"")) as server:
         with pytest.raises(RemoteArtifactTransportError, match=server.host):
@@ -193,3 +208,41 @@ def test_blob_longer_than_declared_is_rejected(tmp_path: Path) -> None:
         with pytest.raises(InvalidRemoteArtifactError, match="declared"):
             pull_artifact(dst, f"{server.host}/tests/x:v1", quiet=True)
     assert dst.list_refs() == [] and not any(dst.blobs.iter_digests())
+
+
+@pytest.mark.parametrize(("setting", "limit"), [("3", 3), (None, 8)])
+def test_pull_keeps_at_most_the_configured_number_of_blobs_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, limit: int
+) -> None:
+    """``OMMX_ARTIFACT_TRANSFER_CONCURRENCY`` (default 8) bounds the blob GETs open at once."""
+    import time
+
+    if setting is None:
+        monkeypatch.delenv("OMMX_ARTIFACT_TRANSFER_CONCURRENCY", raising=False)
+    else:
+        monkeypatch.setenv("OMMX_ARTIFACT_TRANSFER_CONCURRENCY", setting)
+    layers = [b"layer %d" % i for i in range(3 * limit)]
+    blobs = {sha256_digest(CONFIG): CONFIG, **{sha256_digest(b): b for b in layers}}
+    manifest = Manifest(
+        mt.GENERIC_ARTIFACT_TYPE,
+        Descriptor(mt.OCI_EMPTY_CONFIG, sha256_digest(CONFIG), len(CONFIG)),
+        tuple(Descriptor(mt.OCTET_STREAM, sha256_digest(b), len(b)) for b in layers),
+    ).to_bytes()
+    guard = threading.Lock()
+    in_flight = [0, 0]  # now, most seen
+
+    def route(handler: BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        if "/manifests/" in handler.path:
+            return 200, {"Content-Type": mt.OCI_MANIFEST}, manifest
+        with guard:
+            in_flight[0] += 1
+            in_flight[1] = max(in_flight)
+        time.sleep(0.05)  # hold the request open so that the others pile up behind the limit
+        with guard:
+            in_flight[0] -= 1
+        return 200, {}, blobs[handler.path.rsplit("/", 1)[-1]]
+
+    with _Server(route) as server:
+        pulled = pull_artifact(LocalRegistry.at(tmp_path / "dst"), f"{server.host}/tests/x:v1", quiet=True)
+    assert pulled == sha256_digest(manifest)
+    assert limit // 2 < in_flight[1] <= limit  # well parallel, never beyond the setting

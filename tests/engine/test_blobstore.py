@@ -313,8 +313,24 @@ def test_put_file_stores_the_bytes_it_copied_when_the_file_changes(
     original = b"a" * chunk + b"tail"
     src.write_bytes(original)
     replacement = b"b" * chunk + b"changed tail, longer"
-    changing = lambda path, mode="rb": _ChangingSource(Path(path), replacement)  # noqa: E731
-    monkeypatch.setattr(blobstore, "open", changing, raising=False)
+    if hasattr(os, "copy_file_range"):  # the kernel copies: the file changes after its first step
+        real = os.copy_file_range
+        calls = []
+
+        def copy_file_range(fd_in: int, fd_out: int, count: int) -> int:
+            n = real(fd_in, fd_out, count)
+            calls.append(n)
+            if len(calls) == 1:
+                with open(src, "r+b") as writer:
+                    writer.write(replacement)
+                    writer.truncate()
+            return n
+
+        monkeypatch.setattr(blobstore, "_COPY_STEP", chunk)
+        monkeypatch.setattr(os, "copy_file_range", copy_file_range)
+    else:
+        changing = lambda path, mode="rb": _ChangingSource(Path(path), replacement)  # noqa: E731
+        monkeypatch.setattr(blobstore, "open", changing, raising=False)
     stored = store.put_file(src)
     copied = original[:chunk] + replacement[chunk:]
     assert stored == StoredBlob(_digest(copied), len(copied))
@@ -329,9 +345,9 @@ import os, sys
 from ommx_experiment.engine import blobstore
 from ommx_experiment.engine.registry import LocalRegistry
 from ommx_experiment.format.archive import import_path
-def publish(self, staged):
+def publish_all(self, staged):
     os.kill(os.getpid(), 9)  # SIGKILL between staging and publication
-blobstore.Staging.publish = publish
+blobstore.Staging.publish_all = publish_all
 import_path(LocalRegistry.at(sys.argv[1]), sys.argv[2])
 """
 
@@ -468,3 +484,23 @@ def test_lease_compaction_waits_while_a_gc_holds_the_exclusion_lock(store: BlobS
     store.release([store.put_bytes(b"gc done").digest])
     (lease,) = _lease_files(store)
     assert lease.stat().st_size < _Leases.COMPACT_BYTES
+
+
+def test_put_file_copies_with_read_write_where_the_kernel_refuses(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``copy_file_range`` failing with EXDEV (another file system) falls back to read/write."""
+    import errno
+
+    from ommx_experiment.engine import blobstore
+
+    def refuse(fd_in: int, fd_out: int, count: int) -> int:
+        raise OSError(errno.EXDEV, "cross-device")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    data = os.urandom(3 * blobstore.CHUNK + 17)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    stored = store.put_file(src)
+    assert stored == StoredBlob(_digest(data), len(data))
+    assert store.get(stored.digest) == data

@@ -61,7 +61,7 @@ def _check_fault(root: Path, report: dict[str, str], base: dict[str, object], pa
     assert sup.run_json(root, "dump", "example.com/cw/base:0") == base  # committed data intact
 
 
-@pytest.mark.parametrize("step", ["log", "commit", "import"])
+@pytest.mark.parametrize("step", ["log", "log_file", "commit", "import"])
 def test_file_size_limit(tmp_path: Path, step: str) -> None:
     root = tmp_path / "registry"
     base = _baseline(root)
@@ -95,7 +95,7 @@ def small_tmpfs() -> Iterator[Path]:
         folder.rmdir()
 
 
-@pytest.mark.parametrize("step", ["log", "commit", "import"])
+@pytest.mark.parametrize("step", ["log", "log_file", "commit", "import"])
 def test_real_enospc_on_a_small_tmpfs(small_tmpfs: Path, tmp_path: Path, step: str) -> None:
     root = small_tmpfs / "registry"
     base = _baseline(root)

@@ -115,7 +115,7 @@ def assert_durable_publication(trace: Trace, final: str, *, kind: str) -> tuple[
     syncs = [i for i in trace.syncs(tmp) if i < move.index]
     assert syncs, f"{tmp} was never fsynced before it became {final}"
     assert all(w < syncs[-1] for w in writes), f"{tmp}: a write after its last fsync"
-    assert opened[-1] < syncs[-1] < move.index
+    assert opened[0] < syncs[-1] < move.index  # created, then synced (a later open may only read it)
     folder = str(Path(final).parent)
     dir_syncs = [i for i in trace.syncs(folder) if i > move.index]
     assert dir_syncs, f"folder {folder} not fsynced after the {kind} onto {final}"
@@ -238,3 +238,33 @@ def test_the_checker_sees_a_patch_spanning_pages() -> None:
     assert trace.of("pwrite64", "/r/index.json")[0].offset == 4000
     with pytest.raises(AssertionError, match="spans pages"):
         assert_in_place_view_writes(trace, "/r/index.json", "/r/index.sqlite3-wal", "sha256:aa", 1)
+
+
+def test_import_stages_syncs_then_links_every_blob_before_the_ref(strace_bin: str, tmp_path: Path) -> None:
+    """An import (and a pull: the same :class:`Staging`) fsyncs each staged blob on a helper
+    thread, but links none before all are synced, and syncs the folder before the ref."""
+    source = tmp_path / "source"
+    name = "example.com/rel/strace:import"
+    assert sup.run(source, "commit", name).returncode == 0
+    archive = tmp_path / "a.ommx"
+    assert sup.run(source, "save", name, str(archive)).returncode == 0
+    root = tmp_path / "registry"
+    trace = _strace(tmp_path, root, "import-dump", str(archive))
+    from ommx_experiment.engine.registry import LocalRegistry
+
+    registry = LocalRegistry.at(root)
+    manifest = registry.resolve(name)
+    assert manifest is not None
+    blob_dir = str(root / "blobs" / "sha256")
+    wal = str(root / "index.sqlite3-wal")
+    ref_writes = [e.index for e in trace.of("pwrite64", wal) if manifest.removeprefix("sha256:") in e.data]
+    assert ref_writes, "no WAL frame carries the ref of the imported manifest"
+    closure = [d.removeprefix("sha256:") for d, _ in registry.closure(manifest)]
+    moves = []
+    for hex_name in closure:
+        move, dir_sync = assert_durable_publication(trace, f"{blob_dir}/{hex_name}", kind="link")
+        assert dir_sync < ref_writes[0], f"blob {hex_name} became durable only after the ref was written"
+        moves.append(move)
+    staged = {e.path for e in trace.of("link") if e.target and Path(e.target).parent == Path(blob_dir)}
+    last_sync = max(i for path in staged if path for i in trace.syncs(path))
+    assert last_sync < min(moves), "a staged blob was linked before every staged blob was synced"

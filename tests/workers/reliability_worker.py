@@ -424,6 +424,20 @@ def fault(mode: str, param: str, step: str, args: list[str]) -> dict[str, Any]:
         run.log_attachment("big", "application/octet-stream", big)
         run.finish()
         out["digest"] = exp.commit().manifest_digest
+    elif step == "log_file":  # the kernel copy (copy_file_range) of put_file
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:  # outside the root: not on its full file system
+            source = Path(folder) / "big.bin"
+            source.write_bytes(big)
+            exp = Experiment(args[0])
+            run = exp.run()
+            injected.start()
+            out["first"] = _attempt(lambda: run.log_file("big", source))
+            injected.stop()
+            run.log_file("big", source)
+            run.finish()
+            out["digest"] = exp.commit().manifest_digest
     elif step == "commit":
         exp = Experiment(args[0])
         exp.log_attachment("small", "application/octet-stream", b"small")

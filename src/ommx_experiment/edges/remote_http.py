@@ -113,6 +113,7 @@ class RegistryClient:
         self._authorization: str | None = None
         self._session = requests.Session()
         self._session.auth = _keep_headers  # never let ~/.netrc replace our Authorization header
+        _read_environment_once(self._session, self.repo_url)
 
     def fork(self) -> RegistryClient:
         """A client for another thread (requests sessions are not thread-safe) that starts with
@@ -382,6 +383,20 @@ class _SizedBody:
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._chunks)
+
+
+def _read_environment_once(session: requests.Session, url: str) -> None:
+    """Without proxy variables in the environment, take the CA bundle setting
+    (``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) now and stop ``requests`` from reading the
+    environment again on every request (a scan of ``os.environ`` each: a third of its cost
+    per request on a 2,000-blob transfer). With proxies configured every request still
+    resolves them, ``NO_PROXY`` and redirects included, exactly as ``requests`` does."""
+    from urllib.request import getproxies
+
+    if getproxies():
+        return
+    session.verify = session.merge_environment_settings(url, {}, None, None, None)["verify"]
+    session.trust_env = False
 
 
 def _keep_headers(request: Any) -> Any:

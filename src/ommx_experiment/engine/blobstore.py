@@ -28,6 +28,7 @@ deletes the pin file once a ref (or journal row) reaches them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import os
@@ -35,10 +36,10 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from ..errors import BlobNotFoundError, DigestMismatchError, RegistryError
 from . import atomic
@@ -487,6 +488,17 @@ class BlobStore:
         if hasher.digest() != digest:
             raise DigestMismatchError(f"Blob {digest} at {self.path(digest)} does not match its digest")
 
+    def copy_to(self, digest: str, handle: BinaryIO, path: Path | str) -> None:
+        """Copy the blob into ``handle`` (a new file open for writing at ``path``) by the kernel,
+        hashing the copied bytes read back from ``path`` (:func:`_copy_file_hashed`); raises
+        :class:`DigestMismatchError` if they do not match ``digest`` (the copy is then not to be
+        published). The caller syncs and publishes ``path``."""
+        hasher = StreamingDigest()
+        with self.open(digest) as fh:
+            _copy_file_hashed(fh.fileno(), handle, path, hasher)
+        if hasher.digest() != digest:
+            raise DigestMismatchError(f"Blob {digest} at {self.path(digest)} does not match its digest")
+
     def verify(self, digest: str, size: int | None = None) -> bool:
         """True if the blob exists, has ``size`` (if given) and hashes to ``digest``."""
         path = self.path(digest)
@@ -540,7 +552,9 @@ class BlobStore:
         to be stored already is verified and touched, and the copy is dropped unsynced.
         """
         with open(path, "rb") as fh:
-            return self.put_stream(fh, expected_digest=expected_digest, source=str(path))
+            if not hasattr(os, "copy_file_range"):
+                return self.put_stream(fh, expected_digest=expected_digest, source=str(path))
+            return self._write_new((), str(path), expected_digest=expected_digest, copy_from=fh.fileno())
 
     def put_stream(
         self, fh: BinaryIO, *, expected_digest: str | None = None, source: str = "stream"
@@ -572,9 +586,12 @@ class BlobStore:
         *,
         expected_digest: str | None = None,
         known: tuple[str, int] | None = None,
+        copy_from: int | None = None,
     ) -> StoredBlob:
-        """Write ``chunks`` to a temp file and publish it; ``known`` is ``(digest, size)`` of
-        bytes the caller already hashed and found absent (then they are not hashed again)."""
+        """Write ``chunks`` (or, with ``copy_from``, everything readable from that file
+        descriptor, see :func:`_copy_file_hashed`) to a temp file and publish it; ``known`` is
+        ``(digest, size)`` of bytes the caller already hashed and found absent (then they are
+        not hashed again)."""
         tmp: Path | str = self.dir
         owner = None if self._own is None else self._own.owner_token()
         self.remove_dead_temp_files(throttled=True)
@@ -583,7 +600,10 @@ class BlobStore:
             with atomic.temp_file(self.dir, stem="blob-", owner=owner) as (tmp, handle):
                 if known is None:
                     hasher = StreamingDigest()
-                    _copy_chunks(chunks, handle, hasher, source=source, sync=False)
+                    if copy_from is not None:
+                        _copy_file_hashed(copy_from, handle, tmp, hasher)
+                    else:
+                        _copy_chunks(chunks, handle, hasher, source=source, sync=False)
                     digest, size = hasher.digest(), hasher.size
                     _check_expected(digest, expected_digest, source)
                     if self._touch_if_valid(digest, size):
@@ -997,6 +1017,15 @@ def _write_synced(tmp: str, data: bytes) -> None:
         os.close(fd)
 
 
+def _fsync_path(path: str) -> None:
+    """``fsync`` the file at ``path`` (in a helper thread: a staged blob written by another)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _wait_all(items: list[_Deferred]) -> tuple[_Deferred, BaseException] | None:
     """Wait for every helper of ``items``; the first one that failed, with its error."""
     failed = None
@@ -1030,14 +1059,20 @@ class Staging:
     """Stage many blobs, validate, then publish them all, or none.
 
     Staged blobs are temp files in ``blobs/sha256/`` (the registry's temp area,
-    invisible to OMMX's GC and to digest lookups). Leaving the ``with`` block
-    removes every temp file, published or not: a published blob lives on under
+    invisible to OMMX's GC and to digest lookups). Each is written and verified by
+    the caller's thread; its ``fsync`` then runs on the store's helper threads, side by
+    side with the next downloads and with the other blobs' fsyncs (the file system
+    commits them together), and :meth:`publish_all` waits for every one before it links
+    anything: a blob is durable before its digest name appears. Leaving the ``with``
+    block removes every temp file, published or not: a published blob lives on under
     its digest name through the hard link.
     """
 
     def __init__(self, store: BlobStore) -> None:
         self.store = store
         self._paths: list[Path] = []
+        self._syncs: list[tuple[Path, Future[None]]] = []
+        self._guard = threading.Lock()
         self._owner: str | None = None
 
     def __enter__(self) -> Staging:
@@ -1047,10 +1082,16 @@ class Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for path in self._paths:
+        with self._guard:
+            syncs, self._syncs = self._syncs, []
+            paths, self._paths = self._paths, []
+        for _, fut in syncs:
+            fut.cancel()
+            with contextlib.suppress(BaseException):
+                fut.exception()  # wait: a helper may still hold the file open
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        self._paths.clear()
 
     def add_chunks(
         self,
@@ -1060,27 +1101,49 @@ class Staging:
         max_size: int | None = None,
         source: str = "stream",
     ) -> StagedBlob:
-        """Write ``chunks`` to a temp file, hashing; verify ``expected_digest`` and ``max_size``."""
+        """Write ``chunks`` to a temp file, hashing; verify ``expected_digest`` and ``max_size``.
+
+        Thread-safe (parallel pulls stage from several threads). The fsync is queued on
+        the helper threads; :meth:`publish_all` waits for it.
+        """
         path = self.store.dir / atomic.temp_name("stage-", owner=self._owner)
         hasher = StreamingDigest()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            self._paths.append(path)
+            with self._guard:
+                self._paths.append(path)
             with os.fdopen(fd, "wb") as handle:
-                _copy_chunks(chunks, handle, hasher, max_size=max_size, source=source)
+                _copy_chunks(chunks, handle, hasher, max_size=max_size, source=source, sync=False)
         except OSError as exc:
             raise RegistryError(f"Failed to stage blob from {source} at {path}: {exc}") from exc
         digest = hasher.digest()
         _check_expected(digest, expected_digest, source)
+        fut = _sync_pool().submit(_fsync_path, os.fspath(path))
+        with self._guard:
+            self._syncs.append((path, fut))
         return StagedBlob(path, digest, hasher.size)
 
     def add_bytes(self, data: bytes, *, expected_digest: str | None = None, source: str = "bytes") -> StagedBlob:
         return self.add_chunks([data], expected_digest=expected_digest, source=source)
 
+    def wait_synced(self) -> None:
+        """Wait until every staged blob is fsynced; the first failure is a :class:`RegistryError`."""
+        with self._guard:
+            syncs = list(self._syncs)
+        for path, fut in syncs:
+            exc = fut.exception()
+            if exc is not None:
+                raise RegistryError(f"Failed to sync staged blob {path}: {exc}") from exc
+
     def publish(self, staged: StagedBlob) -> StoredBlob:
-        """Make a staged blob visible under its digest (idempotent)."""
-        self.store._publish(staged.path, staged.digest, staged.size)
+        """Make a staged blob visible under its digest (idempotent), once every staged blob is synced."""
+        self.publish_all([staged])
         return StoredBlob(staged.digest, staged.size)
+
+    def publish_all(self, staged: Sequence[StagedBlob]) -> None:
+        """Wait for the fsyncs, then link every blob in order, all under one ``blobs/.lock``."""
+        self.wait_synced()
+        self.store._publish_many([(blob.path, blob.digest, blob.size) for blob in staged])
 
 
 def fd_chunks(fd: int) -> Iterator[bytes]:
@@ -1124,6 +1187,78 @@ def _copy_chunks(
             writer.close()
     if sync:
         os.fsync(fd)
+
+
+_COPY_STEP = 8 << 20  # bytes per copy_file_range call: the hasher follows at most this far behind
+
+
+def _copy_file_hashed(src: int, handle: BinaryIO, tmp: Path | str, hasher: StreamingDigest) -> None:
+    """Copy ``src`` (from its position to its end) into ``handle``'s file by ``copy_file_range``
+    on a helper thread (the kernel moves the bytes, no user-space copy) while this thread
+    hashes what has been copied, read back from the temp file ``tmp``: the digest is that
+    of the bytes stored, whatever the source does meanwhile, and the time about
+    max(copy, hash). Where the kernel refuses (another file system, an old kernel) the
+    helper copies with ``read``/``write``.
+    """
+    handle.flush()
+    dst = handle.fileno()
+    cond = threading.Condition()
+    state: dict[str, Any] = {"done": 0, "end": False, "error": None}
+
+    def copy() -> None:
+        kernel = True
+        try:
+            while True:
+                n = 0
+                if kernel:
+                    try:
+                        n = os.copy_file_range(src, dst, _COPY_STEP)
+                    except OSError as exc:
+                        if state["done"] or exc.errno not in _NO_COPY_RANGE:
+                            raise
+                        kernel = False
+                if not kernel:
+                    chunk = os.read(src, CHUNK)
+                    _write_all(dst, chunk)
+                    n = len(chunk)
+                with cond:
+                    state["done"] += n
+                    state["end"] = n == 0
+                    cond.notify()
+                if n == 0:
+                    return
+        except BaseException as exc:  # noqa: BLE001 -- handed to the hashing thread, raised there
+            with cond:
+                state["error"], state["end"] = exc, True
+                cond.notify()
+
+    worker = threading.Thread(target=copy, name="oxe-blob-copy", daemon=True)
+    reader = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+    worker.start()
+    try:
+        buf = memoryview(bytearray(CHUNK))
+        pos = 0
+        while True:
+            with cond:
+                while state["done"] <= pos and not state["end"]:
+                    cond.wait()
+                limit, end, error = state["done"], state["end"], state["error"]
+            if error is not None:
+                raise error
+            while pos < limit:
+                n = os.preadv(reader, [buf[: min(CHUNK, limit - pos)]], pos)
+                if n == 0:
+                    raise OSError(f"{tmp} is shorter than the {limit} bytes copied into it")
+                hasher.update(buf[:n])
+                pos += n
+            if end:
+                return
+    finally:
+        worker.join()
+        os.close(reader)
+
+
+_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM})
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

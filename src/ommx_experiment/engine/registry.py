@@ -393,12 +393,9 @@ class LocalRegistry:
         """
         with self.publish_window():
             self.blobs.touch(digest for digest, blob in staged.items() if blob is None)
-            for digest, blob in staged.items():
-                if blob is not None and digest != manifest_digest:
-                    staging.publish(blob)
+            blobs = [blob for digest, blob in staged.items() if blob is not None and digest != manifest_digest]
             manifest_blob = staged.get(manifest_digest)
-            if manifest_blob is not None:
-                staging.publish(manifest_blob)
+            staging.publish_all(blobs if manifest_blob is None else [*blobs, manifest_blob])  # manifest last
             return self.publish(name, manifest_digest, config_bytes=config_bytes)
 
     def alias(self, name: ImageName | str, manifest_digest: str) -> bool:

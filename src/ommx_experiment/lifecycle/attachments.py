@@ -35,6 +35,7 @@ from ..format.payload import (
     decompress_chunks,
     dump_json,
     encode_typed,
+    is_compressed,
     logical_media_type,
     sniff_media_type,
     typed_kind,
@@ -309,8 +310,11 @@ class AttachmentReader:
         # into a temp file beside the target, which replaces the target only if the
         # whole blob hashed to its digest.
         with atomic.temp_file(target.parent, stem="w") as (tmp, handle):
-            for chunk in decompress_chunks(desc, blobs.iter_chunks(desc.digest)):
-                handle.write(chunk)
+            if is_compressed(desc) or not hasattr(os, "copy_file_range"):
+                for chunk in decompress_chunks(desc, blobs.iter_chunks(desc.digest)):
+                    handle.write(chunk)
+            else:  # the kernel copies, the copied bytes are hashed back from the temp file
+                blobs.copy_to(desc.digest, handle, tmp)
             atomic.sync_file(handle)
             atomic.publish_replace(tmp, target)
         return target
