@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from workers.reliability_worker import INLINE_NOTE
+
+from ommx_experiment.engine.digest import sha256_digest
 
 from . import _support as sup
 
@@ -159,8 +162,12 @@ def test_commit_publishes_every_blob_durably_before_the_ref(strace_bin: str, tmp
         assert_durable_publication(trace, f"{blob_dir}/{hex_name}", kind="link")
     # Every blob (the experiment-level attachment and its pin, written together in one publish
     # window, included) is durable under its name before the first WAL frame that names it:
-    # a ref, an OMMX cache row or a journal row.
-    for hex_name in linked:
+    # a ref, an OMMX cache row or a journal row. Except an inline attachment: its journal row
+    # holds the bytes and names their digest before any blob exists (spec/experiment.md, "Inline
+    # attachments"); the commit stores it, and the closure check above has it durable before the ref.
+    inline_hex = sha256_digest(INLINE_NOTE).removeprefix("sha256:")
+    assert inline_hex in closure
+    for hex_name in set(linked) - {inline_hex}:
         _, dir_sync = assert_durable_publication(trace, f"{blob_dir}/{hex_name}", kind="link")
         named = [e.index for e in trace.of("pwrite64", wal) if hex_name in e.data]
         assert not named or dir_sync < named[0], f"a WAL frame names blob {hex_name} before its name is durable"

@@ -244,11 +244,17 @@ def verify(side_path: Path) -> dict[str, Any]:
 # --- single commits (strace), concurrent writers, gc loops ------------------------------------------------
 
 
+INLINE_NOTE = b"an inline experiment-level attachment " * 10
+
+
 def commit_one(name: str) -> str:
     from ommx_experiment import Experiment
 
     exp = Experiment(name)
-    exp.log_attachment("shared", "application/octet-stream", b"shared payload " * 100)
+    # over the 64 KiB inline cap: stored and pinned when logged (the pin path); "note" is inline
+    # (its journal row holds the bytes; the commit stores it)
+    exp.log_attachment("shared", "application/octet-stream", b"shared payload " * 5000)
+    exp.log_attachment("note", "application/octet-stream", INLINE_NOTE)
     with exp.run() as run:
         run.log_parameter("seed", 7)
         run.log_attachment("data", "application/octet-stream", b"run payload " * 300)
