@@ -446,23 +446,34 @@ class Database:
     # --- small shared facts --------------------------------------------------
 
     def registry_id(self) -> str:
-        """The registry's id (32 lowercase hex), created with ``INSERT OR IGNORE`` as OMMX does."""
+        """The registry's id (32 lowercase hex), created with ``INSERT OR IGNORE`` as OMMX does.
+
+        Usually created already by the transaction that started a journal session
+        (:func:`create_registry_id`), so a first commit needs no durable write of its own.
+        """
         rows = self.query("SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'")
         if rows:
             return str(rows[0][0])
         with self.write("create registry id") as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO ommx_local_registry_metadata(key, value) VALUES ('registry_id', ?)",
-                (uuid.uuid4().hex,),
-            )
-            row = conn.execute(
-                "SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'"
-            ).fetchone()
-        return str(row[0])
+            return create_registry_id(conn)
 
     def refs_version(self) -> int:
         rows = self.query("SELECT value FROM oxe_meta WHERE key = 'refs_version'")
         return int(str(rows[0][0])) if rows else 0
+
+
+def create_registry_id(conn: sqlite3.Connection) -> str:
+    """Inside a write transaction: the registry id, inserted (``INSERT OR IGNORE``, as OMMX) when absent.
+
+    Safe on the journal connection (``synchronous = NORMAL``): every ref naming the id
+    is written later by a fully synchronous transaction, whose WAL sync makes this
+    earlier frame durable too.
+    """
+    conn.execute(
+        "INSERT OR IGNORE INTO ommx_local_registry_metadata(key, value) VALUES ('registry_id', ?)", (uuid.uuid4().hex,)
+    )
+    row = conn.execute("SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'").fetchone()
+    return str(row[0])
 
 
 # --- this process's connections to one database file (spec/registry.md §4a) ------------------------

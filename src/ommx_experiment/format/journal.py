@@ -364,6 +364,7 @@ class Journal:
                 pin = self._publish_pin(blobs) if blobs else None
             with journal_write(self.registry, f"journal start {self.requested}") as conn:
                 written = self._start_in(conn, header, join, carried_runs, list(attachments), pin)
+                self.registry.registry_id_in(conn)  # the commit names its checkpoint slot with it: no write of its own then
         except BaseException:
             self._abandon()
             raise
