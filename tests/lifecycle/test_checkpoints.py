@@ -126,6 +126,48 @@ def test_journal_rows_are_o1_per_close() -> None:
     assert snapshot is not None and max(r.run_id for r, _ in snapshot.runs) + 1 == 5
 
 
+def _journal_run_rows(registry: LocalRegistry) -> int:
+    return int(registry.db.query("SELECT count(*) FROM oxe_journal_runs")[0][0])
+
+
+def test_a_commit_leaves_its_run_rows_to_a_helper_thread_and_no_reader_sees_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spec/experiment.md, "Commit": the session row goes in the commit's cleanup, its run rows after release."""
+    from ommx_experiment.format import journal, journal_sweep
+
+    registry = LocalRegistry.default()
+    monkeypatch.setattr(journal, "sweep_orphan_runs_later", lambda registry: None)  # the helper thread never runs
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 5)
+    exp.commit()
+    assert _journal_run_rows(registry) == 5  # orphans: their session is gone
+    assert Experiment.load(NAME).run_parameters_df()["i"].tolist() == [0, 1, 2, 3, 4]
+    from ommx_experiment.edges import catalog
+
+    assert catalog.list_experiment_checkpoints(include_journal=True) == []  # no draft listed
+    with pytest.raises(Exception, match=r"committed|checkpoint"):
+        Experiment.restore_from_checkpoint(NAME)
+    with pytest.raises(Exception, match="already committed"):
+        Experiment.join(NAME)
+    assert journal_sweep.drop_orphan_runs(registry) == 5  # any sweep deletes them, whoever left them
+    assert _journal_run_rows(registry) == 0
+
+
+def test_the_next_commit_sweeps_run_rows_a_killed_committer_left() -> None:
+    from ommx_experiment.format.journal_sweep import wait_for_sweeps
+
+    registry = LocalRegistry.default()
+    with registry.db.journal_write("test: orphans of a killed committer") as conn:
+        conn.executemany("INSERT INTO oxe_journal_runs VALUES (?, ?, ?)", [("gone-session", i, "[]") for i in range(3)])
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 2)
+    exp.commit()
+    wait_for_sweeps()
+    assert _journal_run_rows(registry) == 0  # ours and the orphans
+    assert len(Experiment.load(NAME).runs) == 2
+
+
 def test_restore_from_journal_has_params_attachments_annotations() -> None:
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())

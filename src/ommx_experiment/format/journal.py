@@ -62,6 +62,7 @@ from ..errors import (
     RunNotRecordedError,
 )
 from .content import AttachmentContent, ExperimentContent, RunContent, SolveContent, build_experiment
+from .journal_sweep import sweep_orphan_runs_later
 from .run_log import CLOSED, OPEN, PENDING, LogTail, OpenRun, RunLog, quiesce, read_log, read_log_state
 
 if TYPE_CHECKING:
@@ -329,6 +330,7 @@ class Journal:
         self.opened_ns = 0  # when the last run id was allocated
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
         self._reader: SessionReader | None = None  # the cached view of the session (snapshot)
+        self._sweep_due = False  # a commit left this session's run rows: swept once this writer is released
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -1003,9 +1005,14 @@ class Journal:
                 (self.session_id, f"{self.identity.writer_id} %"),
             )
 
-    def discard(self, manifest_digest: str | None = None) -> None:
-        """Drop the session's rows, writers and pins; with ``manifest_digest``, leave a commit tombstone."""
+    def discard(self, manifest_digest: str | None = None, *, sweep_later: bool = False) -> None:
+        """Drop the session's rows, writers and pins; with ``manifest_digest``, leave a commit tombstone.
+
+        ``sweep_later`` (a commit): the session's run rows are left as orphans and deleted
+        by a helper thread once this writer is released (:mod:`.journal_sweep`).
+        """
         name = str(self.requested)
+        runs = not sweep_later
         with journal_write(self.registry, f"journal discard {name}") as conn:
             if manifest_digest is not None and self.session_id is not None:
                 conn.execute(
@@ -1018,11 +1025,12 @@ class Journal:
                 )
             row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
             if row is not None and (self.session_id is None or row[0] == self.session_id):
-                self._dropped += _drop_journal(conn, name)
+                self._dropped += _drop_journal(conn, name, runs=runs)
             if self.session_id is not None:
-                _drop_session(conn, self.session_id)
+                _drop_session(conn, self.session_id, runs=runs)
                 conn.execute("DELETE FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,))
                 self._dropped.append(self.session_id)
+        self._sweep_due = self._sweep_due or sweep_later
         self._forget_dropped()
 
     def move(self, new_name: ImageName) -> None:
@@ -1057,13 +1065,15 @@ class Journal:
         """
         if not self.started:
             return
-        self.give_back_ids()
+        dropped = self._sweep_due  # committed: the session, its writers and their ids are gone already
+        if not dropped:
+            self.give_back_ids()
         try:
             self.flush()
         except OmmxExperimentError as exc:  # the log keeps them: the next join, restore or commit records them
             log.warning("Closed runs of %s not written at exit: %s", self.requested, exc)
         open_left = bool(self.deferred) or bool(self.log is not None and read_log(self.log.path))
-        if not open_left:
+        if not open_left and not dropped:
             with (
                 contextlib.suppress(sqlite3.Error, OmmxExperimentError),
                 journal_write(self.registry, f"journal {self.requested}: writer exit") as conn,
@@ -1079,6 +1089,9 @@ class Journal:
             self._lock.release(remove=not open_left)
             self._lock = None
         self.started = False
+        if dropped:
+            self._sweep_due = False
+            sweep_orphan_runs_later(self.registry)
 
     def _abandon(self) -> None:
         if self.log is not None:
@@ -1304,17 +1317,19 @@ def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:
     return list(seen.values())
 
 
-def _drop_session(conn: Any, session_id: str) -> None:
-    for table in ("oxe_journal_runs", "oxe_journal_attachments", "oxe_journal_writers"):
+def _drop_session(conn: Any, session_id: str, *, runs: bool = True) -> None:
+    """Delete the session's attachments and writers, and (``runs``) its run rows; else they are orphans
+    once the session row goes (:mod:`.journal_sweep`)."""
+    for table in ("oxe_journal_runs", "oxe_journal_attachments", "oxe_journal_writers")[0 if runs else 1 :]:
         conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
 
-def _drop_journal(conn: Any, name: str) -> list[str]:
+def _drop_journal(conn: Any, name: str, *, runs: bool = True) -> list[str]:
     """Delete the session of ``name`` and its rows; returns the dropped session ids (their pins are the caller's)."""
     row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
     if row is None:
         return []
-    _drop_session(conn, str(row[0]))
+    _drop_session(conn, str(row[0]), runs=runs)
     conn.execute("DELETE FROM oxe_journal_sessions WHERE requested_name = ?", (name,))
     return [str(row[0])]
 

@@ -556,7 +556,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         try:
             session.registry.remove(checkpoint_ref(session.registry, session.requested))
             if manifest_digest is not None:
-                session.journal.discard(manifest_digest)
+                session.journal.discard(manifest_digest, sweep_later=True)  # its run rows: after release
         except Exception as exc:  # the ref is published; a later reader finishes the cleanup
             log.warning("Checkpoint of %s not removed after commit: %s", session.requested, exc)
 
