@@ -168,6 +168,38 @@ def test_the_next_commit_sweeps_run_rows_a_killed_committer_left() -> None:
     assert len(Experiment.load(NAME).runs) == 2
 
 
+def test_a_single_writer_commit_takes_its_parameter_table_from_the_columns_kept_at_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """format/run_columns.py: the commit does not gather the table from one dict per run."""
+    from ommx_experiment.format import run_params
+
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(20):
+        with exp.run() as run:
+            run.log_parameter("seed", i)
+            run.log_parameter("w", i / 4)
+
+    def derived(*args: object) -> object:
+        raise AssertionError("the table was derived from every run's parameters")
+
+    monkeypatch.setattr(run_params, "build_table", derived)
+    exp.commit()
+    monkeypatch.undo()
+    df = Experiment.load(NAME).run_parameters_df()
+    assert df["seed"].tolist() == list(range(20)) and df["w"].tolist() == [i / 4 for i in range(20)]
+
+
+def test_a_discarded_run_makes_the_commit_derive_its_table() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 4)
+    exp.discard_run(2)
+    exp.commit()
+    assert Experiment.load(NAME).run_parameters_df()["i"].to_dict() == {0: 0, 1: 1, 3: 3}
+
+
 def test_restore_from_journal_has_params_attachments_annotations() -> None:
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())

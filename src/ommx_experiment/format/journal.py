@@ -63,6 +63,7 @@ from ..errors import (
 )
 from .content import AttachmentContent, ExperimentContent, RunContent, SolveContent, build_experiment
 from .journal_sweep import sweep_orphan_runs_later
+from .run_columns import OwnColumns
 from .run_log import CLOSED, OPEN, PENDING, LogTail, OpenRun, RunLog, quiesce, read_log, read_log_state
 
 if TYPE_CHECKING:
@@ -331,6 +332,7 @@ class Journal:
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
         self._reader: SessionReader | None = None  # the cached view of the session (snapshot)
         self._sweep_due = False  # a commit left this session's run rows: swept once this writer is released
+        self.own_columns = OwnColumns()  # this writer's closed runs' parameters, as columns (the commit's table)
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -527,6 +529,7 @@ class Journal:
                 if not log.sealing():
                     log.append((PENDING, run.run_id, run.status, run.reason, run.finished_ns or time.time_ns()))
                     self.deferred[run.run_id] = (run, params if type(params) is dict else dict(params))
+                    self.own_columns.add(run.run_id, params)
                     return True
                 # a committer quiesced this writer: the journal decides, under the close lock
                 body = run_body(run, params)
@@ -542,6 +545,8 @@ class Journal:
             recorded = self._append_slow(run, params, body, blobs)
         if not recorded:
             self._keep_late(run, params, blobs)
+        else:
+            self.own_columns.add(run.run_id, params)
         self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))

@@ -205,7 +205,18 @@ def _uniform_table(params: Mapping[int, Mapping[str, ParamValue]], ids: list[int
         if kind is None or (kind is INT64 and not (min(cells) >= _I64_MIN and max(cells) <= _I64_MAX)):
             return None
         columns.append(ParameterColumn._presorted(name, kind, dict(zip(row_ids, cells, strict=True))))
-    return ParameterTable(tuple(columns))
+    table = ParameterTable(tuple(columns))
+    object.__setattr__(table, "_run_ids", frozenset(row_ids))  # every column has every row: no union needed
+    return table
+
+
+def dense_table(ids: list[int], columns: Iterable[tuple[str, str, list[ParamValue]]]) -> ParameterTable:
+    """The table of ``(name, type, cells)`` columns where every run of ``ids`` (ascending) has every
+    name, ``cells`` in the same order and already of the column's builtin type (trusted: not checked)."""
+    built = tuple(ParameterColumn._presorted(name, kind, dict(zip(ids, cells, strict=True))) for name, kind, cells in columns)
+    table = ParameterTable(built)
+    object.__setattr__(table, "_run_ids", frozenset(ids))
+    return table
 
 
 def _promote(

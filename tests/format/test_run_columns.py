@@ -1,0 +1,71 @@
+"""OwnColumns: a writer's parameters kept as columns while its runs close (format/run_columns.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ommx_experiment.format import run_params as rp
+from ommx_experiment.format.run_columns import OwnColumns
+
+
+def _rows(n: int) -> dict[int, dict[str, rp.ParamValue]]:
+    return {i: {"seed": i, "w": i + 0.5, "flag": i % 2 == 0, "name": f"r{i % 3}", "big": 2**63 - 1 - i} for i in range(n)}
+
+
+def _columns(rows: dict[int, dict[str, rp.ParamValue]]) -> OwnColumns:
+    cols = OwnColumns()
+    for run_id, params in rows.items():
+        cols.add(run_id, params)
+    return cols
+
+
+def test_the_table_equals_the_derived_one_byte_for_byte() -> None:
+    rows = _rows(50)
+    table = _columns(rows).table_for(list(rows))
+    assert table is not None
+    derived = rp.build_table(rows, rows)
+    assert table == derived
+    assert rp.table_to_msgpack(table) == rp.table_to_msgpack(derived)
+    assert rp.encode_parquet(table, list(rows)) == rp.encode_parquet(derived, list(rows))
+    assert table.run_ids() == frozenset(rows)
+
+
+def test_only_exactly_the_added_runs_get_a_table() -> None:
+    rows = _rows(5)
+    cols = _columns(rows)
+    assert cols.table_for([0, 1, 2, 3]) is None  # a run discarded
+    assert cols.table_for([0, 1, 2, 3, 4, 5]) is None  # a run of another writer, or recovered
+    assert cols.table_for([0, 1, 2, 3, 5]) is None
+    assert OwnColumns().table_for([]) is None
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        {"seed": 9, "w": 9.5},  # a name missing
+        {"seed": 9, "w": 9.5, "flag": True, "name": "x", "big": 1, "new": 1},  # a name more
+        {"w": 9.5, "seed": 9, "flag": True, "name": "x", "big": 1},  # another order
+        {"seed": 9, "w": 9, "flag": True, "name": "x", "big": 1},  # int in a float column (OMMX widens: derived)
+        {"seed": True, "w": 9.5, "flag": True, "name": "x", "big": 1},  # bool in an int column
+        {"seed": 9.0, "w": 9.5, "flag": True, "name": "x", "big": 1},  # float after int: the column widens
+    ],
+)
+def test_a_run_that_does_not_fit_breaks_the_columns_for_good(late: dict[str, rp.ParamValue]) -> None:
+    rows = _rows(3)
+    cols = _columns(rows)
+    cols.add(3, late)
+    assert cols.broken
+    cols.add(4, rows[0])
+    assert cols.table_for([0, 1, 2, 3, 4]) is None and cols.table_for([0, 1, 2]) is None
+
+
+def test_descending_ids_and_unsupported_values_break_them() -> None:
+    cols = _columns(_rows(3))
+    cols.add(1, _rows(3)[1])
+    assert cols.broken
+    first = OwnColumns()
+    first.add(0, {})  # a run without parameters: the derived table decides
+    assert first.broken
+    odd = OwnColumns()
+    odd.add(0, {"x": 2**64})  # never logged (value_type refuses it), refused here too
+    assert odd.broken or odd.table_for([0]) is None
