@@ -556,6 +556,7 @@ def encode_parquet(
     metadata: Mapping[str, str] | None = None,
     *,
     encoded: Sequence[EncodedColumn] | None = None,
+    index: list[int] | None = None,
 ) -> bytes:
     """Parquet bytes: run id column then one nullable column per parameter, one row per run.
 
@@ -563,12 +564,14 @@ def encode_parquet(
     importing it is the largest single cost of a commit), with min/max statistics
     and the footer key-value ``metadata``. Deterministic for equal input and the
     same ``zstandard`` (libzstd) version. ``encoded``: :func:`encode_param_columns`
-    of the same table and run ids, when the caller has them already.
+    of the same table and run ids, and ``index`` their :func:`frame_index`, when the
+    caller has them already.
     """
     from .parquet import Column, write_parquet
 
     run_ids = list(run_ids)
-    index = frame_index(table, run_ids)
+    if index is None:
+        index = frame_index(table, run_ids)
     names = column_order(table, run_ids)
     params = encoded if encoded is not None else encode_param_columns(table, index)
     return write_parquet([Column(_run_id_column_name(names), INT64, index, required=True), *params], len(index), metadata)
