@@ -195,27 +195,24 @@ def _uniform_table(params: Mapping[int, Mapping[str, ParamValue]], ids: list[int
     if set(map(len, rows)) != {len(names)}:
         return None
     try:  # every row has len(names) names and each of these: the same names
-        gathered = [(name, tuple(map(operator.itemgetter(name), rows))) for name in names]
+        gathered = [tuple(map(operator.itemgetter(name), rows)) for name in names]
     except KeyError:
         return None
-    columns = []
-    for name, cells in gathered:
+    return dense_table(row_ids, names, gathered)
+
+
+def dense_table(ids: list[int], names: Sequence[str], columns: Sequence[Sequence[Any]]) -> ParameterTable | None:
+    """The table where every run of ``ids`` (ascending, distinct) has every name: ``columns[i]`` holds
+    the cells of ``names[i]`` in ``ids`` order. None unless each column has one builtin type (ints in int64)."""
+    built = []
+    for name, cells in zip(names, columns, strict=True):
         kinds = set(map(type, cells))
         kind = _EXACT_KIND.get(kinds.pop()) if len(kinds) == 1 else None
         if kind is None or (kind is INT64 and not (min(cells) >= _I64_MIN and max(cells) <= _I64_MAX)):
             return None
-        columns.append(ParameterColumn._presorted(name, kind, dict(zip(row_ids, cells, strict=True))))
-    table = ParameterTable(tuple(columns))
-    object.__setattr__(table, "_run_ids", frozenset(row_ids))  # every column has every row: no union needed
-    return table
-
-
-def dense_table(ids: list[int], columns: Iterable[tuple[str, str, list[ParamValue]]]) -> ParameterTable:
-    """The table of ``(name, type, cells)`` columns where every run of ``ids`` (ascending) has every
-    name, ``cells`` in the same order and already of the column's builtin type (trusted: not checked)."""
-    built = tuple(ParameterColumn._presorted(name, kind, dict(zip(ids, cells, strict=True))) for name, kind, cells in columns)
-    table = ParameterTable(built)
-    object.__setattr__(table, "_run_ids", frozenset(ids))
+        built.append(ParameterColumn._presorted(name, kind, dict(zip(ids, cells, strict=True))))
+    table = ParameterTable(tuple(built))
+    object.__setattr__(table, "_run_ids", frozenset(ids))  # every column has every row: no union needed
     return table
 
 
