@@ -234,9 +234,15 @@ def _db_pages(root: Path) -> int:
     return os.path.getsize(root / "index.sqlite3") // 4096
 
 
-def test_a_commit_after_a_long_sweep_does_not_checkpoint_the_sweeps_journal(registry_root: Path) -> None:
-    """The sweep's journal rows stay in the WAL through the commit's ref write (spec/registry.md §4):
-    with SQLite's default of 1,000 pages that write copied them all into the database file and fsynced it."""
+def test_a_commit_after_a_long_sweep_leaves_the_checkpoint_to_the_helper_thread(
+    registry_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Database.checkpoint_later`` (spec/registry.md §4): the sweep's journal rows stay in the WAL
+    through the commit's ref write; with SQLite's default of 1,000 pages that write copied them all
+    into the database file and fsynced it. The helper thread checkpoints after release."""
+    from ommx_experiment.format import journal, journal_sweep
+
+    monkeypatch.setattr(journal, "sweep_orphan_runs_later", lambda registry: None)  # run by hand below
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())
     pad = "x" * 3000  # about one WAL page per close: 1,200 closes pass SQLite's default of 1,000 pages
@@ -248,6 +254,8 @@ def test_a_commit_after_a_long_sweep_does_not_checkpoint_the_sweeps_journal(regi
     before = _db_pages(registry_root)
     exp.commit()
     assert _db_pages(registry_root) - before < 100  # no checkpoint: the database file did not take the journal's pages
+    assert journal_sweep.drop_orphan_runs(LocalRegistry.at(registry_root)) == 1200
+    assert _db_pages(registry_root) - before > 1000  # the helper's passive checkpoint did
     assert len(Experiment.load(NAME).run_parameters_df()) == 1200
 
 

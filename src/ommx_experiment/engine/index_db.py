@@ -313,6 +313,29 @@ class Database:
         if result != "ok":
             raise _corrupt(self.path, "check the registry index", str(result))
 
+    @contextlib.contextmanager
+    def checkpoint_later(self) -> Iterator[None]:
+        """No automatic checkpoint by the main connection's commits inside the block.
+
+        A commit's ref write would otherwise copy the sweep's whole journal (the WAL the
+        journal connection grew) into the database file and fsync it: ~800 pages for
+        10,000 params-only runs, work no guarantee of the commit needs. The committing
+        writer's release runs :meth:`checkpoint_passive` in a helper thread instead
+        (``format.journal_sweep``), so the WAL file stays as small as before.
+        """
+        with self.connections.operation(MAIN) as conn:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            yield
+        finally:
+            with self.connections.operation(MAIN) as conn:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {MAIN_WAL_AUTOCHECKPOINT_PAGES}")
+
+    def checkpoint_passive(self) -> None:
+        """``PRAGMA wal_checkpoint(PASSIVE)``: copy what no reader still needs, never wait for anyone."""
+        with self.connections.operation(JOURNAL) as conn:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def checkpoint(self) -> None:
         """Move every WAL frame into the database file (``recover`` renames a freshly built file)."""
         with self.connections.operation(MAIN) as conn:
@@ -480,12 +503,12 @@ def create_registry_id(conn: sqlite3.Connection) -> str:
 
 MAIN = "main"
 JOURNAL = "journal"
-#: Both connections checkpoint every 8,192 WAL pages (~32 MiB) instead of SQLite's 1,000: each
-#: Run close appends a page or two, and a checkpoint (two fsyncs) every 1,000 pages cost ~25 µs
-#: per close on our disk. The main connection uses the same bound: with SQLite's 1,000 its first
-#: ref write after a sweep (the commit) copied the sweep's whole journal into the database file
-#: and fsynced it (~800 pages for 10,000 params-only runs), work no guarantee needs there.
+#: The journal connection checkpoints every 8,192 WAL pages (~32 MiB) instead of SQLite's 1,000:
+#: each Run close appends a page or two, and a checkpoint (two fsyncs) every 1,000 pages cost
+#: ~25 µs per close on our disk.
 JOURNAL_WAL_AUTOCHECKPOINT_PAGES = 8192
+#: SQLite's default, which the main connection keeps outside :meth:`Database.checkpoint_later`.
+MAIN_WAL_AUTOCHECKPOINT_PAGES = 1000
 
 # SQLite's unix VFS locks (os_unix.c): a connection holds SHARED on the database as a read lock on
 # SHARED_SIZE bytes from SHARED_FIRST; every connection with the -shm mapped holds a read lock on
@@ -641,8 +664,6 @@ class SharedConnections:
         try:
             if kind == MAIN:
                 conn, wal = _open_main(self.path)
-                if wal:
-                    conn.execute(f"PRAGMA wal_autocheckpoint = {JOURNAL_WAL_AUTOCHECKPOINT_PAGES}")
             else:
                 conn, wal = connect(self.path), False
                 conn.execute("PRAGMA synchronous = NORMAL")

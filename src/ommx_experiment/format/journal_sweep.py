@@ -1,4 +1,4 @@
-"""Run rows a commit left behind: deleted after the commit returned, in a helper thread.
+"""Run rows a commit left behind, and its WAL checkpoint: done after the commit returned, in a helper thread.
 
 A commit publishes its artifact, then drops its journal session in one transaction
 (tombstone, session row, writers, attachments) but leaves the session's run rows: a
@@ -39,7 +39,13 @@ _exit_hook_registered = False
 
 
 def drop_orphan_runs(registry: LocalRegistry) -> int:
-    """Delete every run row whose session is gone (one journal transaction); the number deleted."""
+    """Delete every run row whose session is gone (one journal transaction); the number deleted.
+
+    The WAL is checkpointed passively first (the commit deferred that:
+    ``Database.checkpoint_later``): the deletion then reuses the WAL from its start,
+    so the file does not grow, as when the commit's ref write checkpointed it.
+    """
+    registry.db.checkpoint_passive()
     with registry.db.journal_write("journal: drop the run rows of committed sessions") as conn:
         return int(conn.execute(_ORPHAN_RUNS).rowcount)
 

@@ -446,19 +446,20 @@ class Experiment(AttachmentWriter, AttachmentReader):
         """
         session = self._session_or_raise()
         with session.lock, session.registry.publish_window():  # no GC between the blob writes and the ref
-            self._check_unsealed()
-            if session.open_runs:
-                raise LifecycleError(
-                    f"Cannot commit Experiment while {session.open_runs} Run handle(s) are still open"
-                )
-            session.flush_pending()
-            if not session.journal.started:
-                built = self._build_for_commit(session, None)
-                self._publish(session, built)
-            else:
-                built = self._commit_shared(session)
-            self._seal(session, built)
-            self._cleanup_checkpoints(session, built.manifest_digest if session.journal.started else None)
+            with session.registry.db.checkpoint_later():  # the WAL checkpoint runs after release (format.journal_sweep)
+                self._check_unsealed()
+                if session.open_runs:
+                    raise LifecycleError(
+                        f"Cannot commit Experiment while {session.open_runs} Run handle(s) are still open"
+                    )
+                session.flush_pending()
+                if not session.journal.started:
+                    built = self._build_for_commit(session, None)
+                    self._publish(session, built)
+                else:
+                    built = self._commit_shared(session)
+                self._seal(session, built)
+                self._cleanup_checkpoints(session, built.manifest_digest if session.journal.started else None)
             session.release()
         return self.artifact
 
