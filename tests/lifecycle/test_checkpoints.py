@@ -134,7 +134,10 @@ def test_a_commit_leaves_its_run_rows_to_a_helper_thread_and_no_reader_sees_them
     """spec/experiment.md, "Commit": the session row goes in the commit's cleanup, its run rows after release."""
     from ommx_experiment.format import journal, journal_sweep
 
+    from ommx_experiment.lifecycle import experiment
+
     registry = LocalRegistry.default()
+    monkeypatch.setattr(experiment, "SWEEP_LATER_RUNS", 5)  # a session this large leaves its rows
     monkeypatch.setattr(journal, "sweep_orphan_runs_later", lambda registry: None)  # the helper thread never runs
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())
@@ -153,9 +156,11 @@ def test_a_commit_leaves_its_run_rows_to_a_helper_thread_and_no_reader_sees_them
     assert _journal_run_rows(registry) == 0
 
 
-def test_the_next_commit_sweeps_run_rows_a_killed_committer_left() -> None:
+def test_the_next_commit_sweeps_run_rows_a_killed_committer_left(monkeypatch: pytest.MonkeyPatch) -> None:
     from ommx_experiment.format.journal_sweep import wait_for_sweeps
+    from ommx_experiment.lifecycle import experiment
 
+    monkeypatch.setattr(experiment, "SWEEP_LATER_RUNS", 2)
     registry = LocalRegistry.default()
     with registry.db.journal_write("test: orphans of a killed committer") as conn:
         conn.executemany("INSERT INTO oxe_journal_runs VALUES (?, ?, ?)", [("gone-session", i, "[]") for i in range(3)])
@@ -166,6 +171,20 @@ def test_the_next_commit_sweeps_run_rows_a_killed_committer_left() -> None:
     wait_for_sweeps()
     assert _journal_run_rows(registry) == 0  # ours and the orphans
     assert len(Experiment.load(NAME).runs) == 2
+
+
+def test_a_small_commit_drops_its_run_rows_itself_and_starts_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ommx_experiment.format import journal
+
+    def no_thread(registry: object) -> None:
+        raise AssertionError("a helper thread was started")
+
+    monkeypatch.setattr(journal, "sweep_orphan_runs_later", no_thread)
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 3)
+    exp.commit()
+    assert _journal_run_rows(LocalRegistry.default()) == 0
 
 
 def test_a_single_writer_commit_takes_its_parameter_table_from_the_columns_kept_at_close(

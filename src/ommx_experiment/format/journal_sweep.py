@@ -1,9 +1,9 @@
 """Run rows a commit left behind, and its WAL checkpoint: done after the commit returned, in a helper thread.
 
-A commit publishes its artifact, then drops its journal session in one transaction
-(tombstone, session row, writers, attachments) but leaves the session's run rows: a
-10,000-run session's rows cover ~1,600 pages, and deleting them was the largest write
-of the commit. Rows of a session that no longer exists are *orphans*: no reader sees
+A commit of :data:`SWEEP_LATER_RUNS` runs or more publishes its artifact, then drops its
+journal session in one transaction (tombstone, session row, writers, attachments) but
+leaves the session's run rows: a 10,000-run session's rows cover ~1,600 pages, and
+deleting them was the largest write of the commit. Rows of a session that no longer exists are *orphans*: no reader sees
 them (every read goes through the session row), GC counts the blobs they name as roots
 (:mod:`~ommx_experiment.format.journal_roots`), and :func:`drop_orphan_runs` deletes them
 all, whoever left them. It runs in a daemon thread started when the committing writer
@@ -25,10 +25,13 @@ from ..engine import index_db
 if TYPE_CHECKING:
     from ..engine.registry import LocalRegistry
 
-__all__ = ["drop_orphan_runs", "sweep_orphan_runs_later", "wait_for_sweeps"]
+__all__ = ["SWEEP_LATER_RUNS", "drop_orphan_runs", "sweep_orphan_runs_later", "wait_for_sweeps"]
 
 log = logging.getLogger(__name__)
 
+#: From this many runs a commit leaves its run rows (and its WAL checkpoint) to the helper thread;
+#: a smaller session's rows go in the commit's own cleanup transaction, and no thread starts.
+SWEEP_LATER_RUNS = 256
 _ORPHAN_RUNS = "DELETE FROM oxe_journal_runs WHERE session_id NOT IN (SELECT session_id FROM oxe_journal_sessions)"
 #: How long interpreter exit waits for a running sweep (it is one short transaction).
 EXIT_WAIT_S = 30.0
