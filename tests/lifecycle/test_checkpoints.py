@@ -187,6 +187,26 @@ def test_a_small_commit_drops_its_run_rows_itself_and_starts_no_thread(monkeypat
     assert _journal_run_rows(LocalRegistry.default()) == 0
 
 
+def test_a_commit_writes_nothing_for_its_writer_after_dropping_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cleanup deleted the session and its writers: the release returns no ids and deletes no writer row."""
+    from ommx_experiment.format import journal
+
+    steps: list[str] = []
+    real = journal.journal_write
+
+    def recording(registry: object, step: str) -> object:
+        steps.append(step)
+        return real(registry, step)  # type: ignore[arg-type]
+
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 2)
+    monkeypatch.setattr(journal, "journal_write", recording)
+    exp.commit()
+    after = steps[next(i for i, s in enumerate(steps) if s.startswith("journal discard")) + 1 :]
+    assert after == [], after
+
+
 def test_a_single_writer_commit_takes_its_parameter_table_from_the_columns_kept_at_close(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -332,6 +332,7 @@ class Journal:
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
         self._reader: SessionReader | None = None  # the cached view of the session (snapshot)
         self._sweep_due = False  # a commit left this session's run rows: swept once this writer is released
+        self._session_dropped = False  # discard() deleted the session row and every writer row of it
         self.own_columns = OwnColumns()  # this writer's closed runs' parameters, as columns (the commit's table)
 
     # --- joining ---------------------------------------------------------------------------------
@@ -357,6 +358,7 @@ class Journal:
         """
         if self.started:
             return
+        self._session_dropped = False
         self._lock = WriterLock(self.registry.root, self.identity)
         self.log = RunLog(log_path(self.registry.root, self.identity.writer_id))
         try:
@@ -1036,6 +1038,7 @@ class Journal:
                 conn.execute("DELETE FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,))
                 self._dropped.append(self.session_id)
         self._sweep_due = self._sweep_due or sweep_later
+        self._session_dropped = self._session_dropped or self.session_id is not None
         self._forget_dropped()
 
     def move(self, new_name: ImageName) -> None:
@@ -1070,7 +1073,7 @@ class Journal:
         """
         if not self.started:
             return
-        dropped = self._sweep_due  # committed: the session, its writers and their ids are gone already
+        dropped = self._session_dropped  # discarded (committed): the session, its writers and their ids are gone
         if not dropped:
             self.give_back_ids()
         try:
@@ -1094,7 +1097,7 @@ class Journal:
             self._lock.release(remove=not open_left)
             self._lock = None
         self.started = False
-        if dropped:
+        if self._sweep_due:
             self._sweep_due = False
             sweep_orphan_runs_later(self.registry)
 
