@@ -133,7 +133,6 @@ def _journal_run_rows(registry: LocalRegistry) -> int:
 def test_a_commit_leaves_its_run_rows_to_a_helper_thread_and_no_reader_sees_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """spec/experiment.md, "Commit": the session row goes in the commit's cleanup, its run rows after release."""
     from ommx_experiment.format import journal, journal_sweep
-
     from ommx_experiment.lifecycle import experiment
 
     registry = LocalRegistry.default()
