@@ -531,7 +531,7 @@ class Journal:
                 if not log.sealing():
                     log.append((PENDING, run.run_id, run.status, run.reason, run.finished_ns or time.time_ns()))
                     self.deferred[run.run_id] = (run, params if type(params) is dict else dict(params))
-                    self.own_columns.add(run.run_id, params)
+                    self.own_columns.add(run, params)
                     return True
                 # a committer quiesced this writer: the journal decides, under the close lock
                 body = run_body(run, params)
@@ -548,7 +548,7 @@ class Journal:
         if not recorded:
             self._keep_late(run, params, blobs)
         else:
-            self.own_columns.add(run.run_id, params)
+            self.own_columns.add(run, params)
         self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))

@@ -9,18 +9,24 @@ rows into columns and checks their types there (``run_params.dense_table``).
 
 It holds only while every run of this writer has the same parameter names in the
 same order, in ascending run ids; anything else breaks it for good. The table is
-used only when the runs being committed are exactly the runs added here and each
-column has one builtin type (:meth:`OwnColumns.table_for`): otherwise (runs of
-other writers, recovered, carried or discarded ones, ``int`` then ``float``) the
-commit derives it from every run's parameters as before (``run_params.build_table``).
+used only when the runs being committed are exactly the run objects added here (the
+journal reader hands back this writer's cached objects only while their rows are
+unchanged) and each column has one builtin type (:meth:`OwnColumns.table_for`):
+otherwise (runs of other writers, recovered, carried, discarded or rewritten ones,
+``int`` then ``float``) the commit derives it from every run's parameters as before
+(``run_params.build_table``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from typing import Any
+import operator
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .run_params import ParameterTable, ParamValue, dense_table
+
+if TYPE_CHECKING:
+    from .content import RunContent
 
 __all__ = ["OwnColumns"]
 
@@ -28,34 +34,41 @@ __all__ = ["OwnColumns"]
 class OwnColumns:
     """The parameters of this writer's closed runs, one tuple per run (see the module docstring)."""
 
-    __slots__ = ("_last", "_names", "_rows", "broken", "ids")
+    __slots__ = ("_last", "_names", "_rows", "_runs", "broken", "ids")
 
     def __init__(self) -> None:
         self.ids: list[int] = []
         self.broken = False
         self._names: tuple[str, ...] | None = None
         self._rows: list[tuple[Any, ...]] = []
+        self._runs: list[RunContent] = []
         self._last = -1
 
-    def add(self, run_id: int, params: Mapping[str, ParamValue]) -> None:
+    def add(self, run: RunContent, params: Mapping[str, ParamValue]) -> None:
         """Append one closed run (after it was recorded); breaks the columns when it does not fit."""
         if self.broken:
             return
         names = tuple(params)
         if self._names is None:
             self._names = names
-        if run_id <= self._last or names != self._names or not names:
+        if run.run_id <= self._last or names != self._names or not names:
             self.broken = True
-            self._rows = []
+            self._rows, self._runs = [], []
             return
         self._rows.append(tuple(params.values()))
-        self.ids.append(run_id)
-        self._last = run_id
+        self._runs.append(run)
+        self.ids.append(run.run_id)
+        self._last = run.run_id
 
-    def table_for(self, run_ids: Collection[int]) -> ParameterTable | None:
-        """The table of exactly these runs (ascending ids, every one added here), or None."""
-        if self.broken or self._names is None or len(run_ids) != len(self.ids) or not self.ids:
+    def table_for(self, runs: Sequence[RunContent]) -> ParameterTable | None:
+        """The table of exactly these runs (ascending ids), or None.
+
+        Each must be the very run object added here: the journal reader hands back this
+        writer's cached objects only while their rows are unchanged, so a row rewritten in
+        the index (by anyone) makes the commit derive the table from what the journal says.
+        """
+        if self.broken or self._names is None or len(runs) != len(self.ids) or not self.ids:
             return None
-        if list(run_ids) != self.ids:
+        if not all(map(operator.is_, runs, self._runs)):
             return None
         return dense_table(self.ids, self._names, list(zip(*self._rows, strict=True)))

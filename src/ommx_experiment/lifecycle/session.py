@@ -614,13 +614,13 @@ class Session:
     def _build(
         self, state: SessionView, status: str, *, reason: str | None, requested: str | None, parquet: bool, provenance: bool
     ) -> BuiltArtifact:
-        table = self.journal.own_columns.table_for(state.runs.keys()) if self.journal.started else None
+        runs = tuple(state.runs.values())  # in run-id order
+        table = self.journal.own_columns.table_for(runs) if self.journal.started else None
         if table is None:
             table = rp.build_table(state.params, state.runs.keys())
         blobs = self.registry.blobs
         msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
         extra: tuple[Descriptor, ...] = ()
-        runs = tuple(state.runs.values())  # in run-id order
         if parquet:
             from .analysis import analysis_layers
 
