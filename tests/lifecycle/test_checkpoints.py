@@ -126,6 +126,142 @@ def test_journal_rows_are_o1_per_close() -> None:
     assert snapshot is not None and max(r.run_id for r, _ in snapshot.runs) + 1 == 5
 
 
+def _journal_run_rows(registry: LocalRegistry) -> int:
+    return int(registry.db.query("SELECT count(*) FROM oxe_journal_runs")[0][0])
+
+
+def test_a_commit_leaves_its_run_rows_to_a_helper_thread_and_no_reader_sees_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spec/experiment.md, "Commit": the session row goes in the commit's cleanup, its run rows after release."""
+    from ommx_experiment.format import journal, journal_sweep
+    from ommx_experiment.lifecycle import experiment
+
+    registry = LocalRegistry.default()
+    monkeypatch.setattr(experiment, "SWEEP_LATER_RUNS", 5)  # a session this large leaves its rows
+    monkeypatch.setattr(journal, "sweep_orphan_runs_later", lambda registry: None)  # the helper thread never runs
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 5)
+    exp.commit()
+    assert _journal_run_rows(registry) == 5  # orphans: their session is gone
+    assert Experiment.load(NAME).run_parameters_df()["i"].tolist() == [0, 1, 2, 3, 4]
+    from ommx_experiment.edges import catalog
+
+    assert catalog.list_experiment_checkpoints(include_journal=True) == []  # no draft listed
+    with pytest.raises(Exception, match=r"committed|checkpoint"):
+        Experiment.restore_from_checkpoint(NAME)
+    with pytest.raises(Exception, match="already committed"):
+        Experiment.join(NAME)
+    assert journal_sweep.drop_orphan_runs(registry) == 5  # any sweep deletes them, whoever left them
+    assert _journal_run_rows(registry) == 0
+
+
+def test_the_next_commit_sweeps_run_rows_a_killed_committer_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ommx_experiment.format.journal_sweep import wait_for_sweeps
+    from ommx_experiment.lifecycle import experiment
+
+    monkeypatch.setattr(experiment, "SWEEP_LATER_RUNS", 2)
+    registry = LocalRegistry.default()
+    with registry.db.journal_write("test: orphans of a killed committer") as conn:
+        conn.executemany("INSERT INTO oxe_journal_runs VALUES (?, ?, ?)", [("gone-session", i, "[]") for i in range(3)])
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 2)
+    exp.commit()
+    wait_for_sweeps()
+    assert _journal_run_rows(registry) == 0  # ours and the orphans
+    assert len(Experiment.load(NAME).runs) == 2
+
+
+def test_a_small_commit_drops_its_run_rows_itself_and_starts_no_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ommx_experiment.format import journal
+
+    def no_thread(registry: object) -> None:
+        raise AssertionError("a helper thread was started")
+
+    monkeypatch.setattr(journal, "sweep_orphan_runs_later", no_thread)
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 3)
+    exp.commit()
+    assert _journal_run_rows(LocalRegistry.default()) == 0
+
+
+def test_a_commit_writes_nothing_for_its_writer_after_dropping_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cleanup deleted the session and its writers: the release returns no ids and deletes no writer row."""
+    from ommx_experiment.format import journal
+
+    steps: list[str] = []
+    real = journal.journal_write
+
+    def recording(registry: object, step: str) -> object:
+        steps.append(step)
+        return real(registry, step)  # type: ignore[arg-type]
+
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 2)
+    monkeypatch.setattr(journal, "journal_write", recording)
+    exp.commit()
+    after = steps[next(i for i, s in enumerate(steps) if s.startswith("journal discard")) + 1 :]
+    assert after == [], after
+
+
+def test_a_single_writer_commit_takes_its_parameter_table_from_the_columns_kept_at_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """format/run_columns.py: the commit does not gather the table from one dict per run."""
+    from ommx_experiment.format import run_params
+
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(20):
+        with exp.run() as run:
+            run.log_parameter("seed", i)
+            run.log_parameter("w", i / 4)
+
+    def derived(*args: object) -> object:
+        raise AssertionError("the table was derived from every run's parameters")
+
+    monkeypatch.setattr(run_params, "build_table", derived)
+    exp.commit()
+    monkeypatch.undo()
+    df = Experiment.load(NAME).run_parameters_df()
+    assert df["seed"].tolist() == list(range(20)) and df["w"].tolist() == [i / 4 for i in range(20)]
+
+
+def test_runs_with_inline_attachments_keep_the_columns_kept_at_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that stores a deferred run's inline bytes replaces the run object: the columns follow it."""
+    from ommx_experiment.format import run_params
+
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(20):
+        with exp.run() as run:
+            run.log_parameter("seed", i)
+            run.log_json("small", {"i": i})  # inline: stored by the batch, not when logged
+        if i == 9:
+            exp._session_or_raise().journal.flush()  # the first half is stored before the commit
+
+    def derived(*args: object) -> object:
+        raise AssertionError("the table was derived from every run's parameters")
+
+    monkeypatch.setattr(run_params, "build_table", derived)
+    exp.commit()
+    monkeypatch.undo()
+    loaded = Experiment.load(NAME)
+    assert loaded.run_parameters_df()["seed"].tolist() == list(range(20))
+    assert [r.get_json("small") for r in loaded.runs] == [{"i": i} for i in range(20)]
+
+
+def test_a_discarded_run_makes_the_commit_derive_its_table() -> None:
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    _close_runs(exp, 4)
+    exp.discard_run(2)
+    exp.commit()
+    assert Experiment.load(NAME).run_parameters_df()["i"].to_dict() == {0: 0, 1: 1, 3: 3}
+
+
 def test_restore_from_journal_has_params_attachments_annotations() -> None:
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())

@@ -23,6 +23,7 @@ import pytest
 from helpers.processes import Writer, tmpfs
 
 from ommx_experiment import AutosavePolicy, Experiment
+from ommx_experiment.engine.registry import LocalRegistry
 from ommx_experiment.engine.root import _reset_for_tests
 from ommx_experiment.errors import ExperimentBusyError, JournalWriteError
 
@@ -227,3 +228,48 @@ def test_closes_after_a_failed_commit_go_to_the_journal_once_then_are_deferred_a
     a.exit()
     assert Experiment.load(NAME).run_parameters_df()["seed"].tolist() == [1, 2, 3, 4]
     assert len(ids) == 2
+
+
+def _db_pages(root: Path) -> int:
+    return os.path.getsize(root / "index.sqlite3") // 4096
+
+
+def test_a_commit_after_a_long_sweep_leaves_the_checkpoint_to_the_helper_thread(
+    registry_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Database.checkpoint_later`` (spec/registry.md §4): the sweep's journal rows stay in the WAL
+    through the commit's ref write; with SQLite's default of 1,000 pages that write copied them all
+    into the database file and fsynced it. The helper thread checkpoints after release."""
+    from ommx_experiment.format import journal, journal_sweep
+
+    monkeypatch.setattr(journal, "sweep_orphan_runs_later", lambda registry: None)  # run by hand below
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    pad = "x" * 3000  # about one WAL page per close: 1,200 closes pass SQLite's default of 1,000 pages
+    for i in range(1200):
+        with exp.run() as run:
+            run.log_parameter("i", i)
+            run.log_parameter("pad", pad)
+    exp._session.flush_pending()  # type: ignore[union-attr]
+    before = _db_pages(registry_root)
+    exp.commit()
+    assert _db_pages(registry_root) - before < 100  # no checkpoint: the database file did not take the journal's pages
+    assert journal_sweep.drop_orphan_runs(LocalRegistry.at(registry_root)) == 1200
+    assert _db_pages(registry_root) - before > 1000  # the helper's passive checkpoint did
+    assert len(Experiment.load(NAME).run_parameters_df()) == 1200
+
+
+def test_the_first_commit_in_a_fresh_registry_finds_the_registry_id_written_with_the_session(registry_root: Path) -> None:
+    """The id names the commit's checkpoint slot; creating it there was a durable write (an fsync) of its own."""
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    with exp.run() as run:
+        run.log_parameter("i", 1)
+    conn = sqlite3.connect(registry_root / "index.sqlite3")
+    try:
+        row = conn.execute("SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'").fetchone()
+    finally:
+        conn.close()
+    assert row is not None and len(row[0]) == 32
+    exp.commit()
+    assert LocalRegistry.at(registry_root).registry_id == row[0]

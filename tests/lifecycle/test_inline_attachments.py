@@ -219,6 +219,36 @@ def test_a_large_wal_is_truncated_at_exit(tmp_path: Path) -> None:
     assert not wal.exists() or wal.stat().st_size <= 1 << 20
 
 
+
+def test_exit_does_not_wait_for_a_reader_to_truncate_the_wal(tmp_path: Path) -> None:
+    """The exit checkpoint is best effort: a reader on an older snapshot (another process) makes it
+    skip, not wait BUSY_TIMEOUT_MS (60 s) in the busy handler."""
+    import sqlite3
+
+    root = tmp_path / "registry"
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    subprocess.run([sys.executable, "-c", "from ommx_experiment import LocalRegistry; LocalRegistry.default()"],
+                   env=env, check=True, timeout=120)
+    reader = sqlite3.connect(root / "index.sqlite3", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM refs").fetchone()  # a snapshot older than what follows
+        code = (
+            "from ommx_experiment import Experiment, AutosavePolicy\n"
+            f"exp = Experiment({NAME!r})\n"
+            "exp.set_autosave_policy(AutosavePolicy.disabled())\n"
+            "for i in range(1500):\n"
+            "    with exp.run() as run:\n"
+            "        run.log_parameter('pad', 'x' * 900 + str(i))\n"
+            "exp.commit()\n"
+        )
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=45)  # 60 s if exit waited
+        wal = root / "index.sqlite3-wal"
+        assert wal.exists() and wal.stat().st_size > 1 << 20, "the reader did not keep the WAL: nothing was tested"
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+
 _EXP_WRITER = """
 import os, sys
 from ommx_experiment import Experiment

@@ -313,6 +313,29 @@ class Database:
         if result != "ok":
             raise _corrupt(self.path, "check the registry index", str(result))
 
+    @contextlib.contextmanager
+    def checkpoint_later(self) -> Iterator[None]:
+        """No automatic checkpoint by the main connection's commits inside the block.
+
+        A commit's ref write would otherwise copy the sweep's whole journal (the WAL the
+        journal connection grew) into the database file and fsync it: ~800 pages for
+        10,000 params-only runs, work no guarantee of the commit needs. The committing
+        writer's release runs :meth:`checkpoint_passive` in a helper thread instead
+        (``format.journal_sweep``), so the WAL file stays as small as before.
+        """
+        with self.connections.operation(MAIN) as conn:
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            yield
+        finally:
+            with self.connections.operation(MAIN) as conn:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {MAIN_WAL_AUTOCHECKPOINT_PAGES}")
+
+    def checkpoint_passive(self) -> None:
+        """``PRAGMA wal_checkpoint(PASSIVE)``: copy what no reader still needs, never wait for anyone."""
+        with self.connections.operation(JOURNAL) as conn:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     def checkpoint(self) -> None:
         """Move every WAL frame into the database file (``recover`` renames a freshly built file)."""
         with self.connections.operation(MAIN) as conn:
@@ -446,23 +469,34 @@ class Database:
     # --- small shared facts --------------------------------------------------
 
     def registry_id(self) -> str:
-        """The registry's id (32 lowercase hex), created with ``INSERT OR IGNORE`` as OMMX does."""
+        """The registry's id (32 lowercase hex), created with ``INSERT OR IGNORE`` as OMMX does.
+
+        Usually created already by the transaction that started a journal session
+        (:func:`create_registry_id`), so a first commit needs no durable write of its own.
+        """
         rows = self.query("SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'")
         if rows:
             return str(rows[0][0])
         with self.write("create registry id") as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO ommx_local_registry_metadata(key, value) VALUES ('registry_id', ?)",
-                (uuid.uuid4().hex,),
-            )
-            row = conn.execute(
-                "SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'"
-            ).fetchone()
-        return str(row[0])
+            return create_registry_id(conn)
 
     def refs_version(self) -> int:
         rows = self.query("SELECT value FROM oxe_meta WHERE key = 'refs_version'")
         return int(str(rows[0][0])) if rows else 0
+
+
+def create_registry_id(conn: sqlite3.Connection) -> str:
+    """Inside a write transaction: the registry id, inserted (``INSERT OR IGNORE``, as OMMX) when absent.
+
+    Safe on the journal connection (``synchronous = NORMAL``): every ref naming the id
+    is written later by a fully synchronous transaction, whose WAL sync makes this
+    earlier frame durable too.
+    """
+    conn.execute(
+        "INSERT OR IGNORE INTO ommx_local_registry_metadata(key, value) VALUES ('registry_id', ?)", (uuid.uuid4().hex,)
+    )
+    row = conn.execute("SELECT value FROM ommx_local_registry_metadata WHERE key = 'registry_id'").fetchone()
+    return str(row[0])
 
 
 # --- this process's connections to one database file (spec/registry.md §4a) ------------------------
@@ -473,6 +507,8 @@ JOURNAL = "journal"
 #: each Run close appends a page or two, and a checkpoint (two fsyncs) every 1,000 pages cost
 #: ~25 µs per close on our disk.
 JOURNAL_WAL_AUTOCHECKPOINT_PAGES = 8192
+#: SQLite's default, which the main connection keeps outside :meth:`Database.checkpoint_later`.
+MAIN_WAL_AUTOCHECKPOINT_PAGES = 1000
 
 # SQLite's unix VFS locks (os_unix.c): a connection holds SHARED on the database as a read lock on
 # SHARED_SIZE bytes from SHARED_FIRST; every connection with the -shm mapped holds a read lock on
@@ -602,7 +638,13 @@ class SharedConnections:
                 conn = self._conns.get(MAIN)
                 if conn is None or conn.in_transaction:
                     return
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # no wait at exit: TRUNCATE would call the busy handler (up to BUSY_TIMEOUT_MS) while
+                # another process writes or reads an older snapshot; then the WAL just stays
+                conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except (OSError, sqlite3.Error):
             return
 

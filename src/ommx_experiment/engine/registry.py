@@ -38,7 +38,7 @@ from ..errors import (
 from . import layout_view
 from .blobstore import BlobStore
 from .digest import is_valid_digest, sha256_digest
-from .index_db import Database
+from .index_db import Database, create_registry_id
 from .locks import gc_exclusion
 from .manifest_links import CLOSURE, ManifestLinks, parse_manifest_links
 from .names import ImageName
@@ -127,6 +127,12 @@ class LocalRegistry:
     def registry_id(self) -> str:
         if self._registry_id is None:
             self._registry_id = self.db.registry_id()
+        return self._registry_id
+
+    def registry_id_in(self, conn: sqlite3.Connection) -> str:
+        """:attr:`registry_id`, created if need be inside the caller's write transaction ``conn``."""
+        if self._registry_id is None:
+            self._registry_id = create_registry_id(conn)
         return self._registry_id
 
     # --- reads ---------------------------------------------------------------

@@ -63,6 +63,8 @@ from ..errors import (
     RunNotRecordedError,
 )
 from .content import AttachmentContent, ExperimentContent, RunContent, SolveContent, build_experiment
+from .journal_sweep import sweep_orphan_runs_later
+from .run_columns import OwnColumns
 from .run_log import CLOSED, OPEN, PENDING, LogTail, OpenRun, RunLog, quiesce, read_log, read_log_state
 
 if TYPE_CHECKING:
@@ -349,6 +351,9 @@ class Journal:
         self.opened_ns = 0  # when the last run id was allocated
         self._dropped: list[str] = []  # sessions this handle dropped: their pins go once the transaction is done
         self._reader: SessionReader | None = None  # the cached view of the session (snapshot)
+        self._sweep_due = False  # a commit left this session's run rows: swept once this writer is released
+        self._session_dropped = False  # discard() deleted the session row and every writer row of it
+        self.own_columns = OwnColumns()  # this writer's closed runs' parameters, as columns (the commit's table)
 
     # --- joining ---------------------------------------------------------------------------------
 
@@ -373,6 +378,7 @@ class Journal:
         """
         if self.started:
             return
+        self._session_dropped = False
         self._lock = WriterLock(self.registry.root, self.identity)
         self.log = RunLog(log_path(self.registry.root, self.identity.writer_id))
         try:
@@ -384,6 +390,7 @@ class Journal:
                 pin = self._publish_pin(blobs) if blobs else None
             with journal_write(self.registry, f"journal start {self.requested}") as conn:
                 written = self._start_in(conn, header, join, carried_runs, list(attachments), pin)
+                self.registry.registry_id_in(conn)  # the commit names its checkpoint slot with it: no write of its own then
         except BaseException:
             self._abandon()
             raise
@@ -548,6 +555,7 @@ class Journal:
                     self.deferred[run.run_id] = (run, params if type(params) is dict else dict(params))
                     if inline:
                         self.deferred_bytes += sum(map(len, inline.values()))
+                    self.own_columns.add(run, params)
                     return True
                 # a committer quiesced this writer: the journal decides, under the close lock
                 body = run_body(run, params)
@@ -565,6 +573,8 @@ class Journal:
             self._keep_late(run, params, blobs)
         if inline:
             run = dataclasses.replace(run, inline=None)  # stored now
+        if recorded:
+            self.own_columns.add(run, params)
         self._parsed[run.run_id] = (body, run, dict(params))
         assert self.log is not None
         self.log.append((CLOSED, run.run_id))
@@ -621,7 +631,11 @@ class Journal:
         self.pin_digest = pin
         for (run, params), body in zip(runs, bodies, strict=True):
             self.deferred.pop(run.run_id, None)
-            self._parsed[run.run_id] = (body, run if run.inline is None else dataclasses.replace(run, inline=None), params)
+            stored = run
+            if run.inline is not None:  # the bytes are blobs now: the views read them from the store
+                stored = dataclasses.replace(run, inline=None)
+                self.own_columns.replaced(run, stored)
+            self._parsed[run.run_id] = (body, stored, params)
         self.deferred_bytes = 0
         self._after_flush([run.run_id for run, _ in runs])
         if state == "gone" and committed is None:
@@ -1049,9 +1063,14 @@ class Journal:
                 (self.session_id, f"{self.identity.writer_id} %"),
             )
 
-    def discard(self, manifest_digest: str | None = None) -> None:
-        """Drop the session's rows, writers and pins; with ``manifest_digest``, leave a commit tombstone."""
+    def discard(self, manifest_digest: str | None = None, *, sweep_later: bool = False) -> None:
+        """Drop the session's rows, writers and pins; with ``manifest_digest``, leave a commit tombstone.
+
+        ``sweep_later`` (a commit): the session's run rows are left as orphans and deleted
+        by a helper thread once this writer is released (:mod:`.journal_sweep`).
+        """
         name = str(self.requested)
+        runs = not sweep_later
         with journal_write(self.registry, f"journal discard {name}") as conn:
             if manifest_digest is not None and self.session_id is not None:
                 conn.execute(
@@ -1064,11 +1083,13 @@ class Journal:
                 )
             row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
             if row is not None and (self.session_id is None or row[0] == self.session_id):
-                self._dropped += _drop_journal(conn, name)
+                self._dropped += _drop_journal(conn, name, runs=runs)
             if self.session_id is not None:
-                _drop_session(conn, self.session_id)
+                _drop_session(conn, self.session_id, runs=runs)
                 conn.execute("DELETE FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,))
                 self._dropped.append(self.session_id)
+        self._sweep_due = self._sweep_due or sweep_later
+        self._session_dropped = self._session_dropped or self.session_id is not None
         self._forget_dropped()
 
     def move(self, new_name: ImageName) -> None:
@@ -1103,13 +1124,15 @@ class Journal:
         """
         if not self.started:
             return
-        self.give_back_ids()
+        dropped = self._session_dropped  # discarded (committed): the session, its writers and their ids are gone
+        if not dropped:
+            self.give_back_ids()
         try:
             self.flush()
         except OmmxExperimentError as exc:  # the log keeps them: the next join, restore or commit records them
             log.warning("Closed runs of %s not written at exit: %s", self.requested, exc)
         open_left = bool(self.deferred) or bool(self.log is not None and read_log(self.log.path))
-        if not open_left:
+        if not open_left and not dropped:
             with (
                 contextlib.suppress(sqlite3.Error, OmmxExperimentError),
                 journal_write(self.registry, f"journal {self.requested}: writer exit") as conn,
@@ -1125,6 +1148,9 @@ class Journal:
             self._lock.release(remove=not open_left)
             self._lock = None
         self.started = False
+        if self._sweep_due:
+            self._sweep_due = False
+            sweep_orphan_runs_later(self.registry)
 
     def _abandon(self) -> None:
         if self.log is not None:
@@ -1374,17 +1400,19 @@ def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:
     return list(seen.values())
 
 
-def _drop_session(conn: Any, session_id: str) -> None:
-    for table in ("oxe_journal_runs", "oxe_journal_attachments", "oxe_journal_writers"):
+def _drop_session(conn: Any, session_id: str, *, runs: bool = True) -> None:
+    """Delete the session's attachments and writers, and (``runs``) its run rows; else they are orphans
+    once the session row goes (:mod:`.journal_sweep`)."""
+    for table in ("oxe_journal_runs", "oxe_journal_attachments", "oxe_journal_writers")[0 if runs else 1 :]:
         conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
 
-def _drop_journal(conn: Any, name: str) -> list[str]:
+def _drop_journal(conn: Any, name: str, *, runs: bool = True) -> list[str]:
     """Delete the session of ``name`` and its rows; returns the dropped session ids (their pins are the caller's)."""
     row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
     if row is None:
         return []
-    _drop_session(conn, str(row[0]))
+    _drop_session(conn, str(row[0]), runs=runs)
     conn.execute("DELETE FROM oxe_journal_sessions WHERE requested_name = ?", (name,))
     return [str(row[0])]
 

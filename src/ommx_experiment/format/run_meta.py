@@ -144,20 +144,39 @@ _STATUS, _REASON, _STARTED, _FINISHED, _SOLVES, _SAMPLINGS = (
 
 
 def runs_columns(
-    runs: Sequence[RunContent], table: ParameterTable, *, encoded: Sequence[EncodedColumn] | None = None
+    runs: Sequence[RunContent],
+    table: ParameterTable,
+    *,
+    encoded: Sequence[EncodedColumn] | None = None,
+    index: list[int] | None = None,
 ) -> list[Column | EncodedColumn]:
     """The ``runs.parquet`` columns: metadata, then parameters in ``run_parameters_df()`` order
-    (``encoded``: ``encode_param_columns`` of ``table`` over these runs, when the caller has them)."""
-    by_id = {run.run_id: run for run in runs}
-    index = frame_index(table, by_id)
-    names = column_order(table, by_id)
+    (``encoded``: ``encode_param_columns`` of ``table`` over these runs, when the caller has them;
+    ``index``: their ``frame_index``, likewise)."""
+    if index is None:
+        index = frame_index(table, [run.run_id for run in runs])
+    names = column_order(table, index)
     renamed = meta_column_names(names)
-    cells = _meta_cells(list(map(by_id.get, index)), gaps=len(index) != len(by_id))  # index ⊇ by_id
+    if len(index) == len(runs):  # index ⊇ the runs' ids, ascending: these are the runs, in order
+        ordered: list[RunContent | None] = sorted(runs, key=_RUN_ID) if not _ascending(runs) else list(runs)
+        gaps = False
+    else:
+        by_id = {run.run_id: run for run in runs}
+        ordered, gaps = list(map(by_id.get, index)), True
+    cells = _meta_cells(ordered, gaps=gaps)
     columns: list[Column | EncodedColumn] = [Column(renamed["run_id"], INT64, index, required=True)]
     for name, kind, values in zip(RUN_META_COLUMNS, _RUN_META_KINDS, cells, strict=True):
         columns.append(Column(renamed[name], kind, list(values)))
     columns.extend(encoded if encoded is not None else encode_param_columns(table, index))
     return columns
+
+
+_RUN_ID = operator.attrgetter("run_id")
+
+
+def _ascending(runs: Sequence[RunContent]) -> bool:
+    ids = list(map(_RUN_ID, runs))
+    return all(map(operator.lt, ids, ids[1:]))
 
 
 def encode_runs(
@@ -166,9 +185,10 @@ def encode_runs(
     metadata: Mapping[str, str],
     *,
     encoded: Sequence[EncodedColumn] | None = None,
+    index: list[int] | None = None,
 ) -> bytes:
-    """``runs.parquet`` bytes."""
-    columns = runs_columns(runs, table, encoded=encoded)
+    """``runs.parquet`` bytes (``encoded``/``index``: see :func:`runs_columns`)."""
+    columns = runs_columns(runs, table, encoded=encoded, index=index)
     return write_parquet(columns, columns[0].num_rows if isinstance(columns[0], EncodedColumn) else len(columns[0].values), metadata)
 
 

@@ -195,17 +195,25 @@ def _uniform_table(params: Mapping[int, Mapping[str, ParamValue]], ids: list[int
     if set(map(len, rows)) != {len(names)}:
         return None
     try:  # every row has len(names) names and each of these: the same names
-        gathered = [(name, tuple(map(operator.itemgetter(name), rows))) for name in names]
+        gathered = [tuple(map(operator.itemgetter(name), rows)) for name in names]
     except KeyError:
         return None
-    columns = []
-    for name, cells in gathered:
+    return dense_table(row_ids, names, gathered)
+
+
+def dense_table(ids: list[int], names: Sequence[str], columns: Sequence[Sequence[Any]]) -> ParameterTable | None:
+    """The table where every run of ``ids`` (ascending, distinct) has every name: ``columns[i]`` holds
+    the cells of ``names[i]`` in ``ids`` order. None unless each column has one builtin type (ints in int64)."""
+    built = []
+    for name, cells in zip(names, columns, strict=True):
         kinds = set(map(type, cells))
         kind = _EXACT_KIND.get(kinds.pop()) if len(kinds) == 1 else None
         if kind is None or (kind is INT64 and not (min(cells) >= _I64_MIN and max(cells) <= _I64_MAX)):
             return None
-        columns.append(ParameterColumn._presorted(name, kind, dict(zip(row_ids, cells, strict=True))))
-    return ParameterTable(tuple(columns))
+        built.append(ParameterColumn._presorted(name, kind, dict(zip(ids, cells, strict=True))))
+    table = ParameterTable(tuple(built))
+    object.__setattr__(table, "_run_ids", frozenset(ids))  # every column has every row: no union needed
+    return table
 
 
 def _promote(
@@ -545,6 +553,7 @@ def encode_parquet(
     metadata: Mapping[str, str] | None = None,
     *,
     encoded: Sequence[EncodedColumn] | None = None,
+    index: list[int] | None = None,
 ) -> bytes:
     """Parquet bytes: run id column then one nullable column per parameter, one row per run.
 
@@ -552,12 +561,14 @@ def encode_parquet(
     importing it is the largest single cost of a commit), with min/max statistics
     and the footer key-value ``metadata``. Deterministic for equal input and the
     same ``zstandard`` (libzstd) version. ``encoded``: :func:`encode_param_columns`
-    of the same table and run ids, when the caller has them already.
+    of the same table and run ids, and ``index`` their :func:`frame_index`, when the
+    caller has them already.
     """
     from .parquet import Column, write_parquet
 
     run_ids = list(run_ids)
-    index = frame_index(table, run_ids)
+    if index is None:
+        index = frame_index(table, run_ids)
     names = column_order(table, run_ids)
     params = encoded if encoded is not None else encode_param_columns(table, index)
     return write_parquet([Column(_run_id_column_name(names), INT64, index, required=True), *params], len(index), metadata)

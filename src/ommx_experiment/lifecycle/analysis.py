@@ -69,15 +69,18 @@ def analysis_layers(
         return rm.layer_metadata(name, image_name=image_name, parent_digest=parent)
 
     run_ids = [run.run_id for run in runs]
-    params = rp.encode_param_columns(table, rp.frame_index(table, run_ids))  # both tables carry them
+    index = rp.frame_index(table, run_ids)
+    params = rp.encode_param_columns(table, index)  # both tables carry them
     layers = [
         _put(
             blobs,
             mt.PARQUET,
-            rp.encode_parquet(table, run_ids, meta(rm.RUN_PARAMETERS_TABLE), encoded=params),
+            rp.encode_parquet(table, run_ids, meta(rm.RUN_PARAMETERS_TABLE), encoded=params, index=index),
             mt.PARQUET_RUN_PARAMS_TITLE,
         ),
-        _put(blobs, mt.PARQUET, rm.encode_runs(runs, table, meta(rm.RUNS_TABLE), encoded=params), mt.RUNS_TITLE),
+        _put(
+            blobs, mt.PARQUET, rm.encode_runs(runs, table, meta(rm.RUNS_TABLE), encoded=params, index=index), mt.RUNS_TITLE
+        ),
         _put(blobs, mt.PARQUET, rm.encode_solves(call_summaries(blobs, runs), meta(rm.SOLVES_TABLE)), mt.SOLVES_TITLE),
     ]
     if provenance and enabled_by_environment():

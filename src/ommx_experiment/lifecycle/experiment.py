@@ -33,6 +33,7 @@ from ..errors import (
 from ..format import run_params as rp
 from ..format.codec import CHECKPOINT_STATUSES, FINISHED
 from ..format.journal import checkpoint_ref, checkpoint_updated_at, has_journal, journal_head, settle
+from ..format.journal_sweep import SWEEP_LATER_RUNS
 from .attachments import AttachmentReader, AttachmentWriter
 from .autosave import AutosavePolicy
 from .run import INLINE_MAX_BYTES, Run, SealedRun, SealedRuns
@@ -480,7 +481,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
             else:
                 built = self._commit_shared(session)
             self._seal(session, built)
-            self._cleanup_checkpoints(session, built.manifest_digest if session.journal.started else None)
+            self._cleanup_checkpoints(
+                session, built.manifest_digest if session.journal.started else None, len(built.content.runs)
+            )
             session.release()
         sealed = self._committed()  # the manifest just built: not read back nor parsed again
         return _artifact(sealed.registry, sealed.image_name, sealed.manifest_digest, self._holder,
@@ -503,7 +506,8 @@ class Experiment(AttachmentWriter, AttachmentReader):
             with gc_paused():
                 built = self._build_for_commit(session, session.view())
             journal.seal(built.manifest_digest)  # a committer killed after this is finished by the next reader
-            self._publish(session, built)
+            with _checkpoint_after_release(session, len(built.content.runs)):
+                self._publish(session, built)
         except BaseException:
             with contextlib.suppress(Exception):
                 journal.unseal()
@@ -570,7 +574,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         self._state = _SEALED
 
     @staticmethod
-    def _cleanup_checkpoints(session: Session, manifest_digest: str | None) -> None:
+    def _cleanup_checkpoints(session: Session, manifest_digest: str | None, runs: int) -> None:
         """After the ref is published: the OMMX-format slot first, then the journal (with a tombstone).
 
         A kill between the two leaves the journal marked as sealing to a published
@@ -578,9 +582,11 @@ class Experiment(AttachmentWriter, AttachmentReader):
         and listings never show such a journal as a draft.
         """
         try:
-            session.registry.remove(checkpoint_ref(session.registry, session.requested))
+            with _checkpoint_after_release(session, runs):
+                session.registry.remove(checkpoint_ref(session.registry, session.requested))
             if manifest_digest is not None:
-                session.journal.discard(manifest_digest)
+                # A large session's run rows (and the WAL checkpoint) go to a helper thread after release.
+                session.journal.discard(manifest_digest, sweep_later=runs >= SWEEP_LATER_RUNS)
         except Exception as exc:  # the ref is published; a later reader finishes the cleanup
             log.warning("Checkpoint of %s not removed after commit: %s", session.requested, exc)
 
@@ -772,3 +778,11 @@ class Experiment(AttachmentWriter, AttachmentReader):
         from .report import experiment_card
 
         return experiment_card(self)
+
+
+def _checkpoint_after_release(session: Session, runs: int) -> contextlib.AbstractContextManager[None]:
+    """A large shared session's commit: no WAL checkpoint by its ref writes (``Database.checkpoint_later``);
+    the helper thread its release starts does it (``format.journal_sweep``)."""
+    if session.journal.started and runs >= SWEEP_LATER_RUNS:
+        return session.registry.db.checkpoint_later()
+    return contextlib.nullcontext()
