@@ -313,3 +313,21 @@ def test_gc_beside_deferred_and_open_inline_attachments_reports_nothing_missing(
     here = Experiment.join(NAME)
     assert sorted(r.get_blob("raw") for r in here.runs) == sorted(_payload(s) for s in (11, 12, 13))
     assert gc(delete=False).missing_blobs == ()
+
+
+def test_write_attachment_of_inline_attachments_writes_their_bytes(registry_root: Path, tmp_path: Path) -> None:
+    """write_attachment lets the kernel copy stored blobs; inline bytes are not a blob yet."""
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    exp.log_attachment("top", "application/octet-stream", _payload(21))
+    with exp.run() as run:
+        run.log_parameter("i", 0)
+    with exp.run() as run:  # deferred: its inline bytes wait for the batch
+        run.log_parameter("i", 1)
+        run.log_attachment("raw", "application/octet-stream", _payload(22))
+    assert not _stored(registry_root, _payload(21)) and not _stored(registry_root, _payload(22))
+    assert exp.write_attachment("top", tmp_path / "top.bin").read_bytes() == _payload(21)
+    assert exp.runs[1].write_attachment("raw", tmp_path / "raw.bin").read_bytes() == _payload(22)
+    exp.commit()
+    loaded = Experiment.load(NAME)
+    assert loaded.runs[1].write_attachment("raw", tmp_path / "raw2.bin").read_bytes() == _payload(22)
