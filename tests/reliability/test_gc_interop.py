@@ -282,7 +282,7 @@ def test_experiment_attachment_collected_before_its_pin_is_written_again(
 
     monkeypatch.setattr(blobs, "put_bytes", put_bytes)
     monkeypatch.setattr(blobs, "put_file", lambda path: collect(real_put_file(path)))
-    exp.log_json("config", {"pad": "x" * 200})
+    exp.log_json("config", {"pad": "x" * 70_000})  # over the 64 KiB inline cap: stored and pinned when logged
     source = registry_root.parent / "table.csv"
     source.write_text("a,b\n" + "1,2\n" * 100)
     exp.log_file("table", source)
@@ -291,7 +291,7 @@ def test_experiment_attachment_collected_before_its_pin_is_written_again(
     assert len(collected) == 1
     art = exp.commit()
     again = Experiment.load(art.image_name)
-    assert again.get_json("config") == {"pad": "x" * 200}
+    assert again.get_json("config") == {"pad": "x" * 70_000}
     assert again.get_blob("table") == source.read_bytes()
 
 
