@@ -202,19 +202,22 @@ def test_the_lease_file_stays_small_over_many_closes_with_attachments(registry_r
     exp.commit()
 
 
+# a 1,500-run sweep whose rows (~1.4 MB) grow the WAL past EXIT_CHECKPOINT_WAL_BYTES, then commit
+_WAL_SWEEP = (
+    "from ommx_experiment import Experiment, AutosavePolicy\n"
+    f"exp = Experiment({NAME!r})\n"
+    "exp.set_autosave_policy(AutosavePolicy.disabled())\n"
+    "for i in range(1500):\n"
+    "    with exp.run() as run:\n"
+    "        run.log_parameter('pad', 'x' * 900 + str(i))\n"
+    "exp.commit()\n"
+)
+
+
 def test_a_large_wal_is_truncated_at_exit(tmp_path: Path) -> None:
     root = tmp_path / "registry"
     env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
-    code = (
-        "from ommx_experiment import Experiment, AutosavePolicy\n"
-        f"exp = Experiment({NAME!r})\n"
-        "exp.set_autosave_policy(AutosavePolicy.disabled())\n"
-        "for i in range(1500):\n"
-        "    with exp.run() as run:\n"
-        "        run.log_parameter('pad', 'x' * 900 + str(i))\n"
-        "exp.commit()\n"
-    )
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
+    subprocess.run([sys.executable, "-c", _WAL_SWEEP], env=env, check=True, timeout=600)
     wal = root / "index.sqlite3-wal"
     assert not wal.exists() or wal.stat().st_size <= 1 << 20
 
@@ -233,16 +236,7 @@ def test_exit_does_not_wait_for_a_reader_to_truncate_the_wal(tmp_path: Path) -> 
     try:
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM refs").fetchone()  # a snapshot older than what follows
-        code = (
-            "from ommx_experiment import Experiment, AutosavePolicy\n"
-            f"exp = Experiment({NAME!r})\n"
-            "exp.set_autosave_policy(AutosavePolicy.disabled())\n"
-            "for i in range(1500):\n"
-            "    with exp.run() as run:\n"
-            "        run.log_parameter('pad', 'x' * 900 + str(i))\n"
-            "exp.commit()\n"
-        )
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=45)  # 60 s if exit waited
+        subprocess.run([sys.executable, "-c", _WAL_SWEEP], env=env, check=True, timeout=45)  # 60 s if exit waited
         wal = root / "index.sqlite3-wal"
         assert wal.exists() and wal.stat().st_size > 1 << 20, "the reader did not keep the WAL: nothing was tested"
     finally:
