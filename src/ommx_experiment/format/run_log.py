@@ -99,12 +99,16 @@ class RunLog:
             except ValueError:  # past the end of the mapping, or the log was closed
                 pass
         with self._lock:
-            if self._fd < 0:
-                return
-            mm = self._mm
-            if mm.tell() + len(framed) > self._size:
-                self._grow(mm.tell() + len(framed))
-            mm.write(framed)
+            while self._fd >= 0:
+                mm = self._mm
+                needed = mm.tell() + len(framed)
+                if needed > self._size:
+                    self._grow(needed)
+                try:
+                    mm.write(framed)
+                    return
+                except ValueError:  # a lock-free append (another thread) took the room meanwhile: grow again
+                    continue
 
     def sealing(self) -> bool:
         """The seal flag a committer sets (:func:`quiesce`): closes must then go to the journal directly."""
