@@ -615,7 +615,8 @@ class Journal:
         if not self.deferred:
             return
         runs = list(self.deferred.values())
-        bodies = [run_body(run, params) for run, params in runs]
+        sid = self.session_id
+        rows = [(sid, run.run_id, run_body(run, params)) for run, params in runs]
         committed = None
         inline: dict[str, bytes] = {}
         for run, _ in runs:
@@ -628,10 +629,7 @@ class Journal:
             with journal_write(self.registry, f"journal {self.requested}: {len(runs)} closed run(s)") as conn:
                 state = _session_state(conn, self.session_id)
                 if state == "open":
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO oxe_journal_runs VALUES (?, ?, ?)",
-                        [(self.session_id, run.run_id, body) for (run, _), body in zip(runs, bodies, strict=True)],
-                    )
+                    conn.executemany("INSERT OR IGNORE INTO oxe_journal_runs VALUES (?, ?, ?)", rows)
                     if pin != self.pin_digest:
                         conn.execute(
                             "UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id)
@@ -651,7 +649,7 @@ class Journal:
                 "the next close, commit or exit once the cause is fixed"
             ) from exc
         self.pin_digest = pin
-        for (run, params), body in zip(runs, bodies, strict=True):
+        for (run, params), (_, _, body) in zip(runs, rows, strict=True):
             self.deferred.pop(run.run_id, None)
             stored = run
             if run.inline is not None:  # the bytes are blobs now: the views read them from the store
