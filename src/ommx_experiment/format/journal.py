@@ -1081,10 +1081,9 @@ class Journal:
                     "DELETE FROM oxe_journal_sealed WHERE sealed_at < ?",
                     (datetime.fromtimestamp(time.time() - _SEAL_KEEP_DAYS * 86400, UTC).isoformat(),),
                 )
-            row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
-            if row is not None and (self.session_id is None or row[0] == self.session_id):
+            if self.session_id is None:  # not joined: whatever session the name has
                 self._dropped += _drop_journal(conn, name, runs=runs)
-            if self.session_id is not None:
+            else:  # ours (only ours: a later session of the name is another's to drop)
                 _drop_session(conn, self.session_id, runs=runs)
                 conn.execute("DELETE FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,))
                 self._dropped.append(self.session_id)
@@ -1473,10 +1472,16 @@ def pin_refs(registry: LocalRegistry, requested: ImageName, session_id: str | No
 
 
 def _remove_pins(registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> None:
-    for ref in pin_refs(registry, requested, session_id):
-        registry.remove(ref)
-    if session_id is not None:  # a session started before per-session pins had the name's single pin
-        registry.remove(pin_name(registry.registry_id, requested))
+    base = pin_name(registry.registry_id, requested)
+    # The session's pins, and the name's single pin of a session started before per-session pins;
+    # one query, and no ref write (nor view check) when there is none (no attachment was pinned).
+    pattern = base.reference + ("-%" if session_id is None else f"-{session_id[:8]}-%")
+    rows = registry.db.query(
+        "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
+        (base.repository, base.reference, pattern),
+    )
+    for (reference,) in rows:
+        registry.remove(base.with_tag(str(reference)))
 
 
 def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName, session_id: str) -> None:

@@ -590,7 +590,12 @@ class Session:
     def publish_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str:
         with self.lock, self.registry.publish_window():
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
-            self.registry.replace(checkpoint_ref(self.registry, self.requested), built.manifest_digest, config_bytes=built.config_bytes)
+            self.registry.replace(
+                checkpoint_ref(self.registry, self.requested),
+                built.manifest_digest,
+                config_bytes=built.config_bytes,
+                manifest_bytes=built.manifest_bytes,  # not read back (nor its batch flushed early) to be parsed
+            )
             if self.journal.started:
                 self.journal.note_checkpoint(built.manifest_digest if copy else None)
             return built.manifest_digest
