@@ -202,6 +202,27 @@ def test_git_state_reads_head_without_git(tmp_path: Path) -> None:
     (repo / ".git" / "refs" / "heads" / "main").write_text("f" * 40 + "\n")
     assert git_state(repo)["commit"] == "f" * 40
     assert git_state(tmp_path) is None or git_state(tmp_path)["root"] != str(tmp_path)
+    # the repository's place is remembered, its HEAD is not: a checkout or a new commit is seen
+    (repo / ".git" / "refs" / "heads" / "main").write_text("e" * 40 + "\n")
+    assert git_state(repo / "sub")["commit"] == "e" * 40
+    (repo / ".git" / "HEAD").write_text("d" * 40 + "\n")
+    assert git_state(repo / "sub") == {"root": str(repo), "commit": "d" * 40}
+
+
+def test_git_state_of_a_linked_worktree_reads_its_branch_from_the_common_dir(tmp_path: Path) -> None:
+    main = tmp_path / "main"
+    (main / ".git" / "refs" / "heads").mkdir(parents=True)
+    (main / ".git" / "refs" / "heads" / "topic").write_text("a" * 40 + "\n")
+    linked = main / ".git" / "worktrees" / "wt"
+    linked.mkdir(parents=True)
+    (linked / "HEAD").write_text("ref: refs/heads/topic\n")
+    (linked / "commondir").write_text("../..\n")
+    tree = tmp_path / "wt"
+    tree.mkdir()
+    (tree / ".git").write_text(f"gitdir: {linked}\n")
+    assert git_state(tree) == {"root": str(tree), "branch": "topic", "commit": "a" * 40}
+    (main / ".git" / "refs" / "heads" / "topic").write_text("b" * 40 + "\n")
+    assert git_state(tree)["commit"] == "b" * 40
 
 
 def test_unsealed_frames_without_runs_are_empty() -> None:
