@@ -60,7 +60,9 @@ _RECORD = struct.Struct("<II")
 _pack = _RECORD.pack
 _dumps = marshal.dumps
 _crc32 = zlib.crc32
-_INITIAL_SIZE = 1 << 20
+_INITIAL_SIZE = 1 << 16
+"""64 KiB, doubled as needed: every writer (one per session, so per small experiment) creates one, and
+reserving 1 MiB cost ~0.3 ms of a 3 ms experiment in blocks allocated and freed again."""
 
 OPEN, PARAM, ATTACHMENT, SOLVE, SAMPLING, TRACE, CLOSED, DROPPED = "o", "p", "a", "s", "m", "t", "c", "d"
 PENDING = "f"
