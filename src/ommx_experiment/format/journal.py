@@ -366,8 +366,12 @@ class Journal:
         attachments: Iterable[tuple[str, Descriptor, str | None]] = (),
         new_blobs: Iterable[Descriptor] = (),
         source: Descriptor | None = None,
+        reserve: bool = False,
     ) -> None:
         """Register this writer and create or adopt the session of ``requested``.
+
+        ``reserve``: a Run is being started; a new session then hands this writer its first
+        run-id block in the same transaction (one write transaction less per small experiment).
 
         ``join``: adopt the session the name has (or this handle's ``session_id``),
         creating it when there is none. Otherwise create a new session with the
@@ -389,11 +393,14 @@ class Journal:
             else:
                 pin = self._publish_pin(blobs) if blobs else None
             with journal_write(self.registry, f"journal start {self.requested}") as conn:
-                written = self._start_in(conn, header, join, carried_runs, list(attachments), pin)
+                written, reserved = self._start_in(conn, header, join, carried_runs, list(attachments), pin, reserve)
                 self.registry.registry_id_in(conn)  # the commit names its checkpoint slot with it: no write of its own then
         except BaseException:
             self._abandon()
             raise
+        if reserved:
+            self._ids = reserved
+            self._block = min(self._block * 2, _MAX_BLOCK)
         self.pin_digest = pin
         self.started = True
         for body, run, params in written:  # the carried rows, decoded already: views never parse them
@@ -408,9 +415,12 @@ class Journal:
         runs: list[tuple[RunContent, Mapping[str, ParamValue]]],
         attachments: list[tuple[str, Descriptor, str | None]],
         pin: str | None,
-    ) -> list[tuple[str, RunContent, dict[str, ParamValue]]]:
-        """The transaction of :meth:`start`; returns the carried rows it wrote ``(body, run as read back, params)``."""
+        reserve: bool = False,
+    ) -> tuple[list[tuple[str, RunContent, dict[str, ParamValue]]], list[int]]:
+        """The transaction of :meth:`start`; returns the carried rows it wrote ``(body, run as read back, params)``
+        and the run ids it reserved for this writer (``reserve`` and a new session; else none), in pop order."""
         name = str(self.requested)
+        reserved: list[int] = []
         written: list[tuple[str, RunContent, dict[str, ParamValue]]] = []
         row = conn.execute(
             "SELECT session_id, columns, sealing FROM oxe_journal_sessions WHERE requested_name = ?", (name,)
@@ -434,11 +444,13 @@ class Journal:
                 self._dropped += _replace_journal(conn, self.registry.root, self.requested)
             self.session_id = self.session_id if (self.session_id and not join) else uuid.uuid4().hex
             next_id = max((r.run_id for r, _ in runs), default=-1) + 1
+            if reserve and not self._ids:  # as _reserve would, right after this transaction
+                reserved = list(range(next_id + self._block - 1, next_id - 1, -1))  # popped from the end: ascending
             self.columns = _columns_of((p for _, p in runs), {})
             conn.execute(
                 "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at, "
                 "next_run_id, columns) VALUES (?, ?, ?, NULL, ?, ?, ?)",
-                (name, self.session_id, header.to_json(), now_timestamp(), next_id, json.dumps(self.columns)),
+                (name, self.session_id, header.to_json(), now_timestamp(), next_id + len(reserved), json.dumps(self.columns)),
             )
             now_ns = time.time_ns()
             for r, p in runs:  # a row states its close time: a carried run without one reads back with now_ns
@@ -453,7 +465,7 @@ class Journal:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (self.identity.writer_id, self.session_id, self.identity.pid, self.identity.host, now_timestamp(), pin),
         )
-        return written
+        return written, reserved
 
     # --- run ids -----------------------------------------------------------------------------------
 

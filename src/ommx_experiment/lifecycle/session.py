@@ -356,8 +356,11 @@ class Session:
 
     # --- the shared journal -------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Join or create the shared journal (idempotent); carried content is written once."""
+    def start(self, *, for_run: bool = False) -> None:
+        """Join or create the shared journal (idempotent); carried content is written once.
+
+        ``for_run``: a Run is being started (its id is reserved in the same transaction).
+        """
         with self.lock:
             if self.journal.started:
                 return
@@ -370,7 +373,9 @@ class Session:
                 else [*self.carried_attachments.values(), *(b for r in self.carried_runs.values() for b in run_blobs(r))]
             )
             header = JournalHeader(FrozenMap(self.annotations), self.subject)
-            self.journal.start(header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs, source=source)
+            self.journal.start(
+                header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs, source=source, reserve=for_run
+            )
             self.carried_source = None
             self.carried_runs.clear()
             self.carried_params.clear()
@@ -419,7 +424,7 @@ class Session:
 
     def allocate_run(self) -> int:
         with self.lock:
-            self.start()
+            self.start(for_run=True)
             run_id = self.journal.allocate_run_id()
             self.open_runs += 1
             return run_id
