@@ -696,11 +696,7 @@ class BlobStore:
         """
         owner = None if self._own is None else self._own.owner_token()
         self.remove_dead_temp_files(throttled=True)
-        tmp = os.fspath(self.dir / atomic.temp_name("blob-", owner=owner))
-        try:
-            self.ensure_dirs()
-        except OSError as exc:
-            raise RegistryError(f"Failed to write blob from bytes to {tmp}: {exc}") from exc
+        tmp = self._prefix + atomic.temp_name("blob-", owner=owner)  # the helper creates the folder if missing
         data = bytes(data)
         fut = _sync_pool().submit(_write_synced_unless_stored, tmp, self._prefix + digest[len(SHA256_PREFIX) :], data)
         pending[digest] = _Deferred(tmp, digest, len(data), fut, data)
@@ -1040,8 +1036,14 @@ def _write_synced_unless_stored(tmp: str, final: str, data: bytes) -> bool:
 
 
 def _write_synced(tmp: str, data: bytes) -> None:
-    """Create ``tmp`` (0600, exclusive), write ``data``, fsync, close (in a helper thread)."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    """Create ``tmp`` (0600, exclusive; its folder too if missing), write ``data``, fsync, close
+    (in a helper thread)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
     try:
         _write_all(fd, data)
         os.fsync(fd)
