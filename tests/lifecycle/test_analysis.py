@@ -245,3 +245,31 @@ def test_nan_objective_and_float_statistics_skip_nan() -> None:
     assert math.copysign(1.0, stats.min) == -1.0
     only_nan = write_parquet([Column("x", "float64", [math.nan])], 1)
     assert not pq.ParquetFile(io.BytesIO(only_nan)).metadata.row_group(0).column(0).statistics.has_min_max
+
+
+def test_the_commit_reads_its_provenance_before_handing_any_blob_to_a_batch_helper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading HEAD files after the first batched blob let a busy helper thread hold the GIL the commit waited for."""
+    from ommx_experiment import AutosavePolicy
+    from ommx_experiment.engine.blobstore import BlobStore
+    from ommx_experiment.lifecycle import provenance
+
+    exp = Experiment("example.com/views/provenance-order:v1")
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    with exp.run() as run:
+        run.log_parameter("x", 1)
+    events: list[str] = []
+    real_collect, real_put = provenance.collect, BlobStore.put_bytes
+
+    def collect(*args, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("provenance")
+        return real_collect(*args, **kwargs)
+
+    def put_bytes(self, data, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("blob")
+        return real_put(self, data, **kwargs)
+
+    monkeypatch.setattr(provenance, "collect", collect)
+    monkeypatch.setattr(BlobStore, "put_bytes", put_bytes)
+    exp.commit()
+    assert events[0] == "provenance" and events.count("provenance") == 1 and "blob" in events
+    assert exp.provenance is not None and "created_at" in exp.provenance

@@ -645,14 +645,15 @@ class Session:
             if inline:
                 for digest, data in inline.items():
                     blobs.put_bytes(data, expected_digest=digest)
-        msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
+        msgpack_bytes = rp.table_to_msgpack(table)
         extra: tuple[Descriptor, ...] = ()
-        if parquet:
+        if parquet:  # first: it reads the provenance before any blob of its own is handed to a batch helper
             from .analysis import analysis_layers
 
             extra = analysis_layers(
                 blobs, table, runs, image_name=str(self.requested), subject=state.subject, provenance=provenance
             )
+        msgpack_blob = blobs.put_bytes(msgpack_bytes)
         content = ExperimentContent(
             AttachmentContent(state.attachments, state.filenames),
             runs,
