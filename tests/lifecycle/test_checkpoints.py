@@ -557,3 +557,29 @@ def test_restore_reads_journal_rows_in_the_old_format() -> None:
     again = Experiment.restore_from_checkpoint(NAME)
     assert [r.run_id for r in again.runs] == [0, 1, 2]
     assert again.run_parameters_df().loc[2, "i"] == 2
+
+
+def test_a_draft_slot_and_the_journals_note_of_it_are_one_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal notes the slot's digest inside the slot's own ref write: a failed note publishes no slot."""
+    import sqlite3
+
+    from ommx_experiment.format import journal
+    from ommx_experiment.format.journal import checkpoint_updated_at
+
+    exp = Experiment(NAME)
+    with exp.run() as run:  # default policy: the first close publishes a draft
+        run.log_parameter("i", 0)
+    registry = exp._session.registry
+    slot = checkpoint_updated_at(registry, ImageName.parse(NAME))
+    assert slot is not None
+    noted = registry.db.query("SELECT slot_digest FROM oxe_journal_sessions WHERE requested_name = ?", (NAME,))
+    assert noted == [(slot[0],)]
+
+    def broken(self: object, conn: object, digest: object) -> None:
+        raise sqlite3.OperationalError("injected")
+
+    monkeypatch.setattr(journal.Journal, "note_checkpoint_in", broken)
+    other = Experiment(NAME + "-b")
+    with other.run() as run:
+        run.log_parameter("i", 0)  # the draft fails (logged, not raised): neither slot nor note
+    assert checkpoint_updated_at(registry, ImageName.parse(NAME + "-b")) is None

@@ -847,10 +847,10 @@ class Journal:
                 conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
 
-    def note_checkpoint(self, manifest_digest: str | None) -> None:
-        """Remember that the OMMX-format slot holds ``manifest_digest``, an autosave copy of this journal (None: not a copy)."""
-        with journal_write(self.registry, f"journal {self.requested}: checkpoint") as conn:
-            conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
+    def note_checkpoint_in(self, conn: sqlite3.Connection, manifest_digest: str | None) -> None:
+        """Remember that the OMMX-format slot holds ``manifest_digest``, an autosave copy of this journal
+        (None: not a copy); inside the slot's own ref transaction (``conn``): both or neither."""
+        conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
 
     def set_annotation(self, key: str, value: str) -> Mapping[str, str]:
         """Set one annotation of the shared session (others' keys kept); returns all annotations."""

@@ -595,14 +595,15 @@ class Session:
     def publish_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str:
         with self.lock, self.registry.publish_window():
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
+            noted = built.manifest_digest if copy else None
             self.registry.replace(
                 checkpoint_ref(self.registry, self.requested),
                 built.manifest_digest,
                 config_bytes=built.config_bytes,
                 manifest_bytes=built.manifest_bytes,  # not read back (nor its batch flushed early) to be parsed
+                # the journal notes what the slot holds in the slot's own transaction: both or neither
+                also=(lambda conn: self.journal.note_checkpoint_in(conn, noted)) if self.journal.started else None,
             )
-            if self.journal.started:
-                self.journal.note_checkpoint(built.manifest_digest if copy else None)
             return built.manifest_digest
 
     # --- building ---------------------------------------------------------------------------
