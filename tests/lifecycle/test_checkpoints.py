@@ -583,3 +583,31 @@ def test_a_draft_slot_and_the_journals_note_of_it_are_one_transaction(monkeypatc
     with other.run() as run:
         run.log_parameter("i", 0)  # the draft fails (logged, not raised): neither slot nor note
     assert checkpoint_updated_at(registry, ImageName.parse(NAME + "-b")) is None
+
+
+def test_a_committed_writers_files_are_removed_off_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two unlinks per small experiment left the commit's path; the writer stays alive until they are done."""
+    import threading
+
+    from ommx_experiment.engine import writers
+
+    exp = Experiment(NAME)
+    with exp.run() as run:
+        run.log_parameter("i", 0)
+    root = exp._session.registry.root
+    writer_id = exp._session.journal.identity.writer_id
+    files = [writers.lock_path(root, writer_id), writers.log_path(root, writer_id)]
+    assert all(f.exists() for f in files)
+    caller, unlinked = threading.get_ident(), []
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.get_ident() == caller and writers.WRITERS_DIR in os.fspath(path):
+            unlinked.append(os.fspath(path))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    exp.commit()
+    writers.wait_for_releases()
+    assert unlinked == []
+    assert not any(f.exists() for f in files) and not writers.is_alive(root, writer_id)

@@ -1156,7 +1156,7 @@ class Journal:
             self._reader.close()
             self._reader = None
         if self._lock is not None:
-            self._lock.release(remove=not open_left)
+            self._lock.release(remove=not open_left, later=True)  # no row names this writer any more
             self._lock = None
         self.started = False
         if self._sweep_due:
