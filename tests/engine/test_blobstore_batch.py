@@ -119,3 +119,58 @@ def test_a_failed_batched_write_is_a_registry_error_naming_the_temp_file(tmp_pat
     assert "Failed to write blob" in lines["ERROR"] and str(root / "blobs" / "sha256" / ".oxe-blob-") in lines["ERROR"]
     assert lines["NAMES"] == "[]"
     assert lines["AFTER"] == str(sorted([_hex(b"small"), _hex(b"x" * 10000)]))
+
+
+def test_a_batched_put_never_looks_in_the_folder_from_the_callers_thread(store: BlobStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stored-copy lookup runs in the helper: in the caller's thread it waited for the batch's
+    own file creations in that folder. A stored blob is touched by the flush, not written again;
+    one that changed meanwhile (a corrupt squatter) is replaced by the right bytes."""
+    import threading
+
+    stored, squatted = b"stored before", b"squatted"
+    store.put_bytes(stored)
+    squat = store.dir / _hex(squatted)
+    squat.write_bytes(b"not these bytes!")
+    old = os.stat(store.dir / _hex(stored))
+    os.utime(store.dir / _hex(stored), ns=(old.st_atime_ns, old.st_mtime_ns - 10**10))
+    caller, looked = threading.get_ident(), []
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if threading.get_ident() == caller and os.fspath(path).startswith(os.path.join(store.dir, "")):
+            looked.append(os.fspath(path))
+        return real_stat(path, *args, **kwargs)
+
+    with store.batch():
+        monkeypatch.setattr(os, "stat", stat)
+        for data in (stored, squatted, b"new"):
+            store.put_bytes(data)
+        assert looked == []
+        monkeypatch.setattr(os, "stat", real_stat)
+    after = os.stat(store.dir / _hex(stored))
+    assert after.st_ino == old.st_ino and after.st_mtime_ns > old.st_mtime_ns - 10**10  # touched, not rewritten
+    assert squat.read_bytes() == squatted and (store.dir / _hex(b"new")).read_bytes() == b"new"
+    assert [n for n in _names(store) if n.startswith(atomic.TEMP_PREFIX)] == []
+
+
+def test_temp_names_are_unique_without_a_system_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``os.urandom`` lets go of the GIL: with a batch helper busy, each name cost the caller ~0.1 ms."""
+
+    def no_urandom(n: int) -> bytes:
+        raise AssertionError("os.urandom called")
+
+    import random
+
+    monkeypatch.setattr(os, "urandom", no_urandom)
+    monkeypatch.setattr(random, "_urandom", no_urandom)  # what secrets / SystemRandom call
+    names = {atomic.temp_name("blob-", owner="0" * 12) for _ in range(1000)}
+    assert len(names) == 1000 and all(atomic.temp_owner(n) == (os.getpid(), "0" * 12) for n in names)
+
+
+def test_a_batched_put_creates_a_missing_blob_folder_in_the_helper(store: BlobStore) -> None:
+    import shutil
+
+    shutil.rmtree(store.dir)
+    with store.batch():
+        stored = store.put_bytes(b"folder was gone")
+    assert (store.dir / stored.digest[7:]).read_bytes() == b"folder was gone"

@@ -227,3 +227,66 @@ def test_runs_table_rows_for_parameter_ids_without_a_run_have_null_metadata() ->
     assert list(frame["status"].fillna("-")) == ["finished", "-", "failed"]
     assert list(frame["lifecycle_reason"].fillna("-")) == ["-", "-", "boom"]
     assert frame["duration_s"].iloc[0] == pytest.approx(0.004 / 1000)
+
+
+# --- the hand-laid structs of the hot path equal the generic Thrift encoder's -------------------------
+
+
+def _reference_parquet(columns: list[Any], num_rows: int, metadata: dict[str, str] | None) -> bytes:
+    """``write_parquet`` spelled with the generic compact-protocol encoder ``_struct`` only."""
+    from ommx_experiment.format import parquet as pqw
+
+    s = pqw._struct
+    out, chunks, total = bytearray(b"PAR1"), [], 0
+    schema = [s((4, pqw._T_BINARY, "schema"), (5, pqw._T_I32, len(columns)))]
+    for column in columns:
+        col = column if isinstance(column, pqw.EncodedColumn) else pqw.encode_column(column)
+        header = s(
+            (1, pqw._T_I32, pqw._DATA_PAGE), (2, pqw._T_I32, col.raw_size), (3, pqw._T_I32, len(col.page)),
+            (5, pqw._T_STRUCT, pqw._data_page_header(num_rows)),
+        )
+        offset = len(out)
+        out += header + col.page
+        total += len(header) + col.raw_size
+        meta = s(
+            (1, pqw._T_I32, pqw._PHYSICAL[col.kind]), (2, pqw._T_LIST, (pqw._T_I32, [pqw._PLAIN, pqw._RLE])),
+            (3, pqw._T_LIST, (pqw._T_BINARY, [col.name])), (4, pqw._T_I32, pqw._ZSTD), (5, pqw._T_I64, num_rows),
+            (6, pqw._T_I64, len(header) + col.raw_size), (7, pqw._T_I64, len(header) + len(col.page)),
+            (9, pqw._T_I64, offset), (12, pqw._T_STRUCT, col.statistics),
+        )
+        chunks.append(s((2, pqw._T_I64, offset), (3, pqw._T_STRUCT, meta)))
+        schema.append(s(
+            (1, pqw._T_I32, pqw._PHYSICAL[col.kind]), (3, pqw._T_I32, pqw._REQUIRED if col.required else pqw._OPTIONAL),
+            (4, pqw._T_BINARY, col.name), (6, pqw._T_I32, pqw._CONVERTED.get(col.kind)),
+            (10, pqw._T_STRUCT, pqw._LOGICAL.get(col.kind)),
+        ))
+    row_group = s((1, pqw._T_LIST, (pqw._T_STRUCT, chunks)), (2, pqw._T_I64, total), (3, pqw._T_I64, num_rows))
+    pairs = sorted((metadata or {}).items())
+    footer = s(
+        (1, pqw._T_I32, 1), (2, pqw._T_LIST, (pqw._T_STRUCT, schema)), (3, pqw._T_I64, num_rows),
+        (4, pqw._T_LIST, (pqw._T_STRUCT, [row_group] if num_rows else [])),
+        (5, pqw._T_LIST, (pqw._T_STRUCT, [s((1, pqw._T_BINARY, k), (2, pqw._T_BINARY, v)) for k, v in pairs]) if pairs else None),
+        (6, pqw._T_BINARY, "ommx-experiment"), (7, pqw._T_LIST, (pqw._T_STRUCT, [pqw._TYPE_DEFINED_ORDER] * len(columns))),
+    )
+    return bytes(out + footer + len(footer).to_bytes(4, "little") + b"PAR1")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(tables(), st.dictionaries(st.text(max_size=5), st.text(max_size=300), max_size=3))
+def test_laid_out_structs_equal_the_generic_encoder(case: tuple[rp.ParameterTable, list[int]], metadata: dict[str, str]) -> None:
+    from ommx_experiment.format.parquet import INT64, Column, write_parquet
+
+    table, run_ids = case
+    index = rp.frame_index(table, run_ids)
+    columns = [Column("run_id", INT64, index, required=True), *rp.encode_param_columns(table, index)]
+    assert write_parquet(columns, len(index), metadata) == _reference_parquet(columns, len(index), metadata)
+
+
+def test_short_columns_are_memoised_by_value_but_never_doubles() -> None:
+    from ommx_experiment.format.parquet import FLOAT64, INT64, STRING, Column, encode_column
+
+    first = encode_column(Column("status", STRING, ["finished"]))
+    assert encode_column(Column("status", STRING, ["finished"])) is first
+    assert encode_column(Column("status", STRING, ["failed"])).page != first.page
+    assert encode_column(Column("n", INT64, [True])) == encode_column(Column("n", INT64, [1]))
+    assert encode_column(Column("z", FLOAT64, [0.0])).page != encode_column(Column("z", FLOAT64, [-0.0])).page

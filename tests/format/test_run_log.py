@@ -61,6 +61,15 @@ def test_a_torn_record_ends_the_log(tmp_path: Path) -> None:
     assert read_records(b"not a log") == []
 
 
+def test_a_new_log_reserves_64_kib_and_grows_by_doubling(tmp_path: Path) -> None:
+    log = RunLog(tmp_path / "w.log")
+    assert (tmp_path / "w.log").stat().st_size == 64 * 1024  # a writer per small experiment: little to allocate
+    log.append((run_log.OPEN, 3, 1))
+    log.append((run_log.PARAM, 3, "blob", "y" * 70_000))
+    assert (tmp_path / "w.log").stat().st_size == 128 * 1024
+    assert read_log(tmp_path / "w.log")[3].params == {"blob": "y" * 70_000}
+
+
 def test_the_log_grows_past_its_first_megabyte(tmp_path: Path) -> None:
     log = RunLog(tmp_path / "w.log")
     big = "x" * 4000

@@ -202,6 +202,27 @@ def test_git_state_reads_head_without_git(tmp_path: Path) -> None:
     (repo / ".git" / "refs" / "heads" / "main").write_text("f" * 40 + "\n")
     assert git_state(repo)["commit"] == "f" * 40
     assert git_state(tmp_path) is None or git_state(tmp_path)["root"] != str(tmp_path)
+    # the repository's place is remembered, its HEAD is not: a checkout or a new commit is seen
+    (repo / ".git" / "refs" / "heads" / "main").write_text("e" * 40 + "\n")
+    assert git_state(repo / "sub")["commit"] == "e" * 40
+    (repo / ".git" / "HEAD").write_text("d" * 40 + "\n")
+    assert git_state(repo / "sub") == {"root": str(repo), "commit": "d" * 40}
+
+
+def test_git_state_of_a_linked_worktree_reads_its_branch_from_the_common_dir(tmp_path: Path) -> None:
+    main = tmp_path / "main"
+    (main / ".git" / "refs" / "heads").mkdir(parents=True)
+    (main / ".git" / "refs" / "heads" / "topic").write_text("a" * 40 + "\n")
+    linked = main / ".git" / "worktrees" / "wt"
+    linked.mkdir(parents=True)
+    (linked / "HEAD").write_text("ref: refs/heads/topic\n")
+    (linked / "commondir").write_text("../..\n")
+    tree = tmp_path / "wt"
+    tree.mkdir()
+    (tree / ".git").write_text(f"gitdir: {linked}\n")
+    assert git_state(tree) == {"root": str(tree), "branch": "topic", "commit": "a" * 40}
+    (main / ".git" / "refs" / "heads" / "topic").write_text("b" * 40 + "\n")
+    assert git_state(tree)["commit"] == "b" * 40
 
 
 def test_unsealed_frames_without_runs_are_empty() -> None:
@@ -224,3 +245,31 @@ def test_nan_objective_and_float_statistics_skip_nan() -> None:
     assert math.copysign(1.0, stats.min) == -1.0
     only_nan = write_parquet([Column("x", "float64", [math.nan])], 1)
     assert not pq.ParquetFile(io.BytesIO(only_nan)).metadata.row_group(0).column(0).statistics.has_min_max
+
+
+def test_the_commit_reads_its_provenance_before_handing_any_blob_to_a_batch_helper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading HEAD files after the first batched blob let a busy helper thread hold the GIL the commit waited for."""
+    from ommx_experiment import AutosavePolicy
+    from ommx_experiment.engine.blobstore import BlobStore
+    from ommx_experiment.lifecycle import provenance
+
+    exp = Experiment("example.com/views/provenance-order:v1")
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    with exp.run() as run:
+        run.log_parameter("x", 1)
+    events: list[str] = []
+    real_collect, real_put = provenance.collect, BlobStore.put_bytes
+
+    def collect(*args, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("provenance")
+        return real_collect(*args, **kwargs)
+
+    def put_bytes(self, data, **kwargs):  # type: ignore[no-untyped-def]
+        events.append("blob")
+        return real_put(self, data, **kwargs)
+
+    monkeypatch.setattr(provenance, "collect", collect)
+    monkeypatch.setattr(BlobStore, "put_bytes", put_bytes)
+    exp.commit()
+    assert events[0] == "provenance" and events.count("provenance") == 1 and "blob" in events
+    assert exp.provenance is not None and "created_at" in exp.provenance

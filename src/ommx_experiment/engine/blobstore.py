@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 from ..errors import BlobNotFoundError, DigestMismatchError, RegistryError
 from . import atomic
@@ -406,6 +406,7 @@ class BlobStore:
         self.root = root
         self.dir = root / "blobs" / "sha256"
         self._prefix = os.path.join(os.fspath(self.dir), "")  # hot reads build str paths, not Paths
+        self._dir_str = os.fspath(self.dir)
         self._lock_path = root / BLOB_LOCK
         self._leases: _LeaseSink = _leases_for(Path(root).absolute()) if pin is None else pin
         # Temp files carry this process's lease token (dead with it); a pin-mode writer holds no
@@ -420,8 +421,9 @@ class BlobStore:
     # --- paths ---------------------------------------------------------------
 
     def ensure_dirs(self) -> None:
-        """Create ``blobs/sha256`` if missing."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Create ``blobs/sha256`` if missing (one ``stat`` when present: every new blob asks)."""
+        if not os.path.isdir(self._dir_str):
+            self.dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
         """Where the blob named ``digest`` lives (it may not exist; a blob of this thread's
@@ -537,12 +539,14 @@ class BlobStore:
         digest = sha256_digest(data)
         _check_expected(digest, expected_digest, "bytes")
         pending = getattr(self._batches, "pending", None) if self._batched else None
-        if pending is not None and digest in pending:
-            return StoredBlob(digest, len(data))
+        if pending is not None:
+            if digest in pending:
+                return StoredBlob(digest, len(data))
+            # The helper looks for a stored copy too: a lookup in the folder here would wait for the
+            # batch's own file creations there (the folder's lock, the file system's journal).
+            return self._write_deferred(data, digest, pending)
         if self._touch_if_equal(digest, data):
             return StoredBlob(digest, len(data))
-        if pending is not None:
-            return self._write_deferred(data, digest, pending)
         return self._write_new([data], "bytes", known=(digest, len(data)))
 
     def put_file(self, path: Path, *, expected_digest: str | None = None) -> StoredBlob:
@@ -623,11 +627,12 @@ class BlobStore:
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Inside (this thread, re-entrant): :meth:`put_bytes` of a new blob hands it to a
-        helper thread that creates, writes and fsyncs its temp file, and returns at once;
-        :meth:`flush` (run by :meth:`sync_links`, so before any ref or journal write, and on
-        leaving the block) waits for them and links each under ``blobs/.lock`` exactly as a
-        single put does. The blobs' file creations and fsyncs overlap (the file system
+        """Inside (this thread, re-entrant): :meth:`put_bytes` hands the blob to a helper thread
+        that looks for a stored copy (no lookup in the folder by the caller, where it would wait
+        for the batch's own file creations) and otherwise creates, writes and fsyncs its temp
+        file, and returns at once; :meth:`flush` (run by :meth:`sync_links`, so before any ref or
+        journal write, and on leaving the block) waits for them, links each new one under
+        ``blobs/.lock`` exactly as a single put does and touches each stored one there. The blobs' file creations and fsyncs overlap (the file system
         commits them together) and overlap the caller's work.
 
         Until then the blob is not in the store for anyone else: :meth:`exists` and
@@ -666,7 +671,11 @@ class BlobStore:
             if failed is not None:
                 item, exc = failed
                 raise RegistryError(f"Failed to write blob from bytes to {item.tmp}: {exc}") from exc
-            self._publish_many([(item.tmp, item.digest, item.size) for item in items])
+            stored = [item for item in items if not item.done.result()]
+            self._publish_many([(item.tmp, item.digest, item.size) for item in items if item.done.result()])
+            for item in stored:  # found stored by the helper: touched here, or written now if it changed since
+                if not self._touch_if_equal(item.digest, item.data):
+                    self._write_new([item.data], "bytes", known=(item.digest, item.size))
         finally:
             _discard(pending)  # linked names live on; the temp names go
 
@@ -687,13 +696,10 @@ class BlobStore:
         """
         owner = None if self._own is None else self._own.owner_token()
         self.remove_dead_temp_files(throttled=True)
-        tmp = os.fspath(self.dir / atomic.temp_name("blob-", owner=owner))
-        try:
-            self.ensure_dirs()
-        except OSError as exc:
-            raise RegistryError(f"Failed to write blob from bytes to {tmp}: {exc}") from exc
-        fut = _on_helper(_write_synced, tmp, bytes(data))
-        pending[digest] = _Deferred(tmp, digest, len(data), fut)
+        tmp = self._prefix + atomic.temp_name("blob-", owner=owner)  # the helper creates the folder if missing
+        data = bytes(data)
+        fut = _on_helper(_write_synced_unless_stored, tmp, self._prefix + digest[len(SHA256_PREFIX) :], data)
+        pending[digest] = _Deferred(tmp, digest, len(data), fut, data)
         return StoredBlob(digest, len(data))
 
     def sync_links(self) -> None:
@@ -986,9 +992,11 @@ class _Deferred:
     tmp: str
     digest: str
     size: int
-    done: Future[None]
+    done: Future[bool]  # True: written to ``tmp`` and fsynced; False: the store held these bytes already
+    data: bytes
 
 
+_T = TypeVar("_T")
 _NO_BATCH: dict[str, _Deferred] = {}  # what a thread without a batch sees (never written)
 
 
@@ -1016,7 +1024,7 @@ def _sync_pool() -> ThreadPoolExecutor:
         return _pool
 
 
-def _on_helper(fn: Callable[..., None], *args: Any) -> Future[None]:
+def _on_helper(fn: Callable[..., _T], *args: Any) -> Future[_T]:
     """``fn(*args)`` on a helper thread; in this thread once the interpreter has shut its
     thread pools down (our exit hooks run after that: the last flush of deferred closes)."""
     try:
@@ -1024,19 +1032,35 @@ def _on_helper(fn: Callable[..., None], *args: Any) -> Future[None]:
     except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
         from concurrent.futures import Future
 
-        done: Future[None] = Future()
+        done: Future[_T] = Future()
         try:
-            fn(*args)
+            done.set_result(fn(*args))
         except Exception as exc:  # the caller's wait raises it, as from a helper
             done.set_exception(exc)
-        else:
-            done.set_result(None)
         return done
 
 
+def _write_synced_unless_stored(tmp: str, final: str, data: bytes) -> bool:
+    """In a helper thread: False if ``final`` holds exactly ``data`` already (nothing written; the
+    flush touches it under the blob lock), else :func:`_write_synced` to ``tmp`` and True."""
+    try:
+        if os.stat(final).st_size == len(data) and _file_equals(final, data):
+            return False
+    except FileNotFoundError:
+        pass
+    _write_synced(tmp, data)
+    return True
+
+
 def _write_synced(tmp: str, data: bytes) -> None:
-    """Create ``tmp`` (0600, exclusive), write ``data``, fsync, close (in a helper thread)."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    """Create ``tmp`` (0600, exclusive; its folder too if missing), write ``data``, fsync, close
+    (in a helper thread)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(tmp), exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
     try:
         _write_all(fd, data)
         os.fsync(fd)

@@ -45,7 +45,7 @@ from .names import ImageName
 from .root import get_local_registry_root, on_reset
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
     from .blobstore import StagedBlob, Staging
 
@@ -271,11 +271,13 @@ class LocalRegistry:
         config_bytes: bytes | None = None,
         manifest_bytes: bytes | None = None,
         strict_subject: bool = False,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> str | None:
         """Upsert ``name → manifest_digest`` (checkpoint slots, pins); returns the previous digest.
 
         Same closure check as :meth:`publish`; ``strict_subject`` makes a declared
-        but absent subject manifest an error too (pin chains).
+        but absent subject manifest an error too (pin chains). ``also``: more writes of the
+        caller's, run on the connection inside the ref's own transaction (all or nothing).
         """
         image = ImageName.parse(name)
         previous = self._write_ref(
@@ -285,6 +287,7 @@ class LocalRegistry:
             replace=True,
             strict_subject=strict_subject,
             manifest_bytes=manifest_bytes,
+            also=also,
         )
         return previous or None
 
@@ -300,6 +303,7 @@ class LocalRegistry:
         adopting: tuple[str, str] | None = None,
         drop: ImageName | None = None,
         manifest_bytes: bytes | None = None,
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> str | None:
         """The one ref write that makes blobs reachable. Publish: None if inserted, the digest if
         unchanged. Replace: the previous digest, or "" if there was none. ``adopting``: the
@@ -345,6 +349,8 @@ class LocalRegistry:
                     layout_view.forget_foreign(conn, *adopting)
                 if drop is not None and drop != image:
                     _delete_ref(conn, drop)
+                if also is not None:
+                    also(conn)
         self._release(manifest_digest, facts)
         if adopting is None:
             self._adopt_foreign()

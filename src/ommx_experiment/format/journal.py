@@ -388,8 +388,12 @@ class Journal:
         attachments: Iterable[tuple[str, Descriptor, str | None]] = (),
         new_blobs: Iterable[Descriptor] = (),
         source: Descriptor | None = None,
+        reserve: bool = False,
     ) -> None:
         """Register this writer and create or adopt the session of ``requested``.
+
+        ``reserve``: a Run is being started; a new session then hands this writer its first
+        run-id block in the same transaction (one write transaction less per small experiment).
 
         ``join``: adopt the session the name has (or this handle's ``session_id``),
         creating it when there is none. Otherwise create a new session with the
@@ -411,11 +415,14 @@ class Journal:
             else:
                 pin = self._publish_pin(blobs) if blobs else None
             with journal_write(self.registry, f"journal start {self.requested}") as conn:
-                written = self._start_in(conn, header, join, carried_runs, list(attachments), pin)
+                written, reserved = self._start_in(conn, header, join, carried_runs, list(attachments), pin, reserve)
                 self.registry.registry_id_in(conn)  # the commit names its checkpoint slot with it: no write of its own then
         except BaseException:
             self._abandon()
             raise
+        if reserved:
+            self._ids = reserved
+            self._block = min(self._block * 2, _MAX_BLOCK)
         self.pin_digest = pin
         self.started = True
         for body, run, params in written:  # the carried rows, decoded already: views never parse them
@@ -430,9 +437,12 @@ class Journal:
         runs: list[tuple[RunContent, Mapping[str, ParamValue]]],
         attachments: list[tuple[str, Descriptor, str | None]],
         pin: str | None,
-    ) -> list[tuple[str, RunContent, dict[str, ParamValue]]]:
-        """The transaction of :meth:`start`; returns the carried rows it wrote ``(body, run as read back, params)``."""
+        reserve: bool = False,
+    ) -> tuple[list[tuple[str, RunContent, dict[str, ParamValue]]], list[int]]:
+        """The transaction of :meth:`start`; returns the carried rows it wrote ``(body, run as read back, params)``
+        and the run ids it reserved for this writer (``reserve`` and a new session; else none), in pop order."""
         name = str(self.requested)
+        reserved: list[int] = []
         written: list[tuple[str, RunContent, dict[str, ParamValue]]] = []
         row = conn.execute(
             "SELECT session_id, columns, sealing FROM oxe_journal_sessions WHERE requested_name = ?", (name,)
@@ -456,11 +466,13 @@ class Journal:
                 self._dropped += _replace_journal(conn, self.registry.root, self.requested)
             self.session_id = self.session_id if (self.session_id and not join) else uuid.uuid4().hex
             next_id = max((r.run_id for r, _ in runs), default=-1) + 1
+            if reserve and not self._ids:  # as _reserve would, right after this transaction
+                reserved = list(range(next_id + self._block - 1, next_id - 1, -1))  # popped from the end: ascending
             self.columns = _columns_of((p for _, p in runs), {})
             conn.execute(
                 "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at, "
                 "next_run_id, columns) VALUES (?, ?, ?, NULL, ?, ?, ?)",
-                (name, self.session_id, header.to_json(), now_timestamp(), next_id, json.dumps(self.columns)),
+                (name, self.session_id, header.to_json(), now_timestamp(), next_id + len(reserved), json.dumps(self.columns)),
             )
             now_ns = time.time_ns()
             for r, p in runs:  # a row states its close time: a carried run without one reads back with now_ns
@@ -475,7 +487,7 @@ class Journal:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (self.identity.writer_id, self.session_id, self.identity.pid, self.identity.host, now_timestamp(), pin),
         )
-        return written
+        return written, reserved
 
     # --- run ids -----------------------------------------------------------------------------------
 
@@ -855,10 +867,10 @@ class Journal:
                 conn.execute("UPDATE oxe_journal_writers SET pin_digest = ? WHERE writer_id = ?", (pin, self.identity.writer_id))
         self.pin_digest = pin
 
-    def note_checkpoint(self, manifest_digest: str | None) -> None:
-        """Remember that the OMMX-format slot holds ``manifest_digest``, an autosave copy of this journal (None: not a copy)."""
-        with journal_write(self.registry, f"journal {self.requested}: checkpoint") as conn:
-            conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
+    def note_checkpoint_in(self, conn: sqlite3.Connection, manifest_digest: str | None) -> None:
+        """Remember that the OMMX-format slot holds ``manifest_digest``, an autosave copy of this journal
+        (None: not a copy); inside the slot's own ref transaction (``conn``): both or neither."""
+        conn.execute("UPDATE oxe_journal_sessions SET slot_digest = ? WHERE session_id = ?", (manifest_digest, self.session_id))
 
     def set_annotation(self, key: str, value: str) -> Mapping[str, str]:
         """Set one annotation of the shared session (others' keys kept); returns all annotations."""
@@ -1101,10 +1113,9 @@ class Journal:
                     "DELETE FROM oxe_journal_sealed WHERE sealed_at < ?",
                     (datetime.fromtimestamp(time.time() - _SEAL_KEEP_DAYS * 86400, UTC).isoformat(),),
                 )
-            row = conn.execute("SELECT session_id FROM oxe_journal_sessions WHERE requested_name = ?", (name,)).fetchone()
-            if row is not None and (self.session_id is None or row[0] == self.session_id):
+            if self.session_id is None:  # not joined: whatever session the name has
                 self._dropped += _drop_journal(conn, name, runs=runs)
-            if self.session_id is not None:
+            else:  # ours (only ours: a later session of the name is another's to drop)
                 _drop_session(conn, self.session_id, runs=runs)
                 conn.execute("DELETE FROM oxe_journal_sessions WHERE session_id = ?", (self.session_id,))
                 self._dropped.append(self.session_id)
@@ -1493,10 +1504,16 @@ def pin_refs(registry: LocalRegistry, requested: ImageName, session_id: str | No
 
 
 def _remove_pins(registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> None:
-    for ref in pin_refs(registry, requested, session_id):
-        registry.remove(ref)
-    if session_id is not None:  # a session started before per-session pins had the name's single pin
-        registry.remove(pin_name(registry.registry_id, requested))
+    base = pin_name(registry.registry_id, requested)
+    # The session's pins, and the name's single pin of a session started before per-session pins;
+    # one query, and no ref write (nor view check) when there is none (no attachment was pinned).
+    pattern = base.reference + ("-%" if session_id is None else f"-{session_id[:8]}-%")
+    rows = registry.db.query(
+        "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
+        (base.repository, base.reference, pattern),
+    )
+    for (reference,) in rows:
+        registry.remove(base.with_tag(str(reference)))
 
 
 def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName, session_id: str) -> None:

@@ -27,9 +27,11 @@ Bytes are deterministic for equal input and the same libzstd.
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,13 +67,23 @@ _DATA_PAGE = 0
 _CONVERTED = {STRING: 0, TIMESTAMP: 10}  # UTF8, TIMESTAMP_MICROS
 
 
+_BYTES = tuple(bytes([i]) for i in range(256))
+
+
 def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _BYTES[n]
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def _zigzag(n: int) -> bytes:
+    """A compact-protocol i32/i64 value (zigzag varint)."""
+    return _varint((n << 1) ^ (n >> 63))
 
 
 def _thrift_value(kind: int, value: Any) -> bytes:
@@ -209,13 +221,15 @@ class EncodedColumn:
 
 def encode_column(column: Column, compressor: Any = None) -> EncodedColumn:
     """Encode one column (PLAIN values, RLE levels, zstd level 3); ``ValueError`` for an unknown kind
-    or a null in a REQUIRED column."""
+    or a null in a REQUIRED column. ``compressor``: a level-3 ``zstandard.ZstdCompressor`` (default:
+    this thread's); short columns are memoised (:data:`_ENCODED`)."""
     if column.kind not in KINDS:
         raise ValueError(f"unknown Parquet column kind {column.kind!r}")
+    memo = _memo_key(column)
+    if memo is not None and (hit := _ENCODED.get(memo)) is not None:
+        return hit
     if compressor is None:
-        import zstandard
-
-        compressor = zstandard.ZstdCompressor(level=3)
+        compressor = _compressor()
     num_rows = len(column.values)
     if None in column.values:
         present = [v is not None for v in column.values]
@@ -227,7 +241,7 @@ def encode_column(column: Column, compressor: Any = None) -> EncodedColumn:
         values = column.values if isinstance(column.values, list) else list(column.values)  # read only below
         levels = b"" if column.required else _all_present_levels(num_rows)
     raw = levels + _plain(column.kind, values)
-    return EncodedColumn(
+    encoded = EncodedColumn(
         column.name,
         column.kind,
         column.required,
@@ -236,15 +250,74 @@ def encode_column(column: Column, compressor: Any = None) -> EncodedColumn:
         compressor.compress(raw),
         _statistics(column.kind, values, num_rows - len(values)),
     )
+    if memo is not None:
+        if len(_ENCODED) >= _MEMO_SIZE:
+            _ENCODED.clear()
+        _ENCODED[memo] = encoded
+    return encoded
+
+
+_MEMO_ROWS = 4
+_MEMO_SIZE = 1024
+_ENCODED: dict[tuple[Any, ...], EncodedColumn] = {}
+"""Encoded short columns by name, kind and values: a small commit's columns repeat from one commit
+to the next (an empty ``solves.parquet``, a run's ``status``). Equal keys encode to equal bytes."""
+
+_compressors = threading.local()
+
+
+def _memo_key(column: Column) -> tuple[Any, ...] | None:
+    """The memo key of a short column, or None (not memoised). Doubles never are: ``0.0 == -0.0``
+    as keys but not as bytes; for the other kinds equal values (``1 == True`` included) encode alike."""
+    values = column.values
+    if len(values) > _MEMO_ROWS or column.kind == FLOAT64:
+        return None
+    return (column.name, column.kind, column.required, *values)
+
+
+def _compressor() -> Any:
+    """This thread's zstd compressor (level 3; one instance is not to be shared between threads)."""
+    found = getattr(_compressors, "zstd", None)
+    if found is None:
+        import zstandard
+
+        found = _compressors.zstd = zstandard.ZstdCompressor(level=3)
+    return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema_element(kind: str, required: bool, name: str) -> bytes:
+    return _struct(
+        (1, _T_I32, _PHYSICAL[kind]),
+        (3, _T_I32, _REQUIRED if required else _OPTIONAL),
+        (4, _T_BINARY, name),
+        (6, _T_I32, _CONVERTED.get(kind)),
+        (10, _T_STRUCT, _LOGICAL.get(kind)),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _meta_head(kind: str, name: str) -> bytes:
+    """ColumnMetaData fields 1-4 (type, encodings, path, codec), without the struct's stop byte."""
+    return _struct(
+        (1, _T_I32, _PHYSICAL[kind]),
+        (2, _T_LIST, (_T_I32, [_PLAIN, _RLE])),
+        (3, _T_LIST, (_T_BINARY, [name])),
+        (4, _T_I32, _ZSTD),
+    )[:-1]
+
+
+@functools.lru_cache(maxsize=256)
+def _page_header_tail(num_values: int) -> bytes:
+    """PageHeader field 5 (the DataPageHeader, after field 3) and the stop byte."""
+    return b"\x2c" + _data_page_header(num_values) + b"\x00"
 
 
 def write_parquet(
     columns: Sequence[Column | EncodedColumn], num_rows: int, metadata: Mapping[str, str] | None = None
 ) -> bytes:
     """Parquet bytes for ``columns`` (each with ``num_rows`` values) and footer key-value ``metadata``."""
-    import zstandard
-
-    compressor = zstandard.ZstdCompressor(level=3)
+    compressor = _compressor()
     out = bytearray(b"PAR1")
     chunks: list[bytes] = []
     schema = [_struct((4, _T_BINARY, "schema"), (5, _T_I32, len(columns)))]
@@ -253,37 +326,27 @@ def write_parquet(
         column = given if isinstance(given, EncodedColumn) else encode_column(given, compressor)
         if column.num_rows != num_rows:
             raise ValueError(f"column {column.name!r} has {column.num_rows} values, expected {num_rows}")
-        header = _struct(
-            (1, _T_I32, _DATA_PAGE),
-            (2, _T_I32, column.raw_size),
-            (3, _T_I32, len(column.page)),
-            (5, _T_STRUCT, _data_page_header(num_rows)),
-        )
+        # The structs below are what _struct gives for these fields, laid out by hand (the hot path of
+        # a small commit): PageHeader {1: DATA_PAGE, 2: raw size, 3: page size, 5: DataPageHeader},
+        # ColumnChunk {2: offset, 3: ColumnMetaData {1-4: _meta_head, 5: rows, 6, 7: sizes,
+        # 9: data page offset, 12: statistics}}; each header byte is (field id delta) << 4 | type.
+        header = b"\x15\x00\x15" + _zigzag(column.raw_size) + b"\x15" + _zigzag(len(column.page)) + _page_header_tail(num_rows)
         offset = len(out)
         out += header
         out += column.page
         total_uncompressed += len(header) + column.raw_size
-        meta = _struct(
-            (1, _T_I32, _PHYSICAL[column.kind]),
-            (2, _T_LIST, (_T_I32, [_PLAIN, _RLE])),
-            (3, _T_LIST, (_T_BINARY, [column.name])),
-            (4, _T_I32, _ZSTD),
-            (5, _T_I64, num_rows),
-            (6, _T_I64, len(header) + column.raw_size),
-            (7, _T_I64, len(header) + len(column.page)),
-            (9, _T_I64, offset),
-            (12, _T_STRUCT, column.statistics),
-        )
-        chunks.append(_struct((2, _T_I64, offset), (3, _T_STRUCT, meta)))
-        schema.append(
-            _struct(
-                (1, _T_I32, _PHYSICAL[column.kind]),
-                (3, _T_I32, _REQUIRED if column.required else _OPTIONAL),
-                (4, _T_BINARY, column.name),
-                (6, _T_I32, _CONVERTED.get(column.kind)),
-                (10, _T_STRUCT, _LOGICAL.get(column.kind)),
-            )
-        )
+        at = _zigzag(offset)
+        meta = b"".join((
+            _meta_head(column.kind, column.name),
+            b"\x16", _zigzag(num_rows),
+            b"\x16", _zigzag(len(header) + column.raw_size),
+            b"\x16", _zigzag(len(header) + len(column.page)),
+            b"\x26", at,
+            b"\x3c", column.statistics,
+            b"\x00",
+        ))
+        chunks.append(b"\x26" + at + b"\x1c" + meta + b"\x00")
+        schema.append(_schema_element(column.kind, column.required, column.name))
     row_group = _struct((1, _T_LIST, (_T_STRUCT, chunks)), (2, _T_I64, total_uncompressed), (3, _T_I64, num_rows))
     pairs = sorted((metadata or {}).items())
     footer = _struct(

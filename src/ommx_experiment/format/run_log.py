@@ -62,7 +62,9 @@ _RECORD = struct.Struct("<II")
 _pack = _RECORD.pack
 _dumps = marshal.dumps
 _crc32 = zlib.crc32
-_INITIAL_SIZE = 1 << 20
+_INITIAL_SIZE = 1 << 16
+"""64 KiB, doubled as needed: every writer (one per session, so per small experiment) creates one, and
+reserving 1 MiB cost ~0.3 ms of a 3 ms experiment in blocks allocated and freed again."""
 # ``mmap.write`` copies and advances the position in one C call that holds the GIL, so
 # threads appending at once never interleave; a free-threaded build takes the lock.
 _WRITE_IS_ATOMIC = getattr(sys, "_is_gil_enabled", lambda: True)()

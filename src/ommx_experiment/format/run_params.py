@@ -577,16 +577,10 @@ def encode_parquet(
 def encode_param_columns(table: ParameterTable, index: Sequence[int]) -> list[EncodedColumn]:
     """The parameter columns of ``table`` over the rows ``index`` (:func:`frame_index`), encoded
     once for every Parquet file that carries them, in :func:`column_order`."""
-    import zstandard
-
     from .parquet import Column, encode_column
 
-    compressor = zstandard.ZstdCompressor(level=3)
     by_name = {c.name: c for c in table.columns}
-    return [
-        encode_column(Column(name, by_name[name].type, column_cells(by_name[name], index)), compressor)
-        for name in column_order(table, index)
-    ]
+    return [encode_column(Column(name, by_name[name].type, column_cells(by_name[name], index))) for name in column_order(table, index)]
 
 
 def column_cells(column: ParameterColumn, index: Sequence[int]) -> list[ParamValue | None]:

@@ -63,6 +63,11 @@ def analysis_layers(
     """Store our trailing layers of a commit and return their descriptors (manifest order)."""
     from .provenance import collect, enabled_by_environment
 
+    record = None
+    if provenance and enabled_by_environment():
+        # Read first (HEAD files, host name): no system call of ours after the first blob is handed
+        # to a batch helper, which would then hold the GIL we wait for.
+        record = collect({call.adapter for run in runs for call in (*run.solves, *run.samplings)})
     parent = subject.digest if subject is not None else None
 
     def meta(name: str) -> dict[str, str]:
@@ -83,9 +88,8 @@ def analysis_layers(
         ),
         _put(blobs, mt.PARQUET, rm.encode_solves(call_summaries(blobs, runs), meta(rm.SOLVES_TABLE)), mt.SOLVES_TITLE),
     ]
-    if provenance and enabled_by_environment():
-        adapters = {call.adapter for run in runs for call in (*run.solves, *run.samplings)}
-        layers.append(_put(blobs, mt.JSON, rm.encode_provenance(collect(adapters)), mt.PROVENANCE_TITLE))
+    if record is not None:
+        layers.append(_put(blobs, mt.JSON, rm.encode_provenance(record), mt.PROVENANCE_TITLE))
     return tuple(layers)
 
 

@@ -575,15 +575,14 @@ class Experiment(AttachmentWriter, AttachmentReader):
 
     @staticmethod
     def _cleanup_checkpoints(session: Session, manifest_digest: str | None, runs: int) -> None:
-        """After the ref is published: the OMMX-format slot first, then the journal (with a tombstone).
+        """After the ref is published: the journal (with a tombstone).
 
-        A kill between the two leaves the journal marked as sealing to a published
+        The OMMX-format slot went in the ref's own transaction (``publish(drop=…)``).
+        A kill before this leaves the journal marked as sealing to a published
         digest; the next join, restore or commit of the name finishes this cleanup,
         and listings never show such a journal as a draft.
         """
         try:
-            with _checkpoint_after_release(session, runs):
-                session.registry.remove(checkpoint_ref(session.registry, session.requested))
             if manifest_digest is not None:
                 # A large session's run rows (and the WAL checkpoint) go to a helper thread after release.
                 session.journal.discard(manifest_digest, sweep_later=runs >= SWEEP_LATER_RUNS)

@@ -119,7 +119,22 @@ def _adapter_packages(module: str) -> tuple[tuple[str, str], ...]:
 
 
 def git_state(start: Path) -> dict[str, str] | None:
-    """``{"commit", "branch", "root"}`` of the repository holding ``start``, read from ``.git``; None outside one."""
+    """``{"commit", "branch", "root"}`` of the repository holding ``start``, read from ``.git``; None outside one.
+
+    Where the repository is (the walk up from ``start``) is remembered per folder for the
+    process; its ``HEAD`` and branch are read at every call (they move between commits).
+    """
+    found = _git_dir(str(start))
+    return None if found is None else _read_head(*found)
+
+
+@functools.lru_cache(maxsize=16)
+def _git_dir(start_text: str) -> tuple[str, str, str] | None:
+    """``(git dir, work tree root, common dir)`` of the repository holding ``start_text``, or None.
+
+    The common dir is where a linked worktree's branches are (its ``commondir`` file), else the git dir.
+    """
+    start = Path(start_text)
     for folder in (start, *start.parents):
         dot_git = folder / ".git"
         if dot_git.is_file():  # a worktree or submodule: "gitdir: <path>"
@@ -131,33 +146,41 @@ def git_state(start: Path) -> dict[str, str] | None:
             git_dir = dot_git
         else:
             continue
-        return _read_head(git_dir, folder)
+        common = git_dir
+        commondir = git_dir / "commondir"
+        try:
+            if commondir.is_file():
+                common = (git_dir / commondir.read_text(encoding="utf-8").strip()).resolve()
+        except OSError:
+            pass
+        return str(git_dir), str(folder), str(common)
     return None
 
 
-def _read_head(git_dir: Path, root: Path) -> dict[str, str] | None:
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _read_head(git_dir: str, root: str, common: str) -> dict[str, str] | None:
     try:
-        head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+        head = _read_text(os.path.join(git_dir, "HEAD")).strip()
     except OSError:
         return None
-    out = {"root": str(root)}
+    out = {"root": root}
     if not head.startswith("ref:"):
         out["commit"] = head
         return out
     ref = head.partition(":")[2].strip()
     out["branch"] = ref.removeprefix("refs/heads/")
-    common = git_dir
-    commondir = git_dir / "commondir"
-    if commondir.is_file():
-        common = (git_dir / commondir.read_text(encoding="utf-8").strip()).resolve()
     for base in (git_dir, common):
         try:
-            out["commit"] = (base / ref).read_text(encoding="utf-8").strip()
+            out["commit"] = _read_text(os.path.join(base, ref)).strip()
             return out
         except OSError:
             pass
     try:
-        for line in (common / "packed-refs").read_text(encoding="utf-8").splitlines():
+        for line in _read_text(os.path.join(common, "packed-refs")).splitlines():
             sha, _, name = line.partition(" ")
             if name == ref:
                 out["commit"] = sha

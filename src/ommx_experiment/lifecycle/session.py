@@ -362,8 +362,11 @@ class Session:
 
     # --- the shared journal -------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Join or create the shared journal (idempotent); carried content is written once."""
+    def start(self, *, for_run: bool = False) -> None:
+        """Join or create the shared journal (idempotent); carried content is written once.
+
+        ``for_run``: a Run is being started (its id is reserved in the same transaction).
+        """
         with self.lock:
             if self.journal.started:
                 return
@@ -376,7 +379,9 @@ class Session:
                 else [*self.carried_attachments.values(), *(b for r in self.carried_runs.values() for b in run_blobs(r))]
             )
             header = JournalHeader(FrozenMap(self.annotations), self.subject)
-            self.journal.start(header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs, source=source)
+            self.journal.start(
+                header, join=self.join, runs=runs, attachments=attachments, new_blobs=blobs, source=source, reserve=for_run
+            )
             self.carried_source = None
             self.carried_runs.clear()
             self.carried_params.clear()
@@ -425,7 +430,7 @@ class Session:
 
     def allocate_run(self) -> int:
         with self.lock:
-            self.start()
+            self.start(for_run=True)
             run_id = self.journal.allocate_run_id()
             self.open_runs += 1
             return run_id
@@ -611,9 +616,15 @@ class Session:
     def publish_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str:
         with self.lock, self.registry.publish_window():
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
-            self.registry.replace(checkpoint_ref(self.registry, self.requested), built.manifest_digest, config_bytes=built.config_bytes)
-            if self.journal.started:
-                self.journal.note_checkpoint(built.manifest_digest if copy else None)
+            noted = built.manifest_digest if copy else None
+            self.registry.replace(
+                checkpoint_ref(self.registry, self.requested),
+                built.manifest_digest,
+                config_bytes=built.config_bytes,
+                manifest_bytes=built.manifest_bytes,  # not read back (nor its batch flushed early) to be parsed
+                # the journal notes what the slot holds in the slot's own transaction: both or neither
+                also=(lambda conn: self.journal.note_checkpoint_in(conn, noted)) if self.journal.started else None,
+            )
             return built.manifest_digest
 
     # --- building ---------------------------------------------------------------------------
@@ -656,14 +667,15 @@ class Session:
             if inline:
                 for digest, data in inline.items():
                     blobs.put_bytes(data, expected_digest=digest)
-        msgpack_blob = blobs.put_bytes(rp.table_to_msgpack(table))
+        msgpack_bytes = rp.table_to_msgpack(table)
         extra: tuple[Descriptor, ...] = ()
-        if parquet:
+        if parquet:  # first: it reads the provenance before any blob of its own is handed to a batch helper
             from .analysis import analysis_layers
 
             extra = analysis_layers(
                 blobs, table, runs, image_name=str(self.requested), subject=state.subject, provenance=provenance
             )
+        msgpack_blob = blobs.put_bytes(msgpack_bytes)
         content = ExperimentContent(
             AttachmentContent(state.attachments, state.filenames),
             runs,
