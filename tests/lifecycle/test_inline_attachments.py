@@ -243,6 +243,71 @@ def test_exit_does_not_wait_for_a_reader_to_truncate_the_wal(tmp_path: Path) -> 
         reader.execute("COMMIT")
         reader.close()
 
+def _free_bytes(index: Path) -> tuple[int, int]:
+    """(free, used) bytes of an index file, read by a plain connection."""
+    import sqlite3
+
+    conn = sqlite3.connect(index)
+    try:
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    finally:
+        conn.close()
+    return free * size, (pages - free) * size
+
+
+def test_free_pages_of_a_committed_journal_are_given_back_at_exit(tmp_path: Path) -> None:
+    """The 1,500 run rows the commit dropped (~1.4 MB) leave no free pages behind once the process exited."""
+    root = tmp_path / "registry"
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    subprocess.run([sys.executable, "-c", _WAL_SWEEP], env=env, check=True, timeout=600)
+    free, used = _free_bytes(root / "index.sqlite3")
+    assert free < 256 << 10, (free, used)
+    check = (f"from ommx_experiment import Experiment\n"
+             f"assert len(Experiment.load({NAME!r}).runs) == 1500\n"
+             "import sqlite3, os\n"
+             "c = sqlite3.connect(os.path.join(os.environ['OMMX_LOCAL_REGISTRY_ROOT'], 'index.sqlite3'))\n"
+             "assert c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'\n")
+    subprocess.run([sys.executable, "-c", check], env=env, check=True, timeout=120)
+
+
+_SWEEP_THEN_WAIT = _WAL_SWEEP + (
+    "from ommx_experiment.format.journal_sweep import wait_for_sweeps\n"
+    "import sys\n"
+    "wait_for_sweeps()\n"
+    "print('committed', flush=True)\n"
+    "sys.stdin.readline()\n"
+)
+
+
+def test_exit_does_not_wait_for_a_writer_to_give_free_pages_back(tmp_path: Path) -> None:
+    """The exit VACUUM is best effort: a writer holding the lock (another process) makes it skip,
+    not wait BUSY_TIMEOUT_MS (60 s); the pages stay free for the next rows."""
+    import sqlite3
+
+    root = tmp_path / "registry"
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEP_THEN_WAIT], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "committed"
+    writer = sqlite3.connect(root / "index.sqlite3", isolation_level=None, timeout=60)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        assert proc.communicate("\n", timeout=45)[1] is None  # 60 s if exit waited for the lock
+        assert proc.returncode == 0
+        writer.execute("COMMIT")
+        free, used = _free_bytes(root / "index.sqlite3")
+        assert free >= used, "no free pages were left to give back: nothing was tested"
+    finally:
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+        writer.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 _EXP_WRITER = """
 import os, sys
 from ommx_experiment import Experiment
