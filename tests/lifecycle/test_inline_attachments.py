@@ -23,7 +23,8 @@ import ommx_experiment
 from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry
 from ommx_experiment.engine.digest import sha256_digest
 from ommx_experiment.engine.root import _reset_for_tests
-from ommx_experiment.errors import JournalWriteError
+from ommx_experiment.errors import JournalWriteError, RegistryError
+from ommx_experiment.format.run_log import read_log_state
 
 NAME = "example.com/inline/attach:v1"
 SRC = Path(ommx_experiment.__file__).resolve().parents[1]  # children import the package this test imports
@@ -78,6 +79,54 @@ def test_deferred_inline_attachments_are_read_by_another_process_and_committed_b
     assert Experiment.load(NAME).artifact.manifest_digest == art.manifest_digest
 
 
+def _pin_manifests(root: Path) -> list[str]:
+    """Digests of the generic-artifact manifests in the store (pins: our commits are experiments)."""
+    found = []
+    for path in (root / "blobs" / "sha256").iterdir():
+        if path.name.startswith(".") or path.stat().st_size < 64:
+            continue
+        head = path.read_bytes()[:4096]
+        if b'"artifactType":"application/org.ommx.v1.artifact"' in head.replace(b" ", b""):
+            found.append(path.name)
+    return found
+
+
+def test_a_commit_takes_its_own_deferred_closes_without_writing_a_batch(
+    registry_root: Path, ommx3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spec/experiment.md, "Commit": the committer's deferred closes (and their inline bytes) go into the
+    commit straight from its view: no rows, no pin manifest over their blobs; OMMX 3 loads every run."""
+    from ommx_experiment.lifecycle import session as session_module
+
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_SECONDS", 3600.0)
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_RUNS", 10**9)
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(40):  # the first close writes its row (new column), the other 39 are deferred
+        with exp.run() as run:
+            run.log_parameter("i", i)
+            run.log_attachment("raw", "application/octet-stream", _payload(i))
+    journal = exp._session_or_raise().journal
+    assert len(journal.deferred) == 39 and journal.log is not None
+    log = Path(journal.log.path)
+    art = exp.commit()
+    pinned = "".join((registry_root / "blobs" / "sha256" / d).read_text() for d in _pin_manifests(registry_root))
+    deferred = [sha256_digest(_payload(i)) for i in range(1, 40)]
+    assert sha256_digest(_payload(0)) in pinned  # the first close's pin: the manifests were found
+    assert not [d for d in deferred if d in pinned]  # no batch pinned the deferred closes' blobs
+    assert not log.exists() or read_log_state(log) == ({}, {})  # no closed run left for a recovery to bring back
+    loaded = Experiment.load(NAME)
+    assert [r.get_blob("raw") for r in loaded.runs] == [_payload(i) for i in range(40)]
+    loaded3 = ommx3.run_json(
+        "import json\nfrom ommx.experiment import Experiment\n"
+        f"e = Experiment.load({NAME!r})\n"
+        "print(json.dumps([r.get_blob('raw').hex() for r in e.runs]))\n",
+        root=registry_root,
+    )
+    assert loaded3 == [_payload(i).hex() for i in range(40)]
+    assert loaded.artifact.manifest_digest == art.manifest_digest
+
+
 def test_sigkill_with_deferred_inline_attachments_brings_the_bytes_back(writers: Any, registry_root: Path) -> None:
     a, ids = _held_writer_with_attachments(writers, [5, 6, 7])
     open_id = a.ask("open", "seed", 8)["run_id"]
@@ -119,8 +168,11 @@ def test_a_batch_of_inline_attachments_on_a_full_disk_raises_naming_the_runs_and
             while True:
                 fh.write(b"\0" * 4096)
         with pytest.raises(JournalWriteError, match=r"Run\(s\) 1, 2, 3, .*, 199 of .* were closed but not saved"):
-            exp.commit()
+            exp._session_or_raise().flush_pending()  # the batch (a due close, the timer, discard_run, exit)
         assert len(exp._session_or_raise().journal.deferred) == 199  # kept for the retry
+        with pytest.raises(RegistryError, match="full|space"):  # the commit (it writes no batch) fails loudly too
+            exp.commit()
+        assert len(exp._session_or_raise().journal.deferred) == 199
         assert [r.get_blob("raw") for r in exp.runs] == [_payload(i) for i in range(200)]
         filler.unlink()
         exp.commit()
