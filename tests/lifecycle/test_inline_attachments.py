@@ -350,7 +350,7 @@ def test_exit_does_not_wait_for_a_writer_to_give_free_pages_back(tmp_path: Path)
         assert proc.returncode == 0
         writer.execute("COMMIT")
         free, used = _free_bytes(root / "index.sqlite3")
-        assert free >= used, "no free pages were left to give back: nothing was tested"
+        assert free >= 256 << 10 and 4 * free >= used, "no free pages were left to give back: nothing was tested"
     finally:
         if writer.in_transaction:
             writer.execute("ROLLBACK")

@@ -630,7 +630,7 @@ class SharedConnections:
         """Best effort at exit (no durability step: every commit is in the WAL already).
 
         1. Free pages (a committed journal's run rows, pruned pin cache rows) that are at least
-           half of a small file (:data:`EXIT_VACUUM_MIN_FREE_BYTES`, :data:`EXIT_VACUUM_MAX_USED_BYTES`)
+           a fifth of a small file (:data:`EXIT_VACUUM_MIN_FREE_BYTES`, :data:`EXIT_VACUUM_MAX_USED_BYTES`)
            are given back by ``VACUUM``: one write transaction copying the used pages only.
         2. A ``-wal`` over :data:`EXIT_CHECKPOINT_WAL_BYTES` (or one the ``VACUUM`` filled) is
            checkpointed into the database file and truncated, which our last close does not do
@@ -868,18 +868,18 @@ def shared_connections(path: Path) -> SharedConnections:
 EXIT_CHECKPOINT_WAL_BYTES = 1 << 20
 """At interpreter exit a ``-wal`` larger than this is checkpointed into the database and truncated."""
 EXIT_VACUUM_MIN_FREE_BYTES = 256 << 10
-"""At interpreter exit free pages of at least this many bytes, and at least as many as the used ones, are given back."""
+"""At interpreter exit free pages of at least this many bytes, and at least a quarter of the used ones, are given back."""
 EXIT_VACUUM_MAX_USED_BYTES = 8 << 20
 """... unless the used pages exceed this: the ``VACUUM`` holds the write lock while it copies them."""
 
 
 def _vacuum_if_mostly_free(conn: sqlite3.Connection) -> bool:
-    """``VACUUM`` when most of a small file is free pages (the caller set ``busy_timeout = 0``); True if done."""
+    """``VACUUM`` when a fifth or more of a small file is free pages (the caller set ``busy_timeout = 0``); True if done."""
     pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
     free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
     size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     used = pages - free
-    if free * size < EXIT_VACUUM_MIN_FREE_BYTES or free < used or used * size > EXIT_VACUUM_MAX_USED_BYTES:
+    if free * size < EXIT_VACUUM_MIN_FREE_BYTES or 4 * free < used or used * size > EXIT_VACUUM_MAX_USED_BYTES:
         return False
     try:
         conn.execute("VACUUM")
