@@ -360,6 +360,27 @@ def test_exit_does_not_wait_for_a_writer_to_give_free_pages_back(tmp_path: Path)
             proc.wait()
 
 
+def test_an_index_marked_corrupt_is_not_vacuumed_at_exit(tmp_path: Path) -> None:
+    """No write of ours once the index is marked corrupt (spec/registry.md §4): the exit VACUUM neither."""
+    from ommx_experiment.engine.index_db import CORRUPT_MARKER
+
+    root = tmp_path / "registry"
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEP_THEN_WAIT], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "committed"
+        (root / CORRUPT_MARKER).touch()  # as another process that saw SQLITE_CORRUPT leaves it
+        proc.communicate("\n", timeout=120)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    free, used = _free_bytes(root / "index.sqlite3")
+    assert free >= 256 << 10 and 4 * free >= used  # left as they were
+
+
 _EXP_WRITER = """
 import os, sys
 from ommx_experiment import Experiment

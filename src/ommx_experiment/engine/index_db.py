@@ -649,7 +649,7 @@ class SharedConnections:
                     return
                 conn.execute("PRAGMA busy_timeout = 0")
                 try:
-                    vacuumed = _vacuum_if_mostly_free(conn)
+                    vacuumed = not _known_corrupt(self.path) and _vacuum_if_mostly_free(conn)
                     if vacuumed or _wal_size(self.path) > EXIT_CHECKPOINT_WAL_BYTES:
                         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
@@ -886,6 +886,11 @@ def _vacuum_if_mostly_free(conn: sqlite3.Connection) -> bool:
     except sqlite3.OperationalError:  # busy (another writer): the pages stay free for the next rows
         return False
     return True
+
+
+def _known_corrupt(path: str) -> bool:
+    """Marked corrupt (here or by another process): no write of ours, the exit ``VACUUM`` included."""
+    return path in _POISONED or (os.path.basename(path) == DB_NAME and os.path.exists(os.path.join(os.path.dirname(path), CORRUPT_MARKER)))
 
 
 def _wal_size(path: str) -> int:
