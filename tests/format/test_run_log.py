@@ -7,7 +7,10 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+
+import pytest
 
 from ommx_experiment.format import run_log
 from ommx_experiment.format.run_log import RunLog, open_runs, read_log, read_records
@@ -66,6 +69,35 @@ def test_the_log_grows_past_its_first_megabyte(tmp_path: Path) -> None:
     log.append((run_log.OPEN, 7, 1))
     assert (tmp_path / "w.log").stat().st_size >= 2 * 1024 * 1024
     assert open_runs(read_records((tmp_path / "w.log").read_bytes())).keys() == {7}
+
+
+@pytest.mark.parametrize("atomic_write", [True, False], ids=["mmap-write", "locked"])
+def test_threads_appending_at_once_lose_and_tear_no_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, atomic_write: bool
+) -> None:
+    monkeypatch.setattr(run_log, "_WRITE_IS_ATOMIC", atomic_write)  # False: a free-threaded build's path
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        log = RunLog(tmp_path / "w.log")
+        pad = "x" * 20  # 4 x 20,000 records of ~50 B: the log grows past its first megabyte meanwhile
+
+        def write(thread: int) -> None:
+            for i in range(20000):
+                log.append((run_log.PARAM, thread, f"p{i}", pad))
+
+        threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    records = read_records((tmp_path / "w.log").read_bytes())
+    assert len(records) == 4 * 20000
+    for thread in range(4):  # each thread's records, all of them, in its order
+        assert [r[2] for r in records if r[1] == thread] == [f"p{i}" for i in range(20000)]
+    assert (tmp_path / "w.log").stat().st_size > 2**20
 
 
 def test_records_survive_sigkill_of_the_writer(tmp_path: Path) -> None:

@@ -254,6 +254,30 @@ def test_the_lease_file_stays_small_over_many_closes_with_attachments(registry_r
     exp.commit()
 
 
+def test_a_process_exiting_with_deferred_inline_closes_journals_them_and_releases_its_writer(registry_root: Path) -> None:
+    """The exit flush stores the batch's inline blobs after the interpreter shut its thread pools
+    down: the blob writes run in the exiting thread (they raised "cannot schedule new futures
+    after shutdown", leaving the closes in the log and the writer's files behind)."""
+    root = registry_root
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    script = (
+        "from ommx_experiment import Experiment\n"
+        f"exp = Experiment.join({NAME!r})\n"
+        "for i in range(10):\n"
+        "    with exp.run() as run:\n"
+        "        run.log_parameter('i', i)\n"
+        "        run.log_json('cfg', {'i': i})\n"  # no commit: the closes are still deferred at exit
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert "not released cleanly" not in done.stderr and "not written" not in done.stderr, done.stderr
+    assert list((root / ".oxe-writers").iterdir()) == []  # released: nothing left for recovery
+    for i in range(10):  # stored by the exit flush, with the rows that name them
+        assert _stored(root, json.dumps({"i": i}).encode())
+    exp = Experiment.join(NAME)
+    assert [json.loads(run.get_blob("cfg"))["i"] for run in exp.runs] == list(range(10))
+    exp.commit()
+
+
 # a 1,500-run sweep whose rows (~1.4 MB) grow the WAL past EXIT_CHECKPOINT_WAL_BYTES, then commit
 _WAL_SWEEP = (
     "from ommx_experiment import Experiment, AutosavePolicy\n"

@@ -228,3 +228,44 @@ def test_four_processes_with_random_sigkills_lose_nothing(registry_root: Path, o
     )
     assert theirs["rows"] == len(df) and theirs["tokens"] == sorted(df["token"].dropna().tolist())
     assert artifact.manifest_digest and len(interrupted) <= 51
+
+
+def _python(code: str) -> None:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_run_left_open_at_interpreter_exit_is_abandoned_and_its_id_not_reused(registry_root: Path) -> None:
+    _python(
+        "from ommx_experiment import Experiment\n"
+        f"exp = Experiment.join({NAME!r})\n"
+        "with exp.run() as run:\n    run.log_parameter('seed', 1)\n"
+        "left = exp.run()\nleft.log_parameter('seed', 2)\n"  # still referenced when the interpreter exits
+    )
+    here = Experiment.join(NAME)
+    with here.run() as run:
+        run.log_parameter("seed", 3)
+        assert run.run_id == 2  # the abandoned run's id 1 is not given again
+    here.commit()
+    loaded = Experiment.load(NAME)
+    assert [(r.run_id, r.status) for r in loaded.runs] == [(0, "finished"), (2, "finished")]
+    assert loaded.run_parameters_df()["seed"].tolist() == [1, 3]
+
+
+def test_runs_open_at_a_failed_context_exit_come_back_interrupted(registry_root: Path) -> None:
+    _python(
+        "from ommx_experiment import Experiment\n"
+        "keep = []\n"
+        "try:\n"
+        f"    with Experiment.join({NAME!r}) as exp:\n"
+        "        with exp.run() as run:\n            run.log_parameter('seed', 1)\n"
+        "        keep.append(exp.run())\n        keep[0].log_parameter('seed', 2)\n"
+        "        raise RuntimeError('boom')\n"
+        "except RuntimeError:\n    pass\n"
+        "import os; os._exit(0)\n"  # the open Run is never collected: only the failed exit released the writer
+    )
+    here = Experiment.join(NAME)
+    here.commit()
+    loaded = Experiment.load(NAME)
+    assert [(r.run_id, r.status) for r in loaded.runs] == [(0, "finished"), (1, "interrupted")]
+    assert loaded.run_parameters_df()["seed"].tolist() == [1, 2]

@@ -36,7 +36,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -692,7 +692,7 @@ class BlobStore:
             self.ensure_dirs()
         except OSError as exc:
             raise RegistryError(f"Failed to write blob from bytes to {tmp}: {exc}") from exc
-        fut = _sync_pool().submit(_write_synced, tmp, bytes(data))
+        fut = _on_helper(_write_synced, tmp, bytes(data))
         pending[digest] = _Deferred(tmp, digest, len(data), fut)
         return StoredBlob(digest, len(data))
 
@@ -1016,6 +1016,24 @@ def _sync_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _on_helper(fn: Callable[..., None], *args: Any) -> Future[None]:
+    """``fn(*args)`` on a helper thread; in this thread once the interpreter has shut its
+    thread pools down (our exit hooks run after that: the last flush of deferred closes)."""
+    try:
+        return _sync_pool().submit(fn, *args)
+    except RuntimeError:  # "cannot schedule new futures after (interpreter) shutdown"
+        from concurrent.futures import Future
+
+        done: Future[None] = Future()
+        try:
+            fn(*args)
+        except Exception as exc:  # the caller's wait raises it, as from a helper
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+        return done
+
+
 def _write_synced(tmp: str, data: bytes) -> None:
     """Create ``tmp`` (0600, exclusive), write ``data``, fsync, close (in a helper thread)."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -1127,7 +1145,7 @@ class Staging:
             raise RegistryError(f"Failed to stage blob from {source} at {path}: {exc}") from exc
         digest = hasher.digest()
         _check_expected(digest, expected_digest, source)
-        fut = _sync_pool().submit(_fsync_path, os.fspath(path))
+        fut = _on_helper(_fsync_path, os.fspath(path))
         with self._guard:
             self._syncs.append((path, fut))
         return StagedBlob(path, digest, hasher.size)

@@ -9,9 +9,10 @@ are made durable by the journal, not by this log). The per-log cost is a
 
 Layout: a 16-byte header (``b"OXERLOG1"``, a *seal flag* byte, 7 reserved bytes), then records
 ``[u32 length][u32 crc32(payload)][payload]`` where the payload is
-``marshal.dumps((kind, run_id, *fields))``. A record is followed by at least four
-zero bytes (the file grows zero-filled), so a reader stops at the first zero
-length, a length past the end, or a CRC mismatch (a record torn by the kill).
+``marshal.dumps((kind, run_id, *fields))``. A record is followed by zero bytes
+or the end of the file (the file grows zero-filled), so a reader stops at the first zero
+length, a length past the end, or a CRC mismatch (a record torn by the kill, or the
+tail of an older record after a reset).
 When none of the writer's runs is open the log is *reset*: the used bytes are
 zeroed and appends restart after the header, so the file stays as small as the
 largest set of simultaneously open runs.
@@ -46,6 +47,7 @@ import marshal
 import mmap
 import os
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -61,6 +63,9 @@ _pack = _RECORD.pack
 _dumps = marshal.dumps
 _crc32 = zlib.crc32
 _INITIAL_SIZE = 1 << 20
+# ``mmap.write`` copies and advances the position in one C call that holds the GIL, so
+# threads appending at once never interleave; a free-threaded build takes the lock.
+_WRITE_IS_ATOMIC = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 OPEN, PARAM, ATTACHMENT, SOLVE, SAMPLING, TRACE, CLOSED, DROPPED = "o", "p", "a", "s", "m", "t", "c", "d"
 PENDING = "f"
@@ -80,22 +85,30 @@ class RunLog:
             raise RegistryError(f"Failed to create the open-run log {self.path}: {exc}") from exc
         self._size = _INITIAL_SIZE
         self._mm[0:HEADER] = MAGIC + bytes(HEADER - len(MAGIC))
-        self._pos = HEADER
+        self._mm.seek(HEADER)  # the append position is the mapping's own (``mmap.write``)
         self._lock = threading.Lock()
 
     def append(self, record: tuple[Any, ...]) -> None:
         """Append one record; it survives the process from the moment this returns (a no-op once closed)."""
         data = _dumps(record)
         framed = _pack(len(data), _crc32(data)) + data
+        if _WRITE_IS_ATOMIC:
+            try:
+                self._mm.write(framed)  # one C call under the GIL: position and copy move together
+                return
+            except ValueError:  # past the end of the mapping, or the log was closed
+                pass
         with self._lock:
-            pos = self._pos
-            end = pos + len(framed)
-            if end + 8 > self._size:
-                if self._fd < 0:
+            while self._fd >= 0:
+                mm = self._mm
+                needed = mm.tell() + len(framed)
+                if needed > self._size:
+                    self._grow(needed)
+                try:
+                    mm.write(framed)
                     return
-                self._grow(end + 8)
-            self._mm[pos:end] = framed
-            self._pos = end
+                except ValueError:  # a lock-free append (another thread) took the room meanwhile: grow again
+                    continue
 
     def sealing(self) -> bool:
         """The seal flag a committer sets (:func:`quiesce`): closes must then go to the journal directly."""
@@ -120,8 +133,10 @@ class RunLog:
         with self._lock:
             if self._fd < 0:
                 return
-            self._mm[HEADER : self._pos] = bytes(self._pos - HEADER)
-            self._pos = HEADER
+            mm = self._mm
+            used = mm.tell()
+            mm[HEADER:used] = bytes(used - HEADER)
+            mm.seek(HEADER)
 
     def close(self) -> None:
         with self._lock:
@@ -129,7 +144,7 @@ class RunLog:
                 self._mm.close()
                 os.close(self._fd)
                 self._fd = -1
-                self._size = 0  # every later append takes the (no-op) slow path
+                self._size = 0
 
     def _grow(self, needed: int) -> None:
         size = self._size

@@ -15,7 +15,6 @@ import logging
 import os
 import sys
 import time
-import weakref
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from ..engine.digest import sha256_digest
@@ -125,7 +124,7 @@ class Run(AdapterCalls, AttachmentWriter):
         self._columns_seen = self._journal.columns  # replaced (never mutated) when column types change
         self._unmatched = False  # some parameter did not match an established column type exactly
         self._log_append = self._journal.log_append()
-        self._finalizer = weakref.finalize(self, self._session.release_run, run_id)
+        self._session.track_run(self, run_id)  # abandoned if dropped unclosed
 
     def __repr__(self) -> str:
         if self._state == _CLOSED:
@@ -161,7 +160,8 @@ class Run(AdapterCalls, AttachmentWriter):
             from ..errors import InvalidArgumentTypeError
 
             raise InvalidArgumentTypeError(f"argument 'name': expected str, got {type(name).__name__}")
-        check_parameter_text(name, value)  # lone surrogates are rejected when logged, as OMMX 3 does
+        if not name.isascii() or (type(value) is str and not value.isascii()):
+            check_parameter_text(name, value)  # lone surrogates are rejected when logged, as OMMX 3 does
         # Hot path (a sweep logs ~10 per run): the full check only when it may fail.
         # session.writable is cleared whenever the Experiment leaves the unsealed state.
         if self._state is not _ENTERED or not self._session.writable:
@@ -249,18 +249,23 @@ class Run(AdapterCalls, AttachmentWriter):
             attachments = (
                 AttachmentContent(self._attachments, self._filenames) if self._attachments else _NO_ATTACHMENTS
             )
-            content = RunContent(
-                run_id=self._run_id,
-                status=status,
-                reason=reason,
-                attachments=attachments,
-                trace=self._trace,
-                solves=tuple(self._solves),
-                samplings=tuple(self._samplings),
-                started_ns=self._started_ns,
-                finished_ns=time.time_ns(),
-                inline=self._inline or None,
-            )
+            if self._trace is None and not self._solves and not self._samplings and not self._inline:
+                content = RunContent.bare(
+                    self._run_id, status, reason, self._started_ns, time.time_ns(), attachments=attachments
+                )
+            else:
+                content = RunContent(
+                    run_id=self._run_id,
+                    status=status,
+                    reason=reason,
+                    attachments=attachments,
+                    trace=self._trace,
+                    solves=tuple(self._solves),
+                    samplings=tuple(self._samplings),
+                    started_ns=self._started_ns,
+                    finished_ns=time.time_ns(),
+                    inline=self._inline or None,
+                )
             try:
                 # every parameter matched the column types, which have not changed since: no new column
                 checked = not self._unmatched and self._journal.columns is self._columns_seen
@@ -274,7 +279,7 @@ class Run(AdapterCalls, AttachmentWriter):
 
     def _mark_closed(self) -> None:
         self._state = _CLOSED
-        self._finalizer.detach()
+        self._session.untrack_run(self._run_id)
 
     # --- context manager -------------------------------------------------------------------------
 
@@ -341,7 +346,7 @@ class Run(AdapterCalls, AttachmentWriter):
             store_run_trace(self, capture)
         except BaseException:
             self._state = _CLOSED
-            self._finalizer()  # abandoned: released, not recorded
+            self._session.abandon_run(self._run_id)  # released, not recorded
             raise
 
     def _store_trace_best_effort(self, capture: Any, exc: BaseException | None) -> None:

@@ -21,6 +21,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from operator import attrgetter
 from types import MappingProxyType
@@ -321,7 +322,12 @@ class Session:
         self.writable = True  # cleared by the owner when the session leaves the unsealed state
         self._flush_timer: threading.Timer | None = None
         self._view: tuple[object, SessionView] | None = None  # (journal snapshot, the view made of it)
-        self._exit_hook = weakref.finalize(self, _release_writer, self.journal)
+        # Open Runs, weakly (one cheap ``weakref.ref`` each): one dropped unclosed is abandoned
+        # (:meth:`_run_dropped`); the ones still open when this session is finalized (interpreter
+        # exit) are abandoned by ``_release_writer``.
+        self._open_handles: dict[int, _RunHandle] = {}
+        self._handle_gone = partial(_run_handle_gone, weakref.ref(self))
+        self._exit_hook = weakref.finalize(self, _release_writer, self.journal, self._open_handles)
 
     @property
     def requested(self) -> ImageName:
@@ -431,12 +437,26 @@ class Session:
     def check_param(self, name: str, value: ParamValue) -> None:
         self.journal.check_param(name, value)
 
-    def release_run(self, run_id: int | None = None) -> None:
+    def track_run(self, run: object, run_id: int) -> None:
+        """Abandon ``run_id`` (:meth:`abandon_run`) if ``run`` is garbage-collected before :meth:`untrack_run`."""
+        handle = _RunHandle(run, self._handle_gone)
+        handle.run_id = run_id
+        self._open_handles[run_id] = handle
+
+    def untrack_run(self, run_id: int) -> None:
+        """The Run of ``run_id`` was closed (recorded or not): nothing to abandon any more."""
+        self._open_handles.pop(run_id, None)
+
+    def abandon_run(self, run_id: int) -> None:
         """An open Run handle went away without being recorded (abandoned)."""
+        self._open_handles.pop(run_id, None)
         with self.lock:
-            if run_id is not None:
-                self.journal.log_open((run_log.DROPPED, run_id))
+            self.journal.log_open((run_log.DROPPED, run_id))
             self._one_less_open()
+
+    def _run_dropped(self, handle: _RunHandle) -> None:
+        if self._open_handles.get(handle.run_id) is handle:
+            self.abandon_run(handle.run_id)
 
     def close_run(self, run: RunContent, params: dict[str, ParamValue], *, columns_checked: bool = False) -> None:
         """Record a closed run in the shared journal (O(1)), then apply the autosave policy.
@@ -456,12 +476,13 @@ class Session:
             if not self.writable:
                 self._one_less_open()
                 return
-            try:
-                self.flush_pending(deferred=False)
-            except JournalWriteError as exc:
-                self.pending[run.run_id] = (run, params)
-                self._one_less_open()
-                raise JournalWriteError(self.journal.unsaved_message(run.run_id, exc)) from exc
+            if self.pending:
+                try:
+                    self.flush_pending(deferred=False)
+                except JournalWriteError as exc:
+                    self.pending[run.run_id] = (run, params)
+                    self._one_less_open()
+                    raise JournalWriteError(self.journal.unsaved_message(run.run_id, exc)) from exc
             try:
                 deferred = self.journal.append_run(run, params, run_blobs(run), columns_checked=columns_checked)
             except ParameterTypeError:
@@ -666,7 +687,12 @@ class Session:
     # --- leaving ----------------------------------------------------------------------------
 
     def release(self) -> None:
-        """This process stops writing (sealed here, or read-only): give the writer slot back."""
+        """This process stops writing (sealed here, or read-only): give the writer slot back.
+
+        Runs still open stay open in the writer's log: the next join, restore or commit
+        records them as interrupted (unlike at interpreter exit, where they are abandoned).
+        """
+        self._open_handles.clear()
         self._exit_hook()
 
 
@@ -703,7 +729,24 @@ def _timed_flush(ref: weakref.ReferenceType[Session]) -> None:
             log.warning("Deferred run closes of %s not written yet: %s", session.requested, exc)
 
 
-def _release_writer(journal: Journal) -> None:
+class _RunHandle(weakref.ref):
+    """A weak reference to an open Run that knows the run's id."""
+
+    __slots__ = ("run_id",)
+    run_id: int
+
+
+def _run_handle_gone(session_ref: weakref.ref[Session], handle: _RunHandle) -> None:
+    session = session_ref()
+    if session is not None:
+        session._run_dropped(handle)
+
+
+def _release_writer(journal: Journal, open_handles: dict[int, _RunHandle]) -> None:
+    """The session's finalizer (its release, its collection, or interpreter exit)."""
+    for run_id in list(open_handles):  # never closed: abandoned, as a Run collected while open is
+        journal.log_open((run_log.DROPPED, run_id))
+    open_handles.clear()
     try:
         journal.release()
     except Exception as exc:  # at interpreter exit: never raise, the log stays for recovery
