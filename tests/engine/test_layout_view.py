@@ -58,6 +58,16 @@ def _inode(reg: LocalRegistry) -> int:
     return (reg.root / "index.json").stat().st_ino
 
 
+def test_a_small_registry_has_a_small_view(registry: LocalRegistry) -> None:
+    """The reservoir is at least 16 KiB (``MIN_RESERVOIR``), else half the entries' bytes: a
+    registry of a few refs keeps a ~20 KiB index.json, and 60 more publishes still leave a valid view."""
+    registry.publish("example.com/a:v1", store_generic(registry, [(OCTET, b"a")]))
+    assert (registry.root / "index.json").stat().st_size <= 20 * 1024
+    for i in range(60):  # past the reservoir: regenerated once, with room again
+        registry.publish(f"example.com/many/m{i}:v1", store_generic(registry, [(OCTET, bytes([i]) * 2)]))
+    assert_view(registry)
+
+
 def test_writes_patch_in_place(registry: LocalRegistry) -> None:
     digests = [store_generic(registry, [(OCTET, bytes([i]))]) for i in range(3)]
     registry.publish("example.com/a:v1", digests[0])

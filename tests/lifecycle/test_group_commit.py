@@ -25,7 +25,7 @@ from helpers.processes import Writer, tmpfs
 from ommx_experiment import AutosavePolicy, Experiment
 from ommx_experiment.engine.registry import LocalRegistry
 from ommx_experiment.engine.root import _reset_for_tests
-from ommx_experiment.errors import ExperimentBusyError, JournalWriteError
+from ommx_experiment.errors import ExperimentBusyError, JournalWriteError, RegistryError
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "workers" / "shared_worker.py"
@@ -177,8 +177,11 @@ def test_a_batch_that_cannot_be_written_on_a_full_disk_raises_and_is_written_onc
             while True:
                 fh.write(b"\0" * 65536)
         with pytest.raises(JournalWriteError, match=r"Run\(s\) 1, 2, 3, .*, 399 of .* were closed but not saved .*full"):
-            exp.commit()
+            exp._session_or_raise().flush_pending()  # the batch (a due close, the timer, discard_run, exit)
         assert len(exp._session_or_raise().journal.deferred) == 399  # kept for the retry
+        with pytest.raises(RegistryError, match="full"):  # the commit (it writes no batch) fails loudly too
+            exp.commit()
+        assert len(exp._session_or_raise().journal.deferred) == 399
         filler.unlink()
         exp.commit()
         assert Experiment.load(NAME).run_parameters_df()["i"].tolist() == list(range(400))

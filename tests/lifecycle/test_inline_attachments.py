@@ -23,7 +23,8 @@ import ommx_experiment
 from ommx_experiment import AutosavePolicy, Experiment, LocalRegistry
 from ommx_experiment.engine.digest import sha256_digest
 from ommx_experiment.engine.root import _reset_for_tests
-from ommx_experiment.errors import JournalWriteError
+from ommx_experiment.errors import JournalWriteError, RegistryError
+from ommx_experiment.format.run_log import read_log_state
 
 NAME = "example.com/inline/attach:v1"
 SRC = Path(ommx_experiment.__file__).resolve().parents[1]  # children import the package this test imports
@@ -78,6 +79,54 @@ def test_deferred_inline_attachments_are_read_by_another_process_and_committed_b
     assert Experiment.load(NAME).artifact.manifest_digest == art.manifest_digest
 
 
+def _pin_manifests(root: Path) -> list[str]:
+    """Digests of the generic-artifact manifests in the store (pins: our commits are experiments)."""
+    found = []
+    for path in (root / "blobs" / "sha256").iterdir():
+        if path.name.startswith(".") or path.stat().st_size < 64:
+            continue
+        head = path.read_bytes()[:4096]
+        if b'"artifactType":"application/org.ommx.v1.artifact"' in head.replace(b" ", b""):
+            found.append(path.name)
+    return found
+
+
+def test_a_commit_takes_its_own_deferred_closes_without_writing_a_batch(
+    registry_root: Path, ommx3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spec/experiment.md, "Commit": the committer's deferred closes (and their inline bytes) go into the
+    commit straight from its view: no rows, no pin manifest over their blobs; OMMX 3 loads every run."""
+    from ommx_experiment.lifecycle import session as session_module
+
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_SECONDS", 3600.0)
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_RUNS", 10**9)
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(40):  # the first close writes its row (new column), the other 39 are deferred
+        with exp.run() as run:
+            run.log_parameter("i", i)
+            run.log_attachment("raw", "application/octet-stream", _payload(i))
+    journal = exp._session_or_raise().journal
+    assert len(journal.deferred) == 39 and journal.log is not None
+    log = Path(journal.log.path)
+    art = exp.commit()
+    pinned = "".join((registry_root / "blobs" / "sha256" / d).read_text() for d in _pin_manifests(registry_root))
+    deferred = [sha256_digest(_payload(i)) for i in range(1, 40)]
+    assert sha256_digest(_payload(0)) in pinned  # the first close's pin: the manifests were found
+    assert not [d for d in deferred if d in pinned]  # no batch pinned the deferred closes' blobs
+    assert not log.exists() or read_log_state(log) == ({}, {})  # no closed run left for a recovery to bring back
+    loaded = Experiment.load(NAME)
+    assert [r.get_blob("raw") for r in loaded.runs] == [_payload(i) for i in range(40)]
+    loaded3 = ommx3.run_json(
+        "import json\nfrom ommx.experiment import Experiment\n"
+        f"e = Experiment.load({NAME!r})\n"
+        "print(json.dumps([r.get_blob('raw').hex() for r in e.runs]))\n",
+        root=registry_root,
+    )
+    assert loaded3 == [_payload(i).hex() for i in range(40)]
+    assert loaded.artifact.manifest_digest == art.manifest_digest
+
+
 def test_sigkill_with_deferred_inline_attachments_brings_the_bytes_back(writers: Any, registry_root: Path) -> None:
     a, ids = _held_writer_with_attachments(writers, [5, 6, 7])
     open_id = a.ask("open", "seed", 8)["run_id"]
@@ -119,8 +168,11 @@ def test_a_batch_of_inline_attachments_on_a_full_disk_raises_naming_the_runs_and
             while True:
                 fh.write(b"\0" * 4096)
         with pytest.raises(JournalWriteError, match=r"Run\(s\) 1, 2, 3, .*, 199 of .* were closed but not saved"):
-            exp.commit()
+            exp._session_or_raise().flush_pending()  # the batch (a due close, the timer, discard_run, exit)
         assert len(exp._session_or_raise().journal.deferred) == 199  # kept for the retry
+        with pytest.raises(RegistryError, match="full|space"):  # the commit (it writes no batch) fails loudly too
+            exp.commit()
+        assert len(exp._session_or_raise().journal.deferred) == 199
         assert [r.get_blob("raw") for r in exp.runs] == [_payload(i) for i in range(200)]
         filler.unlink()
         exp.commit()
@@ -266,6 +318,92 @@ def test_exit_does_not_wait_for_a_reader_to_truncate_the_wal(tmp_path: Path) -> 
     finally:
         reader.execute("COMMIT")
         reader.close()
+
+def _free_bytes(index: Path) -> tuple[int, int]:
+    """(free, used) bytes of an index file, read by a plain connection."""
+    import sqlite3
+
+    conn = sqlite3.connect(index)
+    try:
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    finally:
+        conn.close()
+    return free * size, (pages - free) * size
+
+
+def test_free_pages_of_a_committed_journal_are_given_back_at_exit(tmp_path: Path) -> None:
+    """The 1,500 run rows the commit dropped (~1.4 MB) leave no free pages behind once the process exited."""
+    root = tmp_path / "registry"
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    subprocess.run([sys.executable, "-c", _WAL_SWEEP], env=env, check=True, timeout=600)
+    free, used = _free_bytes(root / "index.sqlite3")
+    assert free < 256 << 10, (free, used)
+    check = (f"from ommx_experiment import Experiment\n"
+             f"assert len(Experiment.load({NAME!r}).runs) == 1500\n"
+             "import sqlite3, os\n"
+             "c = sqlite3.connect(os.path.join(os.environ['OMMX_LOCAL_REGISTRY_ROOT'], 'index.sqlite3'))\n"
+             "assert c.execute('PRAGMA integrity_check').fetchone()[0] == 'ok'\n")
+    subprocess.run([sys.executable, "-c", check], env=env, check=True, timeout=120)
+
+
+_SWEEP_THEN_WAIT = _WAL_SWEEP + (
+    "from ommx_experiment.format.journal_sweep import wait_for_sweeps\n"
+    "import sys\n"
+    "wait_for_sweeps()\n"
+    "print('committed', flush=True)\n"
+    "sys.stdin.readline()\n"
+)
+
+
+def test_exit_does_not_wait_for_a_writer_to_give_free_pages_back(tmp_path: Path) -> None:
+    """The exit VACUUM is best effort: a writer holding the lock (another process) makes it skip,
+    not wait BUSY_TIMEOUT_MS (60 s); the pages stay free for the next rows."""
+    import sqlite3
+
+    root = tmp_path / "registry"
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEP_THEN_WAIT], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "committed"
+    writer = sqlite3.connect(root / "index.sqlite3", isolation_level=None, timeout=60)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        assert proc.communicate("\n", timeout=45)[1] is None  # 60 s if exit waited for the lock
+        assert proc.returncode == 0
+        writer.execute("COMMIT")
+        free, used = _free_bytes(root / "index.sqlite3")
+        assert free >= 256 << 10 and 4 * free >= used, "no free pages were left to give back: nothing was tested"
+    finally:
+        if writer.in_transaction:
+            writer.execute("ROLLBACK")
+        writer.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_an_index_marked_corrupt_is_not_vacuumed_at_exit(tmp_path: Path) -> None:
+    """No write of ours once the index is marked corrupt (spec/registry.md §4): the exit VACUUM neither."""
+    from ommx_experiment.engine.index_db import CORRUPT_MARKER
+
+    root = tmp_path / "registry"
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(SRC))
+    proc = subprocess.Popen([sys.executable, "-c", _SWEEP_THEN_WAIT], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "committed"
+        (root / CORRUPT_MARKER).touch()  # as another process that saw SQLITE_CORRUPT leaves it
+        proc.communicate("\n", timeout=120)
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    free, used = _free_bytes(root / "index.sqlite3")
+    assert free >= 256 << 10 and 4 * free >= used  # left as they were
+
 
 _EXP_WRITER = """
 import os, sys

@@ -626,23 +626,32 @@ class SharedConnections:
             self.reopens += 1
             self._close_all(keep_shared_lock=True)
 
-    def checkpoint_large_wal(self) -> None:
-        """Best effort at exit (not a durability step: every commit is in the WAL already): move a
-        ``-wal`` over :data:`EXIT_CHECKPOINT_WAL_BYTES` into the database file and truncate it, which
-        our last close does not do (the keepers refuse it the exclusive lock). Skipped while OMMX 3's
-        SQLite is in the process (spec/registry.md §4a) or another process reads the WAL (busy)."""
+    def tidy_at_exit(self) -> None:
+        """Best effort at exit (no durability step: every commit is in the WAL already).
+
+        1. Free pages (a committed journal's run rows, pruned pin cache rows) that are at least
+           a fifth of a small file (:data:`EXIT_VACUUM_MIN_FREE_BYTES`, :data:`EXIT_VACUUM_MAX_USED_BYTES`)
+           are given back by ``VACUUM``: one write transaction copying the used pages only.
+        2. A ``-wal`` over :data:`EXIT_CHECKPOINT_WAL_BYTES` (or one the ``VACUUM`` filled) is
+           checkpointed into the database file and truncated, which our last close does not do
+           (the keepers refuse it the exclusive lock).
+
+        ``busy_timeout = 0`` throughout: another process writing (or, for the checkpoint, reading
+        an older snapshot) makes a step skip, never wait. Skipped while OMMX 3's SQLite is in the
+        process (spec/registry.md §4a).
+        """
         try:
-            if os.path.getsize(self.path + "-wal") <= EXIT_CHECKPOINT_WAL_BYTES or other_sqlite_loaded():
+            if other_sqlite_loaded():
                 return
             with self.lock:
                 conn = self._conns.get(MAIN)
                 if conn is None or conn.in_transaction:
                     return
-                # no wait at exit: TRUNCATE would call the busy handler (up to BUSY_TIMEOUT_MS) while
-                # another process writes or reads an older snapshot; then the WAL just stays
                 conn.execute("PRAGMA busy_timeout = 0")
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    vacuumed = not _known_corrupt(self.path) and _vacuum_if_mostly_free(conn)
+                    if vacuumed or _wal_size(self.path) > EXIT_CHECKPOINT_WAL_BYTES:
+                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
                     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except (OSError, sqlite3.Error):
@@ -858,13 +867,44 @@ def shared_connections(path: Path) -> SharedConnections:
 
 EXIT_CHECKPOINT_WAL_BYTES = 1 << 20
 """At interpreter exit a ``-wal`` larger than this is checkpointed into the database and truncated."""
+EXIT_VACUUM_MIN_FREE_BYTES = 256 << 10
+"""At interpreter exit free pages of at least this many bytes, and at least a quarter of the used ones, are given back."""
+EXIT_VACUUM_MAX_USED_BYTES = 8 << 20
+"""... unless the used pages exceed this: the ``VACUUM`` holds the write lock while it copies them."""
+
+
+def _vacuum_if_mostly_free(conn: sqlite3.Connection) -> bool:
+    """``VACUUM`` when a fifth or more of a small file is free pages (the caller set ``busy_timeout = 0``); True if done."""
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    used = pages - free
+    if free * size < EXIT_VACUUM_MIN_FREE_BYTES or 4 * free < used or used * size > EXIT_VACUUM_MAX_USED_BYTES:
+        return False
+    try:
+        conn.execute("VACUUM")
+    except sqlite3.OperationalError:  # busy (another writer): the pages stay free for the next rows
+        return False
+    return True
+
+
+def _known_corrupt(path: str) -> bool:
+    """Marked corrupt (here or by another process): no write of ours, the exit ``VACUUM`` included."""
+    return path in _POISONED or (os.path.basename(path) == DB_NAME and os.path.exists(os.path.join(os.path.dirname(path), CORRUPT_MARKER)))
+
+
+def _wal_size(path: str) -> int:
+    try:
+        return os.path.getsize(path + "-wal")
+    except OSError:
+        return 0
 
 
 def _close_every_file() -> None:
     with _SHARED_LOCK:
         every = list(_SHARED.values())
     for shared in every:
-        shared.checkpoint_large_wal()
+        shared.tidy_at_exit()
         shared.close(release=True)
 
 

@@ -89,7 +89,7 @@ FOREIGN = "\x00foreign"
 
 PAGE = 4096
 SLOT_PAD = 16  # room for a changed entry of the same ref (size digits, artifactType) to stay in its slot
-MIN_RESERVOIR = 64 * 1024
+MIN_RESERVOIR = 16 * 1024  # ~50 new entries; a small registry's view is regenerated (cheaply) after those
 TAIL = b"]}\n"
 STATE_KEY = "view_state"
 MAX_PATCHED_REFS = 512  # more changes than this at once: regenerating is as cheap

@@ -679,6 +679,18 @@ class Journal:
                     late.append(str(exc))
             raise RunNotRecordedError("; ".join(late))
 
+    def forget_committed_deferred(self) -> None:
+        """The commit just published holds this writer's deferred closes (its view read them): they are
+        never written as rows, and their inline bytes are blobs of the commit. The log is reset (or
+        marks them written); killed before this, the dead writer's ``f`` records belong to a committed
+        session, like those of any quiesced writer."""
+        if not self.deferred:
+            return
+        ids = list(self.deferred)
+        self.deferred.clear()
+        self.deferred_bytes = 0
+        self._after_flush(ids)
+
     def _after_flush(self, run_ids: list[int]) -> None:
         assert self.log is not None
         if self._no_open and not self.deferred:

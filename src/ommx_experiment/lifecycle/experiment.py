@@ -474,7 +474,9 @@ class Experiment(AttachmentWriter, AttachmentReader):
                 raise LifecycleError(
                     f"Cannot commit Experiment while {session.open_runs} Run handle(s) are still open"
                 )
-            session.flush_pending()
+            # Deferred closes are not written as rows first: the commit's view holds them (and stores
+            # their inline bytes in this window); once it is published they are dropped (no batch, no pin).
+            session.flush_pending(deferred=False)
             if not session.journal.started:
                 built = self._build_for_commit(session, None)
                 self._publish(session, built)
@@ -508,6 +510,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
             journal.seal(built.manifest_digest)  # a committer killed after this is finished by the next reader
             with _checkpoint_after_release(session, len(built.content.runs)):
                 self._publish(session, built)
+            journal.forget_committed_deferred()
         except BaseException:
             with contextlib.suppress(Exception):
                 journal.unseal()
