@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO

@@ -632,8 +632,9 @@ class BlobStore:
         for the batch's own file creations) and otherwise creates, writes and fsyncs its temp
         file, and returns at once; :meth:`flush` (run by :meth:`sync_links`, so before any ref or
         journal write, and on leaving the block) waits for them, links each new one under
-        ``blobs/.lock`` exactly as a single put does and touches each stored one there. The blobs' file creations and fsyncs overlap (the file system
-        commits them together) and overlap the caller's work.
+        ``blobs/.lock`` exactly as a single put does and touches each stored one there. The
+        blobs' file creations and fsyncs overlap (the file system commits them together) and
+        overlap the caller's work.
 
         Until then the blob is not in the store for anyone else: :meth:`exists` and
         :meth:`size` answer from the batch, :meth:`get` and :meth:`path` publish it first.
