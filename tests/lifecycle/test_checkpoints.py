@@ -187,8 +187,8 @@ def test_a_small_commit_drops_its_run_rows_itself_and_starts_no_thread(monkeypat
     assert _journal_run_rows(LocalRegistry.default()) == 0
 
 
-def test_a_commit_writes_nothing_for_its_writer_after_dropping_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cleanup deleted the session and its writers: the release returns no ids and deletes no writer row."""
+def _record_journal_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the step name of every journal write transaction, in order."""
     from ommx_experiment.format import journal
 
     steps: list[str] = []
@@ -198,10 +198,16 @@ def test_a_commit_writes_nothing_for_its_writer_after_dropping_the_session(monke
         steps.append(step)
         return real(registry, step)  # type: ignore[arg-type]
 
+    monkeypatch.setattr(journal, "journal_write", recording)
+    return steps
+
+
+def test_a_commit_writes_nothing_for_its_writer_after_dropping_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cleanup deleted the session and its writers: the release returns no ids and deletes no writer row."""
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())
     _close_runs(exp, 2)
-    monkeypatch.setattr(journal, "journal_write", recording)
+    steps = _record_journal_writes(monkeypatch)
     exp.commit()
     after = steps[next(i for i, s in enumerate(steps) if s.startswith("journal discard")) + 1 :]
     assert after == [], after
@@ -209,16 +215,7 @@ def test_a_commit_writes_nothing_for_its_writer_after_dropping_the_session(monke
 
 def test_a_new_sessions_first_run_id_is_reserved_by_the_start_transaction(monkeypatch: pytest.MonkeyPatch) -> None:
     """One journal write transaction less per small experiment; ids stay dense and shared."""
-    from ommx_experiment.format import journal
-
-    steps: list[str] = []
-    real = journal.journal_write
-
-    def recording(registry: object, step: str) -> object:
-        steps.append(step)
-        return real(registry, step)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(journal, "journal_write", recording)
+    steps = _record_journal_writes(monkeypatch)
     exp = Experiment(NAME)
     exp.set_autosave_policy(AutosavePolicy.disabled())
     with exp.run() as run:

@@ -38,6 +38,22 @@ def _stored(root: Path, data: bytes) -> bool:
     return (root / "blobs" / "sha256" / sha256_digest(data).removeprefix("sha256:")).exists()
 
 
+def _sweep_with_every_close_deferred(monkeypatch: pytest.MonkeyPatch, n: int) -> Experiment:
+    """``n`` runs with one small attachment each, no batch due by count or timer: the first close
+    writes its row (a new column), the other ``n - 1`` stay deferred."""
+    from ommx_experiment.lifecycle import session as session_module
+
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_SECONDS", 3600.0)
+    monkeypatch.setattr(session_module, "GROUP_COMMIT_RUNS", 10**9)
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(n):
+        with exp.run() as run:
+            run.log_parameter("i", i)
+            run.log_attachment("raw", "application/octet-stream", _payload(i))
+    return exp
+
+
 def _held_writer_with_attachments(writers: Any, seeds: list[int]) -> tuple[Writer, list[int]]:
     """A writer whose runs each logged one parameter and two small attachments; every close but the first is deferred."""
     a = writers()
@@ -96,16 +112,7 @@ def test_a_commit_takes_its_own_deferred_closes_without_writing_a_batch(
 ) -> None:
     """spec/experiment.md, "Commit": the committer's deferred closes (and their inline bytes) go into the
     commit straight from its view: no rows, no pin manifest over their blobs; OMMX 3 loads every run."""
-    from ommx_experiment.lifecycle import session as session_module
-
-    monkeypatch.setattr(session_module, "GROUP_COMMIT_SECONDS", 3600.0)
-    monkeypatch.setattr(session_module, "GROUP_COMMIT_RUNS", 10**9)
-    exp = Experiment(NAME)
-    exp.set_autosave_policy(AutosavePolicy.disabled())
-    for i in range(40):  # the first close writes its row (new column), the other 39 are deferred
-        with exp.run() as run:
-            run.log_parameter("i", i)
-            run.log_attachment("raw", "application/octet-stream", _payload(i))
+    exp = _sweep_with_every_close_deferred(monkeypatch, 40)
     journal = exp._session_or_raise().journal
     assert len(journal.deferred) == 39 and journal.log is not None
     log = Path(journal.log.path)
@@ -148,20 +155,11 @@ def test_sigkill_with_deferred_inline_attachments_brings_the_bytes_back(writers:
 def test_a_batch_of_inline_attachments_on_a_full_disk_raises_naming_the_runs_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ommx_experiment.lifecycle import session as session_module
-
-    monkeypatch.setattr(session_module, "GROUP_COMMIT_SECONDS", 3600.0)
-    monkeypatch.setattr(session_module, "GROUP_COMMIT_RUNS", 10**9)
     with tmpfs(tmp_path / "disk", "6m") as disk:
         root = disk / "registry"
         monkeypatch.setenv("OMMX_LOCAL_REGISTRY_ROOT", str(root))
         _reset_for_tests()
-        exp = Experiment(NAME)
-        exp.set_autosave_policy(AutosavePolicy.disabled())
-        for i in range(200):  # the first close writes its row (new column), the other 199 are deferred
-            with exp.run() as run:
-                run.log_parameter("i", i)
-                run.log_attachment("raw", "application/octet-stream", _payload(i))
+        exp = _sweep_with_every_close_deferred(monkeypatch, 200)
         assert len(exp._session_or_raise().journal.deferred) == 199
         filler = disk / "filler"
         with filler.open("wb", buffering=0) as fh, contextlib.suppress(OSError):
@@ -170,7 +168,7 @@ def test_a_batch_of_inline_attachments_on_a_full_disk_raises_naming_the_runs_and
         with pytest.raises(JournalWriteError, match=r"Run\(s\) 1, 2, 3, .*, 199 of .* were closed but not saved"):
             exp._session_or_raise().flush_pending()  # the batch (a due close, the timer, discard_run, exit)
         assert len(exp._session_or_raise().journal.deferred) == 199  # kept for the retry
-        with pytest.raises(RegistryError, match="full|space"):  # the commit (it writes no batch) fails loudly too
+        with pytest.raises(RegistryError, match=r"full|space"):  # the commit (it writes no batch) fails loudly too
             exp.commit()
         assert len(exp._session_or_raise().journal.deferred) == 199
         assert [r.get_blob("raw") for r in exp.runs] == [_payload(i) for i in range(200)]
