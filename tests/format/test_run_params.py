@@ -255,6 +255,61 @@ def test_parquet_without_parameters_keeps_rows() -> None:
     assert frame.shape == (2, 0) and list(frame.index) == [0, 4]
 
 
+def test_a_parquet_file_of_another_producer_is_read_through_pyarrow() -> None:
+    """Dictionary pages, a timestamp type and several row groups: not our writer's layout."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = rp.build_table({0: {"x": 1, "s": "a"}, 1: {"x": 2, "s": "a"}, 2: {"s": "é"}}, [0, 1, 2])
+    expected = rp.table_to_dataframe(table, [0, 1, 2])
+    arrow = pa.table({"run_id": [0, 1, 2], "s": ["a", "a", "é"], "x": pa.array([1, 2, None], pa.int64())})
+    out = io.BytesIO()
+    pq.write_table(arrow, out, use_dictionary=True, row_group_size=2)
+    pd.testing.assert_frame_equal(rp.decode_parquet(out.getvalue()), expected)
+    stamped = arrow.append_column("t", pa.array([0, 1, 2], pa.timestamp("ms")))
+    out = io.BytesIO()
+    pq.write_table(stamped, out)
+    with pytest.raises(InvalidArtifactError, match="column `t` has unsupported type timestamp"):
+        rp.decode_parquet(out.getvalue())
+
+
+def test_loading_a_committed_experiments_parameters_does_not_import_pyarrow_parquet(tmp_path: pathlib.Path) -> None:
+    """Our layer is read by our reader (pandas itself imports pyarrow's core when it is installed)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ommx_experiment import Experiment, AutosavePolicy\n"
+        "e = Experiment('example.com/df/nopa:v1')\n"
+        "e.set_autosave_policy(AutosavePolicy.disabled())\n"
+        "for i in range(50):\n"
+        "    with e.run() as run:\n"
+        "        run.log_parameter('i', i)\n"
+        "        run.log_parameter('f', float('nan') if i == 3 else i / 2)\n"
+        "        if i % 2:\n            run.log_parameter('s', 'é%d' % i)\n"
+        "e.commit()\n"
+        "assert 'pyarrow.parquet' not in sys.modules, 'the commit imported pyarrow.parquet'\n"
+    )
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(tmp_path / "registry"))
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+    read = (
+        "import sys, json\n"
+        "from ommx_experiment import Experiment\n"
+        "df = Experiment.load('example.com/df/nopa:v1').run_parameters_df()\n"
+        "print(json.dumps(['pyarrow.parquet' in sys.modules, [str(t) for t in df.dtypes], df.shape,\n"
+        "                  str(df.loc[3, 'f']), str(df.loc[2, 's'])]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", read], env=env, check=True, timeout=120, capture_output=True, text=True)
+    imported, dtypes, shape, nan, missing = __import__("json").loads(done.stdout)
+    assert not imported
+    assert sorted(dtypes) == ["Float64", "Int64", "string"] and shape == [50, 3]
+    assert (nan, missing) == ("nan", "<NA>")  # a logged NaN stays a value; a parameter not logged is NA
+
+
 @pytest.mark.parametrize("data", [b"", b"PAR1garbage", b"not parquet at all"])
 def test_decode_parquet_rejects_garbage(data: bytes) -> None:
     with pytest.raises(InvalidArtifactError, match="Invalid Parquet run-parameter layer"):
@@ -306,7 +361,8 @@ def test_msgpack_and_parquet_paths_agree(case: tuple[dict[int, dict[str, rp.Para
     pd.testing.assert_frame_equal(rp.table_to_dataframe(decoded, run_ids), expected)
     parquet = rp.encode_parquet(decoded, run_ids)
     assert parquet == rp.encode_parquet(table, run_ids)
-    pd.testing.assert_frame_equal(rp.decode_parquet(parquet), expected)
+    pd.testing.assert_frame_equal(rp.decode_parquet(parquet), expected)  # our reader, no pyarrow
+    pd.testing.assert_frame_equal(rp._decode_parquet_arrow(parquet), expected)  # the fallback reads the same
     assert list(expected.index) == sorted(run_ids)
 
 

@@ -114,6 +114,25 @@ def read_columns(data: bytes, names: Sequence[str]) -> dict[str, list[Any]]:
         raise UnsupportedParquetError(f"not a Parquet file of our writer: {exc!r}") from exc
 
 
+INT64, DOUBLE, BYTE_ARRAY, BOOLEAN = _INT64, _DOUBLE, _BYTE_ARRAY, _BOOLEAN  # physical types, for callers
+
+
+def read_table(data: bytes) -> list[tuple[str, int, list[Any]]]:
+    """Every column, in schema order: ``(name, physical type, values with None for nulls)``.
+    ``UnsupportedParquetError`` for any shape our writer does not produce."""
+    try:
+        view = memoryview(data)
+        schema = _footer(view)[2][1:]
+        names = [bytes(s[4]).decode("utf-8") for s in schema]
+        for element in schema:  # flat columns; strings are UTF8, nothing else has a converted type
+            if 5 in element or element.get(6) != (0 if element[1] == _BYTE_ARRAY else None):
+                raise UnsupportedParquetError(f"column {bytes(element[4])!r} is not of a type our writer writes")
+        values = _read(view, names)
+        return [(name, s[1], values[name]) for name, s in zip(names, schema, strict=True)]
+    except _MALFORMED as exc:
+        raise UnsupportedParquetError(f"not a Parquet file of our writer: {exc!r}") from exc
+
+
 def _footer(data: memoryview) -> dict[int, Any]:
     """The FileMetaData struct (after the PAR1 magic checks)."""
     if len(data) < 12 or bytes(data[:4]) != b"PAR1" or bytes(data[-4:]) != b"PAR1":

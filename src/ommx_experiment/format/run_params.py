@@ -14,7 +14,8 @@ Three encodings of the same table:
   unless a parameter already has that name, then underscores are prepended),
   then one nullable column per parameter in DataFrame column order; one row
   per run. Written by our small writer (:mod:`~ommx_experiment.format.parquet`, no pyarrow),
-  read with pyarrow; bytes are deterministic for a given table and libzstd.
+  read back without pyarrow when the file has our writer's layout (:mod:`~ommx_experiment.format.parquet_read`),
+  else with pyarrow; bytes are deterministic for a given table and libzstd.
 * pandas: :func:`table_to_dataframe` gives exactly OMMX's ``run_parameters_df()``.
 """
 
@@ -609,14 +610,61 @@ def _from_arrow(chunked: Any, column_name: str) -> Any:
 
 
 def decode_parquet(source: bytes | bytearray | memoryview | str | os.PathLike[str]) -> pd.DataFrame:
-    """Read our Parquet run-parameter layer into the same frame as :func:`table_to_dataframe`."""
+    """Read our Parquet run-parameter layer into the same frame as :func:`table_to_dataframe`.
+
+    A file in our writer's layout is read without pyarrow (:mod:`.parquet_read`; its import is
+    a quarter of a fresh process's ``load`` + ``run_parameters_df()``); any other falls back to pyarrow.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        with open(source, "rb") as fh:
+            data = fh.read()
+    from .parquet_read import UnsupportedParquetError, read_table
+
+    try:
+        columns = read_table(data)
+    except UnsupportedParquetError:
+        return _decode_parquet_arrow(data)
+    return _frame_of_columns(columns)
+
+
+def _frame_of_columns(columns: list[tuple[str, int, list[Any]]]) -> pd.DataFrame:
+    from .parquet_read import INT64
+
+    if not columns or columns[0][1] != INT64:
+        raise InvalidArtifactError("Invalid Parquet run-parameter layer: column 0 must be the integer run id")
+    run_ids = columns[0][2]
+    if None in run_ids:
+        raise InvalidArtifactError("Invalid Parquet run-parameter layer: null run id")
+    return _frame(run_ids, [(name, _masked_array(physical, values, name)) for name, physical, values in columns[1:]])
+
+
+def _masked_array(physical: int, values: list[Any], column_name: str) -> Any:
+    """The pandas nullable array pyarrow's path gives: a null is NA, a NaN stays a float value."""
+    import numpy as np
+    import pandas as pd
+
+    from .parquet_read import BOOLEAN, BYTE_ARRAY, DOUBLE, INT64
+
+    if physical == BYTE_ARRAY:
+        return pd.array(values, dtype=pd.StringDtype("python"))
+    kinds = {INT64: (np.int64, 0, pd.arrays.IntegerArray), DOUBLE: (np.float64, 0.0, pd.arrays.FloatingArray),
+             BOOLEAN: (np.bool_, False, pd.arrays.BooleanArray)}
+    if physical not in kinds:
+        raise InvalidArtifactError(f"Parquet run-parameter column `{column_name}` has unsupported physical type {physical}")
+    dtype, filler, array_type = kinds[physical]
+    mask = np.fromiter((v is None for v in values), dtype=np.bool_, count=len(values))
+    filled = [filler if v is None else v for v in values] if mask.any() else values
+    return array_type(np.array(filled, dtype=dtype), mask)
+
+
+def _decode_parquet_arrow(data: bytes) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = pa.BufferReader(bytes(source))
     try:
-        arrow_table = pq.ParquetFile(source).read()
+        arrow_table = pq.ParquetFile(pa.BufferReader(data)).read()
     except (pa.ArrowException, OSError) as exc:
         raise InvalidArtifactError(f"Invalid Parquet run-parameter layer: {exc}") from exc
     if arrow_table.num_columns == 0 or not pa.types.is_integer(arrow_table.schema.field(0).type):
