@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+
+#: Longer scripts go through a file: Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN).
+_MAX_ARG_BYTES = 96 * 1024
 
 #: Environment variables that would leak this interpreter's packages into the child.
 _LEAKY_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
@@ -46,15 +50,23 @@ class Ommx3Driver:
         stderr, so a failing interop step reads like a failed assertion.
         """
         cwd = root.parent if root.parent.is_dir() else None
-        proc = subprocess.run(
-            [str(self.python), "-c", textwrap.dedent(script)],
-            env=self.env(root),
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=self.default_timeout if timeout is None else timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        code = textwrap.dedent(script)
+        with tempfile.TemporaryDirectory() as scratch:
+            if len(code.encode()) > _MAX_ARG_BYTES:  # one argv string may not exceed 128 KiB (E2BIG)
+                path = Path(scratch) / "script.py"
+                path.write_text(code, encoding="utf-8")
+                argv = [str(self.python), str(path)]
+            else:
+                argv = [str(self.python), "-c", code]
+            proc = subprocess.run(
+                argv,
+                env=self.env(root),
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=self.default_timeout if timeout is None else timeout,
+                stdin=subprocess.DEVNULL,
+            )
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"{self.label} failed with exit code {proc.returncode} (root={root}).\n"
