@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ommx_experiment.engine.oci import Descriptor, parse_descriptor
 from ommx_experiment.errors import InvalidArtifactError, InvalidInputError
@@ -61,3 +63,32 @@ def test_parsed_descriptors_are_checked_as_constructed_ones() -> None:
             parse_descriptor(bad, "x")
     with pytest.raises(InvalidInputError):
         Descriptor("a/b", DIGEST, -1)
+
+
+_JSON_SCALARS = (
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=6)
+)
+
+
+_JSON = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_JSON, max_size=8))
+def test_the_row_encoder_writes_exactly_what_json_dumps_writes(row: list[object]) -> None:
+    """Rows are encoded by json's C encoder made once (``journal._dumps_row``): same text as ``json.dumps``."""
+    from ommx_experiment.format.journal import _dumps_row
+
+    assert _dumps_row(row) == json.dumps(row)
+
+
+def test_the_row_encoder_refuses_what_json_refuses() -> None:
+    from ommx_experiment.format.journal import _dumps_row
+
+    with pytest.raises(TypeError, match="Object of type bytes is not JSON serializable"):
+        _dumps_row([3, {"p": b"x"}])
