@@ -406,7 +406,6 @@ class BlobStore:
         self.root = root
         self.dir = root / "blobs" / "sha256"
         self._prefix = os.path.join(os.fspath(self.dir), "")  # hot reads build str paths, not Paths
-        self._dir_str = os.fspath(self.dir)
         self._lock_path = root / BLOB_LOCK
         self._leases: _LeaseSink = _leases_for(Path(root).absolute()) if pin is None else pin
         # Temp files carry this process's lease token (dead with it); a pin-mode writer holds no
@@ -422,7 +421,7 @@ class BlobStore:
 
     def ensure_dirs(self) -> None:
         """Create ``blobs/sha256`` if missing (one ``stat`` when present: every new blob asks)."""
-        if not os.path.isdir(self._dir_str):
+        if not os.path.isdir(self._prefix):
             self.dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
@@ -672,8 +671,9 @@ class BlobStore:
             if failed is not None:
                 item, exc = failed
                 raise RegistryError(f"Failed to write blob from bytes to {item.tmp}: {exc}") from exc
-            stored = [item for item in items if not item.done.result()]
-            self._publish_many([(item.tmp, item.digest, item.size) for item in items if item.done.result()])
+            written = {item.digest: item.done.result() for item in items}  # False: the store held it already
+            stored = [item for item in items if not written[item.digest]]
+            self._publish_many([(item.tmp, item.digest, item.size) for item in items if written[item.digest]])
             for item in stored:  # found stored by the helper: touched here, or written now if it changed since
                 if not self._touch_if_equal(item.digest, item.data):
                     self._write_new([item.data], "bytes", known=(item.digest, item.size))

@@ -649,7 +649,7 @@ class SharedConnections:
                     return
                 conn.execute("PRAGMA busy_timeout = 0")
                 try:
-                    vacuumed = not _known_corrupt(self.path) and _vacuum_if_mostly_free(conn)
+                    vacuumed = not _known_corrupt(Path(self.path)) and _vacuum_if_mostly_free(conn)
                     if vacuumed or _wal_size(self.path) > EXIT_CHECKPOINT_WAL_BYTES:
                         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 finally:
@@ -888,9 +888,9 @@ def _vacuum_if_mostly_free(conn: sqlite3.Connection) -> bool:
     return True
 
 
-def _known_corrupt(path: str) -> bool:
-    """Marked corrupt (here or by another process): no write of ours, the exit ``VACUUM`` included."""
-    return path in _POISONED or (os.path.basename(path) == DB_NAME and os.path.exists(os.path.join(os.path.dirname(path), CORRUPT_MARKER)))
+def _known_corrupt(path: Path) -> bool:
+    """Marked corrupt (seen by this process, or marked by another): no write of ours, the exit ``VACUUM`` included."""
+    return str(path) in _POISONED or (path.name == DB_NAME and os.path.exists(path.parent / CORRUPT_MARKER))
 
 
 def _wal_size(path: str) -> int:
@@ -1093,7 +1093,7 @@ def translate_error(exc: sqlite3.Error, path: Path, step: str) -> RegistryError:
 
 def check_writable(path: Path, step: str) -> None:
     """Raise :class:`RegistryCorruptError` if the index at ``path`` is known to be corrupt."""
-    if str(path) in _POISONED or (path.name == DB_NAME and os.path.exists(path.parent / CORRUPT_MARKER)):
+    if _known_corrupt(path):
         raise _corrupt(path, step, "marked corrupt earlier")
 
 

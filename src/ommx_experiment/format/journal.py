@@ -467,7 +467,7 @@ class Journal:
             self.session_id = self.session_id if (self.session_id and not join) else uuid.uuid4().hex
             next_id = max((r.run_id for r, _ in runs), default=-1) + 1
             if reserve and not self._ids:  # as _reserve would, right after this transaction
-                reserved = list(range(next_id + self._block - 1, next_id - 1, -1))  # popped from the end: ascending
+                reserved = _id_block(next_id, self._block)
             self.columns = _columns_of((p for _, p in runs), {})
             conn.execute(
                 "INSERT INTO oxe_journal_sessions(requested_name, session_id, header, pin_digest, updated_at, "
@@ -512,8 +512,7 @@ class Journal:
             ).fetchone()
             if row is None:
                 raise LifecycleError(self._gone_message(conn, "no new Run can be started"))
-        end = int(row[0])
-        self._ids = list(range(end - 1, end - count - 1, -1))  # popped from the end: ascending
+        self._ids = _id_block(int(row[0]) - count, count)
         self._block = min(self._block * 2, _MAX_BLOCK)
 
     def give_back_ids(self) -> None:
@@ -1436,6 +1435,11 @@ def _attachment_body(desc: Descriptor, filename: str | None, inline: bytes | Non
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def _id_block(first: int, count: int) -> list[int]:
+    """Run ids ``first .. first + count - 1`` in pop order (popped from the end: ascending)."""
+    return list(range(first + count - 1, first - 1, -1))
+
+
 def _unique(descs: Iterable[Descriptor]) -> list[Descriptor]:
     seen: dict[str, Descriptor] = {}
     for desc in descs:
@@ -1499,33 +1503,27 @@ def writer_pin_name(registry_id: str, requested: ImageName, session_id: str, wri
     return pin_name(registry_id, requested).with_tag(f"pin-{name_hash(requested)}-{session_id[:8]}-{writer_id[:16]}")
 
 
-def pin_refs(registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> list[ImageName]:
-    """The pin refs of ``requested``: of one session, or (None) every session's and the legacy single pin."""
+def pin_refs(
+    registry: LocalRegistry, requested: ImageName, session_id: str | None = None, *, legacy: bool | None = None
+) -> list[ImageName]:
+    """The pin refs of ``requested``: of one session, or (None) every session's; with ``legacy``
+    (default: without a session) also the name's single pin of a session started before per-session pins."""
     base = pin_name(registry.registry_id, requested)
-    if session_id is not None:
-        rows = registry.db.query(
-            "SELECT reference FROM refs WHERE name = ? AND reference LIKE ?",
-            (base.repository, f"{base.reference}-{session_id[:8]}-%"),
-        )
-    else:
+    pattern = base.reference + ("-%" if session_id is None else f"-{session_id[:8]}-%")
+    if legacy if legacy is not None else session_id is None:
         rows = registry.db.query(
             "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
-            (base.repository, base.reference, base.reference + "-%"),
+            (base.repository, base.reference, pattern),
         )
+    else:
+        rows = registry.db.query("SELECT reference FROM refs WHERE name = ? AND reference LIKE ?", (base.repository, pattern))
     return [base.with_tag(str(ref)) for (ref,) in rows]
 
 
 def _remove_pins(registry: LocalRegistry, requested: ImageName, session_id: str | None = None) -> None:
-    base = pin_name(registry.registry_id, requested)
-    # The session's pins, and the name's single pin of a session started before per-session pins;
-    # one query, and no ref write (nor view check) when there is none (no attachment was pinned).
-    pattern = base.reference + ("-%" if session_id is None else f"-{session_id[:8]}-%")
-    rows = registry.db.query(
-        "SELECT reference FROM refs WHERE name = ? AND (reference = ? OR reference LIKE ?)",
-        (base.repository, base.reference, pattern),
-    )
-    for (reference,) in rows:
-        registry.remove(base.with_tag(str(reference)))
+    # one query, and no ref write (nor view check) when there is none (no attachment was pinned)
+    for ref in pin_refs(registry, requested, session_id, legacy=True):
+        registry.remove(ref)
 
 
 def _move_pins(registry: LocalRegistry, old: ImageName, new: ImageName, session_id: str) -> None:

@@ -88,7 +88,7 @@ def _zigzag(n: int) -> bytes:
 
 def _thrift_value(kind: int, value: Any) -> bytes:
     if kind in (_T_I32, _T_I64):
-        return _varint((value << 1) ^ (value >> 63))  # zigzag
+        return _zigzag(value)
     if kind == _T_BINARY:
         raw = value.encode("utf-8") if isinstance(value, str) else value
         return _varint(len(raw)) + raw
