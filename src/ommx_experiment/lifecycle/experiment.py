@@ -155,6 +155,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         return self
 
     @classmethod
+    @gc_paused()
     def load(cls, image_name: str) -> Experiment:
         """Open a committed Experiment (finished/failed/interrupted) from the default registry."""
         from .artifact import Artifact
@@ -162,6 +163,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         return cls.from_artifact(Artifact.load(image_name))
 
     @classmethod
+    @gc_paused()
     def from_artifact(cls, artifact: Artifact) -> Experiment:
         """Interpret an open ``Artifact`` handle as a sealed Experiment (generic artifacts rejected)."""
         from .artifact import Artifact
@@ -175,6 +177,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         return cls._from_sealed(sealed)
 
     @classmethod
+    @gc_paused()
     def import_archive(cls, path: str | os.PathLike[str]) -> Experiment:
         """Import a ``.ommx`` archive or OCI layout directory, then open it as a sealed Experiment."""
         from ..format.archive import Received, import_path
@@ -187,6 +190,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         )
 
     @classmethod
+    @gc_paused()
     def join(cls, image_name: str, *, store_trace: bool = False) -> Experiment:
         """Join the shared unsealed experiment ``image_name``, creating it when none exists.
 
@@ -219,6 +223,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         return self
 
     @classmethod
+    @gc_paused()
     def restore_from_checkpoint(cls, image_name: str) -> Experiment:
         """An unsealed session from the newest of our journal and OMMX's checkpoint slot for ``image_name``.
 
@@ -325,6 +330,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
         return sorted(descriptors)
 
     @property
+    @gc_paused()
     def runs(self) -> list[SealedRun]:
         """Closed runs by ascending run id (open runs are not listed)."""
         if self._sealed is not None:
@@ -637,6 +643,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
 
     # --- fork / rename / save / push ----------------------------------------------------------------------------
 
+    @gc_paused()
     def fork(self, image_name: str | None = None, *, store_trace: bool = False) -> Experiment:
         """A new unsealed child whose ``subject`` is this manifest; everything carried by descriptor."""
         image = None if image_name is None else ImageName.parse(image_name)
@@ -696,6 +703,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
 
     # --- run parameters ------------------------------------------------------------------------------------------
 
+    @gc_paused()
     def run_parameters_df(self) -> pd.DataFrame:
         """Wide table of run parameters (index ``run_id``; nullable dtypes; §1.4)."""
         if self._sealed is not None:
@@ -748,6 +756,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
             raise self._read_only_error()
         return self._session
 
+    @gc_paused()
     def runs_df(self) -> pd.DataFrame:
         """One row per closed run (index ``run_id``): ``status``, ``lifecycle_reason``, ``started_at``,
         ``finished_at``, ``duration_s``, ``solves``, ``samplings``, then every parameter under its own name."""
@@ -755,6 +764,7 @@ class Experiment(AttachmentWriter, AttachmentReader):
 
         return runs_frame(self._analysis_source())
 
+    @gc_paused()
     def solves_df(self) -> pd.DataFrame:
         """One row per Solve and Sampling: run, adapter, status, objective, feasibility, sense, time, parameters."""
         from .analysis import solves_frame
