@@ -589,6 +589,28 @@ def test_loopback_transfers_go_over_keep_alive_connections_without_requests(
     assert all(dst.blobs.get(sha256_digest(data)) == data for data in payloads)
 
 
+def test_loopback_transfers_do_not_import_requests(tmp_path: Path, oci_registry: OciRegistry) -> None:
+    """On the direct path ``requests`` (~0.3 s of imports) is never imported."""
+    import subprocess
+    import sys
+
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry)
+    digest, _ = store_artifact(src, name, [os.urandom(300 + i) for i in range(5)])
+    script = (
+        "import sys\n"
+        "from ommx_experiment.engine.registry import LocalRegistry\n"
+        "from ommx_experiment.edges.remote import pull_artifact, push_artifact\n"
+        f"push_artifact(LocalRegistry.at({str(tmp_path / 'src')!r}), {name!r}, {digest!r}, quiet=True)\n"
+        f"assert pull_artifact(LocalRegistry.at({str(tmp_path / 'dst')!r}), {name!r}, quiet=True) == {digest!r}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_a_failing_blob_stops_the_parallel_pull_cleanly(
     tmp_path: Path, oci_registry: OciRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
