@@ -15,6 +15,7 @@ import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -49,15 +50,22 @@ def _no_ambient_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture
 def http_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Every HTTP request our client sends, as ``(method, path)`` (the requests still go out)."""
+    """Every HTTP request our client sends, through ``requests`` or the direct path, as
+    ``(method, path)`` (the requests still go out)."""
     calls: list[tuple[str, str]] = []
     original = requests.Session.send
+    original_direct = remote_http._Connection.request
 
     def send(self: requests.Session, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
         calls.append((str(request.method), urlsplit(str(request.url)).path))
         return original(self, request, **kwargs)  # type: ignore[arg-type]
 
+    def direct(self: remote_http._Connection, method: str, url: str, *args: Any, **kwargs: Any) -> None:
+        calls.append((method, urlsplit(url).path))
+        original_direct(self, method, url, *args, **kwargs)
+
     monkeypatch.setattr(requests.Session, "send", send)
+    monkeypatch.setattr(remote_http._Connection, "request", direct)
     return calls
 
 
@@ -544,6 +552,63 @@ def test_many_blobs_round_trip_at_any_concurrency(
     assert pull_artifact(dst, name, quiet=True) == digest
     for data in payloads:
         assert dst.blobs.get(sha256_digest(data)) == data
+
+
+def test_loopback_transfers_go_over_keep_alive_connections_without_requests(
+    tmp_path: Path, oci_registry: OciRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the plain-HTTP loopback docker-registry a push and a pull (HEADs, uploads with a
+    1 MiB+ streamed blob, blob GETs, manifests) never use ``requests``, and each client opens
+    one connection (the server keeps it alive), so a transfer opens at most workers + 1."""
+    import http.client
+
+    monkeypatch.setenv("OMMX_ARTIFACT_TRANSFER_CONCURRENCY", "3")
+
+    def no_requests(*args: object, **kwargs: object) -> None:
+        raise AssertionError("requests was used")
+
+    monkeypatch.setattr(requests.Session, "send", no_requests)
+    opened = []
+    real_connect = remote_http._Connection.connect
+
+    def connect(self: http.client.HTTPConnection) -> None:
+        opened.append(self)
+        real_connect(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(remote_http._Connection, "connect", connect)
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry)
+    payloads = [os.urandom(100 + i) for i in range(30)] + [os.urandom((1 << 20) + 5)]
+    digest, _ = store_artifact(src, name, payloads)
+    push_artifact(src, name, digest, quiet=True)
+    assert 1 < len(opened) <= 4
+    opened.clear()
+    dst = LocalRegistry.at(tmp_path / "dst")
+    assert pull_artifact(dst, name, quiet=True) == digest
+    assert 1 < len(opened) <= 4
+    assert all(dst.blobs.get(sha256_digest(data)) == data for data in payloads)
+
+
+def test_loopback_transfers_do_not_import_requests(tmp_path: Path, oci_registry: OciRegistry) -> None:
+    """On the direct path ``requests`` (~0.3 s of imports) is never imported."""
+    import subprocess
+    import sys
+
+    src = LocalRegistry.at(tmp_path / "src")
+    name = unique_name(oci_registry)
+    digest, _ = store_artifact(src, name, [os.urandom(300 + i) for i in range(5)])
+    script = (
+        "import sys\n"
+        "from ommx_experiment.engine.registry import LocalRegistry\n"
+        "from ommx_experiment.edges.remote import pull_artifact, push_artifact\n"
+        f"push_artifact(LocalRegistry.at({str(tmp_path / 'src')!r}), {name!r}, {digest!r}, quiet=True)\n"
+        f"assert pull_artifact(LocalRegistry.at({str(tmp_path / 'dst')!r}), {name!r}, quiet=True) == {digest!r}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_a_failing_blob_stops_the_parallel_pull_cleanly(

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.credentials import clear_ambient_credentials
@@ -246,3 +247,211 @@ def test_pull_keeps_at_most_the_configured_number_of_blobs_in_flight(
         pulled = pull_artifact(LocalRegistry.at(tmp_path / "dst"), f"{server.host}/tests/x:v1", quiet=True)
     assert pulled == sha256_digest(manifest)
     assert limit // 2 < in_flight[1] <= limit  # well parallel, never beyond the setting
+
+
+# --- the direct path (keep-alive http.client to a plain-HTTP loopback registry) ------------------------
+
+
+class _RawServer:
+    """An HTTP/1.1 server on raw sockets that answers ``reply(n, method, path)`` (``n`` counts
+    requests over all connections): ``(status line and headers, body, close)``; with ``close``
+    the connection is closed after the answer without saying so (no ``Connection: close``), as a
+    registry closes an idle keep-alive connection. A reply of ``None`` closes without answering."""
+
+    def __init__(self, reply: Callable[[int, str, str], tuple[bytes, bytes, bool] | None]) -> None:
+        import socket
+
+        self.reply = reply
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, User-Agent)
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.host = f"127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> _RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: Any) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                fields = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+                length = int(fields.get("content-length", "0"))
+                while len(buf) < length:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    buf += data
+                buf = buf[length:]
+                with self._lock:
+                    n = len(self.requests)
+                    self.requests.append((method, path, fields.get("user-agent")))
+                answer = self.reply(n, method, path)
+                if answer is None:
+                    return
+                head_bytes, body, close = answer
+                conn.sendall(head_bytes + (b"" if method == "HEAD" else body))
+                if close:
+                    return
+
+
+def _ok(body: bytes = b"", **headers: str) -> bytes:
+    fields = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items())
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{fields}\r\n".encode()
+
+
+def _client(host: str) -> Any:
+    from ommx_experiment.edges.remote_http import RegistryClient
+    from ommx_experiment.engine.names import ImageName
+
+    return RegistryClient(ImageName.parse(f"{host}/tests/direct:v1"))
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Retries happen at once; the list records each backoff (attempt number)."""
+    from ommx_experiment.edges import remote_http
+
+    calls: list[int] = []
+    monkeypatch.setattr(remote_http, "_backoff", calls.append)
+    return calls
+
+
+def test_a_closed_idle_connection_is_sent_again_once_without_a_retry(no_backoff: list[int]) -> None:
+    """The server closes every connection after one answer, silently: each next request meets
+    a dead keep-alive connection and is sent again on a new one, not retried with backoff; the
+    blob-upload PUT (never retried) gets through too."""
+    layer = sha256_digest(LAYER)
+
+    def reply(n: int, method: str, path: str) -> tuple[bytes, bytes, bool]:
+        if method == "POST":
+            return b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nLocation: /v2/tests/direct/blobs/uploads/u1\r\n\r\n", b"", True
+        if method == "PUT":
+            return b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", b"", True
+        return _ok(b"", Content_Type="application/octet-stream"), b"", True
+
+    with _RawServer(reply) as server, _client(server.host) as client:
+        assert client.blob_exists(layer) and client.blob_exists(layer) and client.blob_exists(layer)
+        client.upload_blob(layer, len(LAYER), lambda: [LAYER])
+    assert [m for m, _, _ in server.requests] == ["HEAD", "HEAD", "HEAD", "POST", "PUT"]
+    assert server.connections == 5 and no_backoff == []
+    assert server.requests[-1][1].endswith("/uploads/u1?digest=" + layer.replace(":", "%3A"))
+
+
+def test_a_request_is_sent_again_only_once(no_backoff: list[int]) -> None:
+    """After the first answer the server closes every connection without answering: the
+    request that met the dead connection is sent once more, then the ordinary retries (two,
+    with backoff) run out."""
+
+    def reply(n: int, method: str, path: str) -> tuple[bytes, bytes, bool] | None:
+        return (_ok(), b"", True) if n == 0 else None
+
+    with _RawServer(reply) as server, _client(server.host) as client:
+        assert client.blob_exists(sha256_digest(LAYER))
+        with pytest.raises(RemoteArtifactTransportError, match=rf"check blob sha256:\w+ .*{server.host} after 3 attempt"):
+            client.blob_exists(sha256_digest(LAYER))
+    assert len(server.requests) == 1 + 3  # the first; the resend and two retries of the second
+    assert no_backoff == [0, 1]
+
+
+def test_a_short_blob_body_is_a_transport_error(tmp_path: Path) -> None:
+    """Fewer body bytes than ``Content-Length``, then the connection closes: a transport error
+    naming the blob (``http.client`` alone would end the body quietly)."""
+    layer = sha256_digest(LAYER)
+
+    def reply(n: int, method: str, path: str) -> tuple[bytes, bytes, bool]:
+        if "/manifests/" in path:
+            return _ok(MANIFEST, Content_Type=mt.OCI_MANIFEST), MANIFEST, False
+        body = BLOBS[path.rsplit("/", 1)[-1]]
+        if path.endswith(layer):
+            return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body) + 100}\r\n\r\n".encode(), body, True
+        return _ok(body), body, False
+
+    dst = LocalRegistry.at(tmp_path / "dst")
+    with _RawServer(reply) as server:
+        with pytest.raises(
+            RemoteArtifactTransportError, match=rf"download blob {layer} .*broke after {len(LAYER)} bytes"
+        ):
+            pull_artifact(dst, f"{server.host}/tests/x:v1", quiet=True)
+    assert dst.list_refs() == [] and not any(dst.blobs.iter_digests())
+
+
+def test_a_redirect_is_followed_through_requests(tmp_path: Path) -> None:
+    """A ``307`` on the direct path sends the request again through ``requests``, which
+    follows the redirect; the other requests stay on the direct path."""
+    layer = sha256_digest(LAYER)
+
+    def reply(n: int, method: str, path: str) -> tuple[bytes, bytes, bool]:
+        if "/manifests/" in path:
+            return _ok(MANIFEST, Content_Type=mt.OCI_MANIFEST), MANIFEST, False
+        if path.startswith("/elsewhere/"):
+            return _ok(LAYER), LAYER, False
+        if path.endswith(layer):
+            return f"HTTP/1.1 307 Temporary Redirect\r\nLocation: /elsewhere/{layer}\r\nContent-Length: 0\r\n\r\n".encode(), b"", False
+        body = BLOBS[path.rsplit("/", 1)[-1]]
+        return _ok(body), body, False
+
+    dst = LocalRegistry.at(tmp_path / "dst")
+    with _RawServer(reply) as server:
+        assert pull_artifact(dst, f"{server.host}/tests/x:v1", quiet=True) == sha256_digest(MANIFEST)
+    assert dst.blobs.get(layer) == LAYER
+    via = [(path.rsplit("/", 1)[0].rsplit("/", 1)[-1], "requests" if (agent or "").startswith("python-requests") else "direct")
+           for _, path, agent in server.requests]
+    assert via.count(("manifests", "direct")) == 1 and via.count(("blobs", "direct")) == 2
+    assert via.count(("blobs", "requests")) == 1 and via[-1] == ("elsewhere", "requests")
+
+
+@pytest.mark.parametrize(
+    ("env", "direct"),
+    [
+        ({}, True),
+        ({"HTTP_PROXY": "http://proxy.invalid:3128"}, False),
+        ({"ALL_PROXY": "http://proxy.invalid:3128"}, False),
+        ({"HTTP_PROXY": "http://proxy.invalid:3128", "NO_PROXY": "127.0.0.1"}, True),
+        ({"HTTPS_PROXY": "http://proxy.invalid:3128"}, True),  # not for an http:// registry
+    ],
+)
+def test_a_proxy_that_applies_disables_the_direct_path(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], direct: bool
+) -> None:
+    """The direct path is taken only where ``requests`` would not use a proxy."""
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+        monkeypatch.delenv(var.lower(), raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    seen: list[str | None] = []
+
+    def reply(n: int, method: str, path: str) -> tuple[bytes, bytes, bool]:
+        return _ok(), b"", False
+
+    with _RawServer(reply) as server, _client(server.host) as client:
+        if direct:
+            assert client.blob_exists(sha256_digest(LAYER))
+            seen = [agent for _, _, agent in server.requests]
+            assert seen == [None]  # http.client sends no User-Agent; requests would
+        else:
+            assert client._direct is None

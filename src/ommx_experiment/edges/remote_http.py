@@ -23,12 +23,24 @@ token requests carry no timeout; ``oras.container.Container`` validates nothing
 and mis-splits repositories whose first path component contains a dot. Names are
 therefore parsed by :mod:`ommx_experiment.engine.names` (OMMX-identical) and credentials
 come from :mod:`ommx_experiment.edges.auth`.
+
+The direct path
+---------------
+For a plain-HTTP loopback registry with no proxy applying, requests go over one keep-alive
+:class:`http.client.HTTPConnection` per client (:class:`_Direct`; every transfer worker has
+its own fork): ``requests`` costs about as much client CPU per request as the loopback
+registry spends serving it, and a 2,000-blob transfer is 2,000-4,000 requests. Answers it
+does not handle itself (a ``401`` challenge, a ``3xx`` redirect) send the request again
+through ``requests``, which answers them as before; retries, timeouts and error messages
+are the same on both paths (spec/remote.md §3).
 """
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -47,12 +59,16 @@ from ..errors import (
 from .auth import Credentials, docker_config_path, resolve_credentials
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     import requests
 
     from ..engine.names import ImageName
     from .progress import Advance
 
 __all__ = ["RegistryClient", "is_plain_http_host", "registry_base_url"]
+
+_Response: TypeAlias = "requests.Response | _DirectResponse"
 
 log = logging.getLogger(__name__)
 
@@ -104,16 +120,26 @@ class RegistryClient:
     """
 
     def __init__(self, image: ImageName, *, credentials: Credentials | None = _UNSET) -> None:
-        import requests
-
         self.image = image
         self.host = image.domain
         self.repo_url = f"{registry_base_url(image.domain)}/v2/{image.path}"
         self._credentials = credentials
         self._authorization: str | None = None
-        self._session = requests.Session()
-        self._session.auth = _keep_headers  # never let ~/.netrc replace our Authorization header
-        _read_environment_once(self._session, self.repo_url)
+        self._requests: requests.Session | None = None
+        self._direct = _Direct(image.domain) if _direct_applies(image.domain, self.repo_url) else None
+
+    @property
+    def _session(self) -> requests.Session:
+        """The ``requests`` session, made (and ``requests`` imported, ~0.3 s) on first use: a
+        transfer on the direct path may never need it."""
+        if self._requests is None:
+            import requests
+
+            session = requests.Session()
+            session.auth = _keep_headers  # never let ~/.netrc replace our Authorization header
+            _read_environment_once(session, self.repo_url)
+            self._requests = session
+        return self._requests
 
     def fork(self) -> RegistryClient:
         """A client for another thread (requests sessions are not thread-safe) that starts with
@@ -129,7 +155,10 @@ class RegistryClient:
         self.close()
 
     def close(self) -> None:
-        self._session.close()
+        if self._requests is not None:
+            self._requests.close()
+        if self._direct is not None:
+            self._direct.close()
 
     def __repr__(self) -> str:
         return f"RegistryClient(image={str(self.image)!r})"
@@ -196,9 +225,12 @@ class RegistryClient:
 
     # --- transport ---------------------------------------------------------------------
 
-    def _read(self, resp: requests.Response, limit: int, step: str) -> Iterator[bytes]:
-        import requests
+    def _read(self, resp: _Response, limit: int, step: str) -> Iterator[bytes]:
+        broken: tuple[type[BaseException], ...] = (http.client.HTTPException, OSError)
+        if not isinstance(resp, _DirectResponse):
+            import requests
 
+            broken = (requests.RequestException,)
         total = 0
         try:
             for chunk in resp.iter_content(CHUNK):
@@ -208,7 +240,7 @@ class RegistryClient:
                         f"{step} of {self.image} on {self.host}: more than the declared {limit} bytes"
                     )
                 yield chunk
-        except requests.RequestException as exc:
+        except broken as exc:
             raise RemoteArtifactTransportError(
                 f"{step} of {self.image}: connection to {self.host} broke after {total} bytes ({type(exc).__name__})"
             ) from exc
@@ -224,12 +256,21 @@ class RegistryClient:
         body: Callable[[], Any] | None = None,
         stream: bool = False,
         retries: int = MAX_RETRIES,
-    ) -> requests.Response:
+    ) -> _Response:
         attempt, authenticated = 0, False
+        direct = self._direct if self._direct is not None and url.startswith(self._direct.prefix) else None
         while True:
-            resp = self._attempt(method, url, step, headers, body, stream, attempt, retries)
+            resp: _Response | None
+            if direct is not None:
+                resp = self._attempt_direct(direct, method, url, step, headers, body, attempt, retries)
+            else:
+                resp = self._attempt(method, url, step, headers, body, stream, attempt, retries)
             if resp is None:
                 attempt += 1
+                continue
+            if direct is not None and (resp.status_code == 401 or 300 <= resp.status_code < 400):
+                resp.close()  # challenges and redirects are requests' business: send it again there
+                direct = None
                 continue
             if resp.status_code == 401 and not authenticated:
                 resp.close()
@@ -285,7 +326,38 @@ class RegistryClient:
                 f"after {attempt + 1} attempt(s): {_describe(exc)}"
             ) from exc
 
-    def _authenticate(self, challenge_resp: requests.Response, step: str) -> None:
+    def _attempt_direct(
+        self,
+        direct: _Direct,
+        method: str,
+        url: str,
+        step: str,
+        headers: dict[str, str] | None,
+        body: Callable[[], Any] | None,
+        attempt: int,
+        retries: int,
+    ) -> _DirectResponse | None:
+        """:meth:`_attempt` over the keep-alive connection: the same retries and messages."""
+        sent = dict(headers or {})
+        if self._authorization is not None:
+            sent["Authorization"] = self._authorization
+        try:
+            return direct.request(method, url, sent, body)
+        except _ConnectTimeoutError as exc:
+            raise RemoteArtifactTransportError(
+                f"{step} of {self.image}: registry {self.host} did not accept a connection within {CONNECT_TIMEOUT} s"
+            ) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            if attempt < retries:
+                log.debug("%s of %s: transient %s, retrying", step, self.image, type(exc).__name__)
+                _backoff(attempt)
+                return None
+            raise RemoteArtifactTransportError(
+                f"{step} of {self.image}: cannot reach registry {self.host} "
+                f"after {attempt + 1} attempt(s): {_describe(exc)}"
+            ) from exc
+
+    def _authenticate(self, challenge_resp: _Response, step: str) -> None:
         challenge = challenge_resp.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         creds = self._creds()
@@ -351,7 +423,7 @@ class RegistryClient:
             f"from {creds.source}"
         )
 
-    def _error(self, resp: requests.Response, step: str) -> RemoteArtifactError:
+    def _error(self, resp: _Response, step: str) -> RemoteArtifactError:
         status, codes = resp.status_code, _error_codes(resp)
         resp.close()
         detail = f"HTTP {status}" + (f" {codes}" if codes else "")
@@ -385,6 +457,120 @@ class _SizedBody:
         return iter(self._chunks)
 
 
+def _direct_applies(domain: str, url: str) -> bool:
+    """True for a plain-HTTP loopback registry that no proxy serves, judged as ``requests``
+    judges it (the proxy variables, ``NO_PROXY`` and its loopback rules)."""
+    if not is_plain_http_host(domain):
+        return False
+    from urllib.request import getproxies
+
+    if not getproxies():  # no proxy variable at all (requests would not even look at NO_PROXY)
+        return True
+    from requests.utils import get_environ_proxies, select_proxy
+
+    return select_proxy(url, get_environ_proxies(url)) is None
+
+
+class _ConnectTimeoutError(Exception):
+    """The registry did not accept a connection within :data:`CONNECT_TIMEOUT` (not retried)."""
+
+
+class _Connection(http.client.HTTPConnection):
+    """An ``HTTPConnection`` with our connect timeout (5 s) and read timeout (120 s)."""
+
+    def connect(self) -> None:
+        try:
+            sock = socket.create_connection((self.host, self.port), CONNECT_TIMEOUT)
+        except TimeoutError as exc:
+            raise _ConnectTimeoutError(f"{self.host}:{self.port}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(READ_TIMEOUT)
+        self.sock = sock
+
+
+class _Direct:
+    """One keep-alive connection to a plain-HTTP loopback registry (one per client, so one per
+    transfer worker). A connection the server closed while it was idle fails the next request
+    before any byte of an answer; that request is sent once more on a new connection."""
+
+    def __init__(self, netloc: str) -> None:
+        self.prefix = f"http://{netloc}/"
+        self._conn = _Connection(netloc)
+        self._open: _DirectResponse | None = None  # the answer not yet closed, if any
+
+    def request(
+        self, method: str, url: str, headers: dict[str, str], body: Callable[[], Any] | None
+    ) -> _DirectResponse:
+        target = url[len(self.prefix) - 1 :]
+        if self._open is not None:  # an answer left unclosed: its rest would be read as the next answer
+            self.drop()
+        resent = False
+        while True:
+            reused = self._conn.sock is not None
+            try:
+                self._conn.request(method, target, body() if body is not None else None, headers)
+                resp = self._conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self.drop()
+                if resent or not reused:
+                    raise
+                log.debug("%s %s: the idle connection was closed (%s); sending again", method, url, type(exc).__name__)
+                resent = True
+                continue
+            except BaseException:
+                self.drop()
+                raise
+            self._open = _DirectResponse(resp, url, self)
+            return self._open
+
+    def drop(self) -> None:
+        """Close the connection (the next request opens a new one)."""
+        self._open = None
+        self._conn.close()
+
+    def close(self) -> None:
+        self.drop()
+
+
+class _DirectResponse:
+    """An answer on the direct path, with the parts of ``requests.Response`` that we use."""
+
+    def __init__(self, resp: http.client.HTTPResponse, url: str, owner: _Direct) -> None:
+        self._resp = resp
+        self._owner = owner
+        self.status_code = resp.status
+        self.headers = resp.msg
+        self.url = url
+
+    def __enter__(self) -> _DirectResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def iter_content(self, size: int) -> Iterator[bytes]:
+        """The body in pieces of at most ``size`` bytes; fewer bytes than ``Content-Length``
+        raise ``http.client.IncompleteRead`` (``http.client`` itself would end quietly)."""
+        resp = self._resp
+        while chunk := resp.read(size):
+            yield chunk
+        if resp.length:
+            raise http.client.IncompleteRead(b"", resp.length)
+
+    def read_at_most(self, size: int) -> bytes:
+        return self._resp.read(size)
+
+    def close(self) -> None:
+        """Release the connection for the next request: kept when the body was read to its
+        end, closed otherwise (never a wait for the rest of a body nobody wants)."""
+        resp, owner = self._resp, self._owner
+        if owner._open is self:
+            owner._open = None
+            if not (resp.length == 0 or (resp.length is None and resp.isclosed())):  # bytes left unread
+                owner.drop()
+        resp.close()
+
+
 def _read_environment_once(session: requests.Session, url: str) -> None:
     """Without proxy variables in the environment, take the CA bundle setting
     (``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) now and stop ``requests`` from reading the
@@ -413,12 +599,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
-def _error_codes(resp: requests.Response) -> str:
+def _error_codes(resp: _Response) -> str:
     """``CODE: message`` pairs from an OCI error body (bounded read), or ''."""
     import json
 
     try:
-        if getattr(resp, "_content_consumed", False) or resp.raw is None:
+        if isinstance(resp, _DirectResponse):
+            raw = resp.read_at_most(MAX_ERROR_BODY)
+        elif getattr(resp, "_content_consumed", False) or resp.raw is None:
             raw = (resp.content or b"")[:MAX_ERROR_BODY]
         else:
             raw = resp.raw.read(MAX_ERROR_BODY, decode_content=True)
