@@ -207,11 +207,19 @@ class ExperimentConfig:
         obj["attachments"] = self.attachments.to_obj()
         return obj
 
-    def to_bytes(self) -> bytes:
+    def runs_json(self) -> str:
+        """The text of the ``runs`` array's items in :meth:`to_bytes` (what a caller may keep for another
+        config with the very same ``runs``, e.g. a commit's after its draft's: ``format.content.LayoutMemo``)."""
+        return ",".join(map(_run_json, sorted(self.runs, key=RUN_ID_KEY)))
+
+    def to_bytes(self, *, runs_json: str | None = None) -> bytes:
         """OMMX's exact config bytes: ``to_obj()`` as compact JSON (runs without attachments,
-        trace or calls are formatted from a template, ~10x faster than through ``json.dumps``)."""
+        trace or calls are formatted from a template, ~10x faster than through ``json.dumps``).
+
+        ``runs_json``: :meth:`runs_json` of a config with these very ``runs``, rendered before.
+        """
         head = self._head_obj()
-        runs = ",".join(map(_run_json, sorted(self.runs, key=RUN_ID_KEY)))
+        runs = self.runs_json() if runs_json is None else runs_json
         text = f'{_dumps(head)[:-1]},"runs":[{runs}],"run_parameters":{self.run_parameters}}}'
         return text.encode("utf-8")
 

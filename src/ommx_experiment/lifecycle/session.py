@@ -56,6 +56,7 @@ from ..format.codec import (
 from ..format.content import (
     AttachmentContent,
     ExperimentContent,
+    LayoutMemo,
     RunContent,
     build_experiment,
     content_from_artifact,
@@ -322,6 +323,7 @@ class Session:
         self.writable = True  # cleared by the owner when the session leaves the unsealed state
         self._flush_timer: threading.Timer | None = None
         self._view: tuple[object, SessionView] | None = None  # (journal snapshot, the view made of it)
+        self._layout_memo = LayoutMemo()  # the last build's layout: a commit right after a draft reuses it
         # Open Runs, weakly (one cheap ``weakref.ref`` each): one dropped unclosed is abandoned
         # (:meth:`_run_dropped`); the ones still open when this session is finalized (interpreter
         # exit) are abandoned by ``_release_writer``.
@@ -658,16 +660,23 @@ class Session:
         self, state: SessionView, status: str, *, reason: str | None, requested: str | None, parquet: bool, provenance: bool
     ) -> BuiltArtifact:
         runs = tuple(state.runs.values())  # in run-id order
-        table = self.journal.own_columns.table_for(runs) if self.journal.started else None
-        if table is None:
-            table = rp.build_table(state.params, state.runs.keys())
+        memo = self._layout_memo
+        rows = list(map(state.params.get, state.runs.keys()))
+        kept = memo.parameters(runs, rows)  # the draft's table when no run or parameter changed since
+        if kept is None:
+            table = self.journal.own_columns.table_for(runs) if self.journal.started else None
+            if table is None:
+                table = rp.build_table(state.params, state.runs.keys())
+            msgpack_bytes = rp.table_to_msgpack(table)
+            memo.keep_parameters(runs, rows, (table, msgpack_bytes))
+        else:
+            table, msgpack_bytes = kept
         blobs = self.registry.blobs
         # inline attachments (experiment-level ones, deferred closes'): stored in the caller's publish window
         for inline in (state.inline, *(run.inline for run in state.runs.values())):
             if inline:
                 for digest, data in inline.items():
                     blobs.put_bytes(data, expected_digest=digest)
-        msgpack_bytes = rp.table_to_msgpack(table)
         extra: tuple[Descriptor, ...] = ()
         if parquet:  # first: it reads the provenance before any blob of its own is handed to a batch helper
             from .analysis import analysis_layers
@@ -682,8 +691,8 @@ class Session:
             Descriptor(mt.RUN_PARAMETERS, msgpack_blob.digest, msgpack_blob.size),
             extra,
         )
-        layers, config = build_experiment(content, status=status, reason=reason, requested_image_name=requested)
-        config_bytes = config.to_bytes()
+        layers, config = build_experiment(content, status=status, reason=reason, requested_image_name=requested, memo=memo)
+        config_bytes = memo.config_bytes(config)
         stored_config = blobs.put_bytes(config_bytes)
         manifest = Manifest(
             mt.EXPERIMENT_ARTIFACT_TYPE,
@@ -692,7 +701,7 @@ class Session:
             state.subject,
             FrozenMap(state.annotations),
         )
-        manifest_bytes = manifest.to_bytes()
+        manifest_bytes = manifest.to_bytes(layer_texts=memo.layer_texts(layers))
         stored = blobs.put_bytes(manifest_bytes)
         return BuiltArtifact(manifest, manifest_bytes, stored.digest, config, config_bytes, content)
 
