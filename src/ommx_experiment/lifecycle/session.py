@@ -133,20 +133,26 @@ class SealedState:
         allowed: Sequence[str] = SEALED_STATUSES,
         manifest: Manifest | None = None,
         received: tuple[ExperimentConfig, rp.ParameterTable] | None = None,
+        layers_checked: bool = False,
     ) -> SealedState:
         """Open the artifact ``digest`` stored in ``registry`` (§5 validation, see class doc).
 
         ``manifest``: the already parsed manifest of ``digest`` (an open ``Artifact``'s), not read again.
         ``received``: its config and run-parameter table as the import that just stored it
         validated them (``format.archive.Received``); the statuses are checked again, nothing is re-read.
+        ``layers_checked``: the caller has just checked that every layer is stored with its size
+        (``Artifact.load``'s closure check): each layer blob is stat'ed once per load, not twice.
         """
         if manifest is None:
             manifest = Manifest.parse(registry.blobs.get(digest))
         check_experiment_manifest(manifest)
-        for i, layer in enumerate(manifest.layers):
-            size = registry.blobs.size(layer.digest)
-            if size != layer.size:
-                raise BlobNotFoundError(f"Failed to read blob {layer.digest} (layer {i}): {size} bytes, expected {layer.size}")
+        if not layers_checked:
+            for i, layer in enumerate(manifest.layers):
+                size = registry.blobs.size(layer.digest)
+                if size != layer.size:
+                    raise BlobNotFoundError(
+                        f"Failed to read blob {layer.digest} (layer {i}): {size} bytes, expected {layer.size}"
+                    )
         if received is not None:
             config, table = received
             validate_experiment(manifest, config, allowed_statuses=allowed)
