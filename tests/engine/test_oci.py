@@ -324,3 +324,14 @@ def test_registry_index_with_artifact_types_round_trips() -> None:
 def test_parse_image_index_rejects(data: bytes, match: str) -> None:
     with pytest.raises(InvalidArtifactError, match=match):
         parse_image_index(data)
+
+
+def test_frozen_map_views_are_the_dicts_and_wrapping_shares_it() -> None:
+    data = {"b": 1, "a": 2}
+    fm = FrozenMap(data)
+    assert (list(fm.keys()), list(fm.values()), list(fm.items())) == (["b", "a"], [1, 2], [("b", 1), ("a", 2)])
+    assert fm.items() == data.items() and fm.keys() == {"a", "b"}
+    assert type(fm.items()) is type(data.items())  # the dict's view, not the Mapping mixin's
+    owned = {"x": 1}
+    wrapped = FrozenMap.wrapping(owned)
+    assert wrapped == {"x": 1} and wrapped.shared_dict() is owned and FrozenMap(data).shared_dict() is not data

@@ -180,3 +180,24 @@ print(json.dumps({"runs": [r.run_id for r in e.runs], "i": [int(v) for v in df["
         root=registry_root,
     )
     assert got == {"runs": list(range(11)), "i": [*range(10), -1], "cfg": {"i": 3}}
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_parents_parameters_by_run_are_the_tables_cells(registry_root: Path, sparse: bool) -> None:
+    parent = Experiment("example.com/fork/params:v1")
+    parent.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(6):
+        with parent.run() as run:
+            run.log_parameter("b", i * 0.5)
+            run.log_parameter("a", i)
+            if not sparse or i % 2:
+                run.log_parameter("c", f"s{i}")
+    parent.commit()
+    sealed = Experiment.load("example.com/fork/params:v1")._committed()
+    expected: dict[int, dict[str, object]] = {}
+    for column in sealed.table().columns:  # the general walk, column by column
+        for run_id, value in column.values.items():
+            expected.setdefault(run_id, {})[column.name] = value
+    got = sealed.params_by_run()
+    assert got == expected and [list(p) for p in got.values()] == [list(p) for p in expected.values()]
+    assert list(got) == list(range(6))

@@ -23,7 +23,7 @@ its manifest bytes, not ``to_bytes()``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,8 +57,26 @@ class FrozenMap(Mapping[_K, _V]):
         else:
             self._data = dict(items or {})
 
+    @classmethod
+    def wrapping(cls, data: dict[_K, _V]) -> FrozenMap[_K, _V]:
+        """A FrozenMap over ``data`` itself, not a copy: for a dict the caller has just built and
+        hands over (it must never mutate it afterwards)."""
+        self = object.__new__(cls)
+        self._data = data
+        return self
+
     def __getitem__(self, key: _K) -> _V:
         return self._data[key]
+
+    # the dict's own (read-only) views: the Mapping mixins would look every key up again
+    def keys(self) -> KeysView[_K]:
+        return self._data.keys()
+
+    def values(self) -> ValuesView[_V]:
+        return self._data.values()
+
+    def items(self) -> ItemsView[_K, _V]:
+        return self._data.items()
 
     def __iter__(self) -> Iterator[_K]:
         return iter(self._data)

@@ -78,11 +78,12 @@ class ParameterColumn:
 
     @classmethod
     def _presorted(cls, name: str, kind: str, values: dict[int, ParamValue]) -> ParameterColumn:
-        """Trusted constructor for ``values`` already in ascending run-id order (skips the sort)."""
+        """Trusted constructor for ``values`` already in ascending run-id order (skips the sort); takes
+        ``values`` over (``FrozenMap.wrapping``, no copy): the caller built it and never changes it."""
         column = object.__new__(cls)
         object.__setattr__(column, "name", name)
         object.__setattr__(column, "type", kind)
-        object.__setattr__(column, "values", FrozenMap(values))
+        object.__setattr__(column, "values", FrozenMap.wrapping(values))
         return column
 
 

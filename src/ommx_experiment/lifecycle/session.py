@@ -206,8 +206,14 @@ class SealedState:
         return self._table
 
     def params_by_run(self) -> dict[int, dict[str, ParamValue]]:
+        columns = self.table().columns
+        if columns and all(c.values.keys() == columns[0].values.keys() for c in columns):
+            # every run has every parameter (values in ascending run-id order): one dict per row, by column
+            names = [c.name for c in columns]
+            rows = zip(*(c.values.values() for c in columns), strict=True)
+            return {run_id: dict(zip(names, row, strict=True)) for run_id, row in zip(columns[0].values, rows, strict=True)}
         out: dict[int, dict[str, ParamValue]] = {}
-        for column in self.table().columns:
+        for column in columns:
             for run_id, value in column.values.items():
                 out.setdefault(run_id, {})[column.name] = value
         return out
