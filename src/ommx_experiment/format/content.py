@@ -63,6 +63,16 @@ class AttachmentContent:
         object.__setattr__(self, "descriptors", FrozenMap(self.descriptors))
         object.__setattr__(self, "filenames", FrozenMap(self.filenames))
 
+    @classmethod
+    def of(cls, descriptors: dict[str, Descriptor], filenames: Mapping[str, str]) -> AttachmentContent:
+        """``AttachmentContent(descriptors, filenames)`` taking ``descriptors`` over (a dict the caller
+        has just built and never changes: ``FrozenMap.wrapping``, no copy)."""
+        content = _new(cls)
+        _set(content, "descriptors", FrozenMap.wrapping(descriptors))
+        _set(content, "filenames", filenames if type(filenames) is FrozenMap else FrozenMap(filenames))
+        _set(content, "inline", None)
+        return content
+
     def sorted_names(self) -> list[str]:
         """Attachment names in byte (code point) order."""
         return sorted(self.descriptors)
@@ -365,8 +375,14 @@ class _RefResolver:
         return None if ref is None else self.get(ref, what)
 
     def table(self, table: AttachmentTable, where: str) -> AttachmentContent:
-        descriptors = {name: self.get(ref, f"{where} attachment {name!r}") for name, ref in table.entries.items()}
-        return AttachmentContent(descriptors, table.filenames)
+        layers, count = self.layers, len(self.layers)
+        refs = table.entries.values()
+        if refs and max(refs) >= count:  # name the first attachment out of range (only then: no message per name)
+            for name, ref in table.entries.items():
+                self.get(ref, f"{where} attachment {name!r}")
+        self.used.update(refs)
+        descriptors = {name: layers[ref] for name, ref in table.entries.items()}
+        return AttachmentContent.of(descriptors, table.filenames)
 
     def call(self, call_id: int, rec: SolveRecord | SamplingRecord, what: str) -> SolveContent:
         return SolveContent(
