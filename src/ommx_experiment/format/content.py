@@ -264,8 +264,8 @@ class LayoutMemo:
     """
 
     __slots__ = (
-        "_attachments", "_layer_texts", "_layers", "_params", "_records", "_runs", "_runs_json", "_table", "_table_runs",
-        "_table_value",
+        "_attachments", "_layer_texts", "_layers", "_param_rows", "_param_runs", "_param_value", "_records", "_runs",
+        "_runs_json", "_table",
     )
 
     def __init__(self) -> None:
@@ -273,12 +273,12 @@ class LayoutMemo:
         self._attachments: AttachmentContent | None = None
         self._layers: tuple[Descriptor, ...] = ()
         self._records: tuple[RunRecord, ...] = ()
-        self._table: Any = None
+        self._table: AttachmentTable = EMPTY_TABLE
         self._layer_texts: list[str] | None = None
         self._runs_json: tuple[tuple[RunRecord, ...], str] | None = None
-        self._table_runs: Sequence[RunContent] = ()
-        self._params: list[Any] = []
-        self._table_value: Any = None
+        self._param_runs: Sequence[RunContent] = ()
+        self._param_rows: list[Any] = []
+        self._param_value: Any = None
 
     def _same_runs(self, kept: Sequence[RunContent], runs: Sequence[RunContent]) -> bool:
         return len(kept) == len(runs) and all(map(operator.is_, kept, runs))
@@ -316,13 +316,14 @@ class LayoutMemo:
 
     def parameters(self, runs: Sequence[RunContent], params: Sequence[Any]) -> Any:
         """What :meth:`keep_parameters` kept for these very runs with equal parameters (``params[i]``
-        of ``runs[i]``), else None."""
-        if self._table_runs and self._same_runs(self._table_runs, runs) and self._params == params:
-            return self._table_value
+        of ``runs[i]``), else None. (The journal hands back the same run objects only while their rows,
+        parameters included, are unchanged; the parameters are compared all the same.)"""
+        if self._param_runs and self._same_runs(self._param_runs, runs) and self._param_rows == params:
+            return self._param_value
         return None
 
     def keep_parameters(self, runs: Sequence[RunContent], params: list[Any], value: Any) -> None:
-        self._table_runs, self._params, self._table_value = runs, params, value
+        self._param_runs, self._param_rows, self._param_value = runs, params, value
 
 
 def build_experiment(
