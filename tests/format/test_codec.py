@@ -742,7 +742,8 @@ def test_fast_parser_layout_guess_reads_runs_with_attachments_only() -> None:
     data = config.to_bytes()
     assert codec._plain_by_layout(data.decode()) == config == codec._parse_plain(data) == _strict(data)
     escaped = ExperimentConfig("finished", None, None, AttachmentTable(), (RunRecord(0, attachments=AttachmentTable({'q"': 0})),), 1)
-    named = ExperimentConfig("finished", None, None, AttachmentTable(), (RunRecord(0, attachments=AttachmentTable({"a": 0}, {"a": "a.json"})),), 1)
+    with_filename = RunRecord(0, attachments=AttachmentTable({"a": 0}, {"a": "a.json"}))
+    named = ExperimentConfig("finished", None, None, AttachmentTable(), (with_filename,), 1)
     for other in (escaped, named):
         other_bytes = other.to_bytes()
         assert codec._plain_by_layout(other_bytes.decode()).to_bytes() != other_bytes  # the guess misses it

@@ -45,6 +45,7 @@ def test_an_attachment_ref_out_of_range_is_named() -> None:
     config = ExperimentConfig("finished", None, None, AttachmentTable({"x": 1}), (run,), 0)
     with pytest.raises(InvalidArtifactError, match=r"^Experiment run 4 attachment 'b' refers to layer 7, but the manifest has 2 layers$"):
         content_from_artifact(manifest, config)
-    ok = ExperimentConfig("finished", None, None, AttachmentTable({"x": 1}), (RunRecord(4, "finished", None, AttachmentTable({"a": 0})),), 0)
+    runs = (RunRecord(4, "finished", None, AttachmentTable({"a": 0})),)
+    ok = ExperimentConfig("finished", None, None, AttachmentTable({"x": 1}), runs, 0)
     content = content_from_artifact(manifest, ok)
     assert content.runs[0].attachments.descriptors == {"a": desc} and content.extra_layers == ()

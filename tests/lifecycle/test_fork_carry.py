@@ -114,8 +114,11 @@ def test_a_commit_after_its_draft_takes_the_drafts_layout_and_writes_the_same_by
 ) -> None:
     """fork + one run + draft + commit (the bench's path): the commit lays out no run again
     (``format.content.LayoutMemo``), and what it writes is byte for byte what a fresh build writes."""
+    import json
+
+    from ommx_experiment.engine.oci import canonical_json
     from ommx_experiment.format import content
-    from ommx_experiment.format.codec import FINISHED
+    from ommx_experiment.format.codec import FINISHED, ExperimentConfig
 
     parent = _parent(20)
     child = _child(parent, "example.com/fork/memo:v1")
@@ -137,8 +140,12 @@ def test_a_commit_after_its_draft_takes_the_drafts_layout_and_writes_the_same_by
     session.publish_checkpoint("draft", copy=True)  # the memo holds the draft's layout again
     committed = child.commit()
     registry = LocalRegistry.default()
-    manifest = Manifest.parse(registry.blobs.get(committed.manifest_digest))
-    assert registry.blobs.get(manifest.config.digest) == fresh.config_bytes
+    stored = registry.blobs.get(committed.manifest_digest)
+    manifest = Manifest.parse(stored)
+    assert stored == canonical_json(manifest.to_dict())  # the slow path's bytes: json.dumps of the whole object
+    config_bytes = registry.blobs.get(manifest.config.digest)
+    assert config_bytes == fresh.config_bytes
+    assert config_bytes == json.dumps(ExperimentConfig.parse(config_bytes).to_obj(), separators=(",", ":"), ensure_ascii=False).encode()
     assert manifest.layers[: len(fresh.manifest.layers)] == fresh.manifest.layers  # then our analysis layers
     loaded = Experiment.load("example.com/fork/memo:v1")
     assert loaded.run_parameters_df()["extra"].isna().sum() == 20
