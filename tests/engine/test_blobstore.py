@@ -504,3 +504,23 @@ def test_put_file_copies_with_read_write_where_the_kernel_refuses(
     stored = store.put_file(src)
     assert stored == StoredBlob(_digest(data), len(data))
     assert store.get(stored.digest) == data
+
+
+def test_touch_verified_checks_every_size_and_touches_only_blobs_not_touched_just_now(
+    store: BlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit right after its draft: the draft's ref write touched every layer a moment ago,
+    so the commit checks their sizes but does not touch them again (FRESH_MTIME_SECONDS)."""
+    old, fresh = store.put_bytes(b"old blob"), store.put_bytes(b"fresh blob")
+    os.utime(store.path(old.digest), (1_000_000, 1_000_000))
+    touched: list[str] = []
+    real_utime = os.utime
+    monkeypatch.setattr(os, "utime", lambda path, *a, **k: touched.append(os.fspath(path)) or real_utime(path, *a, **k))
+    store.touch_verified([(old.digest, old.size, "old"), (fresh.digest, fresh.size, "fresh")])
+    assert touched == [os.fspath(store.path(old.digest))]
+    assert store.path(old.digest).stat().st_mtime > 1_000_000
+    touched.clear()
+    store.touch_verified([(old.digest, old.size, "old")])  # touched just now: not again
+    assert touched == []
+    with pytest.raises(BlobNotFoundError, match=r"\(fresh\): 10 bytes, expected 3"):
+        store.touch_verified([(fresh.digest, 3, "fresh")])  # the size is still checked

@@ -14,7 +14,9 @@ from ommx_experiment.engine.oci import (
     Descriptor,
     FrozenMap,
     Manifest,
+    canonical_json,
     image_index_bytes,
+    layer_json,
     parse_image_index,
 )
 from ommx_experiment.errors import InvalidArtifactError, InvalidInputError
@@ -263,6 +265,23 @@ def test_manifest_round_trip_property(manifest: Manifest) -> None:
     parsed = Manifest.parse(data)
     assert parsed == manifest
     assert parsed.to_bytes() == data
+    # the templated layers write exactly what json.dumps writes for the whole object
+    assert data == canonical_json(manifest.to_dict())
+    assert manifest.to_bytes(layer_texts=[layer_json(d) for d in manifest.layers]) == data
+
+
+@given(
+    media_type=_text | st.sampled_from(["%s", "%d", "100%", 'a"b', "a\\b", "\x00\x1f\x7f", "é名"]),
+    digest=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(lambda h: "sha256:" + h),
+    size=st.integers(min_value=0, max_value=2**64),
+    artifact_type=st.none() | _text,
+    annotations=st.dictionaries(_text, _text, max_size=2),
+)
+def test_layer_json_is_canonical_json_of_the_descriptor(
+    media_type: str, digest: str, size: int, artifact_type: str | None, annotations: dict[str, str]
+) -> None:
+    desc = Descriptor(media_type, digest, size, annotations, artifact_type)
+    assert layer_json(desc) == canonical_json(desc.to_dict()).decode("utf-8")
 
 
 # --- image index -------------------------------------------------------------------------------------------
@@ -305,3 +324,14 @@ def test_registry_index_with_artifact_types_round_trips() -> None:
 def test_parse_image_index_rejects(data: bytes, match: str) -> None:
     with pytest.raises(InvalidArtifactError, match=match):
         parse_image_index(data)
+
+
+def test_frozen_map_views_are_the_dicts_and_wrapping_shares_it() -> None:
+    data = {"b": 1, "a": 2}
+    fm = FrozenMap(data)
+    assert (list(fm.keys()), list(fm.values()), list(fm.items())) == (["b", "a"], [1, 2], [("b", 1), ("a", 2)])
+    assert fm.items() == data.items() and fm.keys() == {"a", "b"}
+    assert type(fm.items()) is type(data.items())  # the dict's view, not the Mapping mixin's
+    owned = {"x": 1}
+    wrapped = FrozenMap.wrapping(owned)
+    assert wrapped == {"x": 1} and wrapped.shared_dict() is owned and FrozenMap(data).shared_dict() is not data

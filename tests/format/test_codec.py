@@ -729,3 +729,28 @@ def test_fast_parser_layout_guess_falls_back_on_runs_that_are_not_bare() -> None
     assert codec._parse_plain(data) == _strict(data) == mixed
     bare = ExperimentConfig("finished", None, None, AttachmentTable(), tuple(RunRecord(i) for i in range(3)), 0)
     assert codec._plain_by_layout(bare.to_bytes().decode()) == bare
+
+
+def test_fast_parser_layout_guess_reads_runs_with_attachments_only() -> None:
+    """Runs holding only attachment entries (every run of a typical experiment) are read by pattern too;
+    anything the pattern cannot read exactly (an escaped name, a filename, a ref over u32) is
+    declined by the guess and read by the other paths as the strict parser reads it."""
+    from ommx_experiment.format import codec
+
+    runs = tuple(RunRecord(i, attachments=AttachmentTable({"cfg": 2 * i, "log,x:y": 2 * i + 1})) for i in range(3))
+    config = ExperimentConfig("finished", None, "a/b:c", AttachmentTable(), (*runs, RunRecord(3)), 6)
+    data = config.to_bytes()
+    assert codec._plain_by_layout(data.decode()) == config == codec._parse_plain(data) == _strict(data)
+    escaped = ExperimentConfig("finished", None, None, AttachmentTable(), (RunRecord(0, attachments=AttachmentTable({'q"': 0})),), 1)
+    with_filename = RunRecord(0, attachments=AttachmentTable({"a": 0}, {"a": "a.json"}))
+    named = ExperimentConfig("finished", None, None, AttachmentTable(), (with_filename,), 1)
+    for other in (escaped, named):
+        other_bytes = other.to_bytes()
+        assert codec._plain_by_layout(other_bytes.decode()).to_bytes() != other_bytes  # the guess misses it
+        assert codec._parse_plain(other_bytes) == _strict(other_bytes) == other
+    huge = data.replace(b'"cfg":0', b'"cfg":4294967296')
+    with pytest.raises(codec._Decline):
+        codec._plain_by_layout(huge.decode())
+    with pytest.raises(InvalidArtifactError):
+        _strict(huge)
+    assert codec._parse_plain(huge) is None

@@ -92,3 +92,47 @@ def test_the_row_encoder_refuses_what_json_refuses() -> None:
 
     with pytest.raises(TypeError, match="Object of type bytes is not JSON serializable"):
         _dumps_row([3, {"p": b"x"}])
+
+
+_names = st.text(max_size=5) | st.sampled_from(["%s", "%d", "100%", 'a"b', "é名", "\x00"])
+_descs = st.builds(
+    Descriptor,
+    media_type=_names,
+    digest=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64).map(lambda h: "sha256:" + h),
+    size=st.integers(min_value=0, max_value=2**64),
+    annotations=st.sampled_from([{}, {}, {"k%": "v"}]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    attachments=st.dictionaries(_names, _descs, max_size=3),
+    filenames=st.dictionaries(_names, _names, max_size=2),
+    trace=st.none() | _descs,
+    reason=st.none() | _names,
+    params=st.dictionaries(_names, _JSON_SCALARS.filter(lambda v: v is not None), max_size=3),
+    started=st.none() | st.integers(min_value=0, max_value=2**63),
+)
+def test_templated_rows_are_the_rows_json_dumps_writes(
+    attachments: dict[str, Descriptor], filenames: dict[str, str], trace: Descriptor | None, reason: str | None,
+    params: dict[str, object], started: int | None,
+) -> None:
+    """A fork re-emits each carried run's row from a template per attachment shape
+    (``journal._attachments_only_extras``): the same text as encoding the row object."""
+    from ommx_experiment.format.journal import _ROW_V3, _run_extras
+
+    filenames = {k: v for k, v in filenames.items() if k in attachments}
+    run = RunContent(3, "finished", reason, AttachmentContent(attachments, filenames), trace, started_ns=started, finished_ns=11)
+    expected = json.dumps([_ROW_V3, 3, "finished", reason, params, 11, _run_extras(run), started])
+    assert run_body(run, params) == expected
+    assert run_body(run, params) == expected  # the template, cached
+
+
+def test_an_attachment_only_row_is_written_from_its_shapes_template() -> None:
+    from ommx_experiment.format import journal
+
+    journal._EXTRAS_TEMPLATES.clear()
+    run = _run(attachments=AttachmentContent({"cfg": Descriptor("application/json", DIGEST, 12)}))
+    body = run_body(run, {"p": 1})
+    assert list(journal._EXTRAS_TEMPLATES) == [(("cfg", "application/json"),)]
+    assert _parse_run_row(body)[0] == run

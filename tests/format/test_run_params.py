@@ -411,8 +411,18 @@ def uniform_parameter_sets(draw: st.DrawFn) -> tuple[dict[int, dict[str, rp.Para
     return params, run_ids
 
 
+@st.composite
+def mostly_uniform_parameter_sets(draw: st.DrawFn) -> tuple[dict[int, dict[str, rp.ParamValue]], list[int]]:
+    """A uniform set where a few runs (one in eight at most, anywhere) have other names or kinds."""
+    params, run_ids = draw(uniform_parameter_sets())
+    odd = draw(st.lists(st.sampled_from(run_ids), unique=True, max_size=max(1, len(run_ids) // 8)))
+    for run_id in odd:
+        params[run_id] = draw(st.dictionaries(_names, st.one_of(*_values.values()), min_size=1, max_size=3))
+    return params, run_ids
+
+
 @settings(max_examples=150, deadline=None)
-@given(st.one_of(uniform_parameter_sets(), parameter_sets()))
+@given(st.one_of(uniform_parameter_sets(), mostly_uniform_parameter_sets(), parameter_sets()))
 def test_the_uniform_fast_path_builds_the_general_paths_table(
     case: tuple[dict[int, dict[str, rp.ParamValue]], list[int]],
 ) -> None:
@@ -449,3 +459,18 @@ def test_the_uniform_fast_path_takes_permuted_names_and_skips_runs_without_param
     }
     assert rp._uniform_table({1: {"a": 1}, 2: {"b": 1}}, [1, 2]) is None  # other names
     assert rp._uniform_table({1: {"a": 1}, 2: {"a": 1.5}}, [1, 2]) is None  # a promotion: the general path
+
+
+def test_the_uniform_fast_path_takes_a_few_runs_with_other_names() -> None:
+    """A fork's new run logging one of the parent's ten parameters: the table is still gathered by column."""
+    params: dict[int, dict[str, rp.ParamValue]] = {i: {"a": i, "b": float(i), "c": "x"} for i in range(16)}
+    params[3] = {"a": -1}
+    params[16] = {"a": -2, "d": True}
+    fast = rp._uniform_table(params, list(range(17)))
+    assert fast is not None
+    assert fast == _general_table(params, list(range(17)))
+    assert rp.table_to_msgpack(fast) == rp.table_to_msgpack(_general_table(params, list(range(17))))
+    assert list(fast.columns[0].values) == list(range(17))  # ascending run ids, the odd run in its place
+    params[5] = {"z": 1}
+    params[6] = {"z": 2}
+    assert rp._uniform_table(params, list(range(17))) is None  # more than one run in eight: the general path

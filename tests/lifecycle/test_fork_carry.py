@@ -107,3 +107,104 @@ print(json.dumps({"missing": len(r.missing_blobs), "invalid": len(r.invalid_mani
     loaded = Experiment.load("example.com/fork/survivor:v1")
     assert [r.get_json("cfg") for r in loaded.runs[:12]] == [{"i": i} for i in range(12)]
     assert loaded.get_json("shared") == {"level": "experiment"}
+
+
+def test_a_commit_after_its_draft_takes_the_drafts_layout_and_writes_the_same_bytes(
+    registry_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork + one run + draft + commit (the bench's path): the commit lays out no run again
+    (``format.content.LayoutMemo``), and what it writes is byte for byte what a fresh build writes."""
+    import json
+
+    from ommx_experiment.engine.oci import canonical_json
+    from ommx_experiment.format import content
+    from ommx_experiment.format.codec import FINISHED, ExperimentConfig
+
+    parent = _parent(20)
+    child = _child(parent, "example.com/fork/memo:v1")
+    with child.run() as run:
+        run.log_parameter("i", -1)  # one of the parent's names: the mostly-uniform table
+        run.log_parameter("extra", 0.5)
+    session = child._session_or_raise()
+    session.publish_checkpoint("draft", copy=True)
+    laid_out: list[int] = []
+    original = content._LayerList.run
+    monkeypatch.setattr(content._LayerList, "run", lambda self, r: laid_out.append(r.run_id) or original(self, r))
+    reused = session.build(FINISHED, parquet=False)
+    assert laid_out == []  # nothing laid out again: the draft's layout, its texts and its table
+    session._layout_memo = content.LayoutMemo()
+    fresh = session.build(FINISHED, parquet=False)
+    assert laid_out == list(range(21))
+    assert (reused.manifest_bytes, reused.config_bytes) == (fresh.manifest_bytes, fresh.config_bytes)
+    assert fresh.manifest_bytes == Manifest.to_bytes(fresh.manifest, layer_texts=None)
+    session.publish_checkpoint("draft", copy=True)  # the memo holds the draft's layout again
+    committed = child.commit()
+    registry = LocalRegistry.default()
+    stored = registry.blobs.get(committed.manifest_digest)
+    manifest = Manifest.parse(stored)
+    assert stored == canonical_json(manifest.to_dict())  # the slow path's bytes: json.dumps of the whole object
+    config_bytes = registry.blobs.get(manifest.config.digest)
+    assert config_bytes == fresh.config_bytes
+    assert config_bytes == json.dumps(ExperimentConfig.parse(config_bytes).to_obj(), separators=(",", ":"), ensure_ascii=False).encode()
+    assert manifest.layers[: len(fresh.manifest.layers)] == fresh.manifest.layers  # then our analysis layers
+    loaded = Experiment.load("example.com/fork/memo:v1")
+    assert loaded.run_parameters_df()["extra"].isna().sum() == 20
+
+
+def test_a_changed_run_set_is_laid_out_again(registry_root: Path) -> None:
+    from ommx_experiment.format.codec import FINISHED
+
+    parent = _parent(5)
+    child = _child(parent, "example.com/fork/memo-miss:v1")
+    session = child._session_or_raise()
+    first = session.build(FINISHED, parquet=False)
+    with child.run() as run:
+        run.log_parameter("i", 5)
+    child.discard_run(0)
+    second = session.build(FINISHED, parquet=False)
+    assert [r.run_id for r in second.content.runs] == [1, 2, 3, 4, 5] != [r.run_id for r in first.content.runs]
+    assert len(second.manifest.layers) == len(first.manifest.layers) - 1  # run 0's cfg gone; run 5 has no blobs
+    assert second.manifest.layers[1:5] == first.manifest.layers[2:6]
+
+
+@pytest.mark.ommx3
+def test_ommx3_loads_a_fork_committed_after_its_draft(ommx3, registry_root: Path) -> None:
+    parent = _parent(10)
+    child = parent.fork("example.com/fork/memo-ommx:v1")
+    child.set_provenance(False)
+    with child.run() as run:
+        run.log_parameter("i", -1)
+    child._session_or_raise().publish_checkpoint("draft", copy=True)
+    child.commit()
+    got = ommx3.run_json(
+        """
+import json
+from ommx.experiment import Experiment
+e = Experiment.load("example.com/fork/memo-ommx:v1")
+df = e.run_parameters_df()
+print(json.dumps({"runs": [r.run_id for r in e.runs], "i": [int(v) for v in df["i"]], "cfg": e.runs[3].get_json("cfg")}))
+""",
+        root=registry_root,
+    )
+    assert got == {"runs": list(range(11)), "i": [*range(10), -1], "cfg": {"i": 3}}
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_parents_parameters_by_run_are_the_tables_cells(registry_root: Path, sparse: bool) -> None:
+    parent = Experiment("example.com/fork/params:v1")
+    parent.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(6):
+        with parent.run() as run:
+            run.log_parameter("b", i * 0.5)
+            run.log_parameter("a", i)
+            if not sparse or i % 2:
+                run.log_parameter("c", f"s{i}")
+    parent.commit()
+    sealed = Experiment.load("example.com/fork/params:v1")._committed()
+    expected: dict[int, dict[str, object]] = {}
+    for column in sealed.table().columns:  # the general walk, column by column
+        for run_id, value in column.values.items():
+            expected.setdefault(run_id, {})[column.name] = value
+    got = sealed.params_by_run()
+    assert got == expected and [list(p) for p in got.values()] == [list(p) for p in expected.values()]
+    assert list(got) == list(range(6))

@@ -61,6 +61,8 @@ LEASE_DIR = ".oxe-leases"
 LEASE_SUFFIX = ".lease"
 PINS_SUFFIX = ".pins"
 PIN_SUFFIX = ".pin"
+FRESH_MTIME_SECONDS = 1.0
+"""``touch_verified`` does not touch a blob whose mtime is younger than this (it was touched or written just now)."""
 
 
 class _Leases:
@@ -751,6 +753,10 @@ class BlobStore:
         size is named (with its role, e.g. ``layer 3 of manifest sha256:…``) in one
         :class:`BlobNotFoundError`; nothing is touched then. Used inside the
         publish window (``locks.gc_exclusion``), where no deleting GC can run.
+        A blob whose mtime is already less than :data:`FRESH_MTIME_SECONDS` old by this
+        clock is not touched again (a commit right after its draft: the draft's ref write
+        touched every layer a moment ago); its mtime then starts a GC grace period at most
+        that much earlier than a touch would.
         """
         wanted = list(blobs)
         problems: list[str] = []
@@ -758,16 +764,18 @@ class BlobStore:
             self.flush()
         with flock_exclusive(self._lock_path):
             paths = []
+            now = time.time()
             for digest, size, role in wanted:
                 path = self._fspath(digest)  # a str: a Path per blob costs more than its stat
-                paths.append(path)
                 try:
-                    actual = os.stat(path).st_size
+                    st = os.stat(path)
                 except FileNotFoundError:
                     problems.append(f"{digest} ({role}): not found")
                     continue
-                if size is not None and actual != size:
-                    problems.append(f"{digest} ({role}): {actual} bytes, expected {size}")
+                if size is not None and st.st_size != size:
+                    problems.append(f"{digest} ({role}): {st.st_size} bytes, expected {size}")
+                if not 0 <= now - st.st_mtime < FRESH_MTIME_SECONDS:
+                    paths.append(path)
             if not problems:
                 for path in paths:
                     os.utime(path)

@@ -23,7 +23,7 @@ its manifest bytes, not ``to_bytes()``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,8 +57,26 @@ class FrozenMap(Mapping[_K, _V]):
         else:
             self._data = dict(items or {})
 
+    @classmethod
+    def wrapping(cls, data: dict[_K, _V]) -> FrozenMap[_K, _V]:
+        """A FrozenMap over ``data`` itself, not a copy: for a dict the caller has just built and
+        hands over (it must never mutate it afterwards)."""
+        self = object.__new__(cls)
+        self._data = data
+        return self
+
     def __getitem__(self, key: _K) -> _V:
         return self._data[key]
+
+    # the dict's own (read-only) views: the Mapping mixins would look every key up again
+    def keys(self) -> KeysView[_K]:
+        return self._data.keys()
+
+    def values(self) -> ValuesView[_V]:
+        return self._data.values()
+
+    def items(self) -> ItemsView[_K, _V]:
+        return self._data.items()
 
     def __iter__(self) -> Iterator[_K]:
         return iter(self._data)
@@ -174,22 +192,33 @@ class Manifest:
         object.__setattr__(self, "layers", tuple(self.layers))
         object.__setattr__(self, "annotations", _check_str_map(self.annotations, "Manifest annotations"))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object ``to_bytes`` serialises."""
+    def to_dict(self, *, with_layers: bool = True) -> dict[str, Any]:
+        """The JSON object ``to_bytes`` serialises (without ``layers`` unless ``with_layers``)."""
         obj: dict[str, Any] = {"schemaVersion": 2}
         if self.artifact_type is not None:
             obj["artifactType"] = self.artifact_type
         obj["config"] = _config_or_subject_dict(self.config)
-        obj["layers"] = [layer.to_dict() for layer in self.layers]
+        if with_layers:
+            obj["layers"] = [layer.to_dict() for layer in self.layers]
         if self.subject is not None:
             obj["subject"] = _config_or_subject_dict(self.subject)
         if self.annotations:
             obj["annotations"] = dict(self.annotations)
         return obj
 
-    def to_bytes(self) -> bytes:
-        """OMMX's exact manifest bytes (sorted keys, compact, UTF-8)."""
-        return canonical_json(self.to_dict())
+    def to_bytes(self, *, layer_texts: Sequence[str] | None = None) -> bytes:
+        """OMMX's exact manifest bytes (sorted keys, compact, UTF-8): ``canonical_json(to_dict())``.
+
+        The layer descriptors are rendered by :func:`layer_json` (a template per media type, not
+        one dict per layer through ``json.dumps``). ``layer_texts``: ``layer_json`` of each of
+        ``self.layers`` in order, rendered before by the caller (a build reusing a draft's).
+        """
+        obj = self.to_dict(with_layers=False)
+        # sorted keys: "annotations", "artifactType", "config" < "layers" < "schemaVersion", "subject"
+        head = canonical_json({k: v for k, v in obj.items() if k < "layers"})
+        tail = canonical_json({k: v for k, v in obj.items() if k > "layers"})
+        texts = ",".join(map(layer_json, self.layers) if layer_texts is None else layer_texts)
+        return b"".join((head[:-1], b',"layers":[', texts.encode("utf-8"), b"],", tail[1:]))
 
     def descriptor(self) -> Descriptor:
         """Descriptor of ``to_bytes()`` with the OCI manifest media type (for ``subject``/index)."""
@@ -201,6 +230,21 @@ class Manifest:
         """Parse manifest bytes; ``InvalidArtifactError`` names the first defect."""
         obj = load_json_bounded(data, what="manifest", max_bytes=MAX_MANIFEST_BYTES)
         return _manifest_from_obj(obj)
+
+
+_LAYER_TEMPLATES: dict[str, str] = {}
+
+
+def layer_json(desc: Descriptor) -> str:
+    """``canonical_json(desc.to_dict())`` as text, from a template per media type for a layer without
+    annotations or artifact type (its digest is ``sha256:<hex>``, its size an int: nothing to escape)."""
+    if desc.annotations or desc.artifact_type is not None:
+        return canonical_json(desc.to_dict()).decode("utf-8")
+    template = _LAYER_TEMPLATES.get(desc.media_type)
+    if template is None:
+        mediatype = json.dumps(desc.media_type, ensure_ascii=False).replace("%", "%%")
+        template = _LAYER_TEMPLATES[desc.media_type] = '{"annotations":{},"digest":"%s","mediaType":' + mediatype + ',"size":%d}'
+    return template % (desc.digest, desc.size)
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -207,11 +207,19 @@ class ExperimentConfig:
         obj["attachments"] = self.attachments.to_obj()
         return obj
 
-    def to_bytes(self) -> bytes:
+    def runs_json(self) -> str:
+        """The text of the ``runs`` array's items in :meth:`to_bytes` (what a caller may keep for another
+        config with the very same ``runs``, e.g. a commit's after its draft's: ``format.content.LayoutMemo``)."""
+        return ",".join(map(_run_json, sorted(self.runs, key=RUN_ID_KEY)))
+
+    def to_bytes(self, *, runs_json: str | None = None) -> bytes:
         """OMMX's exact config bytes: ``to_obj()`` as compact JSON (runs without attachments,
-        trace or calls are formatted from a template, ~10x faster than through ``json.dumps``)."""
+        trace or calls are formatted from a template, ~10x faster than through ``json.dumps``).
+
+        ``runs_json``: :meth:`runs_json` of a config with these very ``runs``, rendered before.
+        """
         head = self._head_obj()
-        runs = ",".join(map(_run_json, sorted(self.runs, key=RUN_ID_KEY)))
+        runs = self.runs_json() if runs_json is None else runs_json
         text = f'{_dumps(head)[:-1]},"runs":[{runs}],"run_parameters":{self.run_parameters}}}'
         return text.encode("utf-8")
 
@@ -742,16 +750,19 @@ def _plain_head(obj: dict[str, Any], runs: tuple[RunRecord, ...], run_parameters
 
 _RUNS_KEY = ',"runs":['
 _RUNS_TAIL = re.compile(r'\],"run_parameters":(0|[1-9][0-9]{0,9})\}\Z')
-_BARE_RUN = re.compile(
+_LAYOUT_RUN = re.compile(  # a bare run, or one with attachments only (entries, no filenames, names without escapes)
     r'\{"run_id":(0|[1-9][0-9]{0,19}),"status":"(finished|failed|interrupted)",'
-    r'"attachments":\{"entries":\{\}\},"solves":\[\],"samplings":\[\]\}'
+    r'"attachments":\{"entries":\{((?:"[^"\\\x00-\x1f]*":(?:0|[1-9][0-9]{0,9}),?)*)\}\},"solves":\[\],"samplings":\[\]\}'
 )
+_LAYOUT_ENTRY = re.compile(r'"([^"\\\x00-\x1f]*)":(0|[1-9][0-9]{0,9})')
 
 
 def _plain_by_layout(text: str) -> ExperimentConfig:
-    """The config read as laid out when every run is bare: the fields before ``runs`` as JSON, the
-    runs by pattern, no object per run decoded. Only a guess: :func:`_parse_plain` keeps it only
-    if it re-encodes to the input (a run that is not bare, or any other layout, does not)."""
+    """The config read as laid out when every run is bare or has attachments only (entries without
+    filenames, names without escapes): the fields before ``runs`` as JSON, the runs by pattern, no
+    object per run decoded. Only a guess: :func:`_parse_plain` keeps it only if it re-encodes to the
+    input (any other run, or any other layout, does not); a ref over u32 is refused here (re-encoding
+    would write it back as it was)."""
     start = text.find(_RUNS_KEY)
     tail = _RUNS_TAIL.search(text)
     if start < 0 or tail is None or tail.start() < start + len(_RUNS_KEY):
@@ -760,11 +771,21 @@ def _plain_by_layout(text: str) -> ExperimentConfig:
     if type(head) is not dict or not head.keys() <= _TOP_FIELDS - {"runs", "run_parameters"}:
         raise _Decline
     runs = []
-    for match in _BARE_RUN.finditer(text, start + len(_RUNS_KEY), tail.start()):
-        run_id = int(match.group(1))
+    for match in _LAYOUT_RUN.finditer(text, start + len(_RUNS_KEY), tail.start()):
+        run_id_text, status, entries = match.groups()
+        run_id = int(run_id_text)
         if run_id > _U64_MAX:
             raise _Decline
-        runs.append(_bare_run(run_id, match.group(2)))
+        if not entries:
+            runs.append(_bare_run(run_id, status))
+            continue
+        refs = {name: int(ref) for name, ref in _LAYOUT_ENTRY.findall(entries)}
+        if max(refs.values()) > _U32_MAX:
+            raise _Decline
+        table = _new(AttachmentTable)  # AttachmentTable(refs) over the fresh dict (FrozenMap.wrapping: no copy)
+        _set(table, "entries", FrozenMap.wrapping(refs))
+        _set(table, "filenames", EMPTY_MAP)
+        runs.append(RunRecord.bare(run_id, status, None, table))
     return _plain_head(head, tuple(runs), int(tail.group(1)))
 
 

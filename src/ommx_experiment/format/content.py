@@ -11,12 +11,13 @@ in :mod:`ommx_experiment.format.codec`.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from ..engine.oci import EMPTY_MAP, FrozenMap
+from ..engine.oci import EMPTY_MAP, FrozenMap, layer_json
 from ..errors import InvalidInputError
 from .codec import (
     EMPTY_TABLE,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AttachmentContent",
     "ExperimentContent",
+    "LayoutMemo",
     "RunContent",
     "SolveContent",
     "build_experiment",
@@ -60,6 +62,16 @@ class AttachmentContent:
     def __post_init__(self) -> None:
         object.__setattr__(self, "descriptors", FrozenMap(self.descriptors))
         object.__setattr__(self, "filenames", FrozenMap(self.filenames))
+
+    @classmethod
+    def of(cls, descriptors: dict[str, Descriptor], filenames: Mapping[str, str]) -> AttachmentContent:
+        """``AttachmentContent(descriptors, filenames)`` taking ``descriptors`` over (a dict the caller
+        has just built and never changes: ``FrozenMap.wrapping``, no copy)."""
+        content = _new(cls)
+        _set(content, "descriptors", FrozenMap.wrapping(descriptors))
+        _set(content, "filenames", filenames if type(filenames) is FrozenMap else FrozenMap(filenames))
+        _set(content, "inline", None)
+        return content
 
     def sorted_names(self) -> list[str]:
         """Attachment names in byte (code point) order."""
@@ -137,9 +149,20 @@ class RunContent:
         _set(run, "inline", None)
         return run
 
+    def timed(self, started_ns: int | None, finished_ns: int | None) -> RunContent:
+        """This run with other ``started_ns``/``finished_ns`` (``dataclasses.replace`` without its
+        ``__init__`` pass: a fork gives every carried run its stored times)."""
+        run = _new(RunContent)
+        for name in _RUN_FIELDS:
+            _set(run, name, getattr(self, name))
+        _set(run, "started_ns", started_ns)
+        _set(run, "finished_ns", finished_ns)
+        return run
+
 
 _new = object.__new__
 _set = object.__setattr__  # frozen dataclasses' own way to set a field
+_RUN_FIELDS = ("run_id", "status", "reason", "attachments", "trace", "solves", "samplings", "inline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,27 +251,110 @@ def _reject_duplicates(ids: Sequence[int], message: str) -> None:
             raise InvalidInputError(f"{message} {cur}")
 
 
+class LayoutMemo:
+    """One build's layout of its runs, kept for the next build of the very same runs.
+
+    An autosave draft lays out every run (manifest layers, config records), renders
+    them (the layers' JSON, the config's ``runs`` text) and encodes the run-parameter
+    table; a commit that follows with no run changed (a fork + one run + commit)
+    takes all of it from here instead of doing it again. Reused only when the runs
+    are the same objects (runs are immutable; a changed run is a new object) and the
+    experiment attachments and every run's parameters compare equal, so the bytes are
+    exactly those a fresh build writes. Not thread-safe: the session builds under its lock.
+    """
+
+    __slots__ = (
+        "_attachments", "_layer_texts", "_layers", "_param_rows", "_param_runs", "_param_value", "_records", "_runs",
+        "_runs_json", "_table",
+    )
+
+    def __init__(self) -> None:
+        self._runs: Sequence[RunContent] = ()
+        self._attachments: AttachmentContent | None = None
+        self._layers: tuple[Descriptor, ...] = ()
+        self._records: tuple[RunRecord, ...] = ()
+        self._table: AttachmentTable = EMPTY_TABLE
+        self._layer_texts: list[str] | None = None
+        self._runs_json: tuple[tuple[RunRecord, ...], str] | None = None
+        self._param_runs: Sequence[RunContent] = ()
+        self._param_rows: list[Any] = []
+        self._param_value: Any = None
+
+    def _same_runs(self, kept: Sequence[RunContent], runs: Sequence[RunContent]) -> bool:
+        return len(kept) == len(runs) and all(map(operator.is_, kept, runs))
+
+    def layout(
+        self, attachments: AttachmentContent, runs: Sequence[RunContent]
+    ) -> tuple[list[Descriptor], AttachmentTable, tuple[RunRecord, ...]] | None:
+        """The kept layers (experiment attachments, then the runs'), attachment table and run records, or None."""
+        if self._attachments is None or not self._same_runs(self._runs, runs) or self._attachments != attachments:
+            return None
+        return list(self._layers), self._table, self._records
+
+    def keep_layout(
+        self, attachments: AttachmentContent, runs: Sequence[RunContent], layers: Sequence[Descriptor],
+        table: AttachmentTable, records: tuple[RunRecord, ...],
+    ) -> None:
+        self._attachments, self._runs, self._layers, self._table, self._records = attachments, runs, tuple(layers), table, records
+        self._layer_texts = None
+
+    def layer_texts(self, layers: Sequence[Descriptor]) -> list[str]:
+        """``layer_json`` of each of ``layers``; the kept layout's layers (a prefix of them) rendered once."""
+        kept = len(self._layers)
+        if not (kept and len(layers) >= kept and all(map(operator.is_, layers[:kept], self._layers))):
+            return list(map(layer_json, layers))
+        if self._layer_texts is None:
+            self._layer_texts = list(map(layer_json, self._layers))
+        return [*self._layer_texts, *map(layer_json, layers[kept:])]
+
+    def config_bytes(self, config: ExperimentConfig) -> bytes:
+        """``config.to_bytes()``, the ``runs`` text rendered once for the same records."""
+        kept = self._runs_json
+        if kept is None or kept[0] is not config.runs:
+            kept = self._runs_json = (config.runs, config.runs_json())
+        return config.to_bytes(runs_json=kept[1])
+
+    def parameters(self, runs: Sequence[RunContent], params: Sequence[Any]) -> Any:
+        """What :meth:`keep_parameters` kept for these very runs with equal parameters (``params[i]``
+        of ``runs[i]``), else None. (The journal hands back the same run objects only while their rows,
+        parameters included, are unchanged; the parameters are compared all the same.)"""
+        if self._param_runs and self._same_runs(self._param_runs, runs) and self._param_rows == params:
+            return self._param_value
+        return None
+
+    def keep_parameters(self, runs: Sequence[RunContent], params: list[Any], value: Any) -> None:
+        self._param_runs, self._param_rows, self._param_value = runs, params, value
+
+
 def build_experiment(
     content: ExperimentContent,
     *,
     status: str,
     reason: str | None = None,
     requested_image_name: str | None = None,
+    memo: LayoutMemo | None = None,
 ) -> tuple[tuple[Descriptor, ...], ExperimentConfig]:
     """Manifest layers and config for ``content``, in OMMX's exact order (§2.4).
 
     Order: experiment attachments by name; per run (ascending ``run_id``) its
     attachments by name, its trace, each solve's input/output/diagnostics, each
     sampling's input/output/diagnostics; then the run-parameter layer; then
-    ``content.extra_layers``. No de-duplication.
+    ``content.extra_layers``. No de-duplication. ``memo``: the layout of the previous
+    build, taken when its runs are these (and kept for the next build otherwise).
     """
     if status not in EXPERIMENT_STATUSES:
         raise InvalidInputError(f"Unknown experiment status {status!r}")
     layers = _LayerList()
-    attachments = layers.table(content.attachments, "experiment")
     runs = sorted(content.runs, key=RUN_ID_KEY)
-    _reject_duplicates([r.run_id for r in runs], "duplicate run id")
-    records = tuple(layers.run(run) for run in runs)
+    kept = None if memo is None else memo.layout(content.attachments, runs)
+    if kept is not None:
+        layers.layers, attachments, records = kept
+    else:
+        attachments = layers.table(content.attachments, "experiment")
+        _reject_duplicates([r.run_id for r in runs], "duplicate run id")
+        records = tuple(layers.run(run) for run in runs)
+        if memo is not None:
+            memo.keep_layout(content.attachments, runs, layers.layers, attachments, records)
     run_parameters = layers.add(content.run_parameters)
     for extra in content.extra_layers:
         layers.add(extra)
@@ -270,8 +376,14 @@ class _RefResolver:
         return None if ref is None else self.get(ref, what)
 
     def table(self, table: AttachmentTable, where: str) -> AttachmentContent:
-        descriptors = {name: self.get(ref, f"{where} attachment {name!r}") for name, ref in table.entries.items()}
-        return AttachmentContent(descriptors, table.filenames)
+        layers, count = self.layers, len(self.layers)
+        refs = table.entries.values()
+        if refs and max(refs) >= count:  # name the first attachment out of range (only then: no message per name)
+            for name, ref in table.entries.items():
+                self.get(ref, f"{where} attachment {name!r}")
+        self.used.update(refs)
+        descriptors = {name: layers[ref] for name, ref in table.entries.items()}
+        return AttachmentContent.of(descriptors, table.filenames)
 
     def call(self, call_id: int, rec: SolveRecord | SamplingRecord, what: str) -> SolveContent:
         return SolveContent(

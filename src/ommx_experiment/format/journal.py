@@ -163,7 +163,51 @@ def run_body(run: RunContent, params: Mapping[str, ParamValue], closed_ns: int |
     """
     values = params if type(params) is dict else dict(params)
     stamp = run.finished_ns or (time.time_ns() if closed_ns is None else closed_ns)
-    return _dumps_row([_ROW_V3, run.run_id, run.status, run.reason, values, stamp, _run_extras(run), run.started_ns])
+    extras = _attachments_only_extras(run)
+    if extras is None:
+        return _dumps_row([_ROW_V3, run.run_id, run.status, run.reason, values, stamp, _run_extras(run), run.started_ns])
+    # the row with ``null`` extras, then the extras text in their place: the last ", null, " of the row
+    # (only ``started_ns`` follows it, an int or null)
+    text = _dumps_row([_ROW_V3, run.run_id, run.status, run.reason, values, stamp, None, run.started_ns])
+    at = text.rindex(", null, ")
+    return f"{text[:at]}, {extras}{text[at + 6:]}"
+
+
+_EXTRAS_TEMPLATES: dict[tuple[Any, ...], str] = {}
+
+
+def _attachments_only_extras(run: RunContent) -> str | None:
+    """``_dumps_row(_run_extras(run))`` of a run with attachments only (no trace, no calls), each
+    without annotations or artifact type, from a template per (names, media types, filenames):
+    a fork writes one row per carried run. None for any other run."""
+    descriptors = run.attachments.descriptors
+    if not descriptors or run.trace is not None or run.solves or run.samplings:
+        return None
+    shape = []
+    cells: list[str | int] = []
+    for name, desc in descriptors.items():
+        if desc.annotations or desc.artifact_type is not None:
+            return None
+        shape.append((name, desc.media_type))
+        cells.append(desc.digest)
+        cells.append(desc.size)
+    filenames = run.attachments.filenames
+    key = (*shape, None, *filenames.items()) if filenames else tuple(shape)
+    template = _EXTRAS_TEMPLATES.get(key)
+    if template is None:
+        if len(_EXTRAS_TEMPLATES) >= 256:
+            _EXTRAS_TEMPLATES.clear()
+        template = _EXTRAS_TEMPLATES[key] = _extras_template(shape, dict(filenames))
+    return template % tuple(cells)
+
+
+def _extras_template(shape: list[tuple[str, str]], filenames: dict[str, str]) -> str:
+    def text(value: Any) -> str:  # a fixed part, as the row encoder writes it, safe for %-formatting
+        return _dumps_row(value).replace("%", "%%")
+
+    parts = [f'{text(name)}: {{"mediaType": {text(media_type)}, "digest": "%s", "size": %d, "annotations": {{}}}}'
+             for name, media_type in shape]
+    return '{"attachments": {' + ", ".join(parts) + '}, "filenames": ' + text(filenames) + ', "trace": null, "solves": [], "samplings": []}'
 
 
 def _not_serializable(obj: object) -> Any:

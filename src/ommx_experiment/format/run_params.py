@@ -78,11 +78,12 @@ class ParameterColumn:
 
     @classmethod
     def _presorted(cls, name: str, kind: str, values: dict[int, ParamValue]) -> ParameterColumn:
-        """Trusted constructor for ``values`` already in ascending run-id order (skips the sort)."""
+        """Trusted constructor for ``values`` already in ascending run-id order (skips the sort); takes
+        ``values`` over (``FrozenMap.wrapping``, no copy): the caller built it and never changes it."""
         column = object.__new__(cls)
         object.__setattr__(column, "name", name)
         object.__setattr__(column, "type", kind)
-        object.__setattr__(column, "values", FrozenMap(values))
+        object.__setattr__(column, "values", FrozenMap.wrapping(values))
         return column
 
 
@@ -182,8 +183,10 @@ def build_table(params: Mapping[int, Mapping[str, ParamValue]], run_ids: Iterabl
 
 
 def _uniform_table(params: Mapping[int, Mapping[str, ParamValue]], ids: list[int]) -> ParameterTable | None:
-    """:func:`build_table` when every run with parameters has the same names and each column
-    one builtin type: columns are gathered at C speed (``map``/``itemgetter``). None otherwise."""
+    """:func:`build_table` when the runs with parameters (nearly) all have the same names and each
+    column one builtin type: columns are gathered at C speed (``map``/``itemgetter``). Runs whose
+    names differ from the first run's (at most one in eight, e.g. one run of a fork) are added cell
+    by cell. None otherwise (the general path decides, promotions and errors included)."""
     rows: list[Any] = list(map(params.get, ids))
     row_ids = ids
     if None in rows or {} in rows:  # runs without parameters have no row
@@ -193,13 +196,52 @@ def _uniform_table(params: Mapping[int, Mapping[str, ParamValue]], ids: list[int
     if not rows:
         return ParameterTable()
     names = tuple(rows[0])
-    if set(map(len, rows)) != {len(names)}:
+    if set(map(len, rows)) == {len(names)}:
+        try:  # every row has len(names) names and each of these: the same names
+            gathered = [tuple(map(operator.itemgetter(name), rows)) for name in names]
+        except KeyError:
+            pass
+        else:
+            return dense_table(row_ids, names, gathered)
+    return _mostly_uniform_table(row_ids, rows)
+
+
+def _mostly_uniform_table(row_ids: list[int], rows: list[Any]) -> ParameterTable | None:
+    """The table of ``rows`` (non-empty dicts, ascending ``row_ids``) when at most one in eight has
+    other names than the first: the others' columns are gathered at C speed. None otherwise."""
+    keys = rows[0].keys()
+    odd = [i for i, row in enumerate(rows) if row.keys() != keys]
+    if len(odd) * 8 > len(rows):
         return None
-    try:  # every row has len(names) names and each of these: the same names
-        gathered = [tuple(map(operator.itemgetter(name), rows)) for name in names]
-    except KeyError:
+    skip = set(odd)
+    same = [i for i in range(len(rows)) if i not in skip]
+    same_rows = [rows[i] for i in same]
+    same_ids = [row_ids[i] for i in same]
+    columns = {name: dict(zip(same_ids, map(operator.itemgetter(name), same_rows), strict=True)) for name in keys}
+    touched: set[str] = set()
+    for i in odd:
+        for name, value in rows[i].items():
+            columns.setdefault(name, {})[row_ids[i]] = value
+            touched.add(name)
+    if odd and row_ids[odd[0]] < same_ids[-1]:  # an odd run before others: its cells are out of order
+        for name in touched:
+            columns[name] = dict(sorted(columns[name].items()))
+    built = []
+    for name, cells in columns.items():
+        kind = _single_kind(cells.values())
+        if kind is None:
+            return None
+        built.append(ParameterColumn._presorted(name, kind, cells))
+    return ParameterTable(tuple(built))
+
+
+def _single_kind(cells: Collection[Any]) -> str | None:
+    """The column type of ``cells`` when they all have one builtin type (ints in int64), else None."""
+    kinds = set(map(type, cells))
+    kind = _EXACT_KIND.get(kinds.pop()) if len(kinds) == 1 else None
+    if kind is INT64 and not (min(cells) >= _I64_MIN and max(cells) <= _I64_MAX):
         return None
-    return dense_table(row_ids, names, gathered)
+    return kind
 
 
 def dense_table(ids: list[int], names: Sequence[str], columns: Sequence[Sequence[Any]]) -> ParameterTable | None:
@@ -207,9 +249,8 @@ def dense_table(ids: list[int], names: Sequence[str], columns: Sequence[Sequence
     the cells of ``names[i]`` in ``ids`` order. None unless each column has one builtin type (ints in int64)."""
     built = []
     for name, cells in zip(names, columns, strict=True):
-        kinds = set(map(type, cells))
-        kind = _EXACT_KIND.get(kinds.pop()) if len(kinds) == 1 else None
-        if kind is None or (kind is INT64 and not (min(cells) >= _I64_MIN and max(cells) <= _I64_MAX)):
+        kind = _single_kind(cells)
+        if kind is None:
             return None
         built.append(ParameterColumn._presorted(name, kind, dict(zip(ids, cells, strict=True))))
     table = ParameterTable(tuple(built))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,8 +161,7 @@ def timed_runs(sealed: Any) -> list[RunContent]:
     except Exception as exc:  # noqa: BLE001 - timing is informational
         log.warning("run timing of %s not carried: %s", sealed.manifest_digest, exc)
         return runs
-    return [replace(run, started_ns=times[run.run_id][0], finished_ns=times[run.run_id][1]) if run.run_id in times else run
-            for run in runs]
+    return [run.timed(*times[run.run_id]) if run.run_id in times else run for run in runs]
 
 
 def _times(path: Path) -> dict[int, tuple[int | None, int | None]]:

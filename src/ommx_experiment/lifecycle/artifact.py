@@ -220,7 +220,11 @@ class Artifact:
 
     @staticmethod
     def load(image_name: str) -> Artifact:
-        """Open ``image_name`` from the default registry, pulling it first if it is missing or incomplete."""
+        """Open ``image_name`` from the default registry, pulling it first if it is missing or incomplete.
+
+        Every blob of the returned artifact's closure was found with its declared size: checked here
+        (``verify_closure``), or by the ref write that published the pulled copy.
+        """
         image = ImageName.parse(image_name)
         registry = LocalRegistry.default()
         digest = registry.resolve(image)

@@ -160,19 +160,25 @@ class Experiment(AttachmentWriter, AttachmentReader):
         """Open a committed Experiment (finished/failed/interrupted) from the default registry."""
         from .artifact import Artifact
 
-        return cls.from_artifact(Artifact.load(image_name))
+        # Artifact.load has just checked every layer's size (its closure): not stat'ed a second time
+        return cls._from_artifact(Artifact.load(image_name), layers_checked=True)
 
     @classmethod
     @gc_paused()
     def from_artifact(cls, artifact: Artifact) -> Experiment:
         """Interpret an open ``Artifact`` handle as a sealed Experiment (generic artifacts rejected)."""
+        return cls._from_artifact(artifact, layers_checked=False)
+
+    @classmethod
+    def _from_artifact(cls, artifact: Artifact, *, layers_checked: bool) -> Experiment:
         from .artifact import Artifact
 
         if not isinstance(artifact, Artifact):
             raise InvalidArgumentTypeError(f"Expected an Artifact, got {type(artifact).__name__}")
         image = ImageName.parse(artifact.image_name)
         sealed = SealedState.open(
-            artifact.registry, image, artifact.manifest_digest, artifact._keep_alive, manifest=artifact.manifest
+            artifact.registry, image, artifact.manifest_digest, artifact._keep_alive, manifest=artifact.manifest,
+            layers_checked=layers_checked,
         )
         return cls._from_sealed(sealed)
 

@@ -56,6 +56,7 @@ from ..format.codec import (
 from ..format.content import (
     AttachmentContent,
     ExperimentContent,
+    LayoutMemo,
     RunContent,
     build_experiment,
     content_from_artifact,
@@ -132,20 +133,26 @@ class SealedState:
         allowed: Sequence[str] = SEALED_STATUSES,
         manifest: Manifest | None = None,
         received: tuple[ExperimentConfig, rp.ParameterTable] | None = None,
+        layers_checked: bool = False,
     ) -> SealedState:
         """Open the artifact ``digest`` stored in ``registry`` (§5 validation, see class doc).
 
         ``manifest``: the already parsed manifest of ``digest`` (an open ``Artifact``'s), not read again.
         ``received``: its config and run-parameter table as the import that just stored it
         validated them (``format.archive.Received``); the statuses are checked again, nothing is re-read.
+        ``layers_checked``: the caller has just checked that every layer is stored with its size
+        (``Artifact.load``'s closure check): each layer blob is stat'ed once per load, not twice.
         """
         if manifest is None:
             manifest = Manifest.parse(registry.blobs.get(digest))
         check_experiment_manifest(manifest)
-        for i, layer in enumerate(manifest.layers):
-            size = registry.blobs.size(layer.digest)
-            if size != layer.size:
-                raise BlobNotFoundError(f"Failed to read blob {layer.digest} (layer {i}): {size} bytes, expected {layer.size}")
+        if not layers_checked:
+            for i, layer in enumerate(manifest.layers):
+                size = registry.blobs.size(layer.digest)
+                if size != layer.size:
+                    raise BlobNotFoundError(
+                        f"Failed to read blob {layer.digest} (layer {i}): {size} bytes, expected {layer.size}"
+                    )
         if received is not None:
             config, table = received
             validate_experiment(manifest, config, allowed_statuses=allowed)
@@ -199,8 +206,14 @@ class SealedState:
         return self._table
 
     def params_by_run(self) -> dict[int, dict[str, ParamValue]]:
+        columns = self.table().columns
+        if columns and all(c.values.keys() == columns[0].values.keys() for c in columns):
+            # every run has every parameter (values in ascending run-id order): one dict per row, by column
+            names = [c.name for c in columns]
+            rows = zip(*(c.values.values() for c in columns), strict=True)
+            return {run_id: dict(zip(names, row, strict=True)) for run_id, row in zip(columns[0].values, rows, strict=True)}
         out: dict[int, dict[str, ParamValue]] = {}
-        for column in self.table().columns:
+        for column in columns:
             for run_id, value in column.values.items():
                 out.setdefault(run_id, {})[column.name] = value
         return out
@@ -322,6 +335,7 @@ class Session:
         self.writable = True  # cleared by the owner when the session leaves the unsealed state
         self._flush_timer: threading.Timer | None = None
         self._view: tuple[object, SessionView] | None = None  # (journal snapshot, the view made of it)
+        self._layout_memo = LayoutMemo()  # the last build's layout: a commit right after a draft reuses it
         # Open Runs, weakly (one cheap ``weakref.ref`` each): one dropped unclosed is abandoned
         # (:meth:`_run_dropped`); the ones still open when this session is finalized (interpreter
         # exit) are abandoned by ``_release_writer``.
@@ -658,16 +672,23 @@ class Session:
         self, state: SessionView, status: str, *, reason: str | None, requested: str | None, parquet: bool, provenance: bool
     ) -> BuiltArtifact:
         runs = tuple(state.runs.values())  # in run-id order
-        table = self.journal.own_columns.table_for(runs) if self.journal.started else None
-        if table is None:
-            table = rp.build_table(state.params, state.runs.keys())
+        memo = self._layout_memo
+        rows = list(map(state.params.get, state.runs.keys()))
+        kept = memo.parameters(runs, rows)  # the draft's table when no run or parameter changed since
+        if kept is None:
+            table = self.journal.own_columns.table_for(runs) if self.journal.started else None
+            if table is None:
+                table = rp.build_table(state.params, state.runs.keys())
+            msgpack_bytes = rp.table_to_msgpack(table)
+            memo.keep_parameters(runs, rows, (table, msgpack_bytes))
+        else:
+            table, msgpack_bytes = kept
         blobs = self.registry.blobs
         # inline attachments (experiment-level ones, deferred closes'): stored in the caller's publish window
         for inline in (state.inline, *(run.inline for run in state.runs.values())):
             if inline:
                 for digest, data in inline.items():
                     blobs.put_bytes(data, expected_digest=digest)
-        msgpack_bytes = rp.table_to_msgpack(table)
         extra: tuple[Descriptor, ...] = ()
         if parquet:  # first: it reads the provenance before any blob of its own is handed to a batch helper
             from .analysis import analysis_layers
@@ -682,8 +703,8 @@ class Session:
             Descriptor(mt.RUN_PARAMETERS, msgpack_blob.digest, msgpack_blob.size),
             extra,
         )
-        layers, config = build_experiment(content, status=status, reason=reason, requested_image_name=requested)
-        config_bytes = config.to_bytes()
+        layers, config = build_experiment(content, status=status, reason=reason, requested_image_name=requested, memo=memo)
+        config_bytes = memo.config_bytes(config)
         stored_config = blobs.put_bytes(config_bytes)
         manifest = Manifest(
             mt.EXPERIMENT_ARTIFACT_TYPE,
@@ -692,7 +713,7 @@ class Session:
             state.subject,
             FrozenMap(state.annotations),
         )
-        manifest_bytes = manifest.to_bytes()
+        manifest_bytes = manifest.to_bytes(layer_texts=memo.layer_texts(layers))
         stored = blobs.put_bytes(manifest_bytes)
         return BuiltArtifact(manifest, manifest_bytes, stored.digest, config, config_bytes, content)
 
