@@ -618,6 +618,9 @@ def test_the_default_first_draft_is_published_after_the_delay_with_the_runs_clos
     config = _wait_for_slot()  # by LATER's thread, not by a call of ours
     assert config is not None and config.status == "draft" and len(config.runs) == 2
     assert config.requested_image_name == NAME
+    deadline = time.monotonic() + 10
+    while LATER.pending(exp._session) and time.monotonic() < deadline:  # the thread returns from the call
+        time.sleep(0.01)
     assert not LATER.pending(exp._session)
     _close_runs(exp, 1)  # min_interval(60): no second draft now
     LATER.run_all()

@@ -139,7 +139,7 @@ class LaterCalls:
         self._cond = threading.Condition(threading.Lock())
         self._entries: dict[object, tuple[float, Callable[[bool], None]]] = {}
         self._thread: threading.Thread | None = None
-        self._running = 0
+        self._running: list[object] = []  # keys whose calls the thread took and has not finished
 
     def schedule(self, key: object, delay: float, call: Callable[[bool], None]) -> None:
         with self._cond:
@@ -155,8 +155,9 @@ class LaterCalls:
             self._entries.pop(key, None)
 
     def pending(self, key: object) -> bool:
+        """An entry for ``key`` waits, or the thread is running (or about to run) its call."""
         with self._cond:
-            return key in self._entries
+            return key in self._entries or key in self._running
 
     def run_all(self) -> None:
         """Run every entry now in this thread, after a call the thread is running has returned."""
@@ -178,13 +179,13 @@ class LaterCalls:
                     self._cond.wait(None if first == math.inf else first - now)
                     continue
                 calls = [self._entries.pop(key)[1] for key in due]
-                self._running += 1
+                self._running = due
             try:
                 for call in calls:
                     _call(call, True)
             finally:
                 with self._cond:
-                    self._running -= 1
+                    self._running = []
                     self._cond.notify_all()
 
 
