@@ -111,6 +111,20 @@ def test_draft_message_says_how_to_commit(registry_root: Path, capsys: pytest.Ca
         assert "ommx-experiment commit 'example.com/cli/draft:v1'" in err and "restore_from_checkpoint" in err
 
 
+def test_draft_message_names_a_journal_only_draft(registry_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No OMMX-format slot yet (policy disabled; the default's first draft is deferred): the journal says it."""
+    from ommx_experiment import AutosavePolicy
+
+    draft = Experiment("example.com/cli/journal-only:v1")
+    draft.set_autosave_policy(AutosavePolicy.disabled())
+    for i in range(2):
+        with draft.run() as run:
+            run.log_parameter("x", i)
+    code, _, err = _invoke(capsys, "show", "example.com/cli/journal-only:v1")
+    assert code == 1
+    assert "is an unsealed draft experiment (2 runs), not committed yet" in err
+
+
 def test_did_you_mean(study: tuple[Experiment, Experiment], capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _invoke(capsys, "shwo", BASE)
     assert code == 2 and "did you mean 'show'?" in err

@@ -17,6 +17,8 @@ from ommx_experiment.engine.names import ImageName
 from ommx_experiment.engine.oci import Manifest
 from ommx_experiment.format.codec import ExperimentConfig
 from ommx_experiment.format.journal import checkpoint_ref, pin_refs, read_journal
+from ommx_experiment.lifecycle import autosave
+from ommx_experiment.lifecycle.autosave import LATER
 
 NAME = "example.com/team/ck:v1"
 WORKER = Path(__file__).resolve().parents[1] / "workers" / "experiment_worker.py"
@@ -81,9 +83,13 @@ def test_default_policy_is_min_interval_60() -> None:
     exp = Experiment(NAME)
     assert exp._session.schedule.policy == AutosavePolicy.min_interval(60.0)
     _close_runs(exp, 3)
-    assert len(_slot_config().runs) == 1  # first close at once, then at most one per minute
+    LATER.run_all()  # the first draft, deferred from the first close, holds the runs closed by then
+    assert len(_slot_config().runs) == 3
+    _close_runs(exp, 2)
+    LATER.run_all()
+    assert len(_slot_config().runs) == 3  # then at most one per minute
     journal = read_journal(LocalRegistry.default(), ImageName.parse(NAME))
-    assert [run.run_id for run, _ in journal.runs] == [0, 1, 2]
+    assert [run.run_id for run, _ in journal.runs] == [0, 1, 2, 3, 4]
 
 
 def test_disabled_policy_writes_no_draft_but_journals() -> None:
@@ -380,7 +386,8 @@ def test_restore_prefers_newer_slot_over_journal() -> None:
 
 def test_rename_moves_checkpoint_and_journal() -> None:
     exp = Experiment(NAME)
-    _close_runs(exp, 2)  # default policy: a draft exists for NAME
+    _close_runs(exp, 2)
+    LATER.run_all()  # default policy: the deferred first draft is published for NAME
     assert _slot_config() is not None
     exp.rename("example.com/team/renamed:v1")
     assert _slot_config() is None
@@ -396,11 +403,13 @@ def test_restore_of_restored_session_continues_run_ids() -> None:
 
     exp = Experiment(NAME)
     _close_runs(exp, 2)
-    del exp  # its writer leaves and gives its reserved ids back
+    del exp  # its writer leaves and gives its reserved ids back ...
+    LATER.run_all()  # ... once its deferred first draft is published (until then LATER holds the session)
     gc.collect()
     restored = Experiment.restore_from_checkpoint(NAME)
     _close_runs(restored, 1)
     del restored
+    LATER.run_all()
     gc.collect()
     again = Experiment.restore_from_checkpoint(NAME)
     assert [r.run_id for r in again.runs] == [0, 1, 2]
@@ -565,8 +574,9 @@ def test_a_draft_slot_and_the_journals_note_of_it_are_one_transaction(monkeypatc
     from ommx_experiment.format.journal import checkpoint_updated_at
 
     exp = Experiment(NAME)
-    with exp.run() as run:  # default policy: the first close publishes a draft
+    with exp.run() as run:  # default policy: the first close publishes a draft (deferred)
         run.log_parameter("i", 0)
+    LATER.run_all()
     registry = exp._session.registry
     slot = checkpoint_updated_at(registry, ImageName.parse(NAME))
     assert slot is not None
@@ -579,5 +589,168 @@ def test_a_draft_slot_and_the_journals_note_of_it_are_one_transaction(monkeypatc
     monkeypatch.setattr(journal.Journal, "note_checkpoint_in", broken)
     other = Experiment(NAME + "-b")
     with other.run() as run:
-        run.log_parameter("i", 0)  # the draft fails (logged, not raised): neither slot nor note
+        run.log_parameter("i", 0)
+    LATER.run_all()  # the draft fails (logged, not raised): neither slot nor note
     assert checkpoint_updated_at(registry, ImageName.parse(NAME + "-b")) is None
+
+
+# --- the default policy's deferred first draft ------------------------------------------------------------
+
+
+def _wait_for_slot(name: str = NAME, timeout: float = 10.0) -> ExperimentConfig | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        config = _slot_config(name)
+        if config is not None:
+            return config
+        time.sleep(0.02)
+    return None
+
+
+def test_the_default_first_draft_is_published_after_the_delay_with_the_runs_closed_by_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(autosave, "DEFERRED_DRAFT_SECONDS", 0.5)
+    exp = Experiment(NAME)
+    _close_runs(exp, 2)
+    assert _slot_config() is None  # not at the close
+    assert LATER.pending(exp._session)
+    config = _wait_for_slot()  # by LATER's thread, not by a call of ours
+    assert config is not None and config.status == "draft" and len(config.runs) == 2
+    assert config.requested_image_name == NAME
+    deadline = time.monotonic() + 10
+    while LATER.pending(exp._session) and time.monotonic() < deadline:  # the thread returns from the call
+        time.sleep(0.01)
+    assert not LATER.pending(exp._session)
+    _close_runs(exp, 1)  # min_interval(60): no second draft now
+    LATER.run_all()
+    assert len(_slot_config().runs) == 2
+
+
+def test_a_commit_before_the_delay_drops_the_deferred_draft(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ommx_experiment.format.journal import checkpoint_updated_at
+
+    monkeypatch.setattr(autosave, "DEFERRED_DRAFT_SECONDS", 0.3)
+    exp = Experiment(NAME)
+    _close_runs(exp, 1)
+    session = exp._session
+    assert LATER.pending(session)
+    exp.commit()
+    assert not LATER.pending(session)
+    time.sleep(0.5)
+    LATER.run_all()
+    registry = LocalRegistry.default()
+    assert checkpoint_updated_at(registry, ImageName.parse(NAME)) is None
+    assert [r for r in registry.db.query("SELECT name, reference FROM refs") if str(r[0]).endswith(".ommx.local/checkpoint")] == []
+    assert len(Experiment.load(NAME).runs) == 1
+
+
+def test_a_failed_exit_or_a_policy_change_drops_the_deferred_draft(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autosave, "DEFERRED_DRAFT_SECONDS", 30.0)
+    with pytest.raises(RuntimeError):
+        with Experiment(NAME) as exp:
+            _close_runs(exp, 1)
+            session = exp._session
+            raise RuntimeError("boom")
+    assert not LATER.pending(session)
+    LATER.run_all()
+    assert _slot_config().status == "failed"  # not overwritten by a late draft
+    other = Experiment(NAME + "-b")
+    _close_runs(other, 1)
+    assert LATER.pending(other._session)
+    other.set_autosave_policy(AutosavePolicy.disabled())
+    assert not LATER.pending(other._session)
+    LATER.run_all()
+    assert _slot_config(NAME + "-b") is None
+
+
+@pytest.mark.parametrize(
+    "policy", [AutosavePolicy.min_interval(60.0), AutosavePolicy.every_n_runs(1), AutosavePolicy.every_run_close()]
+)
+def test_a_chosen_policy_publishes_its_first_draft_at_the_close(monkeypatch: pytest.MonkeyPatch, policy: AutosavePolicy) -> None:
+    monkeypatch.setattr(autosave, "DEFERRED_DRAFT_SECONDS", 30.0)
+    exp = Experiment(NAME)
+    exp.set_autosave_policy(policy)  # even the default's own value, when chosen
+    _close_runs(exp, 1)
+    assert not LATER.pending(exp._session)
+    assert len(_slot_config().runs) == 1
+
+
+def test_with_ommx3_loaded_the_first_draft_is_published_at_the_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ommx_experiment.lifecycle import session as session_module
+
+    monkeypatch.setattr(autosave, "DEFERRED_DRAFT_SECONDS", 30.0)
+    monkeypatch.setattr(session_module, "other_sqlite_loaded", lambda: True)
+    exp = Experiment(NAME)
+    _close_runs(exp, 1)
+    assert not LATER.pending(exp._session)
+    assert len(_slot_config().runs) == 1
+
+
+def test_ommx3_loaded_after_the_close_leaves_the_draft_to_our_next_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ommx_experiment.lifecycle import session as session_module
+
+    monkeypatch.setattr(autosave, "DEFERRED_DRAFT_SECONDS", 0.05)
+    exp = Experiment(NAME)
+    _close_runs(exp, 1)
+    monkeypatch.setattr(session_module, "other_sqlite_loaded", lambda: True)
+    time.sleep(0.3)
+    assert _slot_config() is None  # LATER's thread does not touch the index beside OMMX 3's calls
+    assert LATER.pending(exp._session)  # kept for our next close or exit
+    _close_runs(exp, 1)
+    assert len(_slot_config().runs) == 2 and not LATER.pending(exp._session)
+
+
+def test_rename_before_the_deferred_draft_publishes_it_under_the_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(autosave, "DEFERRED_DRAFT_SECONDS", 30.0)
+    exp = Experiment(NAME)
+    _close_runs(exp, 1)
+    exp.rename("example.com/team/renamed:v1")
+    LATER.run_all()
+    assert _slot_config() is None
+    assert len(_slot_config("example.com/team/renamed:v1").runs) == 1
+
+
+_DEFERRED_SCRIPT = """
+import sys, time
+from ommx_experiment import Experiment
+from ommx_experiment.lifecycle import autosave
+autosave.DEFERRED_DRAFT_SECONDS = 60.0  # far longer than this process lives
+exp = Experiment(sys.argv[1])
+with exp.run() as run:
+    run.log_parameter("i", 7)
+    run.log_attachment("blob", "application/octet-stream", b"payload")
+print("closed", flush=True)
+if sys.argv[2] == "wait":
+    time.sleep(120)
+"""
+
+
+def _deferred_child(root: Path, mode: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, OMMX_LOCAL_REGISTRY_ROOT=str(root), PYTHONPATH=str(REPO / "src"))
+    return subprocess.Popen(
+        [sys.executable, "-c", _DEFERRED_SCRIPT, NAME, mode], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_a_normal_interpreter_exit_publishes_the_deferred_draft(registry_root: Path) -> None:
+    proc = _deferred_child(registry_root, "exit")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip() == "closed"
+    config = _slot_config()
+    assert config is not None and config.status == "draft" and len(config.runs) == 1
+
+
+def test_sigkill_before_the_deferred_draft_keeps_the_closed_run_recoverable(registry_root: Path) -> None:
+    proc = _deferred_child(registry_root, "wait")
+    try:
+        assert proc.stdout.readline().strip() == "closed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert _slot_config() is None  # the draft never ran: the journal (open-run log) holds the run
+    state = _fresh(registry_root, "restore", NAME)
+    assert [(r["run_id"], r["status"]) for r in state["runs"]] == [(0, "finished")]
+    assert state["params"] == {"0": {"i": 7}}
+    assert state["runs"][0]["attachments"] == {"blob": b"payload".hex()}

@@ -55,6 +55,9 @@ for i in range({journal_runs}):
         r.log_parameter("s", "x" * 200)
         if i == 0:
             r.log_json("p", {{"i": i}})
+if {autosave}:  # the default policy's first draft is deferred (0.2 s): publish it before the kill-like exit
+    from ommx_experiment.lifecycle.autosave import LATER
+    LATER.run_all()
 os._exit(0)
 """
     proc = subprocess.run([sys.executable, "-c", script], env=sup.env(root), capture_output=True, text=True, timeout=120)
@@ -136,7 +139,7 @@ def test_recover_rebuilds_refs_from_index_json(ommx3: Any, registry_root: Path) 
     last view write from the blob scan (recovered.local/experiment:<hex>), the checkpoint slot and
     pin under a registry id with the same 8-hex prefix (restore finds the draft); then OMMX 3
     loads everything."""
-    _fresh_process_setup(registry_root, autosave=True)  # the default policy writes an OMMX slot at the first close
+    _fresh_process_setup(registry_root, autosave=True)  # the default policy writes an OMMX slot (deferred first draft)
     old_id = LocalRegistry.default().registry_id
     LocalRegistry.default().close()
     ommx3.run(

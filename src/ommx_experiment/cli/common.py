@@ -220,7 +220,8 @@ def require_local(args: argparse.Namespace, name: str) -> str:
 def _draft_message(registry: Any, name: str) -> str | None:
     from ..edges.catalog import list_experiment_checkpoints
 
-    drafts = [r for r in list_experiment_checkpoints(name, root=registry.root) if r.requested_image_name == name]
+    listed = list_experiment_checkpoints(name, root=registry.root, include_journal=True)  # restore's pick per name
+    drafts = [r for r in listed if r.requested_image_name == name]
     if not drafts:
         return None
     draft = drafts[0]

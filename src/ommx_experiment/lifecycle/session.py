@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import sqlite3
 import threading
 import weakref
@@ -71,7 +72,8 @@ from ..format.journal import (
     run_blobs,
 )
 from ..format.parquet_trust import our_parquet_layer, parquet_layer_agrees
-from .autosave import DEFAULT_POLICY, AutosavePolicy, AutosaveSchedule
+from . import autosave
+from .autosave import DEFAULT_POLICY, LATER, AutosavePolicy, AutosaveSchedule
 from .reason import lifecycle_reason
 
 if TYPE_CHECKING:
@@ -331,6 +333,8 @@ class Session:
         self.open_runs = 0
         self.closed = 0
         self.schedule = AutosaveSchedule(DEFAULT_POLICY, 0)
+        self.policy_chosen = False  # set_policy was called: every draft is published at the close that makes it due
+        self._draft_later: object | None = None  # the token of the deferred first draft (:meth:`_after_close`)
         self.journal = Journal(registry, requested, journal_session_id)
         self.writable = True  # cleared by the owner when the session leaves the unsealed state
         self._flush_timer: threading.Timer | None = None
@@ -520,8 +524,7 @@ class Session:
                     self.journal.flush()
                 elif self._flush_timer is None:
                     self._start_flush_timer()
-            if self.schedule.due(self.closed):
-                self._autosave()
+            self._after_close()
 
     def _start_flush_timer(self) -> None:
         timer = threading.Timer(GROUP_COMMIT_SECONDS, _timed_flush, (weakref.ref(self),))
@@ -564,8 +567,7 @@ class Session:
             runs = [build(run_id) for run_id in self.journal.take_run_ids(count)]
             self.journal.append_closed_runs(runs)
             self.closed += len(runs)
-            if self.schedule.due(self.closed):
-                self._autosave()
+            self._after_close()
             return runs
 
     def _one_less_open(self) -> None:
@@ -609,7 +611,39 @@ class Session:
 
     def set_policy(self, policy: AutosavePolicy) -> None:
         with self.lock:
+            self._drop_deferred_draft()
+            self.policy_chosen = True
             self.schedule = AutosaveSchedule(policy, self.closed)
+
+    def _after_close(self) -> None:
+        """Apply the autosave policy after a close (or a sweep batch); under ``self.lock``.
+
+        The default policy's first draft is deferred (spec/experiment.md, "OMMX-format
+        checkpoints"): published :data:`~.autosave.DEFERRED_DRAFT_SECONDS` later by
+        :data:`~.autosave.LATER`'s thread (or at interpreter exit) with every run closed
+        by then, and dropped if a commit, another checkpoint or a policy change comes
+        first. So a small experiment committed at once writes no draft. A policy chosen
+        with ``set_autosave_policy`` and a process where OMMX 3's SQLite is loaded publish
+        at the close, as before. The journal already made the close durable.
+        """
+        if self._draft_later is not None:
+            if LATER.pending(self) and not other_sqlite_loaded():
+                return  # the deferred draft will hold this close too
+            self._drop_deferred_draft()
+            self._autosave()  # OMMX 3 got loaded meanwhile (or this is a forked child): publish it now
+            return
+        if not self.schedule.due(self.closed):
+            return
+        if self.policy_chosen or self.schedule.last_attempt is not None or other_sqlite_loaded():
+            self._autosave()
+            return
+        token = self._draft_later = object()
+        LATER.schedule(self, autosave.DEFERRED_DRAFT_SECONDS, partial(_deferred_draft, self, token))
+
+    def _drop_deferred_draft(self) -> None:
+        if self._draft_later is not None:
+            self._draft_later = None
+            LATER.cancel(self)
 
     def _autosave(self) -> None:
         success = self.try_checkpoint("draft", copy=True) is not None
@@ -629,6 +663,7 @@ class Session:
 
     def publish_checkpoint(self, status: str, reason: str | None = None, *, copy: bool = False) -> str:
         with self.lock, self.registry.publish_window():
+            self._drop_deferred_draft()  # this checkpoint holds every run it would have held
             built = self.build(status, reason=reason, requested=str(self.requested), parquet=False)
             noted = built.manifest_digest if copy else None
             self.registry.replace(
@@ -726,6 +761,8 @@ class Session:
         records them as interrupted (unlike at interpreter exit, where they are abandoned).
         """
         self._open_handles.clear()
+        with self.lock:
+            self._drop_deferred_draft()
         self._exit_hook()
 
 
@@ -761,6 +798,19 @@ def gc_paused() -> Any:
             _gc_depth -= 1
             if _gc_depth == 0 and _gc_was_enabled:
                 gc.enable()
+
+
+def _deferred_draft(session: Session, token: object, background: bool) -> None:
+    """The deferred first draft (``LATER``'s thread, or ``run_all`` at exit); nothing if dropped meanwhile."""
+    with session.lock:
+        if session._draft_later is not token:
+            return
+        if background and other_sqlite_loaded():  # OMMX 3 may be using the index: the next close or exit publishes it
+            LATER.schedule(session, math.inf, partial(_deferred_draft, session, token))
+            return
+        session._draft_later = None
+        if session.writable and session.schedule.due(session.closed):
+            session._autosave()
 
 
 def _timed_flush(ref: weakref.ReferenceType[Session]) -> None:
