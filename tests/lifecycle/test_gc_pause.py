@@ -21,16 +21,20 @@ from ommx_experiment.lifecycle.session import gc_paused
 RUNS = 2_000  # views of this many runs trigger several young collections when the collector runs
 
 
-_ACTIVE = [False]  # set around the measured call only (a flag that allocates nothing when flipped)
+_ACTIVE = [0]  # the measuring thread's ident around the measured call only, else 0 (allocates nothing)
 
 
 @pytest.fixture
 def collections() -> Iterator[list[int]]:
-    """Generation of every collection that starts during a ``_during`` call."""
+    """Generation of every collection that the measured call's own thread starts during a ``_during`` call.
+
+    A collection triggered by another thread's allocations (a group-commit flush still
+    writing the sweep's runs, say) before the pause begins is not the view's doing.
+    """
     seen: list[int] = []
 
     def watch(phase: str, info: dict[str, Any]) -> None:
-        if phase == "start" and _ACTIVE[0]:
+        if phase == "start" and _ACTIVE[0] == threading.get_ident():
             seen.append(info["generation"])
 
     gc.callbacks.append(watch)
@@ -60,9 +64,9 @@ def _during(call: Callable[[], Any], seen: list[int]) -> tuple[Any, list[int]]:
     """
     gc.collect()
     seen.clear()
-    _ACTIVE[0] = True
+    _ACTIVE[0] = threading.get_ident()
     result = call()
-    _ACTIVE[0] = False
+    _ACTIVE[0] = 0
     return result, list(seen)
 
 
