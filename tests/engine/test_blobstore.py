@@ -524,3 +524,53 @@ def test_touch_verified_checks_every_size_and_touches_only_blobs_not_touched_jus
     assert touched == []
     with pytest.raises(BlobNotFoundError, match=r"\(fresh\): 10 bytes, expected 3"):
         store.touch_verified([(fresh.digest, 3, "fresh")])  # the size is still checked
+
+
+def test_a_big_put_file_is_written_back_while_it_is_copied(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of ``_EARLY_SYNC_BYTES`` or more asks the kernel to start writing back every
+    byte as it is copied (ranges in order, no gap, none past the end) and is stored intact."""
+    from ommx_experiment.engine import blobstore
+
+    ranges: list[tuple[int, int]] = []
+    monkeypatch.setattr(blobstore, "_start_writeback", lambda fd, offset, length: ranges.append((offset, length)))
+    data = os.urandom(blobstore._EARLY_SYNC_BYTES + 3 * blobstore._COPY_STEP + 11)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    stored = store.put_file(src)
+    assert store.get(stored.digest) == data
+    assert ranges and ranges[0][0] == 0
+    assert all(a + n == b for (a, n), (b, _) in zip(ranges, ranges[1:], strict=False))
+    assert sum(n for _, n in ranges) == len(data)
+    small = tmp_path / "small.bin"
+    small.write_bytes(data[: blobstore._EARLY_SYNC_BYTES - 1])
+    ranges.clear()
+    store.put_file(small)
+    assert ranges == []
+
+
+def test_a_failed_early_sync_of_a_big_copy_fails_the_put_and_publishes_nothing(
+    store: BlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy thread's ``fdatasync`` fails after the last byte was copied (EIO): Linux may
+    clear that error, so a later ``fsync`` of the same file could succeed; the put must
+    raise it instead of publishing bytes the disk may not hold."""
+    import errno
+    import time
+
+    from ommx_experiment.engine import blobstore
+    from ommx_experiment.errors import RegistryError
+
+    def broken(fd: int) -> None:
+        time.sleep(0.5)  # the hash has caught up by then: the error comes after the last byte
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    data = os.urandom(blobstore._EARLY_SYNC_BYTES + 5)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    with pytest.raises(RegistryError, match="Input/output error"):
+        store.put_file(src)
+    assert not store.path(_digest(data)).exists()
+    assert [p for p in store.dir.iterdir() if p.is_file()] == []
