@@ -286,6 +286,13 @@ class RegistryClient:
                 return resp
             raise self._error(resp, step)
 
+    def _with_authorization(self, headers: dict[str, str] | None) -> dict[str, str]:
+        """A copy of ``headers`` carrying the token or basic credentials earned so far."""
+        sent = dict(headers or {})
+        if self._authorization is not None:
+            sent["Authorization"] = self._authorization
+        return sent
+
     def _attempt(
         self,
         method: str,
@@ -300,9 +307,7 @@ class RegistryClient:
         """One request; None means "retry after a transient connection failure"."""
         import requests
 
-        sent = dict(headers or {})
-        if self._authorization is not None:
-            sent["Authorization"] = self._authorization
+        sent = self._with_authorization(headers)
         try:
             return self._session.request(
                 method, url, headers=sent, data=body() if body else None, stream=stream,
@@ -338,9 +343,7 @@ class RegistryClient:
         retries: int,
     ) -> _DirectResponse | None:
         """:meth:`_attempt` over the keep-alive connection: the same retries and messages."""
-        sent = dict(headers or {})
-        if self._authorization is not None:
-            sent["Authorization"] = self._authorization
+        sent = self._with_authorization(headers)
         try:
             return direct.request(method, url, sent, body)
         except _ConnectTimeoutError as exc:
